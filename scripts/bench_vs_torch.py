@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""CPU throughput of transformers' CLIPModel vs sieve, on this machine, in one run.
+
+Usage:
+  python scripts/bench_vs_torch.py [--sieve target/release/sieve] [--batch 32] [--iters 5] [--threads N]
+
+Both sides use the ViT-B/32 shape from models/clip-vit-base-patch32/config.json with random
+weights in float32: images are [B,3,224,224], captions are [B,77] token ids (full-length
+padding, which is what sieve's `bench` subcommand uses too). Embeddings are the projected
+features (get_image_features / get_text_features), not normalised.
+
+Needs torch + transformers (e.g. the venv made by scripts/make_reference.sh:
+/tmp/sieve-ref-venv/bin/python scripts/bench_vs_torch.py).
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SEQ_LEN = 77
+
+
+def bench_torch(config_path, batch, iters, threads):
+    import torch
+    import transformers
+    from transformers import CLIPConfig, CLIPModel
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    config = CLIPConfig.from_pretrained(str(config_path))
+    try:
+        model = CLIPModel._from_config(config, attn_implementation="sdpa", dtype=torch.float32)
+    except TypeError:  # older transformers spell it torch_dtype
+        model = CLIPModel._from_config(config, attn_implementation="sdpa", torch_dtype=torch.float32)
+    model = model.float().eval()
+
+    image_size = config.vision_config.image_size
+    pixels = torch.randn(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(1, 49405, (batch, SEQ_LEN), generator=torch.Generator().manual_seed(2))
+    ids[:, 0] = 49406  # <|startoftext|>
+    ids[:, -1] = 49407  # <|endoftext|>: pooled position (argmax) is the last one
+    mask = torch.ones_like(ids)
+
+    def run(fn):
+        with torch.inference_mode():
+            fn()  # warm-up
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                out = fn()
+            dt = time.perf_counter() - t0
+        return out, dt
+
+    img_out, img_dt = run(lambda: model.get_image_features(pixel_values=pixels))
+    txt_out, txt_dt = run(lambda: model.get_text_features(input_ids=ids, attention_mask=mask))
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "threads": torch.get_num_threads(),
+        "attn_implementation": getattr(model.config, "_attn_implementation", "?"),
+        "image_features_type": type(img_out).__name__,
+        "text_features_type": type(txt_out).__name__,
+        "images_per_s": batch * iters / img_dt,
+        "captions_per_s": batch * iters / txt_dt,
+    }
+
+
+def bench_sieve(sieve, config_path, batch, iters, threads):
+    exe = Path(sieve)
+    if not exe.is_file() or not os.access(exe, os.X_OK):
+        return None, f"sieve binary not found at {exe} (build it with `cargo build --release`); showing torch numbers only"
+    cmd = [str(exe), "--quiet", "bench", "--config", str(config_path), "--batch-size", str(batch), "--iters", str(iters), "--json"]
+    env = dict(os.environ)
+    if threads:
+        env.setdefault("RAYON_NUM_THREADS", str(threads))
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"running sieve failed: {e}"
+    if p.returncode != 0:
+        return None, f"sieve exited with status {p.returncode}: {' '.join(cmd)}\n{p.stderr.strip()[-2000:]}"
+    for line in reversed(p.stdout.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "images_per_s" in obj and "captions_per_s" in obj:
+                return obj, None
+    return None, f"could not find a JSON object with images_per_s/captions_per_s in sieve's stdout:\n{p.stdout.strip()[-2000:]}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sieve", default=str(ROOT / "target" / "release" / "sieve"), help="path to the sieve binary")
+    ap.add_argument("--config", default=str(ROOT / "models" / "clip-vit-base-patch32" / "config.json"))
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (and RAYON_NUM_THREADS for sieve)")
+    args = ap.parse_args()
+
+    config_path = Path(args.config)
+    if not config_path.is_file():
+        sys.exit(f"config not found: {config_path} (run scripts/make_reference.sh)")
+
+    print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()}  python {platform.python_version()}")
+    print(f"model: ViT-B/32 shape from {config_path.relative_to(ROOT) if config_path.is_relative_to(ROOT) else config_path}, random f32 weights")
+    print(f"batch={args.batch} iters={args.iters} (+1 warm-up); captions: both sides use sequence length {SEQ_LEN}")
+    print("running torch ...", flush=True)
+    t = bench_torch(config_path, args.batch, args.iters, args.threads)
+    print(
+        f"torch {t['torch']}, transformers {t['transformers']}, torch threads {t['threads']}, attn {t['attn_implementation']}, "
+        f"get_image_features -> {t['image_features_type']}, get_text_features -> {t['text_features_type']}"
+    )
+    print("running sieve ...", flush=True)
+    s, err = bench_sieve(args.sieve, config_path, args.batch, args.iters, args.threads)
+    if err:
+        print(f"NOTE: {err}")
+
+    def fmt(v):
+        return f"{v:10.1f}" if isinstance(v, (int, float)) else f"{'n/a':>10}"
+
+    print()
+    print(f"{'':14}{'torch':>10}{'sieve':>10}{'sieve/torch':>13}")
+    for key, label in (("images_per_s", "images/s"), ("captions_per_s", "captions/s")):
+        tv = t[key]
+        sv = s.get(key) if s else None
+        ratio = f"{sv / tv:12.2f}x" if isinstance(sv, (int, float)) and tv > 0 else f"{'n/a':>13}"
+        print(f"{label:14}{fmt(tv)}{fmt(sv)}{ratio}")
+    print(f"torch threads: {t['threads']}" + (f"; sieve reported: {json.dumps(s)}" if s else ""))
+
+
+if __name__ == "__main__":
+    main()

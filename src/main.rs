@@ -1,0 +1,80 @@
+//! The `sieve` binary: parse arguments, run, print errors with their causes, map to exit codes
+//! (0 done, even with skipped files; 1 the run could not be done; 2 bad usage).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use sieve::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("error: {err:#}");
+            match err.downcast_ref::<sieve::Error>() {
+                Some(sieve::Error::InvalidArg { .. }) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Embed(args) => {
+            let opts = args.to_options(cli.quiet)?;
+            let m = sieve::pipeline::embed(&opts)?;
+            let c = &m.counts;
+            eprintln!(
+                "sieve embed: {} records, {} embedded ({} with captions), {} skipped -> {}",
+                c.records,
+                c.embedded,
+                c.with_caption,
+                c.skipped,
+                opts.out.display()
+            );
+            for (reason, n) in &c.skipped_by_reason {
+                eprintln!("  skipped {n:>8}  {reason}");
+            }
+            if c.captions_truncated > 0 || c.captions_lossy > 0 {
+                eprintln!(
+                    "  captions truncated to {} tokens: {}, not UTF-8 (decoded lossily): {}",
+                    m.text_max_tokens, c.captions_truncated, c.captions_lossy
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => {
+            let config = sieve::model::ClipConfig::from_file(&args.config)?;
+            let device = sieve::device::open(args.device.parse()?)?;
+            let t = sieve::bench::run(&config, &device, args.batch_size, args.iters)
+                .with_context(|| format!("benchmarking {}", args.config.display()))?;
+            let mut out = std::io::stdout().lock();
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string(&t)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "{} {} batch {}: {:.1} images/s, {:.1} captions/s (text length {})",
+                    t.device, t.dtype, t.batch_size, t.images_per_s, t.captions_per_s, t.text_seq_len
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Decoding untrusted image bytes: the format is sniffed from the content (not the extension),
+//! sizes are checked from the header before any pixel buffer is allocated, EXIF orientation is
+//! applied, and every failure becomes a [`Skip`] with a stable reason code instead of an error.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+
+/// Size limits applied before decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// Largest file accepted, in bytes.
+    pub max_bytes: u64,
+    /// Largest width × height accepted (decompression-bomb guard).
+    pub max_pixels: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // 2 × PIL's MAX_IMAGE_PIXELS, the size at which PIL raises DecompressionBombError.
+        Self { max_bytes: 256 << 20, max_pixels: 178_956_970 }
+    }
+}
+
+/// Why a record was not embedded. The string codes are stable: they are written to metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SkipReason {
+    /// The file could not be read from disk.
+    Unreadable,
+    /// The file is empty.
+    EmptyFile,
+    /// The file is larger than `--max-bytes`.
+    TooLarge,
+    /// The header declares more pixels than `--max-pixels`.
+    TooManyPixels,
+    /// The content is not an image format sieve can decode.
+    NotAnImage,
+    /// A known image format that failed to decode (corrupt or truncated).
+    DecodeError,
+}
+
+impl SkipReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            SkipReason::Unreadable => "unreadable",
+            SkipReason::EmptyFile => "empty-file",
+            SkipReason::TooLarge => "too-large",
+            SkipReason::TooManyPixels => "too-many-pixels",
+            SkipReason::NotAnImage => "not-an-image",
+            SkipReason::DecodeError => "decode-error",
+        }
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A record that is listed, not embedded: the reason code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    pub reason: SkipReason,
+    pub detail: String,
+}
+
+impl Skip {
+    pub fn new(reason: SkipReason, detail: impl Into<String>) -> Self {
+        Self { reason, detail: detail.into() }
+    }
+}
+
+/// A decoded image, converted to 8-bit RGB, upright.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub rgb: RgbImage,
+    /// Width as displayed (after EXIF orientation).
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Decodes `bytes` into upright 8-bit RGB, refusing oversize inputs before allocating pixels.
+pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, Skip> {
+    if bytes.is_empty() {
+        return Err(Skip::new(SkipReason::EmptyFile, "file is empty"));
+    }
+    if bytes.len() as u64 > limits.max_bytes {
+        return Err(Skip::new(
+            SkipReason::TooLarge,
+            format!("{} bytes, over the limit of {} (--max-bytes)", bytes.len(), limits.max_bytes),
+        ));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Skip::new(SkipReason::Unreadable, e.to_string()))?;
+    let Some(format) = reader.format() else {
+        return Err(Skip::new(SkipReason::NotAnImage, "content is not a recognised image format"));
+    };
+    if format == image::ImageFormat::Jpeg {
+        if let Some(result) = super::jpeg::decode(bytes, limits) {
+            let (mut rgb, orientation) = result?;
+            if orientation != image::metadata::Orientation::NoTransforms {
+                let mut img = DynamicImage::ImageRgb8(rgb);
+                img.apply_orientation(orientation);
+                rgb = img.into_rgb8();
+            }
+            let (width, height) = rgb.dimensions();
+            return Ok(Decoded { rgb, width, height });
+        }
+    }
+    let decode_err = |e: image::ImageError| match e {
+        image::ImageError::Unsupported(u) => Skip::new(SkipReason::NotAnImage, format!("{format:?}: {u}")),
+        image::ImageError::Limits(l) => Skip::new(SkipReason::TooManyPixels, format!("{format:?}: {l}")),
+        other => Skip::new(SkipReason::DecodeError, format!("{format:?}: {other}")),
+    };
+    let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(Skip::new(SkipReason::DecodeError, format!("{format:?}: header says {w}×{h} pixels")));
+    }
+    if w as u64 * h as u64 > limits.max_pixels {
+        return Err(Skip::new(
+            SkipReason::TooManyPixels,
+            format!("{format:?}: {w}×{h} pixels, over the limit of {} (--max-pixels)", limits.max_pixels),
+        ));
+    }
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
+    img.apply_orientation(orientation);
+    let rgb = to_rgb8(img);
+    let (width, height) = rgb.dimensions();
+    Ok(Decoded { rgb, width, height })
+}
+
+/// RGB as transformers' `convert_to_rgb` makes it: images with transparency are composited onto
+/// white (PIL's `alpha_composite`, bit-exact), grey is replicated, deeper samples scaled to 8 bits.
+fn to_rgb8(img: DynamicImage) -> RgbImage {
+    match img {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other if other.color().has_alpha() => {
+            let rgba = other.to_rgba8();
+            let (w, h) = rgba.dimensions();
+            let mut out = RgbImage::new(w, h);
+            for (src, dst) in rgba.pixels().zip(out.pixels_mut()) {
+                let a = src[3] as u32;
+                for c in 0..3 {
+                    dst[c] = composite_on_white(src[c] as u32, a);
+                }
+            }
+            out
+        }
+        other => other.to_rgb8(),
+    }
+}
+
+/// One channel of PIL's `ImagingAlphaComposite` with an opaque white destination
+/// (PRECISION_BITS = 7, SHIFTFORDIV255 rounding).
+fn composite_on_white(c: u32, a: u32) -> u8 {
+    let coef1 = a << 7;
+    let coef2 = (255 - a) << 7;
+    let tmp = c * coef1 + 255 * coef2 + (0x80 << 7);
+    ((((tmp >> 8) + tmp) >> 8) >> 7) as u8
+}

@@ -1,0 +1,7 @@
+//! Media handling: decoding untrusted image bytes, CLIP image preprocessing, caption tokenisation.
+
+pub mod decode;
+pub mod jpeg;
+pub mod preprocess;
+pub mod resample;
+pub mod tokenize;

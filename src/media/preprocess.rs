@@ -1,0 +1,117 @@
+//! Image preprocessing as transformers' `CLIPImageProcessor` (PIL backend) does it, driven by the
+//! model's `preprocessor_config.json`: convert to RGB as transformers does (transparency
+//! composited onto white, grey replicated, palette expanded; done in [`super::decode`]), resize so
+//! the short side matches `size` with a bit-exact port of Pillow's resampler
+//! ([`super::resample`]), centre crop, rescale, and mean/std normalise into CHW f32.
+
+use image::RgbImage;
+
+use super::resample::{resize_nearest_rgb8, resize_rgb8, Filter};
+
+use crate::model::config::{PreprocessorConfig, SizeSpec};
+
+/// Turns RGB images into the model's normalised pixel tensors.
+#[derive(Debug, Clone)]
+pub struct Preprocessor {
+    cfg: PreprocessorConfig,
+    out_h: u32,
+    out_w: u32,
+}
+
+impl Preprocessor {
+    pub fn new(cfg: PreprocessorConfig) -> Self {
+        let (out_h, out_w) = cfg.output_size();
+        Self { cfg, out_h, out_w }
+    }
+
+    pub fn config(&self) -> &PreprocessorConfig {
+        &self.cfg
+    }
+
+    /// (height, width) of the produced pixel arrays.
+    pub fn output_size(&self) -> (u32, u32) {
+        (self.out_h, self.out_w)
+    }
+
+    /// Number of f32 values one image produces (3 × height × width).
+    pub fn output_len(&self) -> usize {
+        3 * self.out_h as usize * self.out_w as usize
+    }
+
+    /// Size after the resize step, as transformers' `get_resize_output_image_size` computes it:
+    /// the short side becomes `shortest_edge`, the long side is scaled and truncated.
+    pub fn resize_target(&self, width: u32, height: u32) -> (u32, u32) {
+        if !self.cfg.do_resize {
+            return (width, height);
+        }
+        match self.cfg.size {
+            SizeSpec::ShortestEdge { shortest_edge: s } | SizeSpec::Square(s) => {
+                let (short, long) = if width <= height { (width, height) } else { (height, width) };
+                let new_long = ((s as u64 * long as u64) / short.max(1) as u64).max(1) as u32;
+                if width <= height {
+                    (s, new_long)
+                } else {
+                    (new_long, s)
+                }
+            }
+            SizeSpec::HeightWidth { height: h, width: w } => (w, h),
+        }
+    }
+
+    /// Preprocesses one RGB image into `out` (CHW, length [`Self::output_len`]).
+    pub fn preprocess_into(&self, img: &RgbImage, out: &mut [f32]) {
+        assert_eq!(out.len(), self.output_len(), "output buffer has the wrong length");
+        let (w, h) = img.dimensions();
+        let (nw, nh) = self.resize_target(w, h);
+        if (nw, nh) == (w, h) {
+            self.crop_normalize(img.as_raw(), w, h, out);
+            return;
+        }
+        let (src, w, h, nw_, nh_) = (img.as_raw(), w as usize, h as usize, nw as usize, nh as usize);
+        let resized = match Filter::from_pil(self.cfg.resample) {
+            Some(f) => resize_rgb8(src, w, h, nw_, nh_, f),
+            None => resize_nearest_rgb8(src, w, h, nw_, nh_),
+        };
+        self.crop_normalize(&resized, nw, nh, out);
+    }
+
+    /// Convenience wrapper that allocates the output.
+    pub fn preprocess(&self, img: &RgbImage) -> Vec<f32> {
+        let mut out = vec![0f32; self.output_len()];
+        self.preprocess_into(img, &mut out);
+        out
+    }
+
+    /// Centre crop (zero padding where the image is smaller, as transformers pads), rescale and
+    /// normalise, writing CHW.
+    fn crop_normalize(&self, rgb: &[u8], w: u32, h: u32, out: &mut [f32]) {
+        let (ch, cw) = (self.out_h as i64, self.out_w as i64);
+        let (top, left) = if self.cfg.do_center_crop { ((h as i64 - ch) / 2, (w as i64 - cw) / 2) } else { (0, 0) };
+        let plane = (ch * cw) as usize;
+        let scale = if self.cfg.do_rescale { self.cfg.rescale_factor as f32 } else { 1.0 };
+        let (mean, std) =
+            if self.cfg.do_normalize { (self.cfg.image_mean, self.cfg.image_std) } else { ([0.0; 3], [1.0; 3]) };
+        // Values of padded pixels: 0 before rescale/normalise.
+        for c in 0..3 {
+            let pad = (0.0 * scale - mean[c]) / std[c];
+            out[c * plane..(c + 1) * plane].fill(pad);
+        }
+        for y in 0..ch {
+            let sy = y + top;
+            if sy < 0 || sy >= h as i64 {
+                continue;
+            }
+            for x in 0..cw {
+                let sx = x + left;
+                if sx < 0 || sx >= w as i64 {
+                    continue;
+                }
+                let src = (sy as usize * w as usize + sx as usize) * 3;
+                let dst = (y * cw + x) as usize;
+                for c in 0..3 {
+                    out[c * plane + dst] = (rgb[src + c] as f32 * scale - mean[c]) / std[c];
+                }
+            }
+        }
+    }
+}

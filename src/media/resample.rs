@@ -1,0 +1,233 @@
+//! Pillow's resampling (`Image.resize`, libImaging/Resample.c), reimplemented bit for bit for
+//! 8-bit RGB: separable convolution, horizontal pass first over only the rows the vertical pass
+//! needs, coefficients normalised to 22-bit fixed point, an 8-bit clipped intermediate.
+//!
+//! fast_image_resize was checked first (it follows the same design), but on the fixtures its
+//! output differed from Pillow's by up to 7 levels per channel, past the 0.02 parity budget, so
+//! CLIP's preprocessing needs this exact port.
+
+/// A Pillow convolution filter: the kernel and its support (radius at scale 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    Box,
+    Bilinear,
+    Hamming,
+    Bicubic,
+    Lanczos,
+}
+
+impl Filter {
+    /// From PIL's resampling id (0 nearest, 1 lanczos, 2 bilinear, 3 bicubic, 4 box, 5 hamming).
+    /// Nearest is not a convolution; it maps to `None`.
+    pub fn from_pil(id: u32) -> Option<Self> {
+        match id {
+            1 => Some(Filter::Lanczos),
+            2 => Some(Filter::Bilinear),
+            3 => Some(Filter::Bicubic),
+            4 => Some(Filter::Box),
+            5 => Some(Filter::Hamming),
+            _ => None,
+        }
+    }
+
+    fn support(self) -> f64 {
+        match self {
+            Filter::Box => 0.5,
+            Filter::Bilinear | Filter::Hamming => 1.0,
+            Filter::Bicubic => 2.0,
+            Filter::Lanczos => 3.0,
+        }
+    }
+
+    fn eval(self, x: f64) -> f64 {
+        fn sinc(x: f64) -> f64 {
+            if x == 0.0 {
+                1.0
+            } else {
+                let x = x * std::f64::consts::PI;
+                x.sin() / x
+            }
+        }
+        match self {
+            Filter::Box => {
+                if x > -0.5 && x <= 0.5 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Filter::Bilinear => {
+                let x = x.abs();
+                if x < 1.0 {
+                    1.0 - x
+                } else {
+                    0.0
+                }
+            }
+            Filter::Hamming => {
+                let x = x.abs();
+                if x == 0.0 {
+                    1.0
+                } else if x >= 1.0 {
+                    0.0
+                } else {
+                    let xp = x * std::f64::consts::PI;
+                    xp.sin() / xp * (0.54 + 0.46 * xp.cos())
+                }
+            }
+            Filter::Bicubic => {
+                const A: f64 = -0.5;
+                let x = x.abs();
+                if x < 1.0 {
+                    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+                } else if x < 2.0 {
+                    (((x - 5.0) * x + 8.0) * x - 4.0) * A
+                } else {
+                    0.0
+                }
+            }
+            Filter::Lanczos => {
+                if (-3.0..3.0).contains(&x) {
+                    sinc(x) * sinc(x / 3.0)
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Per output pixel: first input index, tap count, and `ksize` fixed-point weights.
+struct Coeffs {
+    ksize: usize,
+    bounds: Vec<(usize, usize)>,
+    weights: Vec<i32>,
+}
+
+/// `precompute_coeffs` + `normalize_coeffs_8bpc` for the box `[0, in_size)`.
+fn coeffs(in_size: usize, out_size: usize, filter: Filter) -> Coeffs {
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = filter.support() * filterscale;
+    let ksize = support.ceil() as usize * 2 + 1;
+    let mut bounds = Vec::with_capacity(out_size);
+    let mut weights = vec![0i32; out_size * ksize];
+    let mut k = vec![0f64; ksize];
+    for xx in 0..out_size {
+        let center = (xx as f64 + 0.5) * scale;
+        let ss = 1.0 / filterscale;
+        // C's (int) truncates toward zero, as `as` does.
+        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+        let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
+        let mut ww = 0.0;
+        for (x, kx) in k.iter_mut().enumerate().take(xmax) {
+            let w = filter.eval((x as f64 + xmin as f64 - center + 0.5) * ss);
+            *kx = w;
+            ww += w;
+        }
+        for (x, kx) in k.iter().enumerate().take(xmax) {
+            let w = if ww != 0.0 { kx / ww } else { *kx };
+            let fixed = w * (1u32 << PRECISION_BITS) as f64;
+            weights[xx * ksize + x] = if w < 0.0 { (-0.5 + fixed) as i32 } else { (0.5 + fixed) as i32 };
+        }
+        bounds.push((xmin, xmax));
+    }
+    Coeffs { ksize, bounds, weights }
+}
+
+#[inline]
+fn clip8(v: i32) -> u8 {
+    if v >= (1 << PRECISION_BITS << 8) {
+        255
+    } else if v <= 0 {
+        0
+    } else {
+        (v >> PRECISION_BITS) as u8
+    }
+}
+
+const HALF: i32 = 1 << (PRECISION_BITS - 1);
+
+/// Resizes packed RGB8 `src` (`w`×`h`) to `nw`×`nh`, exactly as Pillow's `Image.resize` does.
+pub fn resize_rgb8(src: &[u8], w: usize, h: usize, nw: usize, nh: usize, filter: Filter) -> Vec<u8> {
+    assert_eq!(src.len(), w * h * 3, "source buffer does not match its size");
+    let need_h = nw != w;
+    let need_v = nh != h;
+    let horiz = coeffs(w, nw, filter);
+    let mut vert = coeffs(h, nh, filter);
+
+    // Horizontal pass over only the source rows the vertical pass reads.
+    let (first, last) = if need_v {
+        let (b0, _) = vert.bounds[0];
+        let (bl, nl) = vert.bounds[nh - 1];
+        (b0, bl + nl)
+    } else {
+        (0, h)
+    };
+    let tmp_owned;
+    let (tmp, tmp_w): (&[u8], usize) = if need_h {
+        for b in &mut vert.bounds {
+            b.0 -= first;
+        }
+        let rows = last - first;
+        let mut out = vec![0u8; nw * rows * 3];
+        for (yy, out_row) in out.chunks_exact_mut(nw * 3).enumerate() {
+            let in_row = &src[(yy + first) * w * 3..(yy + first + 1) * w * 3];
+            for (xx, px) in out_row.chunks_exact_mut(3).enumerate() {
+                let (xmin, n) = horiz.bounds[xx];
+                let k = &horiz.weights[xx * horiz.ksize..xx * horiz.ksize + n];
+                let (mut s0, mut s1, mut s2) = (HALF, HALF, HALF);
+                for (x, &kx) in k.iter().enumerate() {
+                    let p = &in_row[(xmin + x) * 3..(xmin + x) * 3 + 3];
+                    s0 = s0.wrapping_add((p[0] as i32).wrapping_mul(kx));
+                    s1 = s1.wrapping_add((p[1] as i32).wrapping_mul(kx));
+                    s2 = s2.wrapping_add((p[2] as i32).wrapping_mul(kx));
+                }
+                px[0] = clip8(s0);
+                px[1] = clip8(s1);
+                px[2] = clip8(s2);
+            }
+        }
+        tmp_owned = out;
+        (&tmp_owned, nw)
+    } else {
+        (src, w)
+    };
+    if !need_v {
+        return tmp.to_vec();
+    }
+    let mut out = vec![0u8; tmp_w * nh * 3];
+    let row_len = tmp_w * 3;
+    let mut acc = vec![0i32; row_len];
+    for (yy, out_row) in out.chunks_exact_mut(row_len).enumerate() {
+        let (ymin, n) = vert.bounds[yy];
+        let k = &vert.weights[yy * vert.ksize..yy * vert.ksize + n];
+        acc.fill(HALF);
+        // Row-major accumulation: same sums as Pillow's per-pixel loop, cache friendly.
+        for (y, &ky) in k.iter().enumerate() {
+            let in_row = &tmp[(ymin + y) * row_len..(ymin + y + 1) * row_len];
+            for (a, &p) in acc.iter_mut().zip(in_row) {
+                *a = a.wrapping_add((p as i32).wrapping_mul(ky));
+            }
+        }
+        for (o, &a) in out_row.iter_mut().zip(&acc) {
+            *o = clip8(a);
+        }
+    }
+    out
+}
+
+/// Pillow-style nearest-neighbour resize (sample at the centre of each output pixel).
+pub fn resize_nearest_rgb8(src: &[u8], w: usize, h: usize, nw: usize, nh: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(nw * nh * 3);
+    for yy in 0..nh {
+        let y = (((yy as f64 + 0.5) * h as f64 / nh as f64) as usize).min(h - 1);
+        for xx in 0..nw {
+            let x = (((xx as f64 + 0.5) * w as f64 / nw as f64) as usize).min(w - 1);
+            out.extend_from_slice(&src[(y * w + x) * 3..(y * w + x) * 3 + 3]);
+        }
+    }
+    out
+}

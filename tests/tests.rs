@@ -1,0 +1,10 @@
+//! sieve's integration tests, one binary (ripgrep's layout). Everything is offline: the model is
+//! `models/tiny-clip` and the golden outputs in `tests/fixtures/golden` come from transformers via
+//! `scripts/make_reference.py`.
+
+mod util;
+
+mod cli;
+mod model;
+mod parity;
+mod store;
