@@ -195,3 +195,26 @@ fn agrees_with_candle_transformers_stock_clip() {
         assert!(max_abs(&ours[0], &theirs[0]) < 1e-4, "text features differ for {caption:?}");
     }
 }
+
+#[test]
+fn fused_cpu_kernels_equal_generic_candle_ops() {
+    use candle_core::Tensor;
+    let g = golden();
+    let fused = tiny_clip();
+    let mut generic = tiny_clip();
+    generic.model.set_fused_cpu(false);
+    let pixels: Vec<Tensor> = g.images.iter().map(|f| golden_pixels(stem(f))).collect();
+    let pixels = Tensor::stack(&pixels, 0).unwrap();
+    let a = fused.model.embed_images(&pixels).unwrap().to_vec2::<f32>().unwrap();
+    let b = generic.model.embed_images(&pixels).unwrap().to_vec2::<f32>().unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        assert!(max_abs(x, y) < 1e-5, "image: fused vs generic max-abs {}", max_abs(x, y));
+    }
+    // A padded batch of captions of different lengths exercises the causal path.
+    let ids: Vec<Vec<u32>> = g.captions.iter().map(|c| fused.tokenizer.encode(c).unwrap().ids).collect();
+    let a = fused.model.embed_texts(&ids).unwrap().to_vec2::<f32>().unwrap();
+    let b = generic.model.embed_texts(&ids).unwrap().to_vec2::<f32>().unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        assert!(max_abs(x, y) < 1e-5, "text: fused vs generic max-abs {}", max_abs(x, y));
+    }
+}

@@ -15,30 +15,23 @@ use super::config::{Activation, ClipConfig, TextConfig, VisionConfig};
 use crate::error::Result;
 
 /// `y = x W^T + b`, applied to the last dimension of a tensor of any rank as one 2-D GEMM.
+/// (Every linear layer inside CLIP's encoders has a bias; the projections are bare matrices.)
 #[derive(Debug, Clone)]
 struct Linear {
     weight: Tensor,
-    bias: Option<Tensor>,
+    bias: Tensor,
 }
 
 impl Linear {
-    fn load(vb: VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
-        let weight = vb.get((out_dim, in_dim), "weight")?;
-        let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
-        Ok(Self { weight, bias })
+    fn load(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        Ok(Self { weight: vb.get((out_dim, in_dim), "weight")?, bias: vb.get(out_dim, "bias")? })
     }
 
     /// One layer out of several `[out, in]` layers stacked along the output dimension.
-    fn fused(parts: Vec<Linear>) -> Result<Self> {
+    fn fused(parts: &[Linear]) -> Result<Self> {
         let weights: Vec<&Tensor> = parts.iter().map(|l| &l.weight).collect();
-        let weight = Tensor::cat(&weights, 0)?;
-        let bias = if parts.iter().all(|l| l.bias.is_some()) {
-            let biases: Vec<&Tensor> = parts.iter().filter_map(|l| l.bias.as_ref()).collect();
-            Some(Tensor::cat(&biases, 0)?)
-        } else {
-            None
-        };
-        Ok(Self { weight, bias })
+        let biases: Vec<&Tensor> = parts.iter().map(|l| &l.bias).collect();
+        Ok(Self { weight: Tensor::cat(&weights, 0)?, bias: Tensor::cat(&biases, 0)? })
     }
 }
 
@@ -48,10 +41,7 @@ impl Module for Linear {
         let (last, lead) = dims.split_last().expect("linear input has at least one dim");
         let rows: usize = lead.iter().product();
         let x2 = xs.reshape((rows, *last))?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
-        }
+        let y = x2.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
         let mut out_dims = lead.to_vec();
         out_dims.push(self.weight.dim(0)?);
         y.reshape(out_dims)
@@ -139,22 +129,62 @@ impl EncoderLayer {
     fn load(vb: VarBuilder, s: &EncoderShape) -> Result<Self> {
         let h = s.hidden;
         let attn = vb.pp("self_attn");
-        let qkv = Linear::fused(vec![
-            Linear::load(attn.pp("q_proj"), h, h, true)?,
-            Linear::load(attn.pp("k_proj"), h, h, true)?,
-            Linear::load(attn.pp("v_proj"), h, h, true)?,
+        let qkv = Linear::fused(&[
+            Linear::load(attn.pp("q_proj"), h, h)?,
+            Linear::load(attn.pp("k_proj"), h, h)?,
+            Linear::load(attn.pp("v_proj"), h, h)?,
         ])?;
         Ok(Self {
             qkv,
-            out_proj: Linear::load(attn.pp("out_proj"), h, h, true)?,
+            out_proj: Linear::load(attn.pp("out_proj"), h, h)?,
             ln1: LayerNorm::load(vb.pp("layer_norm1"), h, s.eps)?,
             ln2: LayerNorm::load(vb.pp("layer_norm2"), h, s.eps)?,
-            fc1: Linear::load(vb.pp("mlp").pp("fc1"), h, s.intermediate, true)?,
-            fc2: Linear::load(vb.pp("mlp").pp("fc2"), s.intermediate, h, true)?,
+            fc1: Linear::load(vb.pp("mlp").pp("fc1"), h, s.intermediate)?,
+            fc2: Linear::load(vb.pp("mlp").pp("fc2"), s.intermediate, h)?,
             act: s.act,
             heads: s.heads,
             scale: ((h / s.heads) as f64).powf(-0.5),
         })
+    }
+
+    /// Whether [`Self::forward_fused_cpu`] can run this layer on `xs`.
+    fn can_fuse(&self, xs: &Tensor) -> bool {
+        xs.device().is_cpu() && xs.dtype() == DType::F32 && self.act == Activation::QuickGelu
+    }
+
+    /// The same layer through the fused CPU kernels of [`super::cpu`].
+    fn forward_fused_cpu(&self, xs: &Tensor, causal: bool) -> Result<Tensor> {
+        use super::cpu::{encoder_layer, F32View, LayerWeights};
+        let (b, s, _) = xs.dims3()?;
+        let xs = xs.contiguous()?;
+        let x = F32View::new(&xs)?;
+        let views = [
+            F32View::new(&self.ln1.weight)?,
+            F32View::new(&self.ln1.bias)?,
+            F32View::new(&self.ln2.weight)?,
+            F32View::new(&self.ln2.bias)?,
+            F32View::new(&self.qkv.weight)?,
+            F32View::new(&self.qkv.bias)?,
+            F32View::new(&self.out_proj.weight)?,
+            F32View::new(&self.out_proj.bias)?,
+            F32View::new(&self.fc1.weight)?,
+            F32View::new(&self.fc1.bias)?,
+            F32View::new(&self.fc2.weight)?,
+            F32View::new(&self.fc2.bias)?,
+        ];
+        let v: Vec<&[f32]> = views.iter().map(F32View::get).collect();
+        let w = LayerWeights {
+            ln1: (v[0], v[1]),
+            ln2: (v[2], v[3]),
+            qkv: (v[4], v[5]),
+            out: (v[6], v[7]),
+            fc1: (v[8], v[9]),
+            fc2: (v[10], v[11]),
+            eps: self.ln1.eps,
+            heads: self.heads,
+            scale: self.scale as f32,
+        };
+        encoder_layer(x.get(), b, s, &w, causal)
     }
 
     /// `xs`: [batch, seq, hidden]; `mask`: additive [seq, seq] (causal) or none.
@@ -185,19 +215,29 @@ impl EncoderLayer {
 #[derive(Debug, Clone)]
 struct Encoder {
     layers: Vec<EncoderLayer>,
+    /// Use the fused CPU kernels where they apply (on by default).
+    fused_cpu: bool,
 }
 
 impl Encoder {
     fn load(vb: VarBuilder, s: &EncoderShape) -> Result<Self> {
         let vb = vb.pp("layers");
         let layers = (0..s.layers).map(|i| EncoderLayer::load(vb.pp(i), s)).collect::<Result<_>>()?;
-        Ok(Self { layers })
+        Ok(Self { layers, fused_cpu: true })
     }
 
-    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, causal: bool) -> Result<Tensor> {
         let mut x = xs.clone();
+        let mut mask = None;
         for layer in &self.layers {
-            x = layer.forward(&x, mask)?;
+            x = if self.fused_cpu && layer.can_fuse(&x) {
+                layer.forward_fused_cpu(&x, causal)?
+            } else {
+                if mask.is_none() {
+                    mask = causal_mask_if(causal, x.dim(1)?, &x)?;
+                }
+                layer.forward(&x, mask.as_ref())?
+            };
         }
         Ok(x)
     }
@@ -270,18 +310,21 @@ impl TextTransformer {
         let h = self.token_embedding.dim(1)?;
         let x = self.token_embedding.index_select(&ids, 0)?.reshape((b, seq, h))?;
         let x = x.broadcast_add(&self.position_embedding.narrow(0, 0, seq)?)?;
-        let mask = causal_mask(seq, x.dtype(), device)?;
-        let x = self.encoder.forward(&x, Some(&mask))?;
+        let x = self.encoder.forward(&x, true)?;
         let x = self.final_layer_norm.forward(&x)?;
         let pool = Tensor::from_vec(pool, (b,), device)?;
         Ok(x.reshape((b * seq, h))?.index_select(&pool, 0)?)
     }
 }
 
-fn causal_mask(seq: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+/// Additive causal mask `[seq, seq]` in `like`'s dtype and device, when `causal`.
+fn causal_mask_if(causal: bool, seq: usize, like: &Tensor) -> Result<Option<Tensor>> {
+    if !causal {
+        return Ok(None);
+    }
     let mask: Vec<f32> =
         (0..seq).flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
-    Ok(Tensor::from_vec(mask, (seq, seq), device)?.to_dtype(dtype)?)
+    Ok(Some(Tensor::from_vec(mask, (seq, seq), like.device())?.to_dtype(like.dtype())?))
 }
 
 /// The vision tower: patch + class + position embeddings, pre-norm, encoder, post-norm of the
@@ -350,7 +393,7 @@ impl VisionTransformer {
         let cls = self.class_embedding.reshape((1, 1, h))?.broadcast_as((b, 1, h))?;
         let x = Tensor::cat(&[&cls, &x], 1)?.broadcast_add(&self.position_embedding)?;
         let x = self.pre_layrnorm.forward(&x)?;
-        let x = self.encoder.forward(&x, None)?;
+        let x = self.encoder.forward(&x, false)?;
         Ok(self.post_layernorm.forward(&x.i((.., 0, ..))?)?)
     }
 }
@@ -417,6 +460,13 @@ impl ClipModel {
         }
         let pooled = self.text.forward(batch, &self.device)?;
         Ok(pooled.matmul(&self.text_projection.t()?)?.to_dtype(DType::F32)?)
+    }
+
+    /// Turns the fused CPU kernels on (the default) or off, falling back to generic candle ops;
+    /// tests use it to check one against the other.
+    pub fn set_fused_cpu(&mut self, on: bool) {
+        self.text.encoder.fused_cpu = on;
+        self.vision.encoder.fused_cpu = on;
     }
 
     /// The text tower's pooling position for one sequence (exposed for tests).

@@ -3,6 +3,7 @@
 
 pub mod clip;
 pub mod config;
+mod cpu;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
