@@ -83,34 +83,38 @@ impl Preprocessor {
     }
 
     /// Centre crop (zero padding where the image is smaller, as transformers pads), rescale and
-    /// normalise, writing CHW.
+    /// normalise, writing CHW. Each 8-bit value maps through a 256-entry table per channel,
+    /// computed with transformers' formula `(v * rescale - mean) / std` in f32.
     fn crop_normalize(&self, rgb: &[u8], w: u32, h: u32, out: &mut [f32]) {
-        let (ch, cw) = (self.out_h as i64, self.out_w as i64);
-        let (top, left) = if self.cfg.do_center_crop { ((h as i64 - ch) / 2, (w as i64 - cw) / 2) } else { (0, 0) };
-        let plane = (ch * cw) as usize;
+        let (ch, cw) = (self.out_h as usize, self.out_w as usize);
+        let (top, left) =
+            if self.cfg.do_center_crop { ((h as i64 - ch as i64) / 2, (w as i64 - cw as i64) / 2) } else { (0, 0) };
+        let plane = ch * cw;
         let scale = if self.cfg.do_rescale { self.cfg.rescale_factor as f32 } else { 1.0 };
         let (mean, std) =
             if self.cfg.do_normalize { (self.cfg.image_mean, self.cfg.image_std) } else { ([0.0; 3], [1.0; 3]) };
-        // Values of padded pixels: 0 before rescale/normalise.
+        let lut: [[f32; 256]; 3] =
+            std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 * scale - mean[c]) / std[c]));
+        // Padded pixels are value 0 before rescale/normalise.
         for c in 0..3 {
-            let pad = (0.0 * scale - mean[c]) / std[c];
-            out[c * plane..(c + 1) * plane].fill(pad);
+            out[c * plane..(c + 1) * plane].fill(lut[c][0]);
         }
-        for y in 0..ch {
-            let sy = y + top;
-            if sy < 0 || sy >= h as i64 {
-                continue;
-            }
-            for x in 0..cw {
-                let sx = x + left;
-                if sx < 0 || sx >= w as i64 {
-                    continue;
-                }
-                let src = (sy as usize * w as usize + sx as usize) * 3;
-                let dst = (y * cw + x) as usize;
-                for c in 0..3 {
-                    out[c * plane + dst] = (rgb[src + c] as f32 * scale - mean[c]) / std[c];
-                }
+        // The crop window clipped to the image.
+        let (y0, y1) = ((-top).max(0) as usize, ((h as i64 - top).min(ch as i64)).max(0) as usize);
+        let (x0, x1) = ((-left).max(0) as usize, ((w as i64 - left).min(cw as i64)).max(0) as usize);
+        let (r_plane, rest) = out.split_at_mut(plane);
+        let (g_plane, b_plane) = rest.split_at_mut(plane);
+        for y in y0..y1 {
+            let sy = (y as i64 + top) as usize;
+            let sx0 = (x0 as i64 + left) as usize;
+            let src = &rgb[(sy * w as usize + sx0) * 3..(sy * w as usize + sx0 + (x1 - x0)) * 3];
+            let o = y * cw + x0..y * cw + x1;
+            for (((px, r), g), b) in
+                src.chunks_exact(3).zip(&mut r_plane[o.clone()]).zip(&mut g_plane[o.clone()]).zip(&mut b_plane[o])
+            {
+                *r = lut[0][px[0] as usize];
+                *g = lut[1][px[1] as usize];
+                *b = lut[2][px[2] as usize];
             }
         }
     }

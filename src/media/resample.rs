@@ -179,8 +179,7 @@ pub fn resize_rgb8(src: &[u8], w: usize, h: usize, nw: usize, nh: usize, filter:
                 let (xmin, n) = horiz.bounds[xx];
                 let k = &horiz.weights[xx * horiz.ksize..xx * horiz.ksize + n];
                 let (mut s0, mut s1, mut s2) = (HALF, HALF, HALF);
-                for (x, &kx) in k.iter().enumerate() {
-                    let p = &in_row[(xmin + x) * 3..(xmin + x) * 3 + 3];
+                for (p, &kx) in in_row[xmin * 3..(xmin + n) * 3].chunks_exact(3).zip(k) {
                     s0 = s0.wrapping_add((p[0] as i32).wrapping_mul(kx));
                     s1 = s1.wrapping_add((p[1] as i32).wrapping_mul(kx));
                     s2 = s2.wrapping_add((p[2] as i32).wrapping_mul(kx));
