@@ -153,7 +153,7 @@ impl EncoderLayer {
     }
 
     /// The same layer through the fused CPU kernels of [`super::cpu`].
-    fn forward_fused_cpu(&self, xs: &Tensor, causal: bool) -> Result<Tensor> {
+    fn forward_fused_cpu(&self, xs: &Tensor, causal: bool, pick: Option<&[usize]>) -> Result<Tensor> {
         use super::cpu::{encoder_layer, F32View, LayerWeights};
         let (b, s, _) = xs.dims3()?;
         let xs = xs.contiguous()?;
@@ -184,7 +184,7 @@ impl EncoderLayer {
             heads: self.heads,
             scale: self.scale as f32,
         };
-        encoder_layer(x.get(), b, s, &w, causal)
+        encoder_layer(x.get(), b, s, &w, causal, pick)
     }
 
     /// `xs`: [batch, seq, hidden]; `mask`: additive [seq, seq] (causal) or none.
@@ -226,20 +226,29 @@ impl Encoder {
         Ok(Self { layers, fused_cpu: true })
     }
 
-    fn forward(&self, xs: &Tensor, causal: bool) -> Result<Tensor> {
+    /// Runs the encoder and returns only the row each sequence is pooled at (`pick[i]` for
+    /// batch item `i`), `[batch, hidden]`. The fused CPU path skips the other rows' work in
+    /// the last layer, where nothing reads them.
+    fn forward_pooled(&self, xs: &Tensor, causal: bool, pick: &[usize]) -> Result<Tensor> {
+        let (b, s, h) = xs.dims3()?;
         let mut x = xs.clone();
         let mut mask = None;
-        for layer in &self.layers {
-            x = if self.fused_cpu && layer.can_fuse(&x) {
-                layer.forward_fused_cpu(&x, causal)?
+        for (i, layer) in self.layers.iter().enumerate() {
+            if self.fused_cpu && layer.can_fuse(&x) {
+                if i + 1 == self.layers.len() {
+                    return Ok(layer.forward_fused_cpu(&x, causal, Some(pick))?.reshape((b, h))?);
+                }
+                x = layer.forward_fused_cpu(&x, causal, None)?;
             } else {
                 if mask.is_none() {
-                    mask = causal_mask_if(causal, x.dim(1)?, &x)?;
+                    mask = causal_mask_if(causal, s, &x)?;
                 }
-                layer.forward(&x, mask.as_ref())?
-            };
+                x = layer.forward(&x, mask.as_ref())?;
+            }
         }
-        Ok(x)
+        let rows: Vec<u32> = pick.iter().enumerate().map(|(bi, &t)| (bi * s + t) as u32).collect();
+        let rows = Tensor::from_vec(rows, (b,), x.device())?;
+        Ok(x.reshape((b * s, h))?.index_select(&rows, 0)?)
     }
 }
 
@@ -301,19 +310,17 @@ impl TextTransformer {
         let pad = self.eos_token_id.min(self.token_embedding.dim(0)? as u32 - 1);
         let mut flat = Vec::with_capacity(b * seq);
         let mut pool = Vec::with_capacity(b);
-        for (row, ids) in batch.iter().enumerate() {
+        for ids in batch {
             flat.extend_from_slice(ids);
             flat.extend(std::iter::repeat_n(pad, seq - ids.len()));
-            pool.push((row * seq + self.pool_position(ids)) as u32);
+            pool.push(self.pool_position(ids));
         }
         let ids = Tensor::from_vec(flat, (b * seq,), device)?;
         let h = self.token_embedding.dim(1)?;
         let x = self.token_embedding.index_select(&ids, 0)?.reshape((b, seq, h))?;
         let x = x.broadcast_add(&self.position_embedding.narrow(0, 0, seq)?)?;
-        let x = self.encoder.forward(&x, true)?;
-        let x = self.final_layer_norm.forward(&x)?;
-        let pool = Tensor::from_vec(pool, (b,), device)?;
-        Ok(x.reshape((b * seq, h))?.index_select(&pool, 0)?)
+        let x = self.encoder.forward_pooled(&x, true, &pool)?;
+        Ok(self.final_layer_norm.forward(&x)?)
     }
 }
 
@@ -393,8 +400,8 @@ impl VisionTransformer {
         let cls = self.class_embedding.reshape((1, 1, h))?.broadcast_as((b, 1, h))?;
         let x = Tensor::cat(&[&cls, &x], 1)?.broadcast_add(&self.position_embedding)?;
         let x = self.pre_layrnorm.forward(&x)?;
-        let x = self.encoder.forward(&x, false)?;
-        Ok(self.post_layernorm.forward(&x.i((.., 0, ..))?)?)
+        let x = self.encoder.forward_pooled(&x, false, &vec![0; b])?;
+        Ok(self.post_layernorm.forward(&x)?)
     }
 }
 

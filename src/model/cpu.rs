@@ -198,6 +198,44 @@ fn attention(qkv: &[f32], b: usize, s: usize, heads: usize, scale: f32, causal: 
     ctx
 }
 
+/// Attention for one query row per batch item (`rows[bi]`, its position in the sequence),
+/// returning the context `[b, h]`. Used by the last layer, whose other rows nobody reads.
+fn attention_rows(qkv: &[f32], b: usize, s: usize, heads: usize, scale: f32, causal: bool, rows: &[usize]) -> Vec<f32> {
+    let h = qkv.len() / (b * s) / 3;
+    let hd = h / heads;
+    let mut ctx = vec![0f32; b * h];
+    ctx.par_chunks_mut(hd).enumerate().for_each_init(
+        || vec![0f32; s],
+        |p, (idx, out)| {
+            let (bi, hi) = (idx / heads, idx % heads);
+            let t = rows[bi];
+            let live = if causal { t + 1 } else { s };
+            let tok = |j: usize, part: usize| {
+                let at = (bi * s + j) * 3 * h + part * h + hi * hd;
+                &qkv[at..at + hd]
+            };
+            let q = tok(t, 0);
+            for (j, pj) in p.iter_mut().enumerate().take(live) {
+                *pj = scale * q.iter().zip(tok(j, 1)).map(|(a, b)| a * b).sum::<f32>();
+            }
+            let max = p[..live].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for pj in &mut p[..live] {
+                *pj = (*pj - max).exp();
+                sum += *pj;
+            }
+            out.fill(0.0);
+            for (j, pj) in p.iter().enumerate().take(live) {
+                let w = pj / sum;
+                for (o, v) in out.iter_mut().zip(tok(j, 2)) {
+                    *o += w * v;
+                }
+            }
+        },
+    );
+    ctx
+}
+
 /// Weights of one encoder layer as borrowed slices.
 pub(crate) struct LayerWeights<'a> {
     pub ln1: (&'a [f32], &'a [f32]),
@@ -211,19 +249,38 @@ pub(crate) struct LayerWeights<'a> {
     pub scale: f32,
 }
 
-/// One pre-norm CLIP encoder layer with QuickGELU on `x` (`[b, s, h]`).
-pub(crate) fn encoder_layer(x: &[f32], b: usize, s: usize, w: &LayerWeights, causal: bool) -> Result<Tensor> {
+/// One pre-norm CLIP encoder layer with QuickGELU on `x` (`[b, s, h]`). With `pick` (one
+/// position per batch item) only those rows are computed past attention — what the last layer
+/// needs, since CLIP pools one token — and the result is `[b, 1, h]`.
+pub(crate) fn encoder_layer(
+    x: &[f32],
+    b: usize,
+    s: usize,
+    w: &LayerWeights,
+    causal: bool,
+    pick: Option<&[usize]>,
+) -> Result<Tensor> {
     let h = w.ln1.0.len();
     let inter = w.fc1.1.len();
-    let rows = b * s;
     let xn = layer_norm(x, w.ln1.0, w.ln1.1, w.eps);
-    let mut qkv = vec![0f32; rows * 3 * h];
+    let mut qkv = vec![0f32; b * s * 3 * h];
     fill_rows(&mut qkv, None, w.qkv.1);
-    matmul_wt(&mut qkv, &xn, w.qkv.0, rows, 3 * h, h, true);
-    let ctx = attention(&qkv, b, s, w.heads, w.scale, causal);
+    matmul_wt(&mut qkv, &xn, w.qkv.0, b * s, 3 * h, h, true);
+    let (ctx, residual, rows, seq) = match pick {
+        None => (attention(&qkv, b, s, w.heads, w.scale, causal), x.to_vec(), b * s, s),
+        Some(pick) => {
+            let picked: Vec<f32> = pick
+                .iter()
+                .enumerate()
+                .flat_map(|(bi, &t)| &x[(bi * s + t) * h..(bi * s + t + 1) * h])
+                .copied()
+                .collect();
+            (attention_rows(&qkv, b, s, w.heads, w.scale, causal, pick), picked, b, 1)
+        }
+    };
     drop(qkv);
     let mut x2 = vec![0f32; rows * h];
-    fill_rows(&mut x2, Some(x), w.out.1);
+    fill_rows(&mut x2, Some(&residual), w.out.1);
     matmul_wt(&mut x2, &ctx, w.out.0, rows, h, h, true);
     let xn2 = layer_norm(&x2, w.ln2.0, w.ln2.1, w.eps);
     let mut mid = vec![0f32; rows * inter];
@@ -233,5 +290,5 @@ pub(crate) fn encoder_layer(x: &[f32], b: usize, s: usize, w: &LayerWeights, cau
     let mut out = vec![0f32; rows * h];
     fill_rows(&mut out, Some(&x2), w.fc2.1);
     matmul_wt(&mut out, &mid, w.fc2.0, rows, h, inter, true);
-    Ok(Tensor::from_vec(out, (b, s, h), &Device::Cpu)?)
+    Ok(Tensor::from_vec(out, (b, seq, h), &Device::Cpu)?)
 }
