@@ -2,7 +2,7 @@
 """CPU throughput of transformers' CLIPModel vs sieve, on this machine, in one run.
 
 Usage:
-  python scripts/bench_vs_torch.py [--sieve target/release/sieve] [--batch 32] [--iters 5] [--threads N]
+  python scripts/bench_vs_torch.py [--sieve target/release/sieve] [--batch 32] [--iters 5] [--repeat 3] [--threads N]
 
 Both sides use the ViT-B/32 shape from models/clip-vit-base-patch32/config.json with random
 weights in float32: images are [B,3,224,224], captions are [B,77] token ids (full-length
@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -26,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SEQ_LEN = 77
 
 
-def bench_torch(config_path, batch, iters, threads):
+def setup_torch(config_path, batch, iters, threads):
+    """Builds the model once; returns a function that times one round."""
     import torch
     import transformers
     from transformers import CLIPConfig, CLIPModel
@@ -57,18 +59,21 @@ def bench_torch(config_path, batch, iters, threads):
             dt = time.perf_counter() - t0
         return out, dt
 
-    img_out, img_dt = run(lambda: model.get_image_features(pixel_values=pixels))
-    txt_out, txt_dt = run(lambda: model.get_text_features(input_ids=ids, attention_mask=mask))
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "threads": torch.get_num_threads(),
-        "attn_implementation": getattr(model.config, "_attn_implementation", "?"),
-        "image_features_type": type(img_out).__name__,
-        "text_features_type": type(txt_out).__name__,
-        "images_per_s": batch * iters / img_dt,
-        "captions_per_s": batch * iters / txt_dt,
-    }
+    def round_():
+        img_out, img_dt = run(lambda: model.get_image_features(pixel_values=pixels))
+        txt_out, txt_dt = run(lambda: model.get_text_features(input_ids=ids, attention_mask=mask))
+        return {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "threads": torch.get_num_threads(),
+            "attn_implementation": getattr(model.config, "_attn_implementation", "?"),
+            "image_features_type": type(img_out).__name__,
+            "text_features_type": type(txt_out).__name__,
+            "images_per_s": batch * iters / img_dt,
+            "captions_per_s": batch * iters / txt_dt,
+        }
+
+    return round_
 
 
 def bench_sieve(sieve, config_path, batch, iters, threads):
@@ -104,6 +109,7 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (and RAYON_NUM_THREADS for sieve)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds, torch and sieve alternating; medians are compared")
     args = ap.parse_args()
 
     config_path = Path(args.config)
@@ -113,16 +119,32 @@ def main():
     print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()}  python {platform.python_version()}")
     print(f"model: ViT-B/32 shape from {config_path.relative_to(ROOT) if config_path.is_relative_to(ROOT) else config_path}, random f32 weights")
     print(f"batch={args.batch} iters={args.iters} (+1 warm-up); captions: both sides use sequence length {SEQ_LEN}")
-    print("running torch ...", flush=True)
-    t = bench_torch(config_path, args.batch, args.iters, args.threads)
+    print(f"rounds: {args.repeat}, torch and sieve alternating so both see the same machine load; medians compared")
+    torch_round = setup_torch(config_path, args.batch, args.iters, args.threads)
+    torch_runs, sieve_runs, err = [], [], None
+    for r in range(args.repeat):
+        print(f"round {r + 1}: torch ...", end=" ", flush=True)
+        torch_runs.append(torch_round())
+        print("sieve ...", flush=True)
+        s1, err = bench_sieve(args.sieve, config_path, args.batch, args.iters, args.threads)
+        if err:
+            print(f"NOTE: {err}")
+            break
+        sieve_runs.append(s1)
+    t = dict(torch_runs[-1])
     print(
         f"torch {t['torch']}, transformers {t['transformers']}, torch threads {t['threads']}, attn {t['attn_implementation']}, "
         f"get_image_features -> {t['image_features_type']}, get_text_features -> {t['text_features_type']}"
     )
-    print("running sieve ...", flush=True)
-    s, err = bench_sieve(args.sieve, config_path, args.batch, args.iters, args.threads)
-    if err:
-        print(f"NOTE: {err}")
+    s = dict(sieve_runs[-1]) if sieve_runs else None
+    for key in ("images_per_s", "captions_per_s"):
+        tv = [x[key] for x in torch_runs]
+        t[key] = statistics.median(tv)
+        print(f"torch {key} per round: " + ", ".join(f"{v:.2f}" for v in tv))
+        if s:
+            sv = [x[key] for x in sieve_runs]
+            s[key] = statistics.median(sv)
+            print(f"sieve {key} per round: " + ", ".join(f"{v:.2f}" for v in sv))
 
     def fmt(v):
         return f"{v:10.1f}" if isinstance(v, (int, float)) else f"{'n/a':>10}"
@@ -134,7 +156,7 @@ def main():
         sv = s.get(key) if s else None
         ratio = f"{sv / tv:12.2f}x" if isinstance(sv, (int, float)) and tv > 0 else f"{'n/a':>13}"
         print(f"{label:14}{fmt(tv)}{fmt(sv)}{ratio}")
-    print(f"torch threads: {t['threads']}" + (f"; sieve reported: {json.dumps(s)}" if s else ""))
+    print(f"(medians of {len(torch_runs)} rounds) torch threads: {t['threads']}" + (f"; sieve: {json.dumps(s)}" if s else ""))
 
 
 if __name__ == "__main__":

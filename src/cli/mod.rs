@@ -15,7 +15,16 @@ use crate::pipeline::EmbedOptions;
 /// Embeds images and their captions into one space (CUDA, Metal or CPU), writing a run directory
 /// that later stages (dedup, scoring, diversity, selection) read.
 #[derive(Debug, Parser)]
-#[command(name = "sieve", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "sieve",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "Exit codes: 0 the run finished (also when some files were skipped; they are listed \
+                  with a reason), 1 the run could not be done, 2 invalid arguments.\n\
+                  Logs: RUST_LOG=info (or debug) for more detail on stderr."
+)]
 pub struct Cli {
     /// Hide progress bars (they are also hidden when stderr is not a terminal).
     #[arg(long, short, global = true)]
