@@ -76,6 +76,36 @@ pub fn model_throughput(model: &ClipModel, batch: usize, iters: usize) -> Result
     })
 }
 
+/// The same measurement for candle-transformers' stock CLIP (the baseline sieve's own model
+/// code is compared with), with random weights of the same shape.
+pub fn run_stock(config: &ClipConfig, device: &Device, batch: usize, iters: usize) -> Result<Throughput> {
+    let dtype = crate::device::compute_dtype(device);
+    let vb = crate::model::RandomWeights::new(0).var_builder(dtype, device);
+    let model = crate::model::stock::stock_model(vb, config)?;
+    let (pixels, tokens) = random_inputs(config, batch, 7)?;
+    let pixels = pixels.to_device(device)?.to_dtype(dtype)?;
+    let ids: Vec<u32> = tokens.concat();
+    let ids = Tensor::from_vec(ids, (batch, config.text_config.max_position_embeddings), device)?;
+    let img = time(iters, || {
+        model.get_image_features(&pixels)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+        Ok(())
+    })?;
+    let txt = time(iters, || {
+        model.get_text_features(&ids)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+        Ok(())
+    })?;
+    let n = (batch * iters) as f64;
+    Ok(Throughput {
+        device: format!("{} (candle-transformers stock CLIP)", crate::device::describe(device)),
+        dtype: format!("{dtype:?}").to_lowercase(),
+        batch_size: batch,
+        iters,
+        text_seq_len: config.text_config.max_position_embeddings,
+        images_per_s: n / img,
+        captions_per_s: n / txt,
+    })
+}
+
 /// Builds a random-weight model from a config and measures it.
 pub fn run(config: &ClipConfig, device: &Device, batch: usize, iters: usize) -> Result<Throughput> {
     let model = random_model(config, device, crate::device::compute_dtype(device), 0)?;

@@ -62,7 +62,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => {
             let config = sieve::model::ClipConfig::from_file(&args.config)?;
             let device = sieve::device::open(args.device.parse()?)?;
-            let t = sieve::bench::run(&config, &device, args.batch_size, args.iters)
+            let bench = if args.stock { sieve::bench::run_stock } else { sieve::bench::run };
+            let t = bench(&config, &device, args.batch_size, args.iters)
                 .with_context(|| format!("benchmarking {}", args.config.display()))?;
             let mut out = std::io::stdout().lock();
             if args.json {

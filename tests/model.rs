@@ -131,38 +131,6 @@ fn device_specs_parse() {
     assert!(sieve::device::open(DeviceSpec::Cpu).unwrap().is_cpu());
 }
 
-/// candle-transformers' stock CLIP configured like `c` (it has only presets of its own).
-pub fn stock_config(c: &ClipConfig) -> candle_transformers::models::clip::ClipConfig {
-    use candle_transformers::models::clip::{text_model, vision_model};
-    let (t, v) = (&c.text_config, &c.vision_config);
-    candle_transformers::models::clip::ClipConfig {
-        text_config: text_model::ClipTextConfig {
-            vocab_size: t.vocab_size,
-            embed_dim: t.hidden_size,
-            activation: text_model::Activation::QuickGelu,
-            intermediate_size: t.intermediate_size,
-            max_position_embeddings: t.max_position_embeddings,
-            pad_with: None,
-            num_hidden_layers: t.num_hidden_layers,
-            num_attention_heads: t.num_attention_heads,
-            projection_dim: c.projection_dim,
-        },
-        vision_config: vision_model::ClipVisionConfig {
-            embed_dim: v.hidden_size,
-            activation: text_model::Activation::QuickGelu,
-            intermediate_size: v.intermediate_size,
-            num_hidden_layers: v.num_hidden_layers,
-            num_attention_heads: v.num_attention_heads,
-            projection_dim: c.projection_dim,
-            num_channels: v.num_channels,
-            image_size: v.image_size,
-            patch_size: v.patch_size,
-        },
-        logit_scale_init_value: c.logit_scale_init_value as f32,
-        image_size: v.image_size,
-    }
-}
-
 #[test]
 fn agrees_with_candle_transformers_stock_clip() {
     // A second, independent implementation of the same maths (convolution patch embedding,
@@ -177,7 +145,7 @@ fn agrees_with_candle_transformers_stock_clip() {
         )
     }
     .unwrap();
-    let stock = candle_transformers::models::clip::ClipModel::new(vb, &stock_config(clip.model.config())).unwrap();
+    let stock = sieve::model::stock::stock_model(vb, clip.model.config()).unwrap();
     let g = golden();
     let pixels: Vec<Tensor> = g.images.iter().map(|f| golden_pixels(stem(f))).collect();
     let pixels = Tensor::stack(&pixels, 0).unwrap();

@@ -123,6 +123,10 @@ pub struct BenchArgs {
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+
+    /// Measure candle-transformers' stock CLIP instead of sieve's model (the baseline).
+    #[arg(long)]
+    pub stock: bool,
 }
 
 impl EmbedArgs {

@@ -5,6 +5,7 @@ pub mod clip;
 pub mod config;
 mod cpu;
 pub mod registry;
+pub mod stock;
 
 use std::path::{Path, PathBuf};
 
