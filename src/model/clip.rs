@@ -89,26 +89,30 @@ struct EncoderShape {
 }
 
 impl EncoderShape {
+    fn new(hidden: usize, intermediate: usize, layers: usize, heads: usize, eps: f64, act: &str) -> Result<Self> {
+        Ok(Self { hidden, intermediate, layers, heads, eps, act: Activation::parse(act)? })
+    }
+
     fn text(c: &TextConfig) -> Result<Self> {
-        Ok(Self {
-            hidden: c.hidden_size,
-            intermediate: c.intermediate_size,
-            layers: c.num_hidden_layers,
-            heads: c.num_attention_heads,
-            eps: c.layer_norm_eps,
-            act: Activation::parse(&c.hidden_act)?,
-        })
+        Self::new(
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.layer_norm_eps,
+            &c.hidden_act,
+        )
     }
 
     fn vision(c: &VisionConfig) -> Result<Self> {
-        Ok(Self {
-            hidden: c.hidden_size,
-            intermediate: c.intermediate_size,
-            layers: c.num_hidden_layers,
-            heads: c.num_attention_heads,
-            eps: c.layer_norm_eps,
-            act: Activation::parse(&c.hidden_act)?,
-        })
+        Self::new(
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.layer_norm_eps,
+            &c.hidden_act,
+        )
     }
 }
 
