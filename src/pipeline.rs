@@ -15,6 +15,7 @@ use crate::device::{self, DeviceSpec};
 use crate::error::{Error, Result};
 use crate::ingest::{CaptionSource, Record};
 use crate::media::decode::{self, Limits, Skip, SkipReason};
+use crate::media::phash;
 use crate::media::tokenize::Tokens;
 use crate::model::{l2_normalize, Clip, ModelSpec};
 use crate::store::{self, InputInfo, Row, RunManifest, RunWriter, Status};
@@ -45,6 +46,7 @@ struct ImageMeta {
     width: u32,
     height: u32,
     sha256: String,
+    phash: u64,
 }
 
 struct PreparedCaption {
@@ -74,7 +76,12 @@ fn read_image(record: &Record, limits: &Limits, clip: &Clip, out: &mut [f32]) ->
     let bytes = std::fs::read(&record.path).map_err(|e| Skip::new(SkipReason::Unreadable, e.to_string()))?;
     let decoded = decode::decode(&bytes, limits)?;
     clip.preprocessor.preprocess_into(&decoded.rgb, out);
-    Ok(ImageMeta { width: decoded.width, height: decoded.height, sha256: store::sha256_bytes(&bytes) })
+    Ok(ImageMeta {
+        width: decoded.width,
+        height: decoded.height,
+        sha256: store::sha256_bytes(&bytes),
+        phash: phash::phash(&decoded.rgb),
+    })
 }
 
 fn read_caption(record: &Record, clip: &Clip) -> Option<PreparedCaption> {
@@ -175,6 +182,7 @@ fn embed_batch(batch: Batch, clip: &Clip) -> Result<Vec<Row>> {
                 sha256: None,
                 width: None,
                 height: None,
+                phash: None,
                 status: Status::Skipped,
                 reason: None,
                 error: None,
@@ -187,6 +195,7 @@ fn embed_batch(batch: Batch, clip: &Clip) -> Result<Vec<Row>> {
                     row.sha256 = Some(meta.sha256);
                     row.width = Some(meta.width);
                     row.height = Some(meta.height);
+                    row.phash = Some(meta.phash);
                     row.image_embedding = img_it.next();
                     if p.caption.is_some() {
                         row.text_embedding = text_it.next();

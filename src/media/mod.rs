@@ -2,6 +2,7 @@
 
 pub mod decode;
 pub mod jpeg;
+pub mod phash;
 pub mod preprocess;
 pub mod resample;
 pub mod tokenize;

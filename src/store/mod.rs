@@ -4,6 +4,9 @@
 //! to a temporary name and renamed into place, so a reader never sees half a part.
 
 pub mod npy;
+pub mod read;
+
+pub use read::{Metadata, Run};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -52,6 +55,8 @@ pub struct Row {
     pub sha256: Option<String>,
     pub width: Option<u32>,
     pub height: Option<u32>,
+    /// 64-bit perceptual hash of the decoded image ([`crate::media::phash`]).
+    pub phash: Option<u64>,
     pub status: Status,
     /// Stable reason code for a skipped record (e.g. `decode-error`).
     pub reason: Option<String>,
@@ -118,6 +123,7 @@ pub fn metadata_schema() -> Arc<Schema> {
         Field::new("sha256", DataType::Utf8, true),
         Field::new("width", DataType::UInt32, true),
         Field::new("height", DataType::UInt32, true),
+        Field::new("phash", DataType::UInt64, true),
         Field::new("status", DataType::Utf8, false),
         Field::new("reason", DataType::Utf8, true),
         Field::new("error", DataType::Utf8, true),
@@ -137,6 +143,7 @@ fn metadata_batch(rows: &[Row]) -> std::result::Result<RecordBatch, arrow_schema
             col(Arc::new(rows.iter().map(|r| r.sha256.as_deref()).collect::<StringArray>())),
             col(Arc::new(rows.iter().map(|r| r.width).collect::<UInt32Array>())),
             col(Arc::new(rows.iter().map(|r| r.height).collect::<UInt32Array>())),
+            col(Arc::new(rows.iter().map(|r| r.phash).collect::<UInt64Array>())),
             col(Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.status.as_str())))),
             col(Arc::new(rows.iter().map(|r| r.reason.as_deref()).collect::<StringArray>())),
             col(Arc::new(rows.iter().map(|r| r.error.as_deref()).collect::<StringArray>())),

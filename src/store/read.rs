@@ -1,0 +1,142 @@
+//! Reading a run directory back: the metadata of every row and the embedding matrices.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{UInt32Type, UInt64Type};
+use arrow_array::{Array, RecordBatch};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::{npy, read_manifest, RunManifest};
+use crate::error::{Error, Result};
+
+/// The metadata columns later stages use, one entry per row in run order.
+#[derive(Debug, Clone, Default)]
+pub struct Metadata {
+    pub id: Vec<u64>,
+    pub uri: Vec<String>,
+    pub caption: Vec<Option<String>>,
+    pub sha256: Vec<Option<String>>,
+    pub width: Vec<Option<u32>>,
+    pub height: Vec<Option<u32>>,
+    /// `None` for runs written before perceptual hashes were recorded.
+    pub phash: Option<Vec<Option<u64>>>,
+    pub embedded: Vec<bool>,
+}
+
+impl Metadata {
+    pub fn len(&self) -> usize {
+        self.id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.id.is_empty()
+    }
+}
+
+/// A run directory opened for reading.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub dir: PathBuf,
+    pub manifest: RunManifest,
+    pub meta: Metadata,
+}
+
+fn bad(path: &Path, reason: impl Into<String>) -> Error {
+    Error::RunDir { path: path.into(), reason: reason.into() }
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a dyn Array> {
+    batch.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| bad(path, format!("no `{name}` column")))
+}
+
+fn read_metadata_part(path: &Path, meta: &mut Metadata) -> Result<usize> {
+    let file = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let parquet_err = |source| Error::Parquet { path: path.into(), source };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?.build().map_err(parquet_err)?;
+    let mut rows = 0;
+    for batch in reader {
+        let batch = batch.map_err(|e| parquet_err(e.into()))?;
+        let n = batch.num_rows();
+        rows += n;
+        let strs = |name| -> Result<Vec<Option<String>>> {
+            let c = column(&batch, name, path)?;
+            let c = c.as_string_opt::<i32>().ok_or_else(|| bad(path, format!("`{name}` is not a string column")))?;
+            Ok(c.iter().map(|v| v.map(str::to_string)).collect())
+        };
+        let ids = column(&batch, "id", path)?
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| bad(path, "`id` is not uint64"))?
+            .values()
+            .to_vec();
+        meta.id.extend(ids);
+        meta.uri.extend(strs("uri")?.into_iter().map(Option::unwrap_or_default));
+        meta.caption.extend(strs("caption")?);
+        meta.sha256.extend(strs("sha256")?);
+        meta.embedded.extend(strs("status")?.into_iter().map(|s| s.as_deref() == Some("embedded")));
+        for (name, dst) in [("width", &mut meta.width), ("height", &mut meta.height)] {
+            let c = column(&batch, name, path)?
+                .as_primitive_opt::<UInt32Type>()
+                .ok_or_else(|| bad(path, format!("`{name}` is not uint32")))?;
+            dst.extend(c.iter());
+        }
+        match (batch.column_by_name("phash"), meta.phash.as_mut()) {
+            (Some(c), Some(dst)) => {
+                let c = c.as_primitive_opt::<UInt64Type>().ok_or_else(|| bad(path, "`phash` is not uint64"))?;
+                dst.extend(c.iter());
+            }
+            _ => meta.phash = None,
+        }
+    }
+    Ok(rows)
+}
+
+impl Run {
+    /// Opens `dir`: reads `run.json` and every metadata part it lists.
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.join("run.json").is_file() {
+            return Err(bad(
+                dir,
+                "is not a sieve run directory (no run.json); make one with `sieve embed INPUT --out RUN`",
+            ));
+        }
+        let manifest = read_manifest(dir)?;
+        let mut meta = Metadata { phash: Some(Vec::new()), ..Default::default() };
+        for part in &manifest.parts {
+            read_metadata_part(&dir.join("metadata").join(format!("{part}.parquet")), &mut meta)?;
+        }
+        if meta.len() as u64 != manifest.counts.records {
+            return Err(bad(
+                dir,
+                format!("metadata holds {} rows but run.json counts {}", meta.len(), manifest.counts.records),
+            ));
+        }
+        if meta.phash.is_none() {
+            tracing::warn!(
+                "{} has no perceptual hashes (made by an older sieve); perceptual dedup is skipped",
+                dir.display()
+            );
+        }
+        Ok(Self { dir: dir.into(), manifest, meta })
+    }
+
+    /// All rows of `img_emb` (`text = false`) or `text_emb`, concatenated: `(rows × dim)` f32.
+    pub fn embeddings(&self, text: bool) -> Result<Vec<f32>> {
+        let sub = if text { "text_emb" } else { "img_emb" };
+        let d = self.manifest.embed_dim;
+        let mut out = Vec::with_capacity(self.meta.len() * d);
+        for part in &self.manifest.parts {
+            let path = self.dir.join(sub).join(format!("{part}.npy"));
+            let (_, cols, values) = npy::read_f16(&path)?;
+            if cols != d {
+                return Err(Error::DimMismatch { expected: d, found: cols });
+            }
+            out.extend(values);
+        }
+        if out.len() != self.meta.len() * d {
+            return Err(bad(&self.dir.join(sub), "embedding rows do not match the metadata rows"));
+        }
+        Ok(out)
+    }
+}
