@@ -5,10 +5,12 @@
 //! crate is the library behind the `sieve` binary; see DESIGN.md for the data flow and the run
 //! directory format.
 
+pub mod analyze;
 pub mod bench;
 pub mod cli;
 pub mod device;
 pub mod error;
+pub mod index;
 pub mod ingest;
 pub mod media;
 pub mod model;

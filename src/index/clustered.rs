@@ -1,0 +1,118 @@
+//! SemDeDup-style search for large corpora: seeded k-means splits the vectors into k clusters,
+//! and exact search runs only inside each cluster. An item whose second-nearest centroid is
+//! almost as near as its nearest (within `border`) also joins that second cluster, so
+//! near-duplicates split by a cluster boundary are still found. With clusters of about N/k
+//! items, time is about N²/k and memory about N: linear in N for a fixed cluster size.
+
+use candle_core::Device;
+use rayon::prelude::*;
+
+use super::kmeans::{self, KMeansParams, Top2};
+use super::{sort_dedup, ExactIndex, Matrix, NeighbourIndex, Pair};
+use crate::error::Result;
+
+/// Default `border`: the similarity gap under which an item also joins its second cluster.
+pub const DEFAULT_BORDER: f32 = 0.05;
+
+/// Exact search inside k-means clusters.
+pub struct ClusteredIndex<'a> {
+    data: &'a Matrix,
+    centroids: Matrix,
+    /// Members of each cluster (nearest, plus border items), ascending.
+    members: Vec<Vec<u32>>,
+    border: f32,
+    device: Device,
+}
+
+fn members_of(assigned: &[Top2], k: usize, border: f32) -> Vec<Vec<u32>> {
+    let mut members = vec![Vec::new(); k];
+    for (i, t) in assigned.iter().enumerate() {
+        members[t.best as usize].push(i as u32);
+        if t.second != u32::MAX && t.best_sim - t.second_sim <= border {
+            members[t.second as usize].push(i as u32);
+        }
+    }
+    for m in &mut members {
+        m.sort_unstable();
+    }
+    members
+}
+
+impl<'a> ClusteredIndex<'a> {
+    pub fn build(data: &'a Matrix, params: KMeansParams, border: f32, device: Device) -> Result<Self> {
+        let centroids = kmeans::train(data, params, &device)?;
+        let assigned = kmeans::assign(data, &centroids, &device)?;
+        let members = members_of(&assigned, params.k, border);
+        let largest = members.iter().map(Vec::len).max().unwrap_or(0);
+        let joined: usize = members.iter().map(Vec::len).sum::<usize>() - data.rows();
+        tracing::info!(
+            "k-means: {} clusters over {} vectors, largest {largest}, {joined} border items also searched in a second cluster",
+            params.k,
+            data.rows()
+        );
+        Ok(Self { data, centroids, members, border, device })
+    }
+
+    /// Cluster members (nearest plus border), for reports and tests.
+    pub fn members(&self) -> &[Vec<u32>] {
+        &self.members
+    }
+}
+
+impl NeighbourIndex for ClusteredIndex<'_> {
+    fn name(&self) -> String {
+        format!("clusters(k={},border={},{})", self.members.len(), self.border, crate::device::describe(&self.device))
+    }
+
+    fn len(&self) -> usize {
+        self.data.rows()
+    }
+
+    fn self_pairs(&self, threshold: f32) -> Result<Vec<Pair>> {
+        let d = self.data.dim();
+        let found: Vec<Vec<Pair>> = self
+            .members
+            .par_iter()
+            .map(|rows| -> Result<Vec<Pair>> {
+                if rows.len() < 2 {
+                    return Ok(Vec::new());
+                }
+                let idx: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
+                let sub = Matrix::gather(self.data.as_slice(), d, &idx);
+                let pairs = ExactIndex::new(&sub, self.device.clone()).self_pairs(threshold)?;
+                // Members are ascending, so local a < b maps to global a < b.
+                Ok(pairs
+                    .into_iter()
+                    .map(|p| Pair { a: rows[p.a as usize], b: rows[p.b as usize], sim: p.sim })
+                    .collect())
+            })
+            .collect::<Result<_>>()?;
+        let mut pairs: Vec<Pair> = found.into_iter().flatten().collect();
+        sort_dedup(&mut pairs);
+        Ok(pairs)
+    }
+
+    fn range_search(&self, queries: &Matrix, threshold: f32) -> Result<Vec<Pair>> {
+        let d = self.data.dim();
+        let assigned = kmeans::assign(queries, &self.centroids, &self.device)?;
+        let q_members = members_of(&assigned, self.members.len(), self.border);
+        let found: Vec<Vec<Pair>> = q_members
+            .par_iter()
+            .zip(self.members.par_iter())
+            .map(|(qs, ds)| -> Result<Vec<Pair>> {
+                if qs.is_empty() || ds.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let qi: Vec<usize> = qs.iter().map(|&r| r as usize).collect();
+                let di: Vec<usize> = ds.iter().map(|&r| r as usize).collect();
+                let sub_q = Matrix::gather(queries.as_slice(), d, &qi);
+                let sub_d = Matrix::gather(self.data.as_slice(), d, &di);
+                let pairs = ExactIndex::new(&sub_d, self.device.clone()).range_search(&sub_q, threshold)?;
+                Ok(pairs.into_iter().map(|p| Pair { a: qs[p.a as usize], b: ds[p.b as usize], sim: p.sim }).collect())
+            })
+            .collect::<Result<_>>()?;
+        let mut pairs: Vec<Pair> = found.into_iter().flatten().collect();
+        sort_dedup(&mut pairs);
+        Ok(pairs)
+    }
+}

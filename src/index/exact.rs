@@ -1,0 +1,182 @@
+//! Exact search: the similarity matrix is computed tile by tile (a block of query rows against a
+//! block of indexed rows), filtered against the threshold and dropped, so memory stays at a few
+//! tiles whatever N is. On the CPU the tiles are `gemm` products spread over rayon; on CUDA or
+//! Metal they are candle matmuls, and only tiles holding a hit are copied back.
+
+use candle_core::{DType, Device, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::{sort_dedup, Matrix, NeighbourIndex, Pair};
+use crate::error::Result;
+
+/// Query rows per CPU tile.
+const CPU_ROWS: usize = 256;
+/// Indexed rows per CPU tile (a tile is CPU_ROWS × CPU_COLS f32: 2 MiB).
+const CPU_COLS: usize = 2048;
+/// Rows and columns of a device tile (4096 × 16384 f32: 256 MiB of device memory).
+const DEV_ROWS: usize = 4096;
+const DEV_COLS: usize = 16384;
+
+/// Exact neighbour search over borrowed vectors.
+pub struct ExactIndex<'a> {
+    data: &'a Matrix,
+    device: Device,
+}
+
+impl<'a> ExactIndex<'a> {
+    pub fn new(data: &'a Matrix, device: Device) -> Self {
+        Self { data, device }
+    }
+}
+
+/// `dst (m × n) = a (m × k) · bᵀ` for row-major `a` and `b` (`n × k`), single-threaded.
+pub(crate) fn gemm_abt(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize) {
+    assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= n * k, "gemm operands too small");
+    // SAFETY: bounds checked above; strides describe row-major dst and a, and bᵀ read from b.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+/// Scans one tile of similarities (`rows × cols`, row-major), pushing hits.
+#[allow(clippy::too_many_arguments)]
+fn scan_tile(
+    tile: &[f32],
+    rows: usize,
+    cols: usize,
+    row0: usize,
+    col0: usize,
+    threshold: f32,
+    upper_only: bool,
+    out: &mut Vec<Pair>,
+) {
+    for r in 0..rows {
+        let a = row0 + r;
+        let line = &tile[r * cols..(r + 1) * cols];
+        for (c, &s) in line.iter().enumerate() {
+            if s >= threshold {
+                let b = col0 + c;
+                if !upper_only || b > a {
+                    out.push(Pair { a: a as u32, b: b as u32, sim: s });
+                }
+            }
+        }
+    }
+}
+
+/// CPU search of `queries` against `data`; with `self_join` only pairs a < b (queries == data).
+fn cpu_search(queries: &Matrix, data: &Matrix, threshold: f32, self_join: bool) -> Vec<Pair> {
+    let d = data.dim();
+    let (nq, nd) = (queries.rows(), data.rows());
+    let blocks: Vec<usize> = (0..nq).step_by(CPU_ROWS).collect();
+    let per_block: Vec<Vec<Pair>> = blocks
+        .par_iter()
+        .map_init(
+            || vec![0f32; CPU_ROWS * CPU_COLS],
+            |tile, &r0| {
+                let r1 = (r0 + CPU_ROWS).min(nq);
+                let mut out = Vec::new();
+                let first_col = if self_join { r0 } else { 0 };
+                let mut c0 = first_col;
+                while c0 < nd {
+                    let c1 = (c0 + CPU_COLS).min(nd);
+                    let (m, n) = (r1 - r0, c1 - c0);
+                    gemm_abt(tile, queries.block(r0, r1), data.block(c0, c1), m, n, d);
+                    scan_tile(&tile[..m * n], m, n, r0, c0, threshold, self_join, &mut out);
+                    c0 = c1;
+                }
+                out.sort_unstable_by_key(|p| (p.a, p.b));
+                out
+            },
+        )
+        .collect();
+    per_block.into_iter().flatten().collect()
+}
+
+/// Device search with candle tiles.
+fn device_search(
+    queries: &Matrix,
+    data: &Matrix,
+    threshold: f32,
+    self_join: bool,
+    device: &Device,
+) -> Result<Vec<Pair>> {
+    let d = data.dim();
+    let (nq, nd) = (queries.rows(), data.rows());
+    let db = Tensor::from_slice(data.as_slice(), (nd, d), device)?;
+    let qs = if self_join { db.clone() } else { Tensor::from_slice(queries.as_slice(), (nq, d), device)? };
+    let mut out = Vec::new();
+    for r0 in (0..nq).step_by(DEV_ROWS) {
+        let r1 = (r0 + DEV_ROWS).min(nq);
+        let q = qs.narrow(0, r0, r1 - r0)?;
+        let mut c0 = if self_join { r0 } else { 0 };
+        while c0 < nd {
+            let c1 = (c0 + DEV_COLS).min(nd);
+            let sims = q.matmul(&db.narrow(0, c0, c1 - c0)?.t()?)?;
+            let hits = sims.ge(threshold as f64)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()?;
+            if hits > 0 {
+                let tile = sims.flatten_all()?.to_vec1::<f32>()?;
+                scan_tile(&tile, r1 - r0, c1 - c0, r0, c0, threshold, self_join, &mut out);
+            }
+            c0 = c1;
+        }
+    }
+    sort_dedup(&mut out);
+    Ok(out)
+}
+
+impl NeighbourIndex for ExactIndex<'_> {
+    fn name(&self) -> String {
+        format!("exact({})", crate::device::describe(&self.device))
+    }
+
+    fn len(&self) -> usize {
+        self.data.rows()
+    }
+
+    fn self_pairs(&self, threshold: f32) -> Result<Vec<Pair>> {
+        if self.device.is_cpu() {
+            Ok(cpu_search(self.data, self.data, threshold, true))
+        } else {
+            device_search(self.data, self.data, threshold, true, &self.device)
+        }
+    }
+
+    fn range_search(&self, queries: &Matrix, threshold: f32) -> Result<Vec<Pair>> {
+        if queries.dim() != self.data.dim() {
+            return Err(crate::Error::DimMismatch { expected: self.data.dim(), found: queries.dim() });
+        }
+        if self.device.is_cpu() {
+            Ok(cpu_search(queries, self.data, threshold, false))
+        } else {
+            device_search(queries, self.data, threshold, false, &self.device)
+        }
+    }
+}
+
+/// The candle tile path, run on any device (tests use it on the CPU to check it against the gemm
+/// path).
+pub fn self_pairs_via_candle(data: &Matrix, threshold: f32, device: &Device) -> Result<Vec<Pair>> {
+    device_search(data, data, threshold, true, device)
+}

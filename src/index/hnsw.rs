@@ -1,0 +1,127 @@
+//! Approximate search with an HNSW graph (hnsw_rs). Candidates come from the graph; every
+//! reported similarity is recomputed exactly, and a query whose k nearest all pass the
+//! threshold is searched again with 2k, so large duplicate groups are not cut at k.
+//!
+//! The graph is built with hnsw_rs's parallel insert, whose shape depends on thread timing:
+//! at the recall margin two builds can find slightly different pairs. Use exact search (or
+//! `--clusters`) where byte-identical reruns matter more than speed.
+
+use anndists::dist::Distance;
+use hnsw_rs::hnsw::Hnsw;
+use rayon::prelude::*;
+
+use super::{dot, sort_dedup, Matrix, NeighbourIndex, Pair};
+use crate::error::Result;
+
+/// Cosine distance for unit vectors, `1 − a·b`, clamped at 0 (hnsw_rs's `DistDot` asserts on
+/// rounding above 1).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CosineDistance;
+
+impl Distance<f32> for CosineDistance {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        (1.0 - dot(a, b)).max(0.0)
+    }
+}
+
+/// Graph parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct HnswParams {
+    /// Links per node (hnsw_rs's `max_nb_connection`).
+    pub m: usize,
+    pub ef_construction: usize,
+    /// Neighbours asked for first; doubled while all of them pass the threshold.
+    pub k: usize,
+    pub ef_search: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        Self { m: 16, ef_construction: 64, k: 16, ef_search: 64 }
+    }
+}
+
+/// An HNSW graph over borrowed vectors.
+pub struct HnswIndex<'a> {
+    data: &'a Matrix,
+    graph: Hnsw<'static, f32, CosineDistance>,
+    params: HnswParams,
+}
+
+impl<'a> HnswIndex<'a> {
+    pub fn build(data: &'a Matrix, params: HnswParams) -> Self {
+        let n = data.rows();
+        let layers = 16.min(((n.max(2) as f32).ln() / (params.m as f32).ln()).ceil() as usize + 1).max(1);
+        let graph = Hnsw::new(params.m, n.max(1), layers, params.ef_construction, CosineDistance);
+        let items: Vec<(&[f32], usize)> = (0..n).map(|i| (data.row(i), i)).collect();
+        graph.parallel_insert_slice(&items);
+        let mut graph = graph;
+        graph.set_searching_mode(true);
+        Self { data, graph, params }
+    }
+
+    /// Indexed rows with similarity ≥ threshold to `v`, growing k until the threshold cuts.
+    fn neighbours(&self, v: &[f32], threshold: f32) -> Vec<(usize, f32)> {
+        let n = self.data.rows();
+        let mut k = self.params.k.min(n);
+        loop {
+            let ef = self.params.ef_search.max(k);
+            let found = self.graph.search(v, k, ef);
+            let hits: Vec<(usize, f32)> = found
+                .iter()
+                .map(|nb| (nb.d_id, dot(v, self.data.row(nb.d_id))))
+                .filter(|&(_, s)| s >= threshold)
+                .collect();
+            if hits.len() < found.len() || k >= n {
+                return hits;
+            }
+            k = (k * 2).min(n);
+        }
+    }
+}
+
+impl NeighbourIndex for HnswIndex<'_> {
+    fn name(&self) -> String {
+        format!("hnsw(m={},ef={})", self.params.m, self.params.ef_search)
+    }
+
+    fn len(&self) -> usize {
+        self.data.rows()
+    }
+
+    fn self_pairs(&self, threshold: f32) -> Result<Vec<Pair>> {
+        let mut pairs: Vec<Pair> = (0..self.data.rows())
+            .into_par_iter()
+            .flat_map_iter(|i| {
+                self.neighbours(self.data.row(i), threshold).into_iter().filter(move |&(j, _)| j != i).map(
+                    move |(j, s)| {
+                        let (a, b) = if i < j { (i, j) } else { (j, i) };
+                        Pair { a: a as u32, b: b as u32, sim: s }
+                    },
+                )
+            })
+            .collect();
+        sort_dedup(&mut pairs);
+        // The same pair found from both ends carries the same exact similarity up to summation
+        // order; recompute from the lower row so reruns agree.
+        for p in &mut pairs {
+            p.sim = dot(self.data.row(p.a as usize), self.data.row(p.b as usize));
+        }
+        Ok(pairs)
+    }
+
+    fn range_search(&self, queries: &Matrix, threshold: f32) -> Result<Vec<Pair>> {
+        let mut pairs: Vec<Pair> = (0..queries.rows())
+            .into_par_iter()
+            .flat_map_iter(|q| {
+                self.neighbours(queries.row(q), threshold).into_iter().map(move |(j, s)| Pair {
+                    a: q as u32,
+                    b: j as u32,
+                    sim: s,
+                })
+            })
+            .collect();
+        sort_dedup(&mut pairs);
+        Ok(pairs)
+    }
+}

@@ -1,0 +1,56 @@
+//! Seeded synthetic embeddings with planted near-duplicate groups, for tests and benchmarks
+//! (the same recipe as `scripts/bench_vs_faiss.py`): unit vectors around a number of random
+//! "topics" (so the data has the cluster structure real embeddings have), where some items are
+//! noisy copies of another.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::Matrix;
+
+/// A standard normal sample (Box–Muller).
+fn normal(rng: &mut StdRng) -> f32 {
+    let u1: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+    let u2: f64 = rng.random();
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
+fn unit(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= n);
+}
+
+/// Synthetic data: `n` unit vectors of width `dim`; about `dup_fraction` of them are copies in
+/// groups of 2 to 5, each copy `normalise(base + σ·noise)` with σ drawn per group from
+/// `[0.05, 0.3]` (copy–copy cosine about 0.92 to 0.998, so groups straddle a 0.95 threshold).
+pub fn planted(n: usize, dim: usize, dup_fraction: f64, seed: u64) -> Matrix {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let topics = 64.min(n.max(1));
+    let mut centres = vec![0f32; topics * dim];
+    centres.iter_mut().for_each(|x| *x = normal(&mut rng));
+    for c in centres.chunks_exact_mut(dim) {
+        unit(c);
+    }
+    let noise_scale = 1.5 / (dim as f32).sqrt();
+    let mut data = Vec::with_capacity(n * dim);
+    let mut i = 0;
+    while i < n {
+        let t = rng.random_range(0..topics);
+        let mut base: Vec<f32> =
+            centres[t * dim..(t + 1) * dim].iter().map(|c| c + noise_scale * normal(&mut rng)).collect();
+        unit(&mut base);
+        let copies = if rng.random_bool(dup_fraction / 3.5) { rng.random_range(2..=5usize) } else { 1 };
+        let sigma = rng.random_range(0.05f32..0.3) / (dim as f32).sqrt();
+        for c in 0..copies.min(n - i) {
+            if c == 0 {
+                data.extend_from_slice(&base);
+            } else {
+                let mut v: Vec<f32> = base.iter().map(|b| b + sigma * normal(&mut rng)).collect();
+                unit(&mut v);
+                data.extend(v);
+            }
+            i += 1;
+        }
+    }
+    Matrix::new(dim, data).expect("rows of dim")
+}
