@@ -59,6 +59,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dedup(args) => {
+            let opts = args.to_options()?;
+            let s = sieve::analyze::dedup::dedup(&opts)?;
+            eprintln!(
+                "sieve dedup: {} embedded, keep {}, remove {} ({:.2}%) -> {}",
+                s.embedded,
+                s.kept,
+                s.removed,
+                100.0 * s.duplicate_rate,
+                opts.run.join("dedup").display()
+            );
+            for (kind, k) in &s.kinds {
+                eprintln!("  {kind:<10} {:>8} groups {:>8} duplicates", k.groups, k.duplicates);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(args) => {
             let config = sieve::model::ClipConfig::from_file(&args.config)?;
             let device = sieve::device::open(args.device.parse()?)?;

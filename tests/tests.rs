@@ -5,6 +5,7 @@
 mod util;
 
 mod cli;
+mod dedup;
 mod model;
 mod parity;
 mod store;

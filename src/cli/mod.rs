@@ -49,6 +49,19 @@ pub enum Command {
     /// Uses the shape in a CLIP config.json (e.g. models/clip-vit-base-patch32/config.json);
     /// no weights are needed. scripts/bench_vs_torch.py runs this next to PyTorch.
     Bench(BenchArgs),
+    /// Find exact, perceptual and semantic duplicates in a run and choose one item to keep.
+    ///
+    /// Reads RUN (made by `sieve embed`) and writes RUN/dedup/: groups.parquet (one row per item
+    /// in a duplicate group: id, uri, kind, group_id, kept, kept_id, similarity to the kept item),
+    /// keep.txt and remove.txt (one uri per line; every embedded record is in exactly one) and
+    /// summary.json (counts per kind, duplicate rate, thresholds and index used). Reruns write
+    /// byte-identical files (with --index hnsw the graph build is parallel and pairs at the recall
+    /// margin may differ).
+    ///
+    /// Kinds: exact (identical bytes), perceptual (pHash Hamming distance), image (image-embedding
+    /// cosine), caption (caption-embedding cosine), joint (image and caption both near-duplicate).
+    /// Default thresholds are per model, from models/registry.json.
+    Dedup(DedupArgs),
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +140,110 @@ pub struct BenchArgs {
     /// Measure candle-transformers' stock CLIP instead of sieve's model (the baseline).
     #[arg(long)]
     pub stock: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DedupArgs {
+    /// Run directory to deduplicate (made by `sieve embed`).
+    pub run: PathBuf,
+
+    /// An existing corpus (another run directory, same model): find what in RUN duplicates it
+    /// (or RUN itself) without re-embedding it. Its items are always kept; only RUN's items are
+    /// listed in keep.txt/remove.txt.
+    #[arg(long, value_name = "OLD_RUN")]
+    pub against: Option<PathBuf>,
+
+    /// Kinds of duplicate to look for, comma-separated, or `all`.
+    #[arg(long, default_value = "all")]
+    pub kinds: String,
+
+    /// Kinds whose non-kept members go to remove.txt. Caption-only duplicates (the same caption
+    /// on different images) are reported but not removed by default.
+    #[arg(long, default_value = "exact,perceptual,image")]
+    pub remove_kinds: String,
+
+    /// Image-embedding cosine at or above which two images are near-duplicates [default: the
+    /// model's, from the registry; 0.95 for CLIP ViT-B].
+    #[arg(long)]
+    pub image_threshold: Option<f32>,
+
+    /// Caption-embedding cosine at or above which two captions are near-duplicates [default: the
+    /// model's, 0.97 for CLIP].
+    #[arg(long)]
+    pub caption_threshold: Option<f32>,
+
+    /// Largest Hamming distance between the 64-bit perceptual hashes of duplicates [default:
+    /// the model's, 8].
+    #[arg(long)]
+    pub perceptual_distance: Option<u32>,
+
+    /// Neighbour search: exact (tiled matrix products; memory stays bounded), hnsw
+    /// (approximate graph, hnsw_rs), or auto: exact while it is the faster one on the device
+    /// (up to 60,000 vectors on a CPU, 4,000,000 on a GPU), HNSW beyond.
+    #[arg(long, default_value = "auto")]
+    pub index: String,
+
+    /// SemDeDup-style search for large corpora: seeded k-means into K clusters, then exact
+    /// search inside each cluster (items near a border also in the neighbouring cluster), so time
+    /// and memory grow about linearly with N. Overrides --index. About N/1000 is a good K.
+    #[arg(long, value_name = "K")]
+    pub clusters: Option<usize>,
+
+    /// With --clusters: an item also joins its second-nearest cluster when its similarity to
+    /// that centroid is within this much of its nearest.
+    #[arg(long, default_value_t = crate::index::clustered::DEFAULT_BORDER)]
+    pub border: f32,
+
+    /// Seed for k-means.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// How pairs become groups. components: connected components of the pair graph (an item
+    /// joins a group when it is a duplicate of any member, so a chain A~B~C groups A with C even
+    /// when A and C are not alike). star: items are visited in keep order and each ungrouped
+    /// item keeps the ungrouped items within the threshold of it, so every member is a direct
+    /// duplicate of its kept item and chains are split.
+    #[arg(long, default_value = "components")]
+    pub grouping: String,
+
+    /// Which item of a group is kept. best-score: highest image-caption cosine; largest: most
+    /// pixels; first: first in input order; central: most similar to the rest of its group;
+    /// auto: best-score when the run has captions, else largest. Ties go to the lowest id.
+    #[arg(long, default_value = "auto")]
+    pub keep: String,
+
+    /// Device for the search: auto (CUDA, then Metal, then CPU), cpu, cuda[:N] or metal[:N].
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl DedupArgs {
+    /// Validates the arguments.
+    pub fn to_options(&self) -> Result<crate::analyze::dedup::DedupOptions> {
+        use crate::analyze::dedup::{DedupOptions, Kind};
+        if self.clusters == Some(0) {
+            return Err(Error::InvalidArg { what: "--clusters", reason: "must be at least 1".into() });
+        }
+        if !(0.0..=2.0).contains(&self.border) {
+            return Err(Error::InvalidArg { what: "--border", reason: format!("{}: expected 0 to 2", self.border) });
+        }
+        Ok(DedupOptions {
+            run: self.run.clone(),
+            against: self.against.clone(),
+            kinds: Kind::parse_list(&self.kinds, "--kinds")?,
+            remove_kinds: Kind::parse_list(&self.remove_kinds, "--remove-kinds")?,
+            image_threshold: self.image_threshold,
+            caption_threshold: self.caption_threshold,
+            perceptual_distance: self.perceptual_distance,
+            index: self.index.parse()?,
+            clusters: self.clusters,
+            border: self.border,
+            seed: self.seed,
+            grouping: self.grouping.parse()?,
+            keep: self.keep.parse()?,
+            device: self.device.parse()?,
+        })
+    }
 }
 
 impl EmbedArgs {

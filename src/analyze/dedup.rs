@@ -1,0 +1,763 @@
+//! `sieve dedup`: exact, perceptual and semantic duplicates of a run, in groups with one kept
+//! item each, written to `RUN/dedup/`.
+//!
+//! Kinds:
+//! - `exact`: identical file bytes (sha256 recorded at ingest);
+//! - `perceptual`: 64-bit pHashes within a Hamming distance;
+//! - `image`: image embeddings with cosine ≥ the image threshold;
+//! - `caption`: caption embeddings with cosine ≥ the caption threshold;
+//! - `joint`: both image and caption near-duplicates.
+//!
+//! Every kind is grouped and gets its kept items by the same keep order, so no item is both
+//! kept over another and removed in its favour; an item is removed when it is a non-kept member
+//! of a group of one of the `remove_kinds`. With `against`, the old run's items are always kept
+//! and only this run's items are removed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::{ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, UInt64Array};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use serde::Serialize;
+
+use super::groups::{self, Group, Grouping};
+use super::perceptual;
+use crate::device::{self, DeviceSpec};
+use crate::error::{Error, Result};
+use crate::index::clustered::DEFAULT_BORDER;
+use crate::index::hnsw::HnswParams;
+use crate::index::kmeans::KMeansParams;
+use crate::index::{dot, ClusteredIndex, ExactIndex, HnswIndex, IndexChoice, Matrix, NeighbourIndex, Pair};
+use crate::model::registry;
+use crate::store::{write_atomic, Run};
+
+/// A kind of duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Exact,
+    Perceptual,
+    Image,
+    Caption,
+    Joint,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [Kind::Exact, Kind::Perceptual, Kind::Image, Kind::Caption, Kind::Joint];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Exact => "exact",
+            Kind::Perceptual => "perceptual",
+            Kind::Image => "image",
+            Kind::Caption => "caption",
+            Kind::Joint => "joint",
+        }
+    }
+
+    /// Parses a comma-separated list (`all` for every kind).
+    pub fn parse_list(s: &str, what: &'static str) -> Result<Vec<Kind>> {
+        if s.trim() == "all" {
+            return Ok(Kind::ALL.to_vec());
+        }
+        let mut kinds =
+            s.split(',').map(|k| k.trim().parse::<Kind>()).collect::<Result<Vec<_>>>().map_err(|e| match e {
+                Error::InvalidArg { reason, .. } => Error::InvalidArg { what, reason },
+                e => e,
+            })?;
+        kinds.sort_unstable();
+        kinds.dedup();
+        Ok(kinds)
+    }
+}
+
+impl FromStr for Kind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| Error::InvalidArg {
+            what: "--kinds",
+            reason: format!("`{s}`: expected exact, perceptual, image, caption or joint"),
+        })
+    }
+}
+
+/// `--keep`: which item of a group is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepPolicy {
+    /// `best-score` when the run has captions, else `largest`.
+    Auto,
+    /// Highest image–caption cosine (items without a caption last), then largest, then id.
+    BestScore,
+    /// Most pixels, then lowest id.
+    Largest,
+    /// Lowest id (input order).
+    First,
+    /// Most similar to the rest of its group (components), or with the most and closest
+    /// duplicates (star), then lowest id.
+    Central,
+}
+
+impl KeepPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::BestScore => "best-score",
+            Self::Largest => "largest",
+            Self::First => "first",
+            Self::Central => "central",
+        }
+    }
+}
+
+impl FromStr for KeepPolicy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        [Self::Auto, Self::BestScore, Self::Largest, Self::First, Self::Central]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| Error::InvalidArg {
+                what: "--keep",
+                reason: format!("`{s}`: expected auto, best-score, largest, first or central"),
+            })
+    }
+}
+
+/// Everything `sieve dedup` needs, validated.
+#[derive(Debug, Clone)]
+pub struct DedupOptions {
+    pub run: PathBuf,
+    pub against: Option<PathBuf>,
+    pub kinds: Vec<Kind>,
+    pub remove_kinds: Vec<Kind>,
+    pub image_threshold: Option<f32>,
+    pub caption_threshold: Option<f32>,
+    pub perceptual_distance: Option<u32>,
+    pub index: IndexChoice,
+    pub clusters: Option<usize>,
+    pub border: f32,
+    pub seed: u64,
+    pub grouping: Grouping,
+    pub keep: KeepPolicy,
+    pub device: DeviceSpec,
+}
+
+impl DedupOptions {
+    /// Defaults for `run` (as the CLI's defaults).
+    pub fn new(run: impl Into<PathBuf>) -> Self {
+        Self {
+            run: run.into(),
+            against: None,
+            kinds: Kind::ALL.to_vec(),
+            remove_kinds: vec![Kind::Exact, Kind::Perceptual, Kind::Image],
+            image_threshold: None,
+            caption_threshold: None,
+            perceptual_distance: None,
+            index: IndexChoice::Auto,
+            clusters: None,
+            border: DEFAULT_BORDER,
+            seed: 0,
+            grouping: Grouping::Components,
+            keep: KeepPolicy::Auto,
+            device: DeviceSpec::Auto,
+        }
+    }
+}
+
+/// Thresholds used, as written to the summary.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Thresholds {
+    pub image: f32,
+    pub caption: f32,
+    pub perceptual_distance: u32,
+}
+
+/// Per-kind counts in the summary.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct KindSummary {
+    pub groups: usize,
+    /// Items in groups, kept ones included.
+    pub items_in_groups: usize,
+    /// Items of this run that are non-kept members of a group of this kind.
+    pub duplicates: usize,
+    pub largest_group: usize,
+}
+
+/// `dedup/summary.json`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    pub sieve_version: String,
+    pub run: String,
+    pub against: Option<String>,
+    pub model: String,
+    pub records: u64,
+    /// Records considered (embedded); the others were skipped at ingest and are in neither list.
+    pub embedded: usize,
+    pub against_items: usize,
+    pub thresholds: Thresholds,
+    pub index: String,
+    pub grouping: String,
+    pub keep: String,
+    pub kinds: BTreeMap<String, KindSummary>,
+    pub remove_kinds: Vec<String>,
+    pub kept: usize,
+    pub removed: usize,
+    /// removed / embedded.
+    pub duplicate_rate: f64,
+}
+
+/// One item: an embedded row of this run or of the `--against` run.
+struct Items {
+    /// Items `0..n_new` are this run's, the rest the old run's.
+    n_new: usize,
+    id: Vec<u64>,
+    uri: Vec<String>,
+    sha256: Vec<Option<String>>,
+    phash: Vec<Option<u64>>,
+    pixels: Vec<u64>,
+    has_caption: Vec<bool>,
+    image: Matrix,
+    /// Caption vectors (zero rows for items without one).
+    text: Option<Matrix>,
+}
+
+impl Items {
+    fn len(&self) -> usize {
+        self.id.len()
+    }
+
+    fn is_old(&self, i: u32) -> bool {
+        i as usize >= self.n_new
+    }
+}
+
+fn embedded_rows(run: &Run) -> Vec<usize> {
+    (0..run.meta.len()).filter(|&r| run.meta.embedded[r]).collect()
+}
+
+fn load_items(new: &Run, old: Option<&Run>, need_text: bool) -> Result<Items> {
+    let d = new.manifest.embed_dim;
+    let mut items = Items {
+        n_new: 0,
+        id: Vec::new(),
+        uri: Vec::new(),
+        sha256: Vec::new(),
+        phash: Vec::new(),
+        pixels: Vec::new(),
+        has_caption: Vec::new(),
+        image: Matrix::new(d, Vec::new())?,
+        text: None,
+    };
+    let mut img = Vec::new();
+    let mut txt = Vec::new();
+    for (k, run) in std::iter::once(new).chain(old).enumerate() {
+        let rows = embedded_rows(run);
+        if k == 0 {
+            items.n_new = rows.len();
+        }
+        let m = &run.meta;
+        let all_img = run.embeddings(false)?;
+        let all_txt = if need_text { Some(run.embeddings(true)?) } else { None };
+        for &r in &rows {
+            items.id.push(m.id[r]);
+            items.uri.push(m.uri[r].clone());
+            items.sha256.push(m.sha256[r].clone());
+            items.phash.push(m.phash.as_ref().and_then(|p| p[r]));
+            items.pixels.push(m.width[r].unwrap_or(0) as u64 * m.height[r].unwrap_or(0) as u64);
+            img.extend_from_slice(&all_img[r * d..(r + 1) * d]);
+            let tv = all_txt.as_ref().map(|t| &t[r * d..(r + 1) * d]);
+            let has = m.caption[r].is_some() && tv.is_some_and(|v| v.iter().any(|&x| x != 0.0));
+            items.has_caption.push(has);
+            if let Some(tv) = tv {
+                txt.extend_from_slice(tv);
+            }
+        }
+    }
+    items.image = Matrix::new(d, img)?;
+    if need_text {
+        items.text = Some(Matrix::new(d, txt)?);
+    }
+    Ok(items)
+}
+
+/// Global keep order: old items first (they are already in the corpus), then by policy.
+fn keep_rank(items: &Items, policy: KeepPolicy, centrality: Option<&[f32]>) -> Vec<u32> {
+    let n = items.len();
+    let score: Vec<f32> = (0..n)
+        .map(|i| match (&items.text, items.has_caption[i]) {
+            (Some(t), true) => dot(items.image.row(i), t.row(i)),
+            _ => f32::NEG_INFINITY,
+        })
+        .collect();
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let key_id = |i: usize| (items.is_old(i as u32) as u8 ^ 1, items.id[i]);
+    order.sort_by(|&a, &b| {
+        let (a, b) = (a as usize, b as usize);
+        let old = (!items.is_old(b as u32)).cmp(&!items.is_old(a as u32)).reverse();
+        let by_policy = match policy {
+            KeepPolicy::First | KeepPolicy::Auto => std::cmp::Ordering::Equal,
+            KeepPolicy::Largest => items.pixels[b].cmp(&items.pixels[a]),
+            KeepPolicy::BestScore => score[b].total_cmp(&score[a]).then(items.pixels[b].cmp(&items.pixels[a])),
+            KeepPolicy::Central => {
+                let c = centrality.expect("central needs centrality");
+                c[b].total_cmp(&c[a])
+            }
+        };
+        old.then(by_policy).then(key_id(a).cmp(&key_id(b)))
+    });
+    let mut rank = vec![0u32; n];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i as usize] = r as u32;
+    }
+    rank
+}
+
+/// Summed similarity of each item to its duplicates (for `central` under `star`).
+fn degree_centrality(n: usize, pairs: &[Pair]) -> Vec<f32> {
+    let mut c = vec![0f32; n];
+    for p in pairs {
+        c[p.a as usize] += p.sim;
+        c[p.b as usize] += p.sim;
+    }
+    c
+}
+
+/// Re-picks each group's kept item as the member most similar to the group as a whole
+/// (`central` under `components`); `sim(i, j)` is the kind's similarity.
+fn recentre(groups: &mut [Group], rank: &[u32], sim: &dyn Fn(u32, u32) -> f32) {
+    for g in groups.iter_mut() {
+        if g.members.len() > 2000 {
+            continue; // keep the rank's choice for huge groups (quadratic)
+        }
+        let total = |i: u32| g.members.iter().filter(|&&j| j != i).map(|&j| sim(i, j) as f64).sum::<f64>();
+        g.kept = *g
+            .members
+            .iter()
+            .max_by(|&&a, &&b| total(a).total_cmp(&total(b)).then(rank[b as usize].cmp(&rank[a as usize])))
+            .expect("non-empty");
+    }
+}
+
+/// A kind's similarity between two items.
+type SimFn<'a> = Box<dyn Fn(u32, u32) -> f32 + 'a>;
+
+/// The result of one kind.
+struct KindResult {
+    kind: Kind,
+    groups: Vec<Group>,
+}
+
+fn search_pairs(
+    vectors: &Matrix,
+    n_new: usize,
+    threshold: f32,
+    opts: &DedupOptions,
+    device: &candle_core::Device,
+) -> Result<(Vec<Pair>, String)> {
+    // Self-search over this run's items, then this run's items against the old run's.
+    let d = vectors.dim();
+    let new = Matrix::new(d, vectors.block(0, n_new).to_vec())?;
+    let old = Matrix::new(d, vectors.as_slice()[n_new * d..].to_vec())?;
+    let index_new = build_index(&new, opts, device)?;
+    let name = index_new.name();
+    let mut pairs = index_new.self_pairs(threshold)?;
+    drop(index_new);
+    if old.rows() > 0 && new.rows() > 0 {
+        let index_old = build_index(&old, opts, device)?;
+        let cross = index_old.range_search(&new, threshold)?;
+        pairs.extend(cross.into_iter().map(|p| Pair { a: p.a, b: p.b + n_new as u32, sim: p.sim }));
+        crate::index::sort_dedup(&mut pairs);
+    }
+    Ok((pairs, name))
+}
+
+fn build_index<'a>(
+    m: &'a Matrix,
+    opts: &DedupOptions,
+    device: &candle_core::Device,
+) -> Result<Box<dyn NeighbourIndex + 'a>> {
+    if let Some(k) = opts.clusters {
+        let k = k.min(m.rows()).max(1);
+        return Ok(Box::new(ClusteredIndex::build(m, KMeansParams::new(k, opts.seed), opts.border, device.clone())?));
+    }
+    Ok(match opts.index.resolve(m.rows(), device) {
+        IndexChoice::Hnsw => Box::new(HnswIndex::build(m, HnswParams::default())),
+        _ => Box::new(ExactIndex::new(m, device.clone())),
+    })
+}
+
+/// Runs `sieve dedup`; returns the summary (also written to `RUN/dedup/summary.json`).
+pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
+    let started = Instant::now();
+    let run = Run::open(&opts.run)?;
+    let old = match &opts.against {
+        Some(p) => {
+            let old = Run::open(p)?;
+            check_same_model(&run, &old)?;
+            Some(old)
+        }
+        None => None,
+    };
+    let defaults = registry::dedup_defaults(&run.manifest.model.id);
+    let thresholds = Thresholds {
+        image: opts.image_threshold.unwrap_or(defaults.image),
+        caption: opts.caption_threshold.unwrap_or(defaults.caption),
+        perceptual_distance: opts.perceptual_distance.unwrap_or(defaults.perceptual_distance),
+    };
+    for (what, t) in [("--image-threshold", thresholds.image), ("--caption-threshold", thresholds.caption)] {
+        if !(-1.0..=1.0).contains(&t) {
+            return Err(Error::InvalidArg { what, reason: format!("{t} is not a cosine similarity in [-1, 1]") });
+        }
+    }
+    if thresholds.perceptual_distance > 32 {
+        return Err(Error::InvalidArg {
+            what: "--perceptual-distance",
+            reason: format!(
+                "{}: at most 32 of 64 bits (half the bits differ between unrelated images)",
+                thresholds.perceptual_distance
+            ),
+        });
+    }
+    let need_text = opts.kinds.iter().any(|k| matches!(k, Kind::Caption | Kind::Joint))
+        || matches!(opts.keep, KeepPolicy::Auto | KeepPolicy::BestScore);
+    let items = load_items(&run, old.as_ref(), need_text)?;
+    let items = &items;
+    let n = items.len();
+    let policy = match opts.keep {
+        KeepPolicy::Auto if items.has_caption.iter().any(|&c| c) => KeepPolicy::BestScore,
+        KeepPolicy::Auto => KeepPolicy::Largest,
+        p => p,
+    };
+    let dev = device::open(opts.device)?;
+    tracing::info!(
+        "dedup: {} items of {}{} on {}",
+        items.n_new,
+        run.dir.display(),
+        old.as_ref().map(|o| format!(" against {} of {}", n - items.n_new, o.dir.display())).unwrap_or_default(),
+        device::describe(&dev)
+    );
+    let base_rank = keep_rank(items, if policy == KeepPolicy::Central { KeepPolicy::First } else { policy }, None);
+    let allowed = move |a: u32, b: u32| !(items.is_old(a) && items.is_old(b));
+
+    let mut index_name = String::from("none");
+    let mut image_pairs: Option<Vec<Pair>> = None;
+    let mut results = Vec::new();
+    for &kind in &opts.kinds {
+        let t0 = Instant::now();
+        let (pairs, sim): (Option<Vec<Pair>>, SimFn<'_>) = match kind {
+            Kind::Exact => (None, Box::new(|_, _| 1.0)),
+            Kind::Perceptual => {
+                if items.phash.iter().all(Option::is_none) {
+                    tracing::warn!("no perceptual hashes in the run; perceptual dedup skipped");
+                    continue;
+                }
+                let p = perceptual::pairs(&items.phash, thresholds.perceptual_distance, allowed);
+                let h = &items.phash;
+                (
+                    Some(p),
+                    Box::new(move |a: u32, b: u32| match (h[a as usize], h[b as usize]) {
+                        (Some(x), Some(y)) => 1.0 - (x ^ y).count_ones() as f32 / 64.0,
+                        _ => 0.0,
+                    }),
+                )
+            }
+            Kind::Image | Kind::Joint => {
+                let pairs = match &image_pairs {
+                    Some(p) => p.clone(),
+                    None => {
+                        let (p, name) = search_pairs(&items.image, items.n_new, thresholds.image, opts, &dev)?;
+                        index_name = name;
+                        image_pairs = Some(p.clone());
+                        p
+                    }
+                };
+                if kind == Kind::Image {
+                    (
+                        Some(pairs),
+                        Box::new(move |a: u32, b: u32| dot(items.image.row(a as usize), items.image.row(b as usize))),
+                    )
+                } else {
+                    let t = items.text.as_ref().expect("text loaded for joint");
+                    let joint: Vec<Pair> = pairs
+                        .into_iter()
+                        .filter(|p| items.has_caption[p.a as usize] && items.has_caption[p.b as usize])
+                        .filter_map(|p| {
+                            let c = dot(t.row(p.a as usize), t.row(p.b as usize));
+                            (c >= thresholds.caption).then_some(Pair { sim: p.sim.min(c), ..p })
+                        })
+                        .collect();
+                    (
+                        Some(joint),
+                        Box::new(move |a: u32, b: u32| {
+                            dot(items.image.row(a as usize), items.image.row(b as usize))
+                                .min(dot(t.row(a as usize), t.row(b as usize)))
+                        }),
+                    )
+                }
+            }
+            Kind::Caption => {
+                let t = items.text.as_ref().expect("text loaded for caption");
+                let with: Vec<usize> = (0..n).filter(|&i| items.has_caption[i]).collect();
+                let n_new_c = with.iter().filter(|&&i| i < items.n_new).count();
+                let sub = Matrix::gather(t.as_slice(), t.dim(), &with);
+                let (p, name) = search_pairs(&sub, n_new_c, thresholds.caption, opts, &dev)?;
+                if index_name == "none" {
+                    index_name = name;
+                }
+                let mut p: Vec<Pair> = p
+                    .into_iter()
+                    .map(|p| {
+                        let (a, b) = (with[p.a as usize] as u32, with[p.b as usize] as u32);
+                        Pair { a: a.min(b), b: a.max(b), sim: p.sim }
+                    })
+                    .collect();
+                crate::index::sort_dedup(&mut p);
+                (Some(p), Box::new(move |a: u32, b: u32| dot(t.row(a as usize), t.row(b as usize))))
+            }
+        };
+        let mut groups: Vec<Group> = match &pairs {
+            None => {
+                // Exact: items sharing a sha256 (the old run's copies among themselves are not groups).
+                let mut by_hash: HashMap<&str, Vec<u32>> = HashMap::new();
+                for (i, h) in items.sha256.iter().enumerate() {
+                    if let Some(h) = h {
+                        by_hash.entry(h.as_str()).or_default().push(i as u32);
+                    }
+                }
+                let sets = by_hash.into_values().filter(|s| s.iter().any(|&i| !items.is_old(i))).collect();
+                groups::from_sets(sets, &base_rank)
+            }
+            Some(pairs) => {
+                let rank = if policy == KeepPolicy::Central && opts.grouping == Grouping::Star {
+                    keep_rank(items, KeepPolicy::Central, Some(&degree_centrality(n, pairs)))
+                } else {
+                    base_rank.clone()
+                };
+                groups::group(n, pairs, &rank, opts.grouping)
+            }
+        };
+        if policy == KeepPolicy::Central && (opts.grouping == Grouping::Components || pairs.is_none()) {
+            recentre(&mut groups, &base_rank, &*sim);
+        }
+        // Against another run: an old item in a group is always the one kept.
+        if old.is_some() {
+            for g in &mut groups {
+                if let Some(&o) = g.members.iter().filter(|&&m| items.is_old(m)).min_by_key(|&&m| base_rank[m as usize])
+                {
+                    g.kept = o;
+                }
+            }
+        }
+        tracing::info!(
+            "{}: {} groups, {} items in them ({:.2}s)",
+            kind.as_str(),
+            groups.len(),
+            groups.iter().map(|g| g.members.len()).sum::<usize>(),
+            t0.elapsed().as_secs_f64()
+        );
+        let sims: Vec<Vec<f32>> = groups
+            .iter()
+            .map(|g| g.members.iter().map(|&m| if m == g.kept { 1.0 } else { sim(g.kept, m) }).collect())
+            .collect();
+        results.push((KindResult { kind, groups }, sims));
+    }
+
+    // Removal: non-kept members of groups of the remove kinds, then make sure every group keeps
+    // at least one member (keep orders can differ between kinds only under `central`).
+    let mut removed = vec![false; n];
+    for (r, _) in &results {
+        if opts.remove_kinds.contains(&r.kind) {
+            for g in &r.groups {
+                for &m in &g.members {
+                    if m != g.kept && !items.is_old(m) {
+                        removed[m as usize] = true;
+                    }
+                }
+            }
+        }
+    }
+    loop {
+        let mut changed = false;
+        for (r, _) in &results {
+            if !opts.remove_kinds.contains(&r.kind) {
+                continue;
+            }
+            for g in &r.groups {
+                if g.members.iter().all(|&m| removed[m as usize]) {
+                    removed[g.kept as usize] = false;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+
+    let out_dir = run.dir.join("dedup");
+    fs::create_dir_all(&out_dir).map_err(|e| Error::io("creating", &out_dir, e))?;
+    write_groups(&out_dir.join("groups.parquet"), items, &results)?;
+    let mut keep_lines = String::new();
+    let mut remove_lines = String::new();
+    for (uri, &gone) in items.uri.iter().zip(&removed).take(items.n_new) {
+        let line = if gone { &mut remove_lines } else { &mut keep_lines };
+        line.push_str(uri);
+        line.push('\n');
+    }
+    write_atomic(&out_dir.join("keep.txt"), |w| w.write_all(keep_lines.as_bytes()))?;
+    write_atomic(&out_dir.join("remove.txt"), |w| w.write_all(remove_lines.as_bytes()))?;
+
+    let n_removed = removed[..items.n_new].iter().filter(|&&r| r).count();
+    let kinds = results
+        .iter()
+        .map(|(r, _)| {
+            let dups = r
+                .groups
+                .iter()
+                .flat_map(|g| g.members.iter().filter(move |&&m| m != g.kept && !items.is_old(m)))
+                .count();
+            (
+                r.kind.as_str().to_string(),
+                KindSummary {
+                    groups: r.groups.len(),
+                    items_in_groups: r.groups.iter().map(|g| g.members.len()).sum(),
+                    duplicates: dups,
+                    largest_group: r.groups.iter().map(|g| g.members.len()).max().unwrap_or(0),
+                },
+            )
+        })
+        .collect();
+    let summary = Summary {
+        sieve_version: env!("CARGO_PKG_VERSION").to_string(),
+        run: run.dir.display().to_string(),
+        against: old.as_ref().map(|o| o.dir.display().to_string()),
+        model: run.manifest.model.id.clone(),
+        records: run.manifest.counts.records,
+        embedded: items.n_new,
+        against_items: n - items.n_new,
+        thresholds,
+        index: index_name,
+        grouping: opts.grouping.as_str().into(),
+        keep: policy.as_str().into(),
+        kinds,
+        remove_kinds: opts.remove_kinds.iter().map(|k| k.as_str().to_string()).collect(),
+        kept: items.n_new - n_removed,
+        removed: n_removed,
+        duplicate_rate: if items.n_new == 0 { 0.0 } else { n_removed as f64 / items.n_new as f64 },
+    };
+    let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+    write_atomic(&out_dir.join("summary.json"), |w| {
+        w.write_all(&json)?;
+        w.write_all(b"\n")
+    })?;
+    tracing::info!(
+        "dedup: keep {} of {}, remove {} ({:.1}%) in {:.1}s; see {}",
+        summary.kept,
+        summary.embedded,
+        summary.removed,
+        100.0 * summary.duplicate_rate,
+        started.elapsed().as_secs_f64(),
+        out_dir.display()
+    );
+    Ok(summary)
+}
+
+fn check_same_model(new: &Run, old: &Run) -> Result<()> {
+    let (a, b) = (&new.manifest.model, &old.manifest.model);
+    if a.weights_sha256 != b.weights_sha256 || new.manifest.embed_dim != old.manifest.embed_dim {
+        return Err(Error::InvalidArg {
+            what: "--against",
+            reason: format!(
+                "{} was embedded with {} (weights sha256 {}…) but {} with {} (weights sha256 {}…); \
+                 embeddings of different models cannot be compared: embed both with the same --model",
+                new.dir.display(),
+                a.id,
+                &a.weights_sha256[..a.weights_sha256.len().min(12)],
+                old.dir.display(),
+                b.id,
+                &b.weights_sha256[..b.weights_sha256.len().min(12)],
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The schema of `dedup/groups.parquet`.
+pub fn groups_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::UInt64, false),
+        Field::new("uri", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("group_id", DataType::UInt64, false),
+        Field::new("kept", DataType::Boolean, false),
+        Field::new("kept_id", DataType::UInt64, false),
+        Field::new("kept_uri", DataType::Utf8, false),
+        Field::new("kept_source", DataType::Utf8, false),
+        Field::new("similarity", DataType::Float32, false),
+    ]))
+}
+
+fn write_groups(path: &Path, items: &Items, results: &[(KindResult, Vec<Vec<f32>>)]) -> Result<()> {
+    let source = |i: u32| if items.is_old(i) { "against" } else { "run" };
+    let (mut id, mut uri, mut src, mut kind, mut gid) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut kept, mut kept_id, mut kept_uri, mut kept_src, mut simv) = (vec![], vec![], vec![], vec![], vec![]);
+    for (r, sims) in results {
+        for (g_idx, (g, s)) in r.groups.iter().zip(sims).enumerate() {
+            // Kept item first, then the others in item order.
+            let mut order: Vec<usize> = (0..g.members.len()).collect();
+            order.sort_by_key(|&x| (g.members[x] != g.kept, g.members[x]));
+            for x in order {
+                let m = g.members[x];
+                id.push(items.id[m as usize]);
+                uri.push(items.uri[m as usize].as_str());
+                src.push(source(m));
+                kind.push(r.kind.as_str());
+                gid.push(g_idx as u64);
+                kept.push(m == g.kept);
+                kept_id.push(items.id[g.kept as usize]);
+                kept_uri.push(items.uri[g.kept as usize].as_str());
+                kept_src.push(source(g.kept));
+                simv.push(s[x]);
+            }
+        }
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from(id)),
+        Arc::new(StringArray::from(uri)),
+        Arc::new(StringArray::from(src)),
+        Arc::new(StringArray::from(kind)),
+        Arc::new(UInt64Array::from(gid)),
+        Arc::new(BooleanArray::from(kept)),
+        Arc::new(UInt64Array::from(kept_id)),
+        Arc::new(StringArray::from(kept_uri)),
+        Arc::new(StringArray::from(kept_src)),
+        Arc::new(Float32Array::from(simv)),
+    ];
+    let parquet_err = |source| Error::Parquet { path: path.into(), source };
+    let batch = RecordBatch::try_new(groups_schema(), cols).map_err(|e| parquet_err(e.into()))?;
+    let mut err = None;
+    write_atomic(path, |w| {
+        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        ArrowWriter::try_new(w, batch.schema(), Some(props))
+            .and_then(|mut aw| {
+                aw.write(&batch)?;
+                aw.close().map(|_| ())
+            })
+            .map_err(|e| {
+                let msg = e.to_string();
+                err = Some(e);
+                std::io::Error::other(msg)
+            })
+    })
+    .map_err(|e| match err.take() {
+        Some(source) => parquet_err(source),
+        None => e,
+    })
+}

@@ -1,0 +1,6 @@
+//! Analyses over a run directory: pure functions over embeddings and metadata, each testable
+//! alone, plus the glue that reads a run and writes the results next to it.
+
+pub mod dedup;
+pub mod groups;
+pub mod perceptual;

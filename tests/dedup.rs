@@ -1,0 +1,538 @@
+//! `sieve dedup`: neighbour search (exact, HNSW, clustered) on planted data, grouping and keep
+//! policies on planted runs, and the command end to end on edited copies of images.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, UInt64Type};
+use image::{ImageEncoder, Rgb, RgbImage};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sieve::analyze::dedup::{dedup, DedupOptions, KeepPolicy, Kind};
+use sieve::analyze::groups::Grouping;
+use sieve::index::hnsw::HnswParams;
+use sieve::index::kmeans::KMeansParams;
+use sieve::index::synthetic::planted;
+use sieve::index::{ClusteredIndex, ExactIndex, HnswIndex, IndexChoice, Matrix, NeighbourIndex, Pair};
+use sieve::store::{InputInfo, Row, RunManifest, RunWriter, Status};
+
+use crate::util::*;
+
+fn sieve() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sieve"));
+    c.env_remove("RUST_LOG").env_remove("SIEVE_MODEL");
+    c
+}
+
+fn keys(pairs: &[Pair]) -> BTreeSet<(u32, u32)> {
+    pairs.iter().map(|p| (p.a, p.b)).collect()
+}
+
+fn recall(found: &[Pair], truth: &[Pair]) -> f64 {
+    let f = keys(found);
+    truth.iter().filter(|p| f.contains(&(p.a, p.b))).count() as f64 / truth.len().max(1) as f64
+}
+
+#[test]
+fn exact_search_matches_brute_force_and_the_device_path() {
+    let data = planted(1500, 48, 0.3, 1);
+    let t = 0.95;
+    let mut brute = Vec::new();
+    for a in 0..data.rows() {
+        for b in a + 1..data.rows() {
+            let s: f32 = data.row(a).iter().zip(data.row(b)).map(|(x, y)| x * y).sum();
+            if s >= t {
+                brute.push((a as u32, b as u32));
+            }
+        }
+    }
+    let exact = ExactIndex::new(&data, candle_core::Device::Cpu).self_pairs(t).unwrap();
+    // Pairs within a rounding step of the threshold may fall either way; none are here.
+    assert_eq!(keys(&exact), brute.iter().copied().collect());
+    assert!(brute.len() > 100, "planted data has duplicates: {}", brute.len());
+    for p in &exact {
+        assert!(p.a < p.b && p.sim >= t);
+    }
+    let via_candle = sieve::index::exact::self_pairs_via_candle(&data, t, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(keys(&via_candle), keys(&exact));
+    // Range search of the data against itself finds each pair from both ends, plus itself.
+    let range = ExactIndex::new(&data, candle_core::Device::Cpu).range_search(&data, t).unwrap();
+    assert_eq!(range.len(), 2 * exact.len() + data.rows());
+}
+
+#[test]
+fn hnsw_and_clustered_search_recall_at_least_099_of_exact() {
+    let data = planted(20_000, 64, 0.3, 2);
+    let t = 0.95;
+    let exact = ExactIndex::new(&data, candle_core::Device::Cpu).self_pairs(t).unwrap();
+    assert!(exact.len() > 2000, "{} planted pairs", exact.len());
+    let hnsw = HnswIndex::build(&data, HnswParams::default()).self_pairs(t).unwrap();
+    let r = recall(&hnsw, &exact);
+    assert!(r >= 0.99, "HNSW recall {r:.4}");
+    assert!(keys(&hnsw).is_subset(&keys(&exact)), "HNSW reports only pairs that pass the threshold");
+    let clustered = ClusteredIndex::build(&data, KMeansParams::new(20, 0), 0.05, candle_core::Device::Cpu).unwrap();
+    let c = clustered.self_pairs(t).unwrap();
+    let rc = recall(&c, &exact);
+    assert!(rc >= 0.99, "clustered recall {rc:.4}");
+    // Seeded: a second build gives the same pairs, bit for bit.
+    let again = ClusteredIndex::build(&data, KMeansParams::new(20, 0), 0.05, candle_core::Device::Cpu).unwrap();
+    assert_eq!(again.self_pairs(t).unwrap(), c);
+    // Range search agrees with exact range search as well.
+    let queries = Matrix::gather(data.as_slice(), data.dim(), &(0..2000).collect::<Vec<_>>());
+    let ex = ExactIndex::new(&data, candle_core::Device::Cpu).range_search(&queries, t).unwrap();
+    let hr = HnswIndex::build(&data, HnswParams::default()).range_search(&queries, t).unwrap();
+    assert!(recall(&hr, &ex) >= 0.99, "HNSW range recall {}", recall(&hr, &ex));
+    let cr = clustered.range_search(&queries, t).unwrap();
+    assert!(recall(&cr, &ex) >= 0.99, "clustered range recall {}", recall(&cr, &ex));
+}
+
+#[test]
+fn auto_index_picks_exact_for_small_collections_on_the_cpu() {
+    let cpu = candle_core::Device::Cpu;
+    assert_eq!(IndexChoice::Auto.resolve(1000, &cpu), IndexChoice::Exact);
+    assert_eq!(IndexChoice::Auto.resolve(10_000_000, &cpu), IndexChoice::Hnsw);
+    assert_eq!(IndexChoice::Hnsw.resolve(10, &cpu), IndexChoice::Hnsw);
+}
+
+/// An item of a planted run.
+struct Planted {
+    image: Vec<f32>,
+    caption: Option<Vec<f32>>,
+    size: (u32, u32),
+    sha: Option<&'static str>,
+    phash: Option<u64>,
+}
+
+/// A vector at cosine `c` from `e0` in the (e0, e_k) plane.
+fn at(c: f32, k: usize, dim: usize) -> Vec<f32> {
+    let mut v = vec![0f32; dim];
+    v[0] = c;
+    v[k] = (1.0 - c * c).sqrt();
+    v
+}
+
+/// A vector at cosine `c` from `e_i` in the (e_i, e_j) plane.
+fn near(i: usize, c: f32, j: usize, dim: usize) -> Vec<f32> {
+    let mut v = vec![0f32; dim];
+    v[i] = c;
+    v[j] = (1.0 - c * c).sqrt();
+    v
+}
+
+/// Writes a run directory holding `items` (ids 0..), as `sieve embed` would.
+fn planted_run(dir: &Path, items: &[Planted], weights_sha256: &str) {
+    let dim = items[0].image.len();
+    let mut w = RunWriter::create(dir, 1000, dim, true).unwrap();
+    let rows = items.iter().enumerate().map(|(i, it)| Row {
+        id: i as u64,
+        uri: format!("img/{i:03}.jpg"),
+        caption: it.caption.as_ref().map(|_| format!("caption {i}")),
+        caption_lossy: false,
+        caption_truncated: false,
+        sha256: Some(it.sha.map(str::to_string).unwrap_or_else(|| format!("sha-{i}"))),
+        width: Some(it.size.0),
+        height: Some(it.size.1),
+        phash: it.phash,
+        status: Status::Embedded,
+        reason: None,
+        error: None,
+        image_embedding: Some(it.image.clone()),
+        text_embedding: it.caption.clone(),
+    });
+    w.push(rows).unwrap();
+    let manifest = RunManifest {
+        sieve_version: "test".into(),
+        model: sieve::model::ModelInfo {
+            id: "planted".into(),
+            revision: None,
+            source: "test".into(),
+            weights_sha256: weights_sha256.into(),
+            embed_dim: dim,
+        },
+        device: "cpu".into(),
+        compute_dtype: "f32".into(),
+        storage_dtype: "float16".into(),
+        embed_dim: dim,
+        preprocessing: Default::default(),
+        text_max_tokens: 77,
+        input: InputInfo { path: "planted".into(), format: "dir".into() },
+        limits: Default::default(),
+        batch_size: 1,
+        part_size: 1000,
+        counts: Default::default(),
+        parts: Vec::new(),
+    };
+    w.finish(manifest).unwrap();
+}
+
+fn item(image: Vec<f32>) -> Planted {
+    Planted { image, caption: None, size: (100, 100), sha: None, phash: None }
+}
+
+/// `(kind, id) -> (group_id, kept_id, similarity)` from `dedup/groups.parquet`.
+fn read_groups(run: &Path) -> BTreeMap<(String, String, u64), (u64, u64, f32)> {
+    let f = std::fs::File::open(run.join("dedup/groups.parquet")).unwrap();
+    let mut out = BTreeMap::new();
+    for b in ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap() {
+        let b = b.unwrap();
+        let s = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
+        let u = |n: &str| b.column_by_name(n).unwrap().as_primitive::<UInt64Type>().clone();
+        let (kind, src, id, gid, kept) = (s("kind"), s("source"), u("id"), u("group_id"), u("kept_id"));
+        let sim = b.column_by_name("similarity").unwrap().as_primitive::<Float32Type>().clone();
+        for i in 0..b.num_rows() {
+            out.insert(
+                (kind.value(i).to_string(), src.value(i).to_string(), id.value(i)),
+                (gid.value(i), kept.value(i), sim.value(i)),
+            );
+        }
+    }
+    out
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p).unwrap().lines().map(str::to_string).collect()
+}
+
+#[test]
+fn star_splits_a_chain_that_components_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    // cos(A, B) = cos(B, C) = 0.97 but cos(A, C) = 0.88: a chain. D is unrelated.
+    let d = 16;
+    let a = at(1.0, 1, d);
+    let b = at(0.97, 1, d);
+    // B = (0.97, s, 0); C = 0.97·B + s·e2, so cos(B, C) = 0.97 and cos(A, C) = 0.97² ≈ 0.94.
+    let s = (1.0 - 0.97f32 * 0.97).sqrt();
+    let mut c = vec![0f32; d];
+    c[0] = 0.97 * 0.97;
+    c[1] = 0.97 * s;
+    c[2] = s;
+    let cos = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
+    assert!(cos(&a, &b) > 0.96 && cos(&b, &c) > 0.96 && cos(&a, &c) < 0.95);
+    let dd = at(0.0, 5, d);
+    planted_run(&run, &[item(a), item(b), item(c), item(dd)], "w");
+    let mut opts = DedupOptions::new(&run);
+    opts.kinds = vec![Kind::Image];
+    opts.keep = KeepPolicy::First;
+    opts.image_threshold = Some(0.95);
+    dedup(&opts).unwrap();
+    let g = read_groups(&run);
+    let gid = |id| g.get(&("image".to_string(), "run".to_string(), id)).map(|v| v.0);
+    assert_eq!((gid(0), gid(1), gid(2), gid(3)), (Some(0), Some(0), Some(0), None), "components chain A-B-C");
+    let sim_ac = g[&("image".to_string(), "run".to_string(), 2)].2;
+    assert!(sim_ac < 0.95, "components report C's true similarity to the kept A: {sim_ac}");
+
+    opts.grouping = Grouping::Star;
+    dedup(&opts).unwrap();
+    let g = read_groups(&run);
+    let gid = |id| g.get(&("image".to_string(), "run".to_string(), id)).map(|v| v.0);
+    assert_eq!(gid(0), gid(1), "A keeps B");
+    assert_ne!(gid(2), gid(0), "C is not within the threshold of A, so star leaves it out of A's group");
+    for (_, (_, _, sim)) in g.iter() {
+        assert!(*sim >= 0.95, "every star member is a direct duplicate of its kept item");
+    }
+    assert_eq!(lines(&run.join("dedup/remove.txt")), vec!["img/001.jpg"]);
+}
+
+#[test]
+fn keep_policies_choose_the_documented_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let d = 16;
+    // Three near-duplicates of e0: item 0 small with a poorly fitting caption, item 1 largest,
+    // item 2 the best caption fit and in the middle of the group; item 3 a distinct image.
+    let imgs = [at(0.985, 1, d), at(0.99, 2, d), at(1.0, 1, d), at(0.0, 7, d)];
+    let captions = [Some(at(0.2, 3, d)), None, Some(at(0.9, 3, d)), Some(at(0.0, 8, d))];
+    let sizes = [(50, 50), (4000, 3000), (640, 480), (10, 10)];
+    let items: Vec<Planted> = (0..4)
+        .map(|i| Planted {
+            image: imgs[i].clone(),
+            caption: captions[i].clone(),
+            size: sizes[i],
+            sha: None,
+            phash: None,
+        })
+        .collect();
+    planted_run(&run, &items, "w");
+    let kept_for = |policy: KeepPolicy| {
+        let mut o = DedupOptions::new(&run);
+        o.kinds = vec![Kind::Image];
+        o.keep = policy;
+        o.image_threshold = Some(0.95);
+        let s = dedup(&o).unwrap();
+        (read_groups(&run)[&("image".to_string(), "run".to_string(), 0)].1, s.keep)
+    };
+    assert_eq!(kept_for(KeepPolicy::First), (0, "first".into()));
+    assert_eq!(kept_for(KeepPolicy::Largest), (1, "largest".into()));
+    assert_eq!(kept_for(KeepPolicy::BestScore), (2, "best-score".into()));
+    assert_eq!(kept_for(KeepPolicy::Auto), (2, "best-score".into()), "auto = best-score when captions exist");
+    // Most similar to the rest: item 2 (cos 0.985 and 0.99 to the others) over item 0 and 1.
+    assert_eq!(kept_for(KeepPolicy::Central).0, 2);
+}
+
+#[test]
+fn caption_joint_exact_and_perceptual_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let d = 16;
+    let items = vec![
+        // 0 and 1: same bytes.
+        Planted {
+            image: at(1.0, 1, d),
+            caption: None,
+            size: (9, 9),
+            sha: Some("same"),
+            phash: Some(0xFFFF_0000_FFFF_0000),
+        },
+        Planted {
+            image: at(1.0, 1, d),
+            caption: None,
+            size: (9, 9),
+            sha: Some("same"),
+            phash: Some(0xFFFF_0000_FFFF_0000),
+        },
+        // 2: a perceptual copy of 0 (3 bits differ), semantically distinct.
+        Planted { image: at(0.0, 2, d), caption: None, size: (9, 9), sha: None, phash: Some(0xFFFF_0000_FFFF_0007) },
+        // 3 and 4: the same caption on different images; 5 and 6: image and caption both alike.
+        Planted { image: at(0.0, 3, d), caption: Some(at(1.0, 9, d)), size: (9, 9), sha: None, phash: Some(1 << 40) },
+        Planted {
+            image: at(0.0, 4, d),
+            caption: Some(at(1.0, 9, d)),
+            size: (9, 9),
+            sha: None,
+            phash: Some(0x0F0F_0F0F_0F0F_0F0F),
+        },
+        Planted {
+            image: at(0.0, 5, d),
+            caption: Some(at(0.0, 10, d)),
+            size: (9, 9),
+            sha: None,
+            phash: Some(0x5555_5555_5555_5555),
+        },
+        Planted {
+            image: at(0.1, 5, d),
+            caption: Some(at(0.02, 10, d)),
+            size: (9, 9),
+            sha: None,
+            phash: Some(0xAAAA_AAAA_AAAA_AAAA),
+        },
+    ];
+    planted_run(&run, &items, "w");
+    let mut o = DedupOptions::new(&run);
+    o.keep = KeepPolicy::First;
+    o.image_threshold = Some(0.95);
+    o.caption_threshold = Some(0.97);
+    let s = dedup(&o).unwrap();
+    let g = read_groups(&run);
+    let members =
+        |kind: &str| -> BTreeSet<u64> { g.keys().filter(|(k, _, _)| k == kind).map(|(_, _, id)| *id).collect() };
+    assert_eq!(members("exact"), BTreeSet::from([0, 1]));
+    assert_eq!(members("perceptual"), BTreeSet::from([0, 1, 2]));
+    assert_eq!(members("image"), BTreeSet::from([0, 1, 5, 6]));
+    assert_eq!(members("caption"), BTreeSet::from([3, 4, 5, 6]));
+    assert_eq!(members("joint"), BTreeSet::from([5, 6]));
+    // Caption-only duplicates are reported, not removed (default --remove-kinds).
+    assert_eq!(lines(&run.join("dedup/remove.txt")), vec!["img/001.jpg", "img/002.jpg", "img/006.jpg"]);
+    assert_eq!(s.removed, 3);
+    assert_eq!(s.kinds["caption"].duplicates, 2);
+    assert_eq!(s.kinds["joint"].groups, 1);
+}
+
+#[test]
+fn against_keeps_the_old_corpus_and_refuses_another_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new, other) = (dir.path().join("old"), dir.path().join("new"), dir.path().join("other"));
+    let d = 16;
+    // Old: e0, e1, and a near-copy of e1.
+    planted_run(&old, &[item(at(1.0, 1, d)), item(near(1, 1.0, 2, d)), item(near(1, 0.999, 2, d))], "w");
+    // New: a near-copy of old 0, something new (e4), and a near-copy of that.
+    planted_run(&new, &[item(at(0.99, 1, d)), item(near(4, 1.0, 5, d)), item(near(4, 0.995, 6, d))], "w");
+    let mut o = DedupOptions::new(&new);
+    o.against = Some(old.clone());
+    o.kinds = vec![Kind::Image];
+    o.keep = KeepPolicy::Largest;
+    o.image_threshold = Some(0.95);
+    let s = dedup(&o).unwrap();
+    assert_eq!(s.against_items, 3);
+    assert_eq!(lines(&new.join("dedup/remove.txt")), vec!["img/000.jpg", "img/002.jpg"]);
+    assert_eq!(lines(&new.join("dedup/keep.txt")), vec!["img/001.jpg"]);
+    let g = read_groups(&new);
+    let (gid, kept, _) = g[&("image".to_string(), "run".to_string(), 0)];
+    assert_eq!(kept, 0);
+    assert_eq!(g[&("image".to_string(), "against".to_string(), 0)].0, gid, "new 0 is grouped with old 0");
+    assert!(
+        !g.contains_key(&("image".to_string(), "against".to_string(), 1)),
+        "duplicates inside the old corpus are not this run's business"
+    );
+
+    planted_run(&other, &[item(at(1.0, 1, d))], "different-weights");
+    o.against = Some(other);
+    let e = dedup(&o).unwrap_err().to_string();
+    assert!(e.contains("different models") && e.contains("--model"), "{e}");
+}
+
+/// A seeded picture with the structure of a photo (smooth shading plus objects with hard
+/// edges), different for each seed.
+fn picture(seed: u64, w: u32, h: u32) -> RgbImage {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s % 10_000) as f32 / 10_000.0
+    };
+    let (wf, hf) = (w as f32, h as f32);
+    let blobs: Vec<(f32, f32, f32, [f32; 3])> =
+        (0..5).map(|_| (next() * wf, next() * hf, (0.1 + next() * 0.3) * wf, [next(), next(), next()])).collect();
+    let rects: Vec<(f32, f32, f32, f32, [f32; 3])> = (0..6)
+        .map(|_| {
+            let (x, y) = (next() * wf, next() * hf);
+            (x, y, x + (0.1 + next() * 0.4) * wf, y + (0.1 + next() * 0.4) * hf, [next(), next(), next()])
+        })
+        .collect();
+    RgbImage::from_fn(w, h, |x, y| {
+        let (xf, yf) = (x as f32, y as f32);
+        let mut c = [30.0 + 60.0 * yf / hf; 3];
+        for (bx, by, r, col) in &blobs {
+            let wgt = (-((xf - bx).powi(2) + (yf - by).powi(2)) / (r * r)).exp();
+            for k in 0..3 {
+                c[k] += 150.0 * col[k] * wgt;
+            }
+        }
+        for (x0, y0, x1, y1, col) in &rects {
+            if xf >= *x0 && xf < *x1 && yf >= *y0 && yf < *y1 {
+                for k in 0..3 {
+                    c[k] = c[k] * 0.3 + 170.0 * col[k];
+                }
+            }
+        }
+        Rgb(c.map(|v| v.clamp(0.0, 255.0) as u8))
+    })
+}
+
+fn save_png(img: &RgbImage, p: &Path) {
+    img.save(p).unwrap();
+}
+
+fn save_jpeg(img: &RgbImage, p: &Path, quality: u8) {
+    let mut buf = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality)
+        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
+        .unwrap();
+    std::fs::write(p, buf).unwrap();
+}
+
+/// Five pictures, each with four edited copies, and one byte-identical copy.
+fn edited_corpus(dir: &Path) -> PathBuf {
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for seed in 1..=5u64 {
+        let img = picture(seed, 320, 240);
+        save_png(&img, &input.join(format!("p{seed}.png")));
+        save_jpeg(&img, &input.join(format!("p{seed}_reencoded.jpg")), 60);
+        save_png(
+            &image::imageops::resize(&img, 200, 150, image::imageops::FilterType::Triangle),
+            &input.join(format!("p{seed}_resized.png")),
+        );
+        save_png(
+            &image::imageops::crop_imm(&img, 16, 12, 288, 216).to_image(),
+            &input.join(format!("p{seed}_cropped.png")),
+        );
+        let bright =
+            RgbImage::from_fn(320, 240, |x, y| Rgb(img.get_pixel(x, y).0.map(|v| (v as f32 * 1.2).min(255.0) as u8)));
+        save_png(&bright, &input.join(format!("p{seed}_brightened.png")));
+    }
+    std::fs::copy(input.join("p3.png"), input.join("p3_copy.png")).unwrap();
+    input
+}
+
+#[test]
+fn edited_copies_group_with_their_original_and_reruns_are_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = edited_corpus(dir.path());
+    let run = dir.path().join("run");
+    let out = sieve()
+        .args(["embed", "-q", "--model"])
+        .arg(tiny_model_dir())
+        .arg(&input)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The tiny model has random weights, so its image similarities mean nothing: judge the
+    // perceptual and exact kinds here (planted-vector tests cover the semantic kinds).
+    let dedup_cmd = || {
+        let out = sieve()
+            .args(["dedup", "-q", "--kinds", "exact,perceptual,image", "--remove-kinds", "exact,perceptual"])
+            .arg(&run)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let printed = dedup_cmd();
+    assert!(printed.contains("keep 5, remove 21"), "{printed}");
+    let g = read_groups(&run);
+    let uri_of: HashMap<u64, String> = {
+        let meta = sieve::store::Run::open(&run).unwrap().meta;
+        let name = |u: &String| Path::new(u).file_name().unwrap().to_string_lossy().into_owned();
+        meta.id.iter().copied().zip(meta.uri.iter().map(name)).collect()
+    };
+    let mut group_of: BTreeMap<String, u64> = BTreeMap::new();
+    for ((kind, _, id), (gid, _, _)) in &g {
+        if kind == "perceptual" {
+            group_of.insert(uri_of[id].clone(), *gid);
+        }
+    }
+    for seed in 1..=5 {
+        let original = group_of
+            .get(&format!("p{seed}.png"))
+            .copied()
+            .unwrap_or_else(|| panic!("p{seed} not grouped: {group_of:?}"));
+        for edit in ["reencoded.jpg", "resized.png", "cropped.png", "brightened.png"] {
+            assert_eq!(group_of.get(&format!("p{seed}_{edit}")), Some(&original), "p{seed}_{edit}");
+        }
+        for other in seed + 1..=5 {
+            assert_ne!(group_of[&format!("p{other}.png")], original, "distinct pictures p{seed} and p{other} grouped");
+        }
+    }
+    let exact: Vec<&u64> = g.keys().filter(|(k, _, _)| k == "exact").map(|(_, _, id)| id).collect();
+    assert_eq!(
+        exact.iter().map(|id| uri_of[id].as_str()).collect::<BTreeSet<_>>(),
+        BTreeSet::from(["p3.png", "p3_copy.png"])
+    );
+    // Every embedded record in exactly one list.
+    let keep = lines(&run.join("dedup/keep.txt"));
+    let remove = lines(&run.join("dedup/remove.txt"));
+    assert_eq!(keep.len() + remove.len(), 26);
+    assert!(keep.iter().all(|k| !remove.contains(k)));
+
+    let snapshot = |run: &Path| -> Vec<Vec<u8>> {
+        ["groups.parquet", "keep.txt", "remove.txt", "summary.json"]
+            .iter()
+            .map(|f| std::fs::read(run.join("dedup").join(f)).unwrap())
+            .collect()
+    };
+    let first = snapshot(&run);
+    dedup_cmd();
+    assert_eq!(snapshot(&run), first, "rerun wrote different bytes");
+    let summary: serde_json::Value = serde_json::from_slice(&first[3]).unwrap();
+    assert_eq!(summary["index"], "exact(cpu)");
+    assert_eq!(summary["thresholds"]["perceptual_distance"], 8);
+}
+
+#[test]
+fn dedup_rejects_bad_arguments_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [vec!["--kinds", "pixels"], vec!["--keep", "newest"], vec!["--index", "faiss"], vec!["--grouping", "x"]]
+    {
+        let out = sieve().arg("dedup").arg(dir.path()).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = sieve().arg("dedup").arg(dir.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("not a sieve run directory") && err.contains("sieve embed"), "{err}");
+}
