@@ -63,20 +63,20 @@ fn exact_search_matches_brute_force_and_the_device_path() {
 
 #[test]
 fn hnsw_and_clustered_search_recall_at_least_099_of_exact() {
-    let data = planted(20_000, 64, 0.3, 2);
+    let data = planted(10_000, 64, 0.3, 2);
     let t = 0.95;
     let exact = ExactIndex::new(&data, candle_core::Device::Cpu).self_pairs(t).unwrap();
-    assert!(exact.len() > 2000, "{} planted pairs", exact.len());
+    assert!(exact.len() > 1000, "{} planted pairs", exact.len());
     let hnsw = HnswIndex::build(&data, HnswParams::default()).self_pairs(t).unwrap();
     let r = recall(&hnsw, &exact);
     assert!(r >= 0.99, "HNSW recall {r:.4}");
     assert!(keys(&hnsw).is_subset(&keys(&exact)), "HNSW reports only pairs that pass the threshold");
-    let clustered = ClusteredIndex::build(&data, KMeansParams::new(20, 0), 0.05, candle_core::Device::Cpu).unwrap();
+    let clustered = ClusteredIndex::build(&data, KMeansParams::new(10, 0), 0.05, candle_core::Device::Cpu).unwrap();
     let c = clustered.self_pairs(t).unwrap();
     let rc = recall(&c, &exact);
     assert!(rc >= 0.99, "clustered recall {rc:.4}");
     // Seeded: a second build gives the same pairs, bit for bit.
-    let again = ClusteredIndex::build(&data, KMeansParams::new(20, 0), 0.05, candle_core::Device::Cpu).unwrap();
+    let again = ClusteredIndex::build(&data, KMeansParams::new(10, 0), 0.05, candle_core::Device::Cpu).unwrap();
     assert_eq!(again.self_pairs(t).unwrap(), c);
     // Range search agrees with exact range search as well.
     let queries = Matrix::gather(data.as_slice(), data.dim(), &(0..2000).collect::<Vec<_>>());
@@ -88,10 +88,11 @@ fn hnsw_and_clustered_search_recall_at_least_099_of_exact() {
 }
 
 #[test]
-fn auto_index_picks_exact_for_small_collections_on_the_cpu() {
+fn auto_index_picks_exact_for_small_collections_and_clusters_beyond() {
     let cpu = candle_core::Device::Cpu;
     assert_eq!(IndexChoice::Auto.resolve(1000, &cpu), IndexChoice::Exact);
-    assert_eq!(IndexChoice::Auto.resolve(10_000_000, &cpu), IndexChoice::Hnsw);
+    assert_eq!(IndexChoice::Auto.resolve(10_000_000, &cpu), IndexChoice::Clusters);
+    assert_eq!("clusters".parse::<IndexChoice>().unwrap(), IndexChoice::Clusters);
     assert_eq!(IndexChoice::Hnsw.resolve(10, &cpu), IndexChoice::Hnsw);
 }
 

@@ -35,7 +35,9 @@ use crate::error::{Error, Result};
 use crate::index::clustered::DEFAULT_BORDER;
 use crate::index::hnsw::HnswParams;
 use crate::index::kmeans::KMeansParams;
-use crate::index::{dot, ClusteredIndex, ExactIndex, HnswIndex, IndexChoice, Matrix, NeighbourIndex, Pair};
+use crate::index::{
+    default_clusters, dot, ClusteredIndex, ExactIndex, HnswIndex, IndexChoice, Matrix, NeighbourIndex, Pair,
+};
 use crate::model::registry;
 use crate::store::{write_atomic, Run};
 
@@ -146,6 +148,10 @@ pub struct DedupOptions {
     pub grouping: Grouping,
     pub keep: KeepPolicy,
     pub device: DeviceSpec,
+    /// Also write every pair found to `dedup/pairs.parquet`.
+    pub write_pairs: bool,
+    /// Graph settings for `--index hnsw`.
+    pub hnsw: HnswParams,
 }
 
 impl DedupOptions {
@@ -166,6 +172,8 @@ impl DedupOptions {
             grouping: Grouping::Components,
             keep: KeepPolicy::Auto,
             device: DeviceSpec::Auto,
+            write_pairs: false,
+            hnsw: HnswParams::default(),
         }
     }
 }
@@ -263,6 +271,13 @@ fn load_items(new: &Run, old: Option<&Run>, need_text: bool) -> Result<Items> {
         }
         let m = &run.meta;
         let all_img = run.embeddings(false)?;
+        if img.is_empty() && rows.len() == m.len() {
+            img = all_img; // every row embedded: no copy
+        } else {
+            for &r in &rows {
+                img.extend_from_slice(&all_img[r * d..(r + 1) * d]);
+            }
+        }
         let all_txt = if need_text { Some(run.embeddings(true)?) } else { None };
         for &r in &rows {
             items.id.push(m.id[r]);
@@ -270,7 +285,6 @@ fn load_items(new: &Run, old: Option<&Run>, need_text: bool) -> Result<Items> {
             items.sha256.push(m.sha256[r].clone());
             items.phash.push(m.phash.as_ref().and_then(|p| p[r]));
             items.pixels.push(m.width[r].unwrap_or(0) as u64 * m.height[r].unwrap_or(0) as u64);
-            img.extend_from_slice(&all_img[r * d..(r + 1) * d]);
             let tv = all_txt.as_ref().map(|t| &t[r * d..(r + 1) * d]);
             let has = m.caption[r].is_some() && tv.is_some_and(|v| v.iter().any(|&x| x != 0.0));
             items.has_caption.push(has);
@@ -351,6 +365,8 @@ type SimFn<'a> = Box<dyn Fn(u32, u32) -> f32 + 'a>;
 struct KindResult {
     kind: Kind,
     groups: Vec<Group>,
+    /// The pairs found (empty for `exact`, which groups by hash), kept only for `--pairs`.
+    pairs: Vec<Pair>,
 }
 
 fn search_pairs(
@@ -361,6 +377,10 @@ fn search_pairs(
     device: &candle_core::Device,
 ) -> Result<(Vec<Pair>, String)> {
     // Self-search over this run's items, then this run's items against the old run's.
+    if n_new == vectors.rows() {
+        let index = build_index(vectors, opts, device)?;
+        return Ok((index.self_pairs(threshold)?, index.name()));
+    }
     let d = vectors.dim();
     let new = Matrix::new(d, vectors.block(0, n_new).to_vec())?;
     let old = Matrix::new(d, vectors.as_slice()[n_new * d..].to_vec())?;
@@ -382,12 +402,16 @@ fn build_index<'a>(
     opts: &DedupOptions,
     device: &candle_core::Device,
 ) -> Result<Box<dyn NeighbourIndex + 'a>> {
-    if let Some(k) = opts.clusters {
+    let clustered = |k: usize| -> Result<Box<dyn NeighbourIndex + 'a>> {
         let k = k.min(m.rows()).max(1);
-        return Ok(Box::new(ClusteredIndex::build(m, KMeansParams::new(k, opts.seed), opts.border, device.clone())?));
+        Ok(Box::new(ClusteredIndex::build(m, KMeansParams::new(k, opts.seed), opts.border, device.clone())?))
+    };
+    if let Some(k) = opts.clusters {
+        return clustered(k);
     }
     Ok(match opts.index.resolve(m.rows(), device) {
-        IndexChoice::Hnsw => Box::new(HnswIndex::build(m, HnswParams::default())),
+        IndexChoice::Hnsw => Box::new(HnswIndex::build(m, opts.hnsw)),
+        IndexChoice::Clusters => return clustered(default_clusters(m.rows())),
         _ => Box::new(ExactIndex::new(m, device.clone())),
     })
 }
@@ -565,7 +589,8 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
             .iter()
             .map(|g| g.members.iter().map(|&m| if m == g.kept { 1.0 } else { sim(g.kept, m) }).collect())
             .collect();
-        results.push((KindResult { kind, groups }, sims));
+        let pairs = if opts.write_pairs { pairs.unwrap_or_default() } else { Vec::new() };
+        results.push((KindResult { kind, groups, pairs }, sims));
     }
 
     // Removal: non-kept members of groups of the remove kinds, then make sure every group keeps
@@ -603,6 +628,12 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
     let out_dir = run.dir.join("dedup");
     fs::create_dir_all(&out_dir).map_err(|e| Error::io("creating", &out_dir, e))?;
     write_groups(&out_dir.join("groups.parquet"), items, &results)?;
+    let pairs_path = out_dir.join("pairs.parquet");
+    if opts.write_pairs {
+        write_pairs(&pairs_path, items, &results)?;
+    } else if pairs_path.exists() {
+        fs::remove_file(&pairs_path).map_err(|e| Error::io("removing", &pairs_path, e))?;
+    }
     let mut keep_lines = String::new();
     let mut remove_lines = String::new();
     for (uri, &gone) in items.uri.iter().zip(&removed).take(items.n_new) {
@@ -740,8 +771,38 @@ fn write_groups(path: &Path, items: &Items, results: &[(KindResult, Vec<Vec<f32>
         Arc::new(StringArray::from(kept_src)),
         Arc::new(Float32Array::from(simv)),
     ];
+    write_parquet(path, groups_schema(), cols)
+}
+
+/// The schema of `dedup/pairs.parquet` (written with `--pairs`).
+pub fn pairs_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("a_id", DataType::UInt64, false),
+        Field::new("a_source", DataType::Utf8, false),
+        Field::new("b_id", DataType::UInt64, false),
+        Field::new("b_source", DataType::Utf8, false),
+        Field::new("similarity", DataType::Float32, false),
+    ]))
+}
+
+fn write_pairs(path: &Path, items: &Items, results: &[(KindResult, Vec<Vec<f32>>)]) -> Result<()> {
+    let source = |i: u32| if items.is_old(i) { "against" } else { "run" };
+    let all = || results.iter().flat_map(|(r, _)| r.pairs.iter().map(move |p| (r.kind, p)));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(all().map(|(k, _)| k.as_str()))),
+        Arc::new(UInt64Array::from_iter_values(all().map(|(_, p)| items.id[p.a as usize]))),
+        Arc::new(StringArray::from_iter_values(all().map(|(_, p)| source(p.a)))),
+        Arc::new(UInt64Array::from_iter_values(all().map(|(_, p)| items.id[p.b as usize]))),
+        Arc::new(StringArray::from_iter_values(all().map(|(_, p)| source(p.b)))),
+        Arc::new(Float32Array::from_iter_values(all().map(|(_, p)| p.sim))),
+    ];
+    write_parquet(path, pairs_schema(), cols)
+}
+
+fn write_parquet(path: &Path, schema: Arc<Schema>, cols: Vec<ArrayRef>) -> Result<()> {
     let parquet_err = |source| Error::Parquet { path: path.into(), source };
-    let batch = RecordBatch::try_new(groups_schema(), cols).map_err(|e| parquet_err(e.into()))?;
+    let batch = RecordBatch::try_new(schema, cols).map_err(|e| parquet_err(e.into()))?;
     let mut err = None;
     write_atomic(path, |w| {
         let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();

@@ -8,6 +8,9 @@
 
 use anndists::dist::Distance;
 use hnsw_rs::hnsw::Hnsw;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use rayon::prelude::*;
 
 use super::{dot, sort_dedup, Matrix, NeighbourIndex, Pair};
@@ -24,7 +27,8 @@ impl Distance<f32> for CosineDistance {
     }
 }
 
-/// Graph parameters.
+/// Graph parameters. The defaults reach recall 0.996 of exact pairs on 100k planted 512-d
+/// vectors (`scripts/bench_vs_faiss.py`); M = 16, ef 64 reached only 0.72 there.
 #[derive(Debug, Clone, Copy)]
 pub struct HnswParams {
     /// Links per node (hnsw_rs's `max_nb_connection`).
@@ -37,7 +41,7 @@ pub struct HnswParams {
 
 impl Default for HnswParams {
     fn default() -> Self {
-        Self { m: 16, ef_construction: 64, k: 16, ef_search: 64 }
+        Self { m: 32, ef_construction: 100, k: 16, ef_search: 128 }
     }
 }
 
@@ -53,7 +57,12 @@ impl<'a> HnswIndex<'a> {
         let n = data.rows();
         let layers = 16.min(((n.max(2) as f32).ln() / (params.m as f32).ln()).ceil() as usize + 1).max(1);
         let graph = Hnsw::new(params.m, n.max(1), layers, params.ef_construction, CosineDistance);
-        let items: Vec<(&[f32], usize)> = (0..n).map(|i| (data.row(i), i)).collect();
+        // Inserted in a seeded random order: corpora often hold copies side by side, and copies
+        // inserted at the same moment by parallel_insert do not see each other, which left them
+        // unlinked (recall 0.72 instead of 0.99+ on planted 512-d data at 100k).
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(0x5EED));
+        let items: Vec<(&[f32], usize)> = order.into_iter().map(|i| (data.row(i), i)).collect();
         graph.parallel_insert_slice(&items);
         let mut graph = graph;
         graph.set_searching_mode(true);
