@@ -23,9 +23,6 @@ use std::time::Instant;
 
 use arrow_array::{ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
 use super::groups::{self, Group, Grouping};
@@ -801,24 +798,7 @@ fn write_pairs(path: &Path, items: &Items, results: &[(KindResult, Vec<Vec<f32>>
 }
 
 fn write_parquet(path: &Path, schema: Arc<Schema>, cols: Vec<ArrayRef>) -> Result<()> {
-    let parquet_err = |source| Error::Parquet { path: path.into(), source };
-    let batch = RecordBatch::try_new(schema, cols).map_err(|e| parquet_err(e.into()))?;
-    let mut err = None;
-    write_atomic(path, |w| {
-        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-        ArrowWriter::try_new(w, batch.schema(), Some(props))
-            .and_then(|mut aw| {
-                aw.write(&batch)?;
-                aw.close().map(|_| ())
-            })
-            .map_err(|e| {
-                let msg = e.to_string();
-                err = Some(e);
-                std::io::Error::other(msg)
-            })
-    })
-    .map_err(|e| match err.take() {
-        Some(source) => parquet_err(source),
-        None => e,
-    })
+    let batch =
+        RecordBatch::try_new(schema, cols).map_err(|e| Error::Parquet { path: path.into(), source: e.into() })?;
+    crate::store::write_parquet_atomic(path, &batch)
 }

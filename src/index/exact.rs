@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use super::{sort_dedup, Matrix, NeighbourIndex, Pair};
 use crate::error::Result;
+use crate::model::cpu::matmul_wt;
 
 /// Query rows per CPU tile.
 const CPU_ROWS: usize = 256;
@@ -27,35 +28,6 @@ pub struct ExactIndex<'a> {
 impl<'a> ExactIndex<'a> {
     pub fn new(data: &'a Matrix, device: Device) -> Self {
         Self { data, device }
-    }
-}
-
-/// `dst (m × n) = a (m × k) · bᵀ` for row-major `a` and `b` (`n × k`), single-threaded.
-pub(crate) fn gemm_abt(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize) {
-    assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= n * k, "gemm operands too small");
-    // SAFETY: bounds checked above; strides describe row-major dst and a, and bᵀ read from b.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        )
     }
 }
 
@@ -102,7 +74,7 @@ fn cpu_search(queries: &Matrix, data: &Matrix, threshold: f32, self_join: bool) 
                 while c0 < nd {
                     let c1 = (c0 + CPU_COLS).min(nd);
                     let (m, n) = (r1 - r0, c1 - c0);
-                    gemm_abt(tile, queries.block(r0, r1), data.block(c0, c1), m, n, d);
+                    matmul_wt(tile, queries.block(r0, r1), data.block(c0, c1), m, n, d, false, Parallelism::None);
                     scan_tile(&tile[..m * n], m, n, r0, c0, threshold, self_join, &mut out);
                     c0 = c1;
                 }

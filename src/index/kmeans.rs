@@ -8,9 +8,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-use super::exact::gemm_abt;
 use super::Matrix;
 use crate::error::{Error, Result};
+use crate::model::cpu::matmul_wt;
 
 /// k-means settings.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +65,7 @@ pub fn assign(data: &Matrix, centroids: &Matrix, device: &Device) -> Result<Vec<
             .map(|&r0| {
                 let r1 = (r0 + ROWS).min(n);
                 let mut tile = vec![0f32; (r1 - r0) * k];
-                gemm_abt(&mut tile, data.block(r0, r1), centroids.as_slice(), r1 - r0, k, d);
+                matmul_wt(&mut tile, data.block(r0, r1), centroids.as_slice(), r1 - r0, k, d, false, gemm::Parallelism::None);
                 tile.chunks_exact(k).map(top2_of).collect()
             })
             .collect();

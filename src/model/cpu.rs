@@ -39,15 +39,27 @@ impl<'a> F32View<'a> {
     }
 }
 
-fn threads() -> Parallelism {
+pub(crate) fn threads() -> Parallelism {
     match rayon::current_num_threads() {
         0 | 1 => Parallelism::None,
         n => Parallelism::Rayon(n),
     }
 }
 
-/// `dst[m×n] (+)= x[m×k] · Wᵀ` with `W` row-major `[n×k]` (a PyTorch linear weight).
-fn matmul_wt(dst: &mut [f32], x: &[f32], w: &[f32], m: usize, n: usize, k: usize, accumulate: bool) {
+/// `dst[m×n] (+)= x[m×k] · Wᵀ` with `W` row-major `[n×k]` (a PyTorch linear weight, or a
+/// block of vectors to compare `x` against). The one wrapper over `gemm` for both the model and
+/// the neighbour search.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_wt(
+    dst: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
     assert!(dst.len() >= m * n && x.len() >= m * k && w.len() >= n * k, "gemm operands too small");
     // SAFETY: bounds checked above; strides describe row-major dst/x and Wᵀ read from W.
     unsafe {
@@ -70,7 +82,7 @@ fn matmul_wt(dst: &mut [f32], x: &[f32], w: &[f32], m: usize, n: usize, k: usize
             false,
             false,
             false,
-            threads(),
+            parallelism,
         )
     }
 }
@@ -265,7 +277,7 @@ pub(crate) fn encoder_layer(
     let xn = layer_norm(x, w.ln1.0, w.ln1.1, w.eps);
     let mut qkv = vec![0f32; b * s * 3 * h];
     fill_rows(&mut qkv, None, w.qkv.1);
-    matmul_wt(&mut qkv, &xn, w.qkv.0, b * s, 3 * h, h, true);
+    matmul_wt(&mut qkv, &xn, w.qkv.0, b * s, 3 * h, h, true, threads());
     let (ctx, residual, rows, seq) = match pick {
         None => (attention(&qkv, b, s, w.heads, w.scale, causal), x.to_vec(), b * s, s),
         Some(pick) => {
@@ -281,14 +293,14 @@ pub(crate) fn encoder_layer(
     drop(qkv);
     let mut x2 = vec![0f32; rows * h];
     fill_rows(&mut x2, Some(&residual), w.out.1);
-    matmul_wt(&mut x2, &ctx, w.out.0, rows, h, h, true);
+    matmul_wt(&mut x2, &ctx, w.out.0, rows, h, h, true, threads());
     let xn2 = layer_norm(&x2, w.ln2.0, w.ln2.1, w.eps);
     let mut mid = vec![0f32; rows * inter];
     fill_rows(&mut mid, None, w.fc1.1);
-    matmul_wt(&mut mid, &xn2, w.fc1.0, rows, inter, h, true);
+    matmul_wt(&mut mid, &xn2, w.fc1.0, rows, inter, h, true, threads());
     quick_gelu_inplace(&mut mid);
     let mut out = vec![0f32; rows * h];
     fill_rows(&mut out, Some(&x2), w.fc2.1);
-    matmul_wt(&mut out, &mid, w.fc2.0, rows, h, inter, true);
+    matmul_wt(&mut out, &mid, w.fc2.0, rows, h, inter, true, threads());
     Ok(Tensor::from_vec(out, (b, seq, h), &Device::Cpu)?)
 }

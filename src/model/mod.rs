@@ -3,7 +3,7 @@
 
 pub mod clip;
 pub mod config;
-mod cpu;
+pub(crate) mod cpu;
 pub mod registry;
 pub mod stock;
 

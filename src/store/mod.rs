@@ -112,6 +112,28 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<fs::File>) ->
     result.map_err(|e| Error::io("writing", path, e))
 }
 
+/// Writes one record batch as a Snappy-compressed Parquet file, atomically (see
+/// [`write_atomic`]); Parquet errors keep their own message and name the file.
+pub fn write_parquet_atomic(path: &Path, batch: &RecordBatch) -> Result<()> {
+    let mut parquet_err = None;
+    write_atomic(path, |w| {
+        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        let res = ArrowWriter::try_new(w, batch.schema(), Some(props)).and_then(|mut aw| {
+            aw.write(batch)?;
+            aw.close().map(|_| ())
+        });
+        res.map_err(|e| {
+            let msg = e.to_string();
+            parquet_err = Some(e);
+            std::io::Error::other(msg)
+        })
+    })
+    .map_err(|e| match parquet_err.take() {
+        Some(source) => Error::Parquet { path: path.into(), source },
+        None => e,
+    })
+}
+
 /// The parquet schema of `metadata/part-*.parquet`.
 pub fn metadata_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
@@ -258,23 +280,7 @@ impl RunWriter {
         }
         let path = self.dir.join("metadata").join(part_name(index, "parquet"));
         let batch = metadata_batch(&rows).map_err(|e| Error::Parquet { path: path.clone(), source: e.into() })?;
-        let mut parquet_err = None;
-        write_atomic(&path, |w| {
-            let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-            let res = ArrowWriter::try_new(w, batch.schema(), Some(props)).and_then(|mut aw| {
-                aw.write(&batch)?;
-                aw.close().map(|_| ())
-            });
-            res.map_err(|e| {
-                let msg = e.to_string();
-                parquet_err = Some(e);
-                std::io::Error::other(msg)
-            })
-        })
-        .map_err(|e| match parquet_err.take() {
-            Some(source) => Error::Parquet { path: path.clone(), source },
-            None => e,
-        })?;
+        write_parquet_atomic(&path, &batch)?;
         self.parts.push(format!("part-{index:05}"));
         Ok(())
     }
