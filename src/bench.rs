@@ -20,6 +20,9 @@ pub struct Throughput {
     pub text_seq_len: usize,
     pub images_per_s: f64,
     pub captions_per_s: f64,
+    /// With `--parity`: agreement with the same weights in f32 on the CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parity: Option<Parity>,
 }
 
 /// Random but valid inputs for a model: pixels in the normalised range and full-length token
@@ -73,6 +76,7 @@ pub fn model_throughput(model: &ClipModel, batch: usize, iters: usize) -> Result
         text_seq_len: model.config().text_config.max_position_embeddings,
         images_per_s: n / img,
         captions_per_s: n / txt,
+        parity: None,
     })
 }
 
@@ -103,11 +107,114 @@ pub fn run_stock(config: &ClipConfig, device: &Device, batch: usize, iters: usiz
         text_seq_len: config.text_config.max_position_embeddings,
         images_per_s: n / img,
         captions_per_s: n / txt,
+        parity: None,
     })
 }
 
-/// Builds a random-weight model from a config and measures it.
-pub fn run(config: &ClipConfig, device: &Device, batch: usize, iters: usize) -> Result<Throughput> {
+/// Builds a random-weight model from a config and measures it (and with `parity`, compares it
+/// with the same weights in f32 on the CPU on 8 inputs).
+pub fn run(config: &ClipConfig, device: &Device, batch: usize, iters: usize, parity: bool) -> Result<Throughput> {
     let model = random_model(config, device, crate::device::compute_dtype(device), 0)?;
-    model_throughput(&model, batch, iters)
+    let mut t = model_throughput(&model, batch, iters)?;
+    if parity {
+        t.parity = Some(self::parity(config, &model, 8)?);
+    }
+    Ok(t)
+}
+
+/// Lowest cosine similarity between the rows of two embedding matrices.
+fn min_row_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let dot: f64 = x.iter().zip(y).map(|(p, q)| (*p as f64) * (*q as f64)).sum();
+            let n = |v: &[f32]| v.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
+            dot / (n(x) * n(y)).max(1e-30)
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Agreement of a device model with the same weights in f32 on the CPU.
+#[derive(Debug, Clone, Serialize)]
+pub struct Parity {
+    pub items: usize,
+    pub min_cosine_images: f64,
+    pub min_cosine_captions: f64,
+}
+
+/// Embeds `items` random inputs with `model` and with the same random weights in f32 on the
+/// CPU, and compares.
+pub fn parity(config: &ClipConfig, model: &ClipModel, items: usize) -> Result<Parity> {
+    let cpu = random_model(config, &Device::Cpu, candle_core::DType::F32, 0)?;
+    let (pixels, tokens) = random_inputs(config, items, 11)?;
+    let a = model.embed_images(&pixels)?.to_vec2::<f32>()?;
+    let b = cpu.embed_images(&pixels)?.to_vec2::<f32>()?;
+    let c = model.embed_texts(&tokens)?.to_vec2::<f32>()?;
+    let d = cpu.embed_texts(&tokens)?.to_vec2::<f32>()?;
+    Ok(Parity { items, min_cosine_images: min_row_cosine(&a, &b), min_cosine_captions: min_row_cosine(&c, &d) })
+}
+
+/// A seeded picture with the structure of a photo (smooth shading plus objects with hard
+/// edges), different for each seed. Used for synthetic benchmark inputs and by the tests.
+pub fn photo_like(seed: u64, w: u32, h: u32) -> image::RgbImage {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s % 10_000) as f32 / 10_000.0
+    };
+    let (wf, hf) = (w as f32, h as f32);
+    let blobs: Vec<(f32, f32, f32, [f32; 3])> =
+        (0..5).map(|_| (next() * wf, next() * hf, (0.1 + next() * 0.3) * wf, [next(), next(), next()])).collect();
+    let rects: Vec<(f32, f32, f32, f32, [f32; 3])> = (0..6)
+        .map(|_| {
+            let (x, y) = (next() * wf, next() * hf);
+            (x, y, x + (0.1 + next() * 0.4) * wf, y + (0.1 + next() * 0.4) * hf, [next(), next(), next()])
+        })
+        .collect();
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let (xf, yf) = (x as f32, y as f32);
+        let mut c = [30.0 + 60.0 * yf / hf; 3];
+        for (bx, by, r, col) in &blobs {
+            let wgt = (-((xf - bx).powi(2) + (yf - by).powi(2)) / (r * r)).exp();
+            for k in 0..3 {
+                c[k] += 150.0 * col[k] * wgt;
+            }
+        }
+        for (x0, y0, x1, y1, col) in &rects {
+            if xf >= *x0 && xf < *x1 && yf >= *y0 && yf < *y1 {
+                for k in 0..3 {
+                    c[k] = c[k] * 0.3 + 170.0 * col[k];
+                }
+            }
+        }
+        image::Rgb(c.map(|v| v.clamp(0.0, 255.0) as u8))
+    })
+}
+
+/// Writes `count` photo-like 500×375 JPEGs (quality 90, with a little sensor-like noise so they
+/// compress like photographs) named `img-NNNNNN.jpg` into `dir`, in parallel.
+pub fn write_jpegs(dir: &std::path::Path, count: usize) -> Result<()> {
+    use image::ImageEncoder;
+    use rayon::prelude::*;
+    std::fs::create_dir_all(dir).map_err(|e| crate::Error::io("creating", dir, e))?;
+    (0..count).into_par_iter().try_for_each(|i| {
+        let mut img = photo_like(i as u64 + 1, 500, 375);
+        let mut s = (i as u32).wrapping_mul(2_654_435_761) | 1;
+        for p in img.pixels_mut() {
+            for c in p.0.iter_mut() {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                *c = c.saturating_add((s % 9) as u8).saturating_sub(4);
+            }
+        }
+        let mut buf = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 90)
+            .write_image(img.as_raw(), 500, 375, image::ExtendedColorType::Rgb8)
+            .map_err(|e| crate::Error::InvalidArg { what: "--write-jpegs", reason: e.to_string() })?;
+        let path = dir.join(format!("img-{i:06}.jpg"));
+        std::fs::write(&path, buf).map_err(|e| crate::Error::io("writing", &path, e))
+    })
 }

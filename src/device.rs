@@ -1,7 +1,7 @@
 //! The only place a compute [`Device`] and [`DType`] are chosen. `auto` prefers CUDA, then Metal,
 //! then the CPU; embeddings are computed in f32 on the CPU and in f16 on a GPU.
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -57,7 +57,7 @@ pub fn open(spec: DeviceSpec) -> Result<Device> {
                     reason: "this sieve was built without CUDA support (build with `--features cuda`, see scripts/build-cuda.sh)".into(),
                 });
             }
-            Device::new_cuda(n).map_err(unavailable)
+            Device::new_cuda(n).map(single_stream).map_err(unavailable)
         }
         DeviceSpec::Metal(n) => {
             if !candle_core::utils::metal_is_available() {
@@ -71,7 +71,7 @@ pub fn open(spec: DeviceSpec) -> Result<Device> {
         DeviceSpec::Auto => {
             if candle_core::utils::cuda_is_available() {
                 match Device::new_cuda(0) {
-                    Ok(d) => return Ok(d),
+                    Ok(d) => return Ok(single_stream(d)),
                     Err(e) => tracing::warn!("CUDA build but no usable GPU ({e}); using the CPU"),
                 }
             }
@@ -84,6 +84,19 @@ pub fn open(spec: DeviceSpec) -> Result<Device> {
             Ok(Device::Cpu)
         }
     }
+}
+
+/// sieve issues all device work on the one stream candle gives a device, so cudarc's per-tensor
+/// event tracking (an event record and wait around every kernel, for multi-stream safety) is
+/// pure overhead; it is turned off before any tensor exists.
+fn single_stream(device: Device) -> Device {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = &device {
+        // SAFETY: every tensor of this device is created and used on its single stream, and
+        // frees are stream-ordered, so no cross-stream synchronisation is needed.
+        unsafe { d.disable_event_tracking() };
+    }
+    device
 }
 
 /// The compute dtype for a device: f32 on the CPU (fast and exact there), f16 on GPUs.
@@ -101,5 +114,222 @@ pub fn describe(device: &Device) -> String {
         Device::Cpu => "cpu".to_string(),
         Device::Cuda(_) => "cuda".to_string(),
         Device::Metal(_) => "metal".to_string(),
+    }
+}
+
+/// Free and total memory of a GPU in bytes, where the backend can say (CUDA).
+pub fn memory_info(device: &Device) -> Option<(u64, u64)> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => d.cuda_stream().context().mem_get_info().ok().map(|(f, t)| (f as u64, t as u64)),
+        _ => None,
+    }
+}
+
+/// A parsed `--batch-size`: a number, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    Auto,
+    Fixed(usize),
+}
+
+impl std::str::FromStr for BatchSize {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if s == "auto" {
+            return Ok(BatchSize::Auto);
+        }
+        match s.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(BatchSize::Fixed(n)),
+            _ => Err(Error::InvalidArg { what: "--batch-size", reason: format!("`{s}`: expected `auto` or a number ≥ 1") }),
+        }
+    }
+}
+
+/// Batch size `auto` on the CPU: big enough to keep the GEMMs efficient, small enough that the
+/// first rows appear quickly.
+pub const AUTO_BATCH_CPU: usize = 64;
+/// The largest batch `auto` picks on a GPU; beyond it throughput no longer grows (the card is
+/// saturated at 256 for ViT-B/32) while latency and host memory do.
+pub const AUTO_BATCH_GPU_MAX: usize = 512;
+
+/// Device memory one item needs in the forward pass of the larger tower, in bytes: the widest
+/// activations alive at once (input, MLP hidden and its activation, residual, Q/K/V and
+/// context) plus the attention scores and probabilities, and the pixels in f32 and the
+/// compute dtype.
+pub fn bytes_per_item(config: &crate::model::ClipConfig, dtype: DType) -> u64 {
+    let e = dtype.size_in_bytes() as u64;
+    let per = |seq: u64, hidden: u64, inter: u64, heads: u64| e * (seq * (6 * hidden + 2 * inter) + 3 * heads * seq * seq);
+    let v = &config.vision_config;
+    let seq_v = ((v.image_size / v.patch_size).pow(2) + 1) as u64;
+    let vision = per(seq_v, v.hidden_size as u64, v.intermediate_size as u64, v.num_attention_heads as u64)
+        + (4 + e) * (v.num_channels * v.image_size * v.image_size) as u64;
+    let t = &config.text_config;
+    let text = per(
+        t.max_position_embeddings as u64,
+        t.hidden_size as u64,
+        t.intermediate_size as u64,
+        t.num_attention_heads as u64,
+    );
+    vision.max(text)
+}
+
+/// Resolves `--batch-size auto`: on a GPU the largest multiple of 32 (up to
+/// [`AUTO_BATCH_GPU_MAX`]) whose activations fit in half the free memory (the rest is left for
+/// the allocator's caching and other processes), on the CPU [`AUTO_BATCH_CPU`].
+pub fn resolve_batch_size(spec: BatchSize, device: &Device, config: &crate::model::ClipConfig, dtype: DType) -> usize {
+    match spec {
+        BatchSize::Fixed(n) => n,
+        BatchSize::Auto => match memory_info(device) {
+            Some((free, _)) => auto_gpu_batch(free, bytes_per_item(config, dtype)),
+            None if device.is_cpu() => AUTO_BATCH_CPU,
+            None => 256, // a GPU that does not report its memory (Metal)
+        },
+    }
+}
+
+/// The batch `auto` picks for `free` bytes of device memory.
+pub fn auto_gpu_batch(free: u64, per_item: u64) -> usize {
+    let fit = (free / 2 / per_item.max(1)) as usize;
+    if fit >= 32 {
+        (fit / 32 * 32).min(AUTO_BATCH_GPU_MAX)
+    } else {
+        fit.max(1)
+    }
+}
+
+/// Host memory one batch of preprocessed pixels is written into by the decoding threads and
+/// copied to the device from: f32 for the CPU, the model's f16 for GPUs, in page-locked
+/// (pinned) memory on CUDA so the copy is a fast DMA. The pipeline recycles a few of these, so
+/// nothing is allocated per batch.
+pub enum HostPixels {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+    #[cfg(feature = "cuda")]
+    Pinned(candle_core::cuda_backend::cudarc::driver::PinnedHostSlice<half::f16>),
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl HostPixels {
+    /// A buffer of `len` values for `device`, whose model computes in `dtype`.
+    pub fn new(device: &Device, dtype: DType, len: usize) -> Self {
+        if device.is_cpu() || dtype != DType::F16 {
+            return HostPixels::F32(vec![0.0; len]);
+        }
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(d) = device {
+            // Plain page-locked memory (not write-combined: the pipeline also reads it back
+            // when it packs the batch).
+            // SAFETY: f16 has no invalid bit patterns; the contents are written before use.
+            match unsafe { d.cuda_stream().context().alloc_pinned_with_flags::<half::f16>(len, 0) } {
+                Ok(p) => return HostPixels::Pinned(p),
+                Err(e) => tracing::warn!("no pinned host memory ({e}); copying from pageable memory"),
+            }
+        }
+        HostPixels::F16(vec![half::f16::ZERO; len])
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            HostPixels::F32(v) => v.len(),
+            HostPixels::F16(v) => v.len(),
+            #[cfg(feature = "cuda")]
+            HostPixels::Pinned(p) => p.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs `f(i, pixels_of_item_i)` for items `0..items` in parallel on the rayon pool, each
+    /// writing `item_len` f32 values (converted to f16 on the way where the buffer is f16).
+    pub fn fill<R: Send>(
+        &mut self,
+        items: usize,
+        item_len: usize,
+        f: impl Fn(usize, &mut [f32]) -> R + Sync + Send,
+    ) -> Result<Vec<R>> {
+        use rayon::prelude::*;
+        let n = items * item_len;
+        assert!(n <= self.len(), "batch of {items} does not fit the pixel buffer");
+        let half = |buf: &mut [half::f16]| -> Vec<R> {
+            use half::slice::HalfFloatSliceExt;
+            buf[..n]
+                .par_chunks_mut(item_len)
+                .enumerate()
+                .map(|(i, out)| {
+                    SCRATCH.with(|s| {
+                        let mut s = s.borrow_mut();
+                        s.resize(item_len, 0.0);
+                        let r = f(i, &mut s);
+                        out.convert_from_f32_slice(&s);
+                        r
+                    })
+                })
+                .collect()
+        };
+        Ok(match self {
+            HostPixels::F32(v) => v[..n].par_chunks_mut(item_len).enumerate().map(|(i, out)| f(i, out)).collect(),
+            HostPixels::F16(v) => half(v),
+            #[cfg(feature = "cuda")]
+            HostPixels::Pinned(p) => half(p.as_mut_slice().map_err(candle_core::Error::wrap)?),
+        })
+    }
+
+    /// Packs the items whose `keep` is true to the front, in order; returns how many.
+    pub fn compact(&mut self, keep: &[bool], item_len: usize) -> Result<usize> {
+        fn pack<T: Copy>(v: &mut [T], keep: &[bool], len: usize) -> usize {
+            let mut ok = 0;
+            for (i, _) in keep.iter().enumerate().filter(|(_, k)| **k) {
+                if ok != i {
+                    v.copy_within(i * len..(i + 1) * len, ok * len);
+                }
+                ok += 1;
+            }
+            ok
+        }
+        Ok(match self {
+            HostPixels::F32(v) => pack(v, keep, item_len),
+            HostPixels::F16(v) => pack(v, keep, item_len),
+            #[cfg(feature = "cuda")]
+            HostPixels::Pinned(p) => pack(p.as_mut_slice().map_err(candle_core::Error::wrap)?, keep, item_len),
+        })
+    }
+
+    /// The first `items` items as a `[items, c, h, w]` tensor on `device` (for the CPU, a copy
+    /// in host memory). From pinned memory the copy is queued on the device's stream and the
+    /// buffer may be refilled as soon as the copy is done (the next `fill` waits for it).
+    pub fn to_tensor(&self, items: usize, (c, h, w): (usize, usize, usize), device: &Device) -> Result<Tensor> {
+        let n = items * c * h * w;
+        let shape = (items, c, h, w);
+        Ok(match self {
+            HostPixels::F32(v) => Tensor::from_slice(&v[..n], shape, device)?,
+            HostPixels::F16(v) => Tensor::from_slice(&v[..n], shape, device)?,
+            #[cfg(feature = "cuda")]
+            HostPixels::Pinned(p) => {
+                let Device::Cuda(d) = device else {
+                    return Err(Error::InvalidArg { what: "device", reason: "pinned pixels belong to a CUDA device".into() });
+                };
+                let stream = d.cuda_stream();
+                let w_err = candle_core::Error::wrap;
+                // SAFETY: the whole allocation is overwritten by the copy below.
+                let mut dst = unsafe { stream.alloc::<half::f16>(p.len()) }.map_err(w_err)?;
+                stream.memcpy_htod(p, &mut dst).map_err(w_err)?;
+                let storage = candle_core::cuda_backend::CudaStorage::wrap_cuda_slice(dst, d.clone());
+                let all = p.len() / (c * h * w);
+                Tensor::from_storage(
+                    candle_core::Storage::Cuda(storage),
+                    (all, c, h, w),
+                    candle_core::op::BackpropOp::none(),
+                    false,
+                )
+                .narrow(0, 0, items)?
+            }
+        })
     }
 }

@@ -76,12 +76,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => {
+            let mut out = std::io::stdout().lock();
+            if let Some(dir) = &args.write_jpegs {
+                sieve::bench::write_jpegs(dir, args.count)?;
+                eprintln!("sieve bench: wrote {} JPEGs to {}", args.count, dir.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            if let Some(dir) = &args.decode {
+                let model = sieve::model::ModelSpec::new(args.model.clone(), None);
+                let r = sieve::pipeline::cpu_stage_rate(dir, &model, Default::default(), args.batch_size)?;
+                if args.json {
+                    writeln!(out, "{}", serde_json::to_string(&r)?)?;
+                } else {
+                    writeln!(
+                        out,
+                        "CPU stage: {} records ({} decoded) in {:.2}s on {} threads: {:.1} images/s",
+                        r.records, r.decoded, r.seconds, r.threads, r.images_per_s
+                    )?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let config = sieve::model::ClipConfig::from_file(&args.config)?;
             let device = sieve::device::open(args.device.parse()?)?;
-            let bench = if args.stock { sieve::bench::run_stock } else { sieve::bench::run };
-            let t = bench(&config, &device, args.batch_size, args.iters)
-                .with_context(|| format!("benchmarking {}", args.config.display()))?;
-            let mut out = std::io::stdout().lock();
+            let t = if args.stock {
+                sieve::bench::run_stock(&config, &device, args.batch_size, args.iters)
+            } else {
+                sieve::bench::run(&config, &device, args.batch_size, args.iters, args.parity)
+            }
+            .with_context(|| format!("benchmarking {}", args.config.display()))?;
             if args.json {
                 writeln!(out, "{}", serde_json::to_string(&t)?)?;
             } else {
@@ -90,6 +112,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "{} {} batch {}: {:.1} images/s, {:.1} captions/s (text length {})",
                     t.device, t.dtype, t.batch_size, t.images_per_s, t.captions_per_s, t.text_seq_len
                 )?;
+                if let Some(p) = &t.parity {
+                    writeln!(
+                        out,
+                        "parity with f32 on the CPU ({} items): lowest cosine {:.6} images, {:.6} captions",
+                        p.items, p.min_cosine_images, p.min_cosine_captions
+                    )?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -7,18 +7,19 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Tensor;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rayon::prelude::*;
 
-use crate::device::{self, DeviceSpec};
-use crate::error::{Error, Result};
+use crate::device::{self, BatchSize, DeviceSpec, HostPixels};
+use crate::error::Result;
 use crate::ingest::{CaptionSource, Record};
 use crate::media::decode::{self, Limits, Skip, SkipReason};
 use crate::media::phash;
 use crate::media::tokenize::Tokens;
 use crate::model::{l2_normalize, Clip, ModelSpec};
 use crate::store::{self, InputInfo, Row, RunManifest, RunWriter, Status};
+
+/// Pixel buffers in flight: one being embedded, one ready, one being filled.
+const PIXEL_BUFFERS: usize = 3;
 
 /// Everything `sieve embed` needs, validated.
 #[derive(Debug, Clone)]
@@ -27,7 +28,7 @@ pub struct EmbedOptions {
     pub out: PathBuf,
     pub model: ModelSpec,
     pub device: DeviceSpec,
-    pub batch_size: usize,
+    pub batch_size: BatchSize,
     pub part_size: usize,
     pub limits: Limits,
     pub overwrite: bool,
@@ -58,7 +59,7 @@ struct PreparedCaption {
 /// A batch of prepared records and the pixels of those whose image decoded, packed in order.
 struct Batch {
     items: Vec<Prepared>,
-    pixels: Vec<f32>,
+    pixels: HostPixels,
     ok: usize,
 }
 
@@ -110,47 +111,37 @@ fn read_caption(record: &Record, clip: &Clip) -> Option<PreparedCaption> {
     }
 }
 
-/// CPU stage for one batch: decode + preprocess + tokenise on the rayon pool.
-fn prepare_batch(records: &[Record], clip: &Clip, limits: &Limits) -> Batch {
+/// CPU stage for one batch: decode + preprocess + tokenise on the rayon pool, writing pixels
+/// into `pixels` (a recycled buffer with room for the batch).
+fn prepare_batch(records: &[Record], clip: &Clip, limits: &Limits, mut pixels: HostPixels) -> Result<Batch> {
     let len = clip.preprocessor.output_len();
-    let mut pixels = vec![0f32; records.len() * len];
-    let results: Vec<(std::result::Result<ImageMeta, Skip>, Option<PreparedCaption>)> = records
-        .par_iter()
-        .zip(pixels.par_chunks_mut(len))
-        .map(|(rec, out)| {
-            let image = read_image(rec, limits, clip, out);
-            let caption = read_caption(rec, clip);
-            (image, caption)
-        })
-        .collect();
+    let results = pixels.fill(records.len(), len, |i, out| {
+        let rec = &records[i];
+        (read_image(rec, limits, clip, out), read_caption(rec, clip))
+    })?;
     // Pack the pixels of decoded images to the front, keeping order.
-    let mut ok = 0;
-    for (i, (image, _)) in results.iter().enumerate() {
-        if image.is_ok() {
-            if ok != i {
-                pixels.copy_within(i * len..(i + 1) * len, ok * len);
-            }
-            ok += 1;
-        }
-    }
-    pixels.truncate(ok * len);
+    let decoded: Vec<bool> = results.iter().map(|(image, _)| image.is_ok()).collect();
+    let ok = pixels.compact(&decoded, len)?;
     let items = records
         .iter()
         .cloned()
         .zip(results)
         .map(|(record, (image, caption))| Prepared { record, image, caption })
         .collect();
-    Batch { items, pixels, ok }
+    Ok(Batch { items, pixels, ok })
 }
 
 /// Embeds a prepared batch and turns it into output rows.
-fn embed_batch(batch: Batch, clip: &Clip) -> Result<Vec<Row>> {
+/// The pixel buffer goes back to `free` as soon as its copy to the device is queued.
+fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostPixels>) -> Result<Vec<Row>> {
     let (h, w) = clip.preprocessor.output_size();
-    let img_emb: Vec<Vec<f32>> = if batch.ok > 0 {
-        let pixels = Tensor::from_vec(batch.pixels, (batch.ok, 3, h as usize, w as usize), &candle_core::Device::Cpu)?;
-        l2_normalize(&clip.model.embed_images(&pixels)?)?.to_vec2()?
+    let img_emb = if batch.ok > 0 {
+        let pixels = batch.pixels.to_tensor(batch.ok, (3, h as usize, w as usize), clip.model.device())?;
+        let _ = free.send(batch.pixels);
+        Some(l2_normalize(&clip.model.embed_images(&pixels)?)?)
     } else {
-        Vec::new()
+        let _ = free.send(batch.pixels);
+        None
     };
     let token_batch: Vec<Vec<u32>> = batch
         .items
@@ -158,11 +149,11 @@ fn embed_batch(batch: Batch, clip: &Clip) -> Result<Vec<Row>> {
         .filter(|p| p.image.is_ok())
         .filter_map(|p| p.caption.as_ref().map(|c| c.tokens.ids.clone()))
         .collect();
-    let text_emb: Vec<Vec<f32>> = if token_batch.is_empty() {
-        Vec::new()
-    } else {
-        l2_normalize(&clip.model.embed_texts(&token_batch)?)?.to_vec2()?
-    };
+    // Both towers are queued before either result is read back, so the device runs them
+    // back to back.
+    let text_emb = if token_batch.is_empty() { None } else { Some(l2_normalize(&clip.model.embed_texts(&token_batch)?)?) };
+    let img_emb: Vec<Vec<f32>> = img_emb.map(|t| t.to_vec2()).transpose()?.unwrap_or_default();
+    let text_emb: Vec<Vec<f32>> = text_emb.map(|t| t.to_vec2()).transpose()?.unwrap_or_default();
     let mut img_it = img_emb.into_iter();
     let mut text_it = text_emb.into_iter();
     let rows = batch
@@ -229,35 +220,42 @@ fn progress_bar(len: u64, enabled: bool) -> ProgressBar {
 /// Runs `sieve embed`: lists the input, embeds every record it can, lists the rest with a
 /// reason, and writes the run directory.
 pub fn embed(opts: &EmbedOptions) -> Result<RunManifest> {
-    if opts.batch_size == 0 {
-        return Err(Error::InvalidArg { what: "--batch-size", reason: "must be at least 1".into() });
-    }
     let records = crate::ingest::dir::scan(&opts.input)?;
     tracing::info!("{} images found under {}", records.len(), opts.input.display());
     let device = device::open(opts.device)?;
     let dtype = device::compute_dtype(&device);
     let clip = Clip::load(&opts.model, &device, dtype)?;
-    tracing::info!("model {} on {} ({dtype:?})", clip.info.id, device::describe(&device));
+    let batch_size = device::resolve_batch_size(opts.batch_size, &device, clip.model.config(), dtype);
+    tracing::info!("model {} on {} ({dtype:?}), batch size {batch_size}", clip.info.id, device::describe(&device));
     let mut writer = RunWriter::create(&opts.out, opts.part_size, clip.model.embed_dim(), opts.overwrite)?;
 
     let pb = progress_bar(records.len() as u64, opts.progress);
     let started = Instant::now();
-    let (tx, rx) = crossbeam_channel::bounded::<Batch>(2);
+    // Three pixel buffers: one being embedded, one ready, one being filled.
+    let (tx, rx) = crossbeam_channel::bounded::<Result<Batch>>(1);
+    let (free_tx, free_rx) = crossbeam_channel::bounded::<HostPixels>(PIXEL_BUFFERS);
+    let item_len = clip.preprocessor.output_len();
+    for _ in 0..PIXEL_BUFFERS.min(records.len().div_ceil(batch_size)) {
+        let _ = free_tx.send(HostPixels::new(&device, dtype, batch_size * item_len));
+    }
     std::thread::scope(|s| -> Result<()> {
+        // Owned here so that an early return drops them and unblocks the producer.
+        let (rx, free_tx) = (rx, free_tx);
         let clip_ref = &clip;
         let records_ref = &records;
         let limits = opts.limits;
-        let batch_size = opts.batch_size;
         s.spawn(move || {
             for chunk in records_ref.chunks(batch_size) {
-                if tx.send(prepare_batch(chunk, clip_ref, &limits)).is_err() {
+                let Ok(buf) = free_rx.recv() else { break };
+                if tx.send(prepare_batch(chunk, clip_ref, &limits, buf)).is_err() {
                     break; // the embedding side stopped (with an error it reports)
                 }
             }
         });
         for batch in rx.iter() {
+            let batch = batch?;
             let n = batch.items.len() as u64;
-            let rows = embed_batch(batch, &clip)?;
+            let rows = embed_batch(batch, &clip, &free_tx)?;
             writer.push(rows)?;
             pb.inc(n);
         }
@@ -277,7 +275,7 @@ pub fn embed(opts: &EmbedOptions) -> Result<RunManifest> {
         text_max_tokens: clip.tokenizer.max_len(),
         input: InputInfo { path: opts.input.display().to_string(), format: "dir".into() },
         limits: opts.limits,
-        batch_size: opts.batch_size,
+        batch_size,
         part_size: opts.part_size,
         counts: Default::default(),
         parts: Vec::new(),
@@ -290,4 +288,39 @@ pub fn embed(opts: &EmbedOptions) -> Result<RunManifest> {
         manifest.counts.records as f64 / elapsed.max(1e-9)
     );
     Ok(manifest)
+}
+
+/// Throughput of the CPU stage alone.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CpuStageRate {
+    pub records: usize,
+    pub decoded: usize,
+    pub threads: usize,
+    pub seconds: f64,
+    pub images_per_s: f64,
+}
+
+/// Runs `sieve embed`'s CPU stage (read, decode, preprocess into f16 buffers as for a GPU, hash,
+/// tokenise) over every image under `input`, on all cores, without a model: the rate a device
+/// can be fed at. `model` gives the preprocessing and tokeniser.
+pub fn cpu_stage_rate(input: &std::path::Path, model: &ModelSpec, limits: Limits, batch_size: usize) -> Result<CpuStageRate> {
+    let records = crate::ingest::dir::scan(input)?;
+    let clip = Clip::load(model, &candle_core::Device::Cpu, candle_core::DType::F32)?;
+    let len = clip.preprocessor.output_len();
+    let mut buf = HostPixels::F16(vec![half::f16::ZERO; batch_size * len]);
+    let started = Instant::now();
+    let mut decoded = 0;
+    for chunk in records.chunks(batch_size.max(1)) {
+        let batch = prepare_batch(chunk, &clip, &limits, buf)?;
+        decoded += batch.ok;
+        buf = batch.pixels;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(CpuStageRate {
+        records: records.len(),
+        decoded,
+        threads: rayon::current_num_threads(),
+        seconds,
+        images_per_s: records.len() as f64 / seconds.max(1e-9),
+    })
 }

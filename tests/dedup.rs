@@ -191,6 +191,11 @@ fn read_groups(run: &Path) -> BTreeMap<(String, String, u64), (u64, u64, f32)> {
     out
 }
 
+/// A key of [`read_groups`].
+fn key(kind: &str, source: &str, id: u64) -> (String, String, u64) {
+    (kind.to_string(), source.to_string(), id)
+}
+
 fn lines(p: &Path) -> Vec<String> {
     std::fs::read_to_string(p).unwrap().lines().map(str::to_string).collect()
 }
@@ -219,15 +224,15 @@ fn star_splits_a_chain_that_components_join() {
     opts.image_threshold = Some(0.95);
     dedup(&opts).unwrap();
     let g = read_groups(&run);
-    let gid = |id| g.get(&("image".to_string(), "run".to_string(), id)).map(|v| v.0);
+    let gid = |id| g.get(&key("image", "run", id)).map(|v| v.0);
     assert_eq!((gid(0), gid(1), gid(2), gid(3)), (Some(0), Some(0), Some(0), None), "components chain A-B-C");
-    let sim_ac = g[&("image".to_string(), "run".to_string(), 2)].2;
+    let sim_ac = g[&key("image", "run", 2)].2;
     assert!(sim_ac < 0.95, "components report C's true similarity to the kept A: {sim_ac}");
 
     opts.grouping = Grouping::Star;
     dedup(&opts).unwrap();
     let g = read_groups(&run);
-    let gid = |id| g.get(&("image".to_string(), "run".to_string(), id)).map(|v| v.0);
+    let gid = |id| g.get(&key("image", "run", id)).map(|v| v.0);
     assert_eq!(gid(0), gid(1), "A keeps B");
     assert_ne!(gid(2), gid(0), "C is not within the threshold of A, so star leaves it out of A's group");
     for (_, (_, _, sim)) in g.iter() {
@@ -262,7 +267,7 @@ fn keep_policies_choose_the_documented_item() {
         o.keep = policy;
         o.image_threshold = Some(0.95);
         let s = dedup(&o).unwrap();
-        (read_groups(&run)[&("image".to_string(), "run".to_string(), 0)].1, s.keep)
+        (read_groups(&run)[&key("image", "run", 0)].1, s.keep)
     };
     assert_eq!(kept_for(KeepPolicy::First), (0, "first".into()));
     assert_eq!(kept_for(KeepPolicy::Largest), (1, "largest".into()));
@@ -341,6 +346,37 @@ fn caption_joint_exact_and_perceptual_kinds() {
 }
 
 #[test]
+fn a_run_without_perceptual_hashes_skips_only_the_perceptual_kind() {
+    // Runs written before the `phash` column existed have no such column at all.
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let d = 16;
+    let twin = |sha| Planted { image: at(1.0, 1, d), caption: None, size: (9, 9), sha: Some(sha), phash: Some(7) };
+    planted_run(&run, &[twin("same"), twin("same"), item(at(0.0, 3, d))], "w");
+    let part = run.join("metadata/part-00000.parquet");
+    let batch = {
+        let f = std::fs::File::open(&part).unwrap();
+        let mut r = ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+        let b = r.next().unwrap().unwrap();
+        let keep: Vec<usize> = (0..b.num_columns()).filter(|&i| b.schema().field(i).name() != "phash").collect();
+        b.project(&keep).unwrap()
+    };
+    assert!(batch.column_by_name("phash").is_none());
+    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&part).unwrap(), batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+
+    let mut o = DedupOptions::new(&run);
+    o.keep = KeepPolicy::First;
+    o.image_threshold = Some(0.95);
+    let s = dedup(&o).unwrap();
+    assert!(!s.kinds.contains_key("perceptual"), "{:?}", s.kinds.keys());
+    assert_eq!(s.kinds["exact"].duplicates, 1);
+    assert_eq!(s.kinds["image"].duplicates, 1);
+    assert_eq!(lines(&run.join("dedup/remove.txt")), vec!["img/001.jpg"]);
+}
+
+#[test]
 fn against_keeps_the_old_corpus_and_refuses_another_model() {
     let dir = tempfile::tempdir().unwrap();
     let (old, new, other) = (dir.path().join("old"), dir.path().join("new"), dir.path().join("other"));
@@ -359,11 +395,11 @@ fn against_keeps_the_old_corpus_and_refuses_another_model() {
     assert_eq!(lines(&new.join("dedup/remove.txt")), vec!["img/000.jpg", "img/002.jpg"]);
     assert_eq!(lines(&new.join("dedup/keep.txt")), vec!["img/001.jpg"]);
     let g = read_groups(&new);
-    let (gid, kept, _) = g[&("image".to_string(), "run".to_string(), 0)];
+    let (gid, kept, _) = g[&key("image", "run", 0)];
     assert_eq!(kept, 0);
-    assert_eq!(g[&("image".to_string(), "against".to_string(), 0)].0, gid, "new 0 is grouped with old 0");
+    assert_eq!(g[&key("image", "against", 0)].0, gid, "new 0 is grouped with old 0");
     assert!(
-        !g.contains_key(&("image".to_string(), "against".to_string(), 1)),
+        !g.contains_key(&key("image", "against", 1)),
         "duplicates inside the old corpus are not this run's business"
     );
 
@@ -373,44 +409,7 @@ fn against_keeps_the_old_corpus_and_refuses_another_model() {
     assert!(e.contains("different models") && e.contains("--model"), "{e}");
 }
 
-/// A seeded picture with the structure of a photo (smooth shading plus objects with hard
-/// edges), different for each seed.
-fn picture(seed: u64, w: u32, h: u32) -> RgbImage {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s % 10_000) as f32 / 10_000.0
-    };
-    let (wf, hf) = (w as f32, h as f32);
-    let blobs: Vec<(f32, f32, f32, [f32; 3])> =
-        (0..5).map(|_| (next() * wf, next() * hf, (0.1 + next() * 0.3) * wf, [next(), next(), next()])).collect();
-    let rects: Vec<(f32, f32, f32, f32, [f32; 3])> = (0..6)
-        .map(|_| {
-            let (x, y) = (next() * wf, next() * hf);
-            (x, y, x + (0.1 + next() * 0.4) * wf, y + (0.1 + next() * 0.4) * hf, [next(), next(), next()])
-        })
-        .collect();
-    RgbImage::from_fn(w, h, |x, y| {
-        let (xf, yf) = (x as f32, y as f32);
-        let mut c = [30.0 + 60.0 * yf / hf; 3];
-        for (bx, by, r, col) in &blobs {
-            let wgt = (-((xf - bx).powi(2) + (yf - by).powi(2)) / (r * r)).exp();
-            for k in 0..3 {
-                c[k] += 150.0 * col[k] * wgt;
-            }
-        }
-        for (x0, y0, x1, y1, col) in &rects {
-            if xf >= *x0 && xf < *x1 && yf >= *y0 && yf < *y1 {
-                for k in 0..3 {
-                    c[k] = c[k] * 0.3 + 170.0 * col[k];
-                }
-            }
-        }
-        Rgb(c.map(|v| v.clamp(0.0, 255.0) as u8))
-    })
-}
+use sieve::bench::photo_like as picture;
 
 fn save_png(img: &RgbImage, p: &Path) {
     img.save(p).unwrap();

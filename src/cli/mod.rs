@@ -93,9 +93,10 @@ pub struct EmbedArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// Images per model batch.
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
+    /// Images per model batch, or `auto`: on a GPU the largest multiple of 32 (at most 512)
+    /// whose activations fit in half the free device memory, on the CPU 64.
+    #[arg(long, default_value = "auto")]
+    pub batch_size: String,
 
     /// Rows per output part file.
     #[arg(long, default_value_t = 100_000)]
@@ -140,6 +141,30 @@ pub struct BenchArgs {
     /// Measure candle-transformers' stock CLIP instead of sieve's model (the baseline).
     #[arg(long)]
     pub stock: bool,
+
+    /// Also embed a few random inputs on the CPU in f32 and report the lowest cosine between
+    /// those and the device's embeddings (a GPU's f16 against the reference precision).
+    #[arg(long)]
+    pub parity: bool,
+
+    /// Instead of the model, measure the CPU stage of `sieve embed` over the images in DIR
+    /// (read, decode, resize, normalise, hash, tokenise captions; all cores): the rate the
+    /// device can be fed at. Preprocessing follows --model's preprocessor_config.json.
+    #[arg(long, value_name = "DIR")]
+    pub decode: Option<PathBuf>,
+
+    /// Model whose preprocessing --decode uses (a folder or Hub id).
+    #[arg(long, default_value = "models/tiny-clip")]
+    pub model: String,
+
+    /// Write --count synthetic photo-like 500×375 JPEGs (quality 90) into DIR and exit; input
+    /// for --decode and end-to-end timing on machines without a dataset.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub write_jpegs: Option<PathBuf>,
+
+    /// Number of images for --write-jpegs.
+    #[arg(long, default_value_t = 2000, hide = true)]
+    pub count: usize,
 }
 
 #[derive(Debug, Args)]
@@ -275,9 +300,6 @@ impl DedupArgs {
 impl EmbedArgs {
     /// Validates the arguments into the pipeline's options.
     pub fn to_options(&self, quiet: bool) -> Result<EmbedOptions> {
-        if self.batch_size == 0 {
-            return Err(Error::InvalidArg { what: "--batch-size", reason: "must be at least 1".into() });
-        }
         if self.part_size == 0 {
             return Err(Error::InvalidArg { what: "--part-size", reason: "must be at least 1".into() });
         }
@@ -286,7 +308,7 @@ impl EmbedArgs {
             out: self.out.clone(),
             model: ModelSpec::new(self.model.model.clone(), self.model.revision.clone()),
             device: self.model.device.parse::<DeviceSpec>()?,
-            batch_size: self.batch_size,
+            batch_size: self.batch_size.parse()?,
             part_size: self.part_size,
             limits: Limits { max_bytes: self.max_bytes, max_pixels: self.max_pixels },
             overwrite: self.overwrite,
