@@ -14,7 +14,8 @@
 #   4. CUDA-vs-CPU parity: ViT-B/32 random weights (f16 on the GPU vs f32 on the CPU), and the
 #      tiny test model's embeddings of tests/fixtures/images.
 # Everything goes to stdout and to $OUT/gpu_check.log ($OUT defaults to /tmp/sieve-gpu-check).
-# Environment: N (images, default 20000), BATCH (default 256), ITERS (default 30).
+# Environment: N (images, default 20000), BATCH (default 256), ITERS (default 30), DEVICE (default
+# cuda; `cpu` dry-runs the plumbing on a machine without a GPU), PYTHON (default python3).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=$(realpath "${1:-dist-bin/sieve-cuda}")
@@ -23,6 +24,8 @@ N=${N:-20000}
 BATCH=${BATCH:-256}
 ITERS=${ITERS:-30}
 WORK=${WORK:-/tmp/sieve-gpu-work}
+DEVICE=${DEVICE:-cuda}
+PY=${PYTHON:-python3}
 mkdir -p "$OUT" "$WORK"
 exec > >(tee "$OUT/gpu_check.log") 2>&1
 t0=$(date +%s)
@@ -31,7 +34,7 @@ say() { echo; echo "== $* (t+$(( $(date +%s) - t0 ))s)"; }
 # The binary loads libcuda, cuBLAS(Lt), cuRAND and NVRTC at start-up.
 libdirs=""
 for d in /usr/local/nvidia/lib64 /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-         $(python3 -c 'import glob, site; print(" ".join(glob.glob(site.getsitepackages()[0] + "/nvidia/*/lib")))' 2>/dev/null); do
+         $("$PY" -c 'import glob, site; print(" ".join(glob.glob(site.getsitepackages()[0] + "/nvidia/*/lib")))' 2>/dev/null); do
   [ -d "$d" ] && libdirs="$libdirs:$d"
 done
 export LD_LIBRARY_PATH="${libdirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -42,19 +45,19 @@ echo "host: $(nproc) cores; sieve binary $BIN"
 if ldd "$BIN" | grep -q "not found"; then
   echo "MISSING LIBRARIES:"; ldd "$BIN" | grep "not found"
 fi
-python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'
+"$PY" -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'
 
 say "model only, batch $BATCH: sieve (ViT-B/32 shape, random weights, f16)"
-"$BIN" bench --device cuda --batch-size "$BATCH" --iters "$ITERS" --parity --json | tee "$OUT/sieve_bench.json"
+"$BIN" bench --device "$DEVICE" --batch-size "$BATCH" --iters "$ITERS" --parity --json | tee "$OUT/sieve_bench.json"
 say "model only, batch $BATCH: transformers CLIPModel fp16 SDPA"
-python3 scripts/torch_clip_bench.py "$BATCH" "$ITERS" | tee "$OUT/torch_bench.txt"
+"$PY" scripts/torch_clip_bench.py "$BATCH" "$ITERS" | tee "$OUT/torch_bench.txt"
 say "model only, batch $BATCH: candle-transformers stock CLIP (baseline)"
-"$BIN" bench --stock --device cuda --batch-size "$BATCH" --iters 5 --json | tee "$OUT/stock_bench.json"
+"$BIN" bench --stock --device "$DEVICE" --batch-size "$BATCH" --iters 5 --json | tee "$OUT/stock_bench.json"
 
 say "inputs: a random-weight ViT-B/32 model folder and $N JPEGs"
 MODEL=$WORK/vit-b32-random
 if [ ! -f "$MODEL/model.safetensors" ]; then
-  python3 - "$MODEL" <<'EOF'
+  "$PY" - "$MODEL" <<'EOF'
 import shutil, sys, torch
 from transformers import CLIPConfig, CLIPModel
 out = sys.argv[1]
@@ -72,7 +75,7 @@ du -sh "$WORK/jpegs"
 say "CPU stage alone (decode, resize, normalise, hash) over $N JPEGs, all cores"
 "$BIN" bench --decode "$WORK/jpegs" --model "$MODEL" --batch-size 256 --json | tee "$OUT/cpu_stage.json"
 say "PIL over the same JPEGs, one process per core"
-python3 - "$WORK/jpegs" <<'EOF' | tee "$OUT/pil.txt"
+"$PY" - "$WORK/jpegs" <<'EOF' | tee "$OUT/pil.txt"
 import glob, os, sys, time
 from multiprocessing import Pool
 import numpy as np
@@ -96,16 +99,16 @@ with Pool(os.cpu_count()) as pool:
     dt = time.perf_counter() - t
 print(f"PIL {len(files)} images, {os.cpu_count()} processes: {dt:.2f}s, images_per_s={len(files) / dt:.1f}")
 EOF
-say "end to end: sieve embed --device cuda --batch-size auto over the same JPEGs"
+say "end to end: sieve embed --device $DEVICE --batch-size auto over the same JPEGs"
 rm -rf "$WORK/run"
-RUST_LOG=sieve=info "$BIN" embed "$WORK/jpegs" --out "$WORK/run" --model "$MODEL" --device cuda -q 2>&1 |
+RUST_LOG=sieve=info "$BIN" embed "$WORK/jpegs" --out "$WORK/run" --model "$MODEL" --device "$DEVICE" -q 2>&1 |
   grep -v "^\s*$" | tail -n 5 | tee "$OUT/e2e.txt"
 
 say "parity: tiny model on tests/fixtures/images, CUDA (f16) vs CPU (f32)"
 rm -rf "$WORK/fx-cuda" "$WORK/fx-cpu"
-"$BIN" embed tests/fixtures/images --out "$WORK/fx-cuda" --model models/tiny-clip --device cuda -q
+"$BIN" embed tests/fixtures/images --out "$WORK/fx-cuda" --model models/tiny-clip --device "$DEVICE" -q
 "$BIN" embed tests/fixtures/images --out "$WORK/fx-cpu" --model models/tiny-clip --device cpu -q
-python3 - "$WORK" <<'EOF' | tee "$OUT/parity.txt"
+"$PY" - "$WORK" <<'EOF' | tee "$OUT/parity.txt"
 import glob, sys
 import numpy as np
 w = sys.argv[1]
@@ -118,7 +121,7 @@ print(f"fixtures: {keep.sum()} images, lowest cosine CUDA vs CPU {cos.min():.6f}
 EOF
 
 say "summary"
-python3 - "$OUT" <<'EOF'
+"$PY" - "$OUT" <<'EOF'
 import json, re, sys
 o = sys.argv[1]
 def rd(p):

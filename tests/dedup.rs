@@ -282,47 +282,19 @@ fn caption_joint_exact_and_perceptual_kinds() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let d = 16;
+    // A 9×9 item with an optional caption, optional shared bytes and a perceptual hash.
+    let p = |image, caption, sha, phash| Planted { image, caption, size: (9, 9), sha, phash: Some(phash) };
     let items = vec![
         // 0 and 1: same bytes.
-        Planted {
-            image: at(1.0, 1, d),
-            caption: None,
-            size: (9, 9),
-            sha: Some("same"),
-            phash: Some(0xFFFF_0000_FFFF_0000),
-        },
-        Planted {
-            image: at(1.0, 1, d),
-            caption: None,
-            size: (9, 9),
-            sha: Some("same"),
-            phash: Some(0xFFFF_0000_FFFF_0000),
-        },
+        p(at(1.0, 1, d), None, Some("same"), 0xFFFF_0000_FFFF_0000),
+        p(at(1.0, 1, d), None, Some("same"), 0xFFFF_0000_FFFF_0000),
         // 2: a perceptual copy of 0 (3 bits differ), semantically distinct.
-        Planted { image: at(0.0, 2, d), caption: None, size: (9, 9), sha: None, phash: Some(0xFFFF_0000_FFFF_0007) },
+        p(at(0.0, 2, d), None, None, 0xFFFF_0000_FFFF_0007),
         // 3 and 4: the same caption on different images; 5 and 6: image and caption both alike.
-        Planted { image: at(0.0, 3, d), caption: Some(at(1.0, 9, d)), size: (9, 9), sha: None, phash: Some(1 << 40) },
-        Planted {
-            image: at(0.0, 4, d),
-            caption: Some(at(1.0, 9, d)),
-            size: (9, 9),
-            sha: None,
-            phash: Some(0x0F0F_0F0F_0F0F_0F0F),
-        },
-        Planted {
-            image: at(0.0, 5, d),
-            caption: Some(at(0.0, 10, d)),
-            size: (9, 9),
-            sha: None,
-            phash: Some(0x5555_5555_5555_5555),
-        },
-        Planted {
-            image: at(0.1, 5, d),
-            caption: Some(at(0.02, 10, d)),
-            size: (9, 9),
-            sha: None,
-            phash: Some(0xAAAA_AAAA_AAAA_AAAA),
-        },
+        p(at(0.0, 3, d), Some(at(1.0, 9, d)), None, 1 << 40),
+        p(at(0.0, 4, d), Some(at(1.0, 9, d)), None, 0x0F0F_0F0F_0F0F_0F0F),
+        p(at(0.0, 5, d), Some(at(0.0, 10, d)), None, 0x5555_5555_5555_5555),
+        p(at(0.1, 5, d), Some(at(0.02, 10, d)), None, 0xAAAA_AAAA_AAAA_AAAA),
     ];
     planted_run(&run, &items, "w");
     let mut o = DedupOptions::new(&run);

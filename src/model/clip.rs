@@ -41,9 +41,13 @@ impl Module for Linear {
         let (last, lead) = dims.split_last().expect("linear input has at least one dim");
         let rows: usize = lead.iter().product();
         let x2 = xs.reshape((rows, *last))?;
-        let y = x2.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
         let mut out_dims = lead.to_vec();
         out_dims.push(self.weight.dim(0)?);
+        #[cfg(feature = "cuda")]
+        if let Some(y) = super::cuda::linear(&x2, &self.weight, &self.bias).map_err(candle_core::Error::wrap)? {
+            return y.reshape(out_dims);
+        }
+        let y = x2.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
         y.reshape(out_dims)
     }
 }
@@ -188,6 +192,12 @@ impl EncoderLayer {
     /// Splits the fused projection `[b, s, 3h]` into Q (scaled by the attention scale), K and V,
     /// each `[b, heads, s, hd]` and contiguous.
     fn split_heads(&self, qkv: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        #[cfg(feature = "cuda")]
+        if self.folded {
+            if let Some(qkv) = super::cuda::split_qkv(qkv, self.heads)? {
+                return Ok(qkv);
+            }
+        }
         let (b, s, h3) = qkv.dims3()?;
         let hd = h3 / 3 / self.heads;
         let qkv = qkv.reshape((b, s, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?;
@@ -235,16 +245,16 @@ impl EncoderLayer {
         encoder_layer(x.get(), b, s, &w, causal, pick)
     }
 
-    /// `xs`: [batch, seq, hidden]; `mask`: additive [seq, seq] (causal) or none.
+    /// `xs`: [batch, seq, hidden]; `mask`: additive, `[batch, heads, seq, seq]` (causal; see
+    /// `Encoder::forward_pooled`) or none.
     fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let (b, s, h) = xs.dims3()?;
         let (q, k, v) = self.split_heads(&self.qkv.forward(&self.ln1.forward(xs)?)?)?;
         let mut scores = q.matmul(&k.t()?)?;
         if let Some(m) = mask {
-            scores = scores.broadcast_add(m)?;
+            scores = (scores + m)?;
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
+        let ctx = merge_heads(&probs.matmul(&v)?)?;
         let x = (self.out_proj.forward(&ctx)? + xs)?;
         Ok((self.mlp(&self.ln2.forward(&x)?)? + x)?)
     }
@@ -294,6 +304,7 @@ impl Encoder {
         let (b, s, h) = xs.dims3()?;
         let mut x = xs.clone();
         let mut mask = None;
+        let mut full_mask = None;
         let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {
             if self.fused_cpu && layer.can_fuse(&x) {
@@ -304,13 +315,20 @@ impl Encoder {
             } else {
                 if mask.is_none() {
                     mask = causal_mask_if(causal, s, &x)?;
+                    // Expanded once to the scores' full shape, so each layer's mask add is a
+                    // plain elementwise add: on CUDA candle's broadcasting add was several
+                    // times slower than the attention matmul it follows.
+                    full_mask = match &mask {
+                        Some(m) => Some(m.broadcast_as((b, layer.heads, s, s))?.contiguous()?),
+                        None => None,
+                    };
                 }
                 if i == last {
                     let p: Vec<u32> = pick.iter().map(|&t| t as u32).collect();
                     let p = Tensor::from_vec(p, (b,), x.device())?;
                     return layer.forward_pooled(&x, mask.as_ref(), &p, &pooled_rows(pick, s, x.device())?);
                 }
-                x = layer.forward(&x, mask.as_ref())?;
+                x = layer.forward(&x, full_mask.as_ref())?;
             }
         }
         // No layers: pool the embeddings themselves.
@@ -392,6 +410,16 @@ impl TextTransformer {
         let x = self.encoder.forward_pooled(&x, true, &pool)?;
         Ok(self.final_layer_norm.forward(&x)?)
     }
+}
+
+/// Attention output `[b, heads, s, hd]` as `[b, s, heads·hd]`.
+fn merge_heads(ctx: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(t) = super::cuda::merge_heads(ctx)? {
+        return Ok(t);
+    }
+    let (b, heads, s, hd) = ctx.dims4()?;
+    Ok(ctx.transpose(1, 2)?.reshape((b, s, heads * hd))?)
 }
 
 /// Row `i * seq + pick[i]` of a `[b * seq, _]` matrix for each item `i`, as an index tensor.

@@ -4,6 +4,8 @@
 pub mod clip;
 pub mod config;
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod registry;
 pub mod stock;
 
