@@ -6,7 +6,7 @@
 
 use image::RgbImage;
 
-use super::resample::{resize_nearest_rgb8, resize_rgb8, Filter};
+use super::resample::{resize_nearest_rgb8, resize_rgb8_window, Filter, Window};
 
 use crate::model::config::{PreprocessorConfig, SizeSpec};
 
@@ -68,11 +68,35 @@ impl Preprocessor {
             return;
         }
         let (src, w, h, nw_, nh_) = (img.as_raw(), w as usize, h as usize, nw as usize, nh as usize);
-        let resized = match Filter::from_pil(self.cfg.resample) {
-            Some(f) => resize_rgb8(src, w, h, nw_, nh_, f),
-            None => resize_nearest_rgb8(src, w, h, nw_, nh_),
+        match Filter::from_pil(self.cfg.resample) {
+            Some(f) => {
+                // Resize only what the crop keeps (same values; see `resize_rgb8_window`).
+                let win = self.crop_window(nw_, nh_);
+                let part = resize_rgb8_window(src, w, h, nw_, nh_, f, win);
+                self.crop_normalize(&part, (win.x1 - win.x0) as u32, (win.y1 - win.y0) as u32, out);
+            }
+            None => self.crop_normalize(&resize_nearest_rgb8(src, w, h, nw_, nh_), nw, nh, out),
+        }
+    }
+
+    /// The part of a `w × h` resized image that [`Self::crop_normalize`] reads: per axis the
+    /// centred crop where the image is larger than the crop (or its start, without centre
+    /// cropping), else the whole axis (which is then padded). Cropping the window again puts
+    /// it at offset 0 on the cropped axes and gives the same padding on the others.
+    fn crop_window(&self, w: usize, h: usize) -> Window {
+        let axis = |full: usize, crop: usize| -> (usize, usize) {
+            if full <= crop {
+                (0, full)
+            } else if self.cfg.do_center_crop {
+                let off = (full - crop) / 2;
+                (off, off + crop)
+            } else {
+                (0, crop)
+            }
         };
-        self.crop_normalize(&resized, nw, nh, out);
+        let (x0, x1) = axis(w, self.out_w as usize);
+        let (y0, y1) = axis(h, self.out_h as usize);
+        Window { x0, x1, y0, y1 }
     }
 
     /// Convenience wrapper that allocates the output.

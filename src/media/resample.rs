@@ -152,54 +152,78 @@ const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
 /// Resizes packed RGB8 `src` (`w`×`h`) to `nw`×`nh`, exactly as Pillow's `Image.resize` does.
 pub fn resize_rgb8(src: &[u8], w: usize, h: usize, nw: usize, nh: usize, filter: Filter) -> Vec<u8> {
+    resize_rgb8_window(src, w, h, nw, nh, filter, Window { x0: 0, x1: nw, y0: 0, y1: nh })
+}
+
+/// A rectangle of output pixels: columns `x0..x1`, rows `y0..y1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub x0: usize,
+    pub x1: usize,
+    pub y0: usize,
+    pub y1: usize,
+}
+
+/// Only the `win` part of [`resize_rgb8`]'s output (row-major, `(x1 - x0) × (y1 - y0)`), with
+/// the same values: every output pixel is computed independently, so a centre crop need not
+/// resize the columns and rows it throws away (a quarter of the work for a 4:3 photo).
+pub fn resize_rgb8_window(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    nw: usize,
+    nh: usize,
+    filter: Filter,
+    win: Window,
+) -> Vec<u8> {
+    assert!(win.x0 < win.x1 && win.x1 <= nw && win.y0 < win.y1 && win.y1 <= nh, "window {win:?} outside {nw}×{nh}");
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present, checked just above.
-        return unsafe { resize_rgb8_avx2(src, w, h, nw, nh, filter) };
+        return unsafe { resize_rgb8_avx2(src, w, h, nw, nh, filter, win) };
     }
-    resize_rgb8_impl(src, w, h, nw, nh, filter)
+    resize_rgb8_impl(src, w, h, nw, nh, filter, win)
 }
 
 /// The same code compiled for AVX2, where its 32-bit lane multiplies vectorise (baseline x86-64
 /// has no packed 32-bit multiply, so there the loops stay scalar).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn resize_rgb8_avx2(src: &[u8], w: usize, h: usize, nw: usize, nh: usize, filter: Filter) -> Vec<u8> {
-    resize_rgb8_impl(src, w, h, nw, nh, filter)
+unsafe fn resize_rgb8_avx2(src: &[u8], w: usize, h: usize, nw: usize, nh: usize, filter: Filter, win: Window) -> Vec<u8> {
+    resize_rgb8_impl(src, w, h, nw, nh, filter, win)
 }
 
 #[inline(always)]
-fn resize_rgb8_impl(src: &[u8], w: usize, h: usize, nw: usize, nh: usize, filter: Filter) -> Vec<u8> {
+fn resize_rgb8_impl(src: &[u8], w: usize, h: usize, nw: usize, nh: usize, filter: Filter, win: Window) -> Vec<u8> {
     assert_eq!(src.len(), w * h * 3, "source buffer does not match its size");
+    let Window { x0, x1, y0, y1 } = win;
+    let ow = x1 - x0;
     let need_h = nw != w;
     let need_v = nh != h;
     let horiz = coeffs(w, nw, filter);
-    let mut vert = coeffs(h, nh, filter);
+    let vert = coeffs(h, nh, filter);
 
-    // Horizontal pass over only the source rows the vertical pass reads.
+    // First pass (Pillow's order: horizontal, then vertical) over only the source rows the
+    // second pass reads, and only the window's columns.
     let (first, last) = if need_v {
-        let (b0, _) = vert.bounds[0];
-        let (bl, nl) = vert.bounds[nh - 1];
+        let (b0, _) = vert.bounds[y0];
+        let (bl, nl) = vert.bounds[y1 - 1];
         (b0, bl + nl)
     } else {
-        (0, h)
+        (y0, y1)
     };
-    let tmp_owned;
-    let (tmp, tmp_w): (&[u8], usize) = if need_h {
-        for b in &mut vert.bounds {
-            b.0 -= first;
-        }
-        let rows = last - first;
-        let mut out = vec![0u8; nw * rows * 3];
-        // Each source row widened to four i32 lanes per pixel (RGB + padding), so one tap is one
-        // 4-lane multiply-add: the same integer sums as Pillow, vectorised.
+    let rows = last - first;
+    let mut tmp = vec![0u8; ow * rows * 3];
+    if need_h {
+        // Each source row widened to four i32 lanes per pixel (RGB + padding), so one tap is
+        // one 4-lane multiply-add: the same integer sums as Pillow, vectorised.
         let mut row4 = vec![[0i32; 4]; w];
-        for (yy, out_row) in out.chunks_exact_mut(nw * 3).enumerate() {
+        for (yy, out_row) in tmp.chunks_exact_mut(ow * 3).enumerate() {
             let in_row = &src[(yy + first) * w * 3..(yy + first + 1) * w * 3];
             for (d, p) in row4.iter_mut().zip(in_row.chunks_exact(3)) {
                 *d = [p[0] as i32, p[1] as i32, p[2] as i32, 0];
             }
-            for (xx, px) in out_row.chunks_exact_mut(3).enumerate() {
+            for (xx, px) in (x0..x1).zip(out_row.chunks_exact_mut(3)) {
                 let (xmin, n) = horiz.bounds[xx];
                 let k = &horiz.weights[xx * horiz.ksize..xx * horiz.ksize + n];
                 let mut acc = [HALF; 4];
@@ -213,24 +237,26 @@ fn resize_rgb8_impl(src: &[u8], w: usize, h: usize, nw: usize, nh: usize, filter
                 px[2] = clip8(acc[2]);
             }
         }
-        tmp_owned = out;
-        (&tmp_owned, nw)
     } else {
-        (src, w)
-    };
-    if !need_v {
-        return tmp.to_vec();
+        for (yy, out_row) in tmp.chunks_exact_mut(ow * 3).enumerate() {
+            let y = yy + first;
+            out_row.copy_from_slice(&src[(y * w + x0) * 3..(y * w + x1) * 3]);
+        }
     }
-    let mut out = vec![0u8; tmp_w * nh * 3];
-    let row_len = tmp_w * 3;
+    if !need_v {
+        return tmp;
+    }
+    let row_len = ow * 3;
+    let mut out = vec![0u8; row_len * (y1 - y0)];
     let mut acc = vec![0i32; row_len];
-    for (yy, out_row) in out.chunks_exact_mut(row_len).enumerate() {
+    for (yy, out_row) in (y0..y1).zip(out.chunks_exact_mut(row_len)) {
         let (ymin, n) = vert.bounds[yy];
         let k = &vert.weights[yy * vert.ksize..yy * vert.ksize + n];
         acc.fill(HALF);
         // Row-major accumulation: same sums as Pillow's per-pixel loop, cache friendly.
         for (y, &ky) in k.iter().enumerate() {
-            let in_row = &tmp[(ymin + y) * row_len..(ymin + y + 1) * row_len];
+            let r = ymin - first + y;
+            let in_row = &tmp[r * row_len..(r + 1) * row_len];
             for (a, &p) in acc.iter_mut().zip(in_row) {
                 *a = a.wrapping_add((p as i32).wrapping_mul(ky));
             }
@@ -253,4 +279,29 @@ pub fn resize_nearest_rgb8(src: &[u8], w: usize, h: usize, nw: usize, nh: usize)
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_equals_the_same_crop_of_the_full_resize() {
+        let (w, h) = (61, 37);
+        let src: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919) % 251) as u8).collect();
+        for (nw, nh) in [(30, 24), (61, 20), (40, 37), (100, 80)] {
+            let full = resize_rgb8(&src, w, h, nw, nh, Filter::Bicubic);
+            for win in [
+                Window { x0: 0, x1: nw, y0: 0, y1: nh },
+                Window { x0: 3, x1: nw - 2, y0: 1, y1: nh - 4 },
+                Window { x0: nw / 2, x1: nw / 2 + 1, y0: nh - 1, y1: nh },
+            ] {
+                let part = resize_rgb8_window(&src, w, h, nw, nh, Filter::Bicubic, win);
+                let want: Vec<u8> = (win.y0..win.y1)
+                    .flat_map(|y| full[(y * nw + win.x0) * 3..(y * nw + win.x1) * 3].to_vec())
+                    .collect();
+                assert_eq!(part, want, "{nw}×{nh} {win:?}");
+            }
+        }
+    }
 }
