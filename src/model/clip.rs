@@ -185,7 +185,7 @@ impl EncoderLayer {
 
     fn mlp(&self, x: &Tensor) -> Result<Tensor> {
         let mid = self.fc1.forward(x)?;
-        let mid = if self.folded && self.act == Activation::QuickGelu { mid.silu()? } else { self.act.forward(&mid)? };
+        let mid = if self.folded && self.act == Activation::QuickGelu { silu(&mid)? } else { self.act.forward(&mid)? };
         Ok(self.fc2.forward(&mid)?)
     }
 
@@ -251,12 +251,12 @@ impl EncoderLayer {
         let (q, k, v) = self.split_heads(&self.qkv.forward(&self.ln1.forward(xs)?)?)?;
         let mut scores = q.matmul(&k.t()?)?;
         if let Some(m) = mask {
-            scores = (scores + m)?;
+            scores = add(&scores, m)?;
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let ctx = merge_heads(&probs.matmul(&v)?)?;
-        let x = (self.out_proj.forward(&ctx)? + xs)?;
-        Ok((self.mlp(&self.ln2.forward(&x)?)? + x)?)
+        let x = add(&self.out_proj.forward(&ctx)?, xs)?;
+        add(&self.mlp(&self.ln2.forward(&x)?)?, &x)
     }
 
     /// The last layer, computed only for the row each sequence is pooled at: `pick[i]` is that
@@ -278,8 +278,8 @@ impl EncoderLayer {
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         // [b, heads, 1, hd] is laid out as [b, h]: the heads concatenated.
         let ctx = probs.matmul(&v)?.reshape((b, h))?;
-        let x = (self.out_proj.forward(&ctx)? + xs.reshape((b * s, h))?.index_select(rows, 0)?)?;
-        Ok((self.mlp(&self.ln2.forward(&x)?)? + x)?)
+        let x = add(&self.out_proj.forward(&ctx)?, &xs.reshape((b * s, h))?.index_select(rows, 0)?)?;
+        add(&self.mlp(&self.ln2.forward(&x)?)?, &x)
     }
 }
 
@@ -410,6 +410,24 @@ impl TextTransformer {
         let x = self.encoder.forward_pooled(&x, true, &pool)?;
         Ok(self.final_layer_norm.forward(&x)?)
     }
+}
+
+/// `a + b` (same shapes), through sieve's vectorised CUDA kernel where it applies.
+fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(t) = super::cuda::add(a, b)? {
+        return Ok(t);
+    }
+    Ok((a + b)?)
+}
+
+/// `x · sigmoid(x)`, through sieve's vectorised CUDA kernel where it applies.
+fn silu(x: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(t) = super::cuda::silu(x)? {
+        return Ok(t);
+    }
+    Ok(x.silu()?)
 }
 
 /// Attention output `[b, heads, s, hd]` as `[b, s, heads·hd]`.
