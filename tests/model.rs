@@ -211,49 +211,36 @@ fn agrees_with_candle_transformers_stock_clip() {
     }
 }
 
-#[test]
-fn fused_cpu_kernels_equal_generic_candle_ops() {
+/// Embeds the golden images and captions with both models and checks they agree within `tol`
+/// (max-abs per feature). A padded batch of captions of different lengths exercises the
+/// causal path.
+fn assert_same_embeddings(a: &sieve::model::Clip, b: &sieve::model::Clip, tol: f32, what: &str) {
     use candle_core::Tensor;
     let g = golden();
-    let fused = tiny_clip();
-    let mut generic = tiny_clip();
-    generic.model.set_fused_cpu(false);
     let pixels: Vec<Tensor> = g.images.iter().map(|f| golden_pixels(stem(f))).collect();
     let pixels = Tensor::stack(&pixels, 0).unwrap();
-    let a = fused.model.embed_images(&pixels).unwrap().to_vec2::<f32>().unwrap();
-    let b = generic.model.embed_images(&pixels).unwrap().to_vec2::<f32>().unwrap();
-    for (x, y) in a.iter().zip(&b) {
-        assert!(max_abs(x, y) < 1e-5, "image: fused vs generic max-abs {}", max_abs(x, y));
+    let ids: Vec<Vec<u32>> = g.captions.iter().map(|c| a.tokenizer.encode(c).unwrap().ids).collect();
+    let images = |c: &sieve::model::Clip| c.model.embed_images(&pixels).unwrap().to_vec2::<f32>().unwrap();
+    let texts = |c: &sieve::model::Clip| c.model.embed_texts(&ids).unwrap().to_vec2::<f32>().unwrap();
+    for (tower, x, y) in [("image", images(a), images(b)), ("text", texts(a), texts(b))] {
+        for (p, q) in x.iter().zip(&y) {
+            assert!(max_abs(p, q) < tol, "{tower}: {what} max-abs {}", max_abs(p, q));
+        }
     }
-    // A padded batch of captions of different lengths exercises the causal path.
-    let ids: Vec<Vec<u32>> = g.captions.iter().map(|c| fused.tokenizer.encode(c).unwrap().ids).collect();
-    let a = fused.model.embed_texts(&ids).unwrap().to_vec2::<f32>().unwrap();
-    let b = generic.model.embed_texts(&ids).unwrap().to_vec2::<f32>().unwrap();
-    for (x, y) in a.iter().zip(&b) {
-        assert!(max_abs(x, y) < 1e-5, "text: fused vs generic max-abs {}", max_abs(x, y));
-    }
+}
+
+#[test]
+fn fused_cpu_kernels_equal_generic_candle_ops() {
+    let mut generic = tiny_clip();
+    generic.model.set_fused_cpu(false);
+    assert_same_embeddings(&tiny_clip(), &generic, 1e-5, "fused vs generic");
 }
 
 #[test]
 fn folded_constants_the_gpu_layout_equal_the_reference_maths() {
     // GPUs run the generic path with the attention scale and QuickGELU's 1.702 folded into the
     // weights; here the same code runs on the CPU in f32 against the fused kernels.
-    use candle_core::Tensor;
-    let g = golden();
-    let fused = tiny_clip();
     let mut folded = tiny_clip();
     folded.model.fold_constants().unwrap();
-    let pixels: Vec<Tensor> = g.images.iter().map(|f| golden_pixels(stem(f))).collect();
-    let pixels = Tensor::stack(&pixels, 0).unwrap();
-    let a = fused.model.embed_images(&pixels).unwrap().to_vec2::<f32>().unwrap();
-    let b = folded.model.embed_images(&pixels).unwrap().to_vec2::<f32>().unwrap();
-    for (x, y) in a.iter().zip(&b) {
-        assert!(max_abs(x, y) < 1e-4, "image: folded vs reference max-abs {}", max_abs(x, y));
-    }
-    let ids: Vec<Vec<u32>> = g.captions.iter().map(|c| fused.tokenizer.encode(c).unwrap().ids).collect();
-    let a = fused.model.embed_texts(&ids).unwrap().to_vec2::<f32>().unwrap();
-    let b = folded.model.embed_texts(&ids).unwrap().to_vec2::<f32>().unwrap();
-    for (x, y) in a.iter().zip(&b) {
-        assert!(max_abs(x, y) < 1e-4, "text: folded vs reference max-abs {}", max_abs(x, y));
-    }
+    assert_same_embeddings(&tiny_clip(), &folded, 1e-4, "folded vs reference");
 }
