@@ -142,7 +142,10 @@ impl std::str::FromStr for BatchSize {
         }
         match s.parse::<usize>() {
             Ok(n) if n > 0 => Ok(BatchSize::Fixed(n)),
-            _ => Err(Error::InvalidArg { what: "--batch-size", reason: format!("`{s}`: expected `auto` or a number ≥ 1") }),
+            _ => Err(Error::InvalidArg {
+                what: "--batch-size",
+                reason: format!("`{s}`: expected `auto` or a number ≥ 1"),
+            }),
         }
     }
 }
@@ -160,7 +163,8 @@ pub const AUTO_BATCH_GPU_MAX: usize = 512;
 /// compute dtype.
 pub fn bytes_per_item(config: &crate::model::ClipConfig, dtype: DType) -> u64 {
     let e = dtype.size_in_bytes() as u64;
-    let per = |seq: u64, hidden: u64, inter: u64, heads: u64| e * (seq * (6 * hidden + 2 * inter) + 3 * heads * seq * seq);
+    let per =
+        |seq: u64, hidden: u64, inter: u64, heads: u64| e * (seq * (6 * hidden + 2 * inter) + 3 * heads * seq * seq);
     let v = &config.vision_config;
     let seq_v = ((v.image_size / v.patch_size).pow(2) + 1) as u64;
     let vision = per(seq_v, v.hidden_size as u64, v.intermediate_size as u64, v.num_attention_heads as u64)
@@ -313,7 +317,10 @@ impl HostPixels {
             #[cfg(feature = "cuda")]
             HostPixels::Pinned(p) => {
                 let Device::Cuda(d) = device else {
-                    return Err(Error::InvalidArg { what: "device", reason: "pinned pixels belong to a CUDA device".into() });
+                    return Err(Error::InvalidArg {
+                        what: "device",
+                        reason: "pinned pixels belong to a CUDA device".into(),
+                    });
                 };
                 let stream = d.cuda_stream();
                 let w_err = candle_core::Error::wrap;

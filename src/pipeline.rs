@@ -151,7 +151,8 @@ fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostP
         .collect();
     // Both towers are queued before either result is read back, so the device runs them
     // back to back.
-    let text_emb = if token_batch.is_empty() { None } else { Some(l2_normalize(&clip.model.embed_texts(&token_batch)?)?) };
+    let text_emb =
+        if token_batch.is_empty() { None } else { Some(l2_normalize(&clip.model.embed_texts(&token_batch)?)?) };
     let img_emb: Vec<Vec<f32>> = img_emb.map(|t| t.to_vec2()).transpose()?.unwrap_or_default();
     let text_emb: Vec<Vec<f32>> = text_emb.map(|t| t.to_vec2()).transpose()?.unwrap_or_default();
     let mut img_it = img_emb.into_iter();
@@ -303,7 +304,12 @@ pub struct CpuStageRate {
 /// Runs `sieve embed`'s CPU stage (read, decode, preprocess into f16 buffers as for a GPU, hash,
 /// tokenise) over every image under `input`, on all cores, without a model: the rate a device
 /// can be fed at. `model` gives the preprocessing and tokeniser.
-pub fn cpu_stage_rate(input: &std::path::Path, model: &ModelSpec, limits: Limits, batch_size: usize) -> Result<CpuStageRate> {
+pub fn cpu_stage_rate(
+    input: &std::path::Path,
+    model: &ModelSpec,
+    limits: Limits,
+    batch_size: usize,
+) -> Result<CpuStageRate> {
     let records = crate::ingest::dir::scan(input)?;
     let clip = Clip::load(model, &candle_core::Device::Cpu, candle_core::DType::F32)?;
     let len = clip.preprocessor.output_len();

@@ -334,7 +334,8 @@ fn a_run_without_perceptual_hashes_skips_only_the_perceptual_kind() {
         b.project(&keep).unwrap()
     };
     assert!(batch.column_by_name("phash").is_none());
-    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&part).unwrap(), batch.schema(), None).unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&part).unwrap(), batch.schema(), None).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
 

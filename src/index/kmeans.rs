@@ -65,7 +65,16 @@ pub fn assign(data: &Matrix, centroids: &Matrix, device: &Device) -> Result<Vec<
             .map(|&r0| {
                 let r1 = (r0 + ROWS).min(n);
                 let mut tile = vec![0f32; (r1 - r0) * k];
-                matmul_wt(&mut tile, data.block(r0, r1), centroids.as_slice(), r1 - r0, k, d, false, gemm::Parallelism::None);
+                matmul_wt(
+                    &mut tile,
+                    data.block(r0, r1),
+                    centroids.as_slice(),
+                    r1 - r0,
+                    k,
+                    d,
+                    false,
+                    gemm::Parallelism::None,
+                );
                 tile.chunks_exact(k).map(top2_of).collect()
             })
             .collect();

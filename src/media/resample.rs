@@ -189,7 +189,15 @@ pub fn resize_rgb8_window(
 /// has no packed 32-bit multiply, so there the loops stay scalar).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn resize_rgb8_avx2(src: &[u8], w: usize, h: usize, nw: usize, nh: usize, filter: Filter, win: Window) -> Vec<u8> {
+unsafe fn resize_rgb8_avx2(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    nw: usize,
+    nh: usize,
+    filter: Filter,
+    win: Window,
+) -> Vec<u8> {
     resize_rgb8_impl(src, w, h, nw, nh, filter, win)
 }
 

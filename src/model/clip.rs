@@ -175,7 +175,8 @@ impl EncoderLayer {
         };
         self.qkv = Linear { weight: scale_q(&self.qkv.weight)?, bias: scale_q(&self.qkv.bias)? };
         if self.act == Activation::QuickGelu {
-            let mul = |t: &Tensor, k: f64| -> Result<Tensor> { Ok((t.to_dtype(DType::F32)? * k)?.to_dtype(t.dtype())?) };
+            let mul =
+                |t: &Tensor, k: f64| -> Result<Tensor> { Ok((t.to_dtype(DType::F32)? * k)?.to_dtype(t.dtype())?) };
             self.fc1 = Linear { weight: mul(&self.fc1.weight, 1.702)?, bias: mul(&self.fc1.bias, 1.702)? };
             self.fc2.weight = mul(&self.fc2.weight, 1.0 / 1.702)?;
         }
@@ -185,7 +186,8 @@ impl EncoderLayer {
 
     fn mlp(&self, x: &Tensor) -> Result<Tensor> {
         let mid = self.fc1.forward(x)?;
-        let mid = if self.folded && self.act == Activation::QuickGelu { silu(&mid)? } else { self.act.forward(&mid)? };
+        let mid =
+            if self.folded && self.act == Activation::QuickGelu { silu(&mid)? } else { self.act.forward(&mid)? };
         Ok(self.fc2.forward(&mid)?)
     }
 
