@@ -135,14 +135,11 @@ fn prepare_batch(records: &[Record], clip: &Clip, limits: &Limits, mut pixels: H
 /// The pixel buffer goes back to `free` as soon as its copy to the device is queued.
 fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostPixels>) -> Result<Vec<Row>> {
     let (h, w) = clip.preprocessor.output_size();
-    let img_emb = if batch.ok > 0 {
-        let pixels = batch.pixels.to_tensor(batch.ok, (3, h as usize, w as usize), clip.model.device())?;
-        let _ = free.send(batch.pixels);
-        Some(l2_normalize(&clip.model.embed_images(&pixels)?)?)
-    } else {
-        let _ = free.send(batch.pixels);
-        None
-    };
+    let pixels = (batch.ok > 0)
+        .then(|| batch.pixels.to_tensor(batch.ok, (3, h as usize, w as usize), clip.model.device()))
+        .transpose()?;
+    let _ = free.send(batch.pixels);
+    let img_emb = pixels.map(|p| clip.model.embed_images(&p).and_then(|e| l2_normalize(&e))).transpose()?;
     let token_batch: Vec<Vec<u32>> = batch
         .items
         .iter()

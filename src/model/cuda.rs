@@ -201,7 +201,7 @@ pub fn split_qkv(qkv: &Tensor, heads: usize) -> Result<Option<(Tensor, Tensor, T
     let (b, s, h3) = qkv.dims3()?;
     let hd = h3 / 3 / heads;
     let Some(ptx) = ptx().filter(|_| hd % 8 == 0 && h3 == 3 * heads * hd) else { return Ok(None) };
-    let func = dev.get_or_load_custom_func("split_qkv", "sieve_heads", ptx)?;
+    let func = dev.get_or_load_custom_func("split_qkv", "sieve_kernels", ptx)?;
     let n = b * s * heads * hd;
     let stream = dev.cuda_stream();
     // SAFETY: every element of q, k and v is written by the kernel.
@@ -233,7 +233,7 @@ pub fn merge_heads(ctx: &Tensor) -> Result<Option<Tensor>> {
     let Some(dev) = cuda_f16(ctx) else { return Ok(None) };
     let (b, heads, s, hd) = ctx.dims4()?;
     let Some(ptx) = ptx().filter(|_| hd % 8 == 0) else { return Ok(None) };
-    let func = dev.get_or_load_custom_func("merge_heads", "sieve_heads", ptx)?;
+    let func = dev.get_or_load_custom_func("merge_heads", "sieve_kernels", ptx)?;
     let n = b * heads * s * hd;
     // SAFETY: every element is written by the kernel.
     let mut out = unsafe { dev.cuda_stream().alloc::<f16>(n) }.map_err(wrap)?;
@@ -266,7 +266,7 @@ fn elementwise(name: &str, inputs: &[&Tensor]) -> Result<Option<Tensor>> {
         return Ok(None);
     }
     let Some(ptx) = ptx() else { return Ok(None) };
-    let func = dev.get_or_load_custom_func(name, "sieve_heads", ptx)?;
+    let func = dev.get_or_load_custom_func(name, "sieve_kernels", ptx)?;
     let n8 = inputs[0].elem_count() / 8;
     // SAFETY: every element is written by the kernel.
     let mut out = unsafe { dev.cuda_stream().alloc::<f16>(n8 * 8) }.map_err(wrap)?;
