@@ -8,16 +8,21 @@ use candle_core::Device;
 use rayon::prelude::*;
 
 use super::kmeans::{self, KMeansParams, Top2};
-use super::{sort_dedup, ExactIndex, Matrix, NeighbourIndex, Pair};
+use super::{sort_dedup, topk, ExactIndex, Matrix, NeighbourIndex, Neighbours, Pair};
 use crate::error::Result;
 
 /// Default `border`: the similarity gap under which an item also joins its second cluster.
 pub const DEFAULT_BORDER: f32 = 0.05;
 
+/// Default number of clusters a k-NN query searches (its nearest centroids).
+pub const DEFAULT_PROBES: usize = 3;
+
 /// Exact search inside k-means clusters.
 pub struct ClusteredIndex<'a> {
     data: &'a Matrix,
     centroids: Matrix,
+    /// Clusters a k-NN query searches.
+    probes: usize,
     /// Members of each cluster (nearest, plus border items), ascending.
     members: Vec<Vec<u32>>,
     border: f32,
@@ -42,15 +47,37 @@ impl<'a> ClusteredIndex<'a> {
     pub fn build(data: &'a Matrix, params: KMeansParams, border: f32, device: Device) -> Result<Self> {
         let centroids = kmeans::train(data, params, &device)?;
         let assigned = kmeans::assign(data, &centroids, &device)?;
-        let members = members_of(&assigned, params.k, border);
+        Ok(Self::from_assignment(data, centroids, &assigned, border, device))
+    }
+
+    /// An index over `data` from centroids trained elsewhere and each row's two nearest of them
+    /// (as [`kmeans::assign`] gives), so a caller that already clustered does not train again.
+    pub fn from_assignment(
+        data: &'a Matrix,
+        centroids: Matrix,
+        assigned: &[Top2],
+        border: f32,
+        device: Device,
+    ) -> Self {
+        let k = centroids.rows();
+        let members = members_of(assigned, k, border);
         let largest = members.iter().map(Vec::len).max().unwrap_or(0);
         let joined: usize = members.iter().map(Vec::len).sum::<usize>() - data.rows();
         tracing::info!(
-            "k-means: {} clusters over {} vectors, largest {largest}, {joined} border items also searched in a second cluster",
-            params.k,
+            "k-means: {k} clusters over {} vectors, largest {largest}, {joined} border items also searched in a second cluster",
             data.rows()
         );
-        Ok(Self { data, centroids, members, border, device })
+        Self { data, centroids, probes: DEFAULT_PROBES, members, border, device }
+    }
+
+    /// k-NN queries search their `probes` nearest clusters (more: better recall, slower).
+    pub fn with_probes(mut self, probes: usize) -> Self {
+        self.probes = probes.max(1);
+        self
+    }
+
+    pub fn centroids(&self) -> &Matrix {
+        &self.centroids
     }
 
     /// Cluster members (nearest plus border), for reports and tests.
@@ -114,5 +141,50 @@ impl NeighbourIndex for ClusteredIndex<'_> {
         let mut pairs: Vec<Pair> = found.into_iter().flatten().collect();
         sort_dedup(&mut pairs);
         Ok(pairs)
+    }
+
+    fn knn(&self, queries: &Matrix, k: usize, skip: Option<&[u32]>) -> Result<Vec<Neighbours>> {
+        let d = self.data.dim();
+        let nq = queries.rows();
+        let want = k + usize::from(skip.is_some());
+        let probes = self.probes.min(self.centroids.rows());
+        let nearest = ExactIndex::new(&self.centroids, self.device.clone()).knn(queries, probes, None)?;
+        let mut asked: Vec<Vec<u32>> = vec![Vec::new(); self.members.len()];
+        for (q, cs) in nearest.iter().enumerate() {
+            for &(c, _) in cs {
+                asked[c as usize].push(q as u32);
+            }
+        }
+        let found: Vec<Vec<(u32, Neighbours)>> = asked
+            .par_iter()
+            .zip(self.members.par_iter())
+            .map(|(qs, ds)| -> Result<Vec<(u32, Neighbours)>> {
+                if qs.is_empty() || ds.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let qi: Vec<usize> = qs.iter().map(|&r| r as usize).collect();
+                let di: Vec<usize> = ds.iter().map(|&r| r as usize).collect();
+                let sub_q = Matrix::gather(queries.as_slice(), d, &qi);
+                let sub_d = Matrix::gather(self.data.as_slice(), d, &di);
+                let lists = ExactIndex::new(&sub_d, self.device.clone()).knn(&sub_q, want, None)?;
+                Ok(qs
+                    .iter()
+                    .zip(lists)
+                    .map(|(&q, l)| (q, l.into_iter().map(|(j, s)| (ds[j as usize], s)).collect()))
+                    .collect())
+            })
+            .collect::<Result<_>>()?;
+        let mut parts: Vec<Vec<(u32, f32)>> = vec![Vec::new(); nq];
+        for (q, l) in found.into_iter().flatten() {
+            parts[q as usize].extend(l);
+        }
+        Ok(parts
+            .into_par_iter()
+            .enumerate()
+            .map(|(q, p)| {
+                let skip_row = skip.map(|s| s[q]);
+                topk::merge(p.into_iter().filter(|&(j, _)| Some(j) != skip_row), k)
+            })
+            .collect())
     }
 }

@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::topk::{self, Neighbours, TopK};
 use super::{sort_dedup, Matrix, NeighbourIndex, Pair};
 use crate::error::Result;
 use crate::model::cpu::matmul_wt;
@@ -118,6 +119,33 @@ fn device_search(
     Ok(out)
 }
 
+/// Device k-NN with candle tiles copied back and scanned on the CPU.
+fn device_knn(
+    queries: &Matrix,
+    data: &Matrix,
+    k: usize,
+    skip: Option<&[u32]>,
+    device: &Device,
+) -> Result<Vec<Neighbours>> {
+    let d = data.dim();
+    let (nq, nd) = (queries.rows(), data.rows());
+    let db = Tensor::from_slice(data.as_slice(), (nd, d), device)?;
+    let qs = Tensor::from_slice(queries.as_slice(), (nq, d), device)?;
+    let mut out = Vec::with_capacity(nq);
+    for r0 in (0..nq).step_by(DEV_ROWS) {
+        let r1 = (r0 + DEV_ROWS).min(nq);
+        let q = qs.narrow(0, r0, r1 - r0)?;
+        let mut tops: Vec<TopK> = (r0..r1).map(|_| TopK::new(k)).collect();
+        for c0 in (0..nd).step_by(DEV_COLS) {
+            let c1 = (c0 + DEV_COLS).min(nd);
+            let tile = q.matmul(&db.narrow(0, c0, c1 - c0)?.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+            topk::scan_tile(&tile, c1 - c0, r0, c0, skip, &mut tops);
+        }
+        out.extend(tops.into_iter().map(TopK::into_vec));
+    }
+    Ok(out)
+}
+
 impl NeighbourIndex for ExactIndex<'_> {
     fn name(&self) -> String {
         format!("exact({})", crate::device::describe(&self.device))
@@ -143,6 +171,17 @@ impl NeighbourIndex for ExactIndex<'_> {
             Ok(cpu_search(queries, self.data, threshold, false))
         } else {
             device_search(queries, self.data, threshold, false, &self.device)
+        }
+    }
+
+    fn knn(&self, queries: &Matrix, k: usize, skip: Option<&[u32]>) -> Result<Vec<Neighbours>> {
+        if queries.dim() != self.data.dim() {
+            return Err(crate::Error::DimMismatch { expected: self.data.dim(), found: queries.dim() });
+        }
+        if self.device.is_cpu() {
+            Ok(topk::exact_knn_cpu(queries, self.data, k, skip))
+        } else {
+            device_knn(queries, self.data, k, skip, &self.device)
         }
     }
 }

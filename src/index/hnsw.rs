@@ -13,7 +13,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-use super::{dot, sort_dedup, Matrix, NeighbourIndex, Pair};
+use super::{dot, sort_dedup, topk, Matrix, NeighbourIndex, Neighbours, Pair};
 use crate::error::Result;
 
 /// Cosine distance for unit vectors, `1 − a·b`, clamped at 0 (hnsw_rs's `DistDot` asserts on
@@ -132,5 +132,24 @@ impl NeighbourIndex for HnswIndex<'_> {
             .collect();
         sort_dedup(&mut pairs);
         Ok(pairs)
+    }
+
+    fn knn(&self, queries: &Matrix, k: usize, skip: Option<&[u32]>) -> Result<Vec<Neighbours>> {
+        let want = (k + usize::from(skip.is_some())).min(self.data.rows());
+        Ok((0..queries.rows())
+            .into_par_iter()
+            .map(|q| {
+                let v = queries.row(q);
+                let found = self.graph.search(v, want, self.params.ef_search.max(want));
+                let skip_row = skip.map(|s| s[q] as usize);
+                topk::merge(
+                    found
+                        .iter()
+                        .filter(|nb| Some(nb.d_id) != skip_row)
+                        .map(|nb| (nb.d_id as u32, dot(v, self.data.row(nb.d_id)))),
+                    k,
+                )
+            })
+            .collect())
     }
 }

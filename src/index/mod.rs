@@ -7,6 +7,7 @@ pub mod exact;
 pub mod hnsw;
 pub mod kmeans;
 pub mod synthetic;
+pub mod topk;
 
 use std::str::FromStr;
 
@@ -15,6 +16,7 @@ use crate::error::{Error, Result};
 pub use clustered::ClusteredIndex;
 pub use exact::ExactIndex;
 pub use hnsw::HnswIndex;
+pub use topk::Neighbours;
 
 /// Row-major f32 vectors of one width.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +56,10 @@ impl Matrix {
 
     pub fn as_slice(&self) -> &[f32] {
         &self.data
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.data
     }
 
     /// Rows `start..end` as a slice.
@@ -135,6 +141,11 @@ pub trait NeighbourIndex: Send + Sync {
 
     /// Every (query row, indexed row) with cosine ≥ `threshold`, sorted by `(a, b)`.
     fn range_search(&self, queries: &Matrix, threshold: f32) -> Result<Vec<Pair>>;
+
+    /// The `k` indexed rows most similar to each query, most similar first (ties: lower row
+    /// first). `skip[q]`, when given, is an indexed row never returned for query `q` (the query
+    /// itself when searching a collection against itself). Approximate indexes may miss some.
+    fn knn(&self, queries: &Matrix, k: usize, skip: Option<&[u32]>) -> Result<Vec<Neighbours>>;
 }
 
 /// `--index`.

@@ -87,6 +87,36 @@ pub(crate) fn matmul_wt(
     }
 }
 
+/// `dst[da×db] = Aᵀ · B` for row-major `a[rows×da]` and `b[rows×db]`: the Gram (or cross)
+/// matrix of two blocks of vectors, read in place through gemm's strides.
+pub(crate) fn matmul_tn(dst: &mut [f32], a: &[f32], b: &[f32], rows: usize, da: usize, db: usize) {
+    assert!(dst.len() >= da * db && a.len() >= rows * da && b.len() >= rows * db, "gemm operands too small");
+    // SAFETY: bounds checked above; lhs(i, r) = a[r][i], rhs(r, j) = b[r][j], dst row-major.
+    unsafe {
+        gemm::gemm(
+            da,
+            db,
+            rows,
+            dst.as_mut_ptr(),
+            1,
+            db as isize,
+            false,
+            a.as_ptr(),
+            da as isize,
+            1,
+            b.as_ptr(),
+            1,
+            db as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
 /// Each row of `out` (width `bias.len()`) set to `base_row + bias` (or `bias` alone).
 fn fill_rows(out: &mut [f32], base: Option<&[f32]>, bias: &[f32]) {
     let n = bias.len();

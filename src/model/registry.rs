@@ -14,6 +14,13 @@ pub struct DedupDefaults {
     pub perceptual_distance: u32,
 }
 
+/// Default `sieve score` settings for a model.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+pub struct ScoreDefaults {
+    /// Image-caption cosine under which a pair is flagged `low_score`.
+    pub min_cosine: f32,
+}
+
 /// One known model.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct KnownModel {
@@ -23,12 +30,14 @@ pub struct KnownModel {
     pub image_size: usize,
     pub notes: String,
     pub dedup: Option<DedupDefaults>,
+    pub score: Option<ScoreDefaults>,
 }
 
 #[derive(Deserialize)]
 struct Registry {
     models: Vec<KnownModel>,
     dedup_default: DedupDefaults,
+    score_default: ScoreDefaults,
 }
 
 const REGISTRY_JSON: &str = include_str!("../../models/registry.json");
@@ -62,4 +71,9 @@ pub fn default_revision(id: &str) -> String {
 /// Dedup thresholds for runs made with model `id`: the model's own, else the registry default.
 pub fn dedup_defaults(id: &str) -> DedupDefaults {
     lookup(id).and_then(|m| m.dedup).unwrap_or_else(|| registry().dedup_default)
+}
+
+/// Score settings for runs made with model `id`: the model's own, else the registry default.
+pub fn score_defaults(id: &str) -> ScoreDefaults {
+    lookup(id).and_then(|m| m.score).unwrap_or_else(|| registry().score_default)
 }
