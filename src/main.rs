@@ -75,6 +75,65 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Score(args) => {
+            let opts = args.to_options()?;
+            let s = sieve::analyze::pairs::score(&opts)?;
+            eprintln!(
+                "sieve score: {} pairs, median cosine {:.4}; flagged {} (low_score {} under {:.4}, outranked {}) -> {}",
+                s.pairs,
+                s.cosine.percentiles.get("p50").copied().unwrap_or(f32::NAN),
+                s.flagged,
+                s.low_score,
+                s.min_cosine,
+                s.outranked,
+                opts.run.join("pairs.parquet").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Diversity(args) => {
+            let opts = args.to_options()?;
+            let r = sieve::analyze::diversity::diversity(&opts)?;
+            eprintln!(
+                "sieve diversity: {} embedded ({} with captions) -> {}",
+                r.embedded,
+                r.with_caption,
+                opts.run.join("diversity.json").display()
+            );
+            for (name, m) in [("image", &r.overall.image), ("caption", &r.overall.text), ("joint", &r.overall.joint)] {
+                if let Some(m) = m {
+                    eprintln!(
+                        "  {name:<8} Vendi {:>9.2}  effective rank {:>7.2}  coverage {:.2}  NN similarity mean {}",
+                        m.vendi.q1,
+                        m.effective_rank,
+                        m.clusters.coverage,
+                        m.nn_similarity.as_ref().map(|s| format!("{:.4}", s.mean)).unwrap_or_else(|| "-".into())
+                    );
+                }
+            }
+            if let Some(by) = &r.by {
+                eprintln!("  {} groups by {by}", r.groups.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Select(args) => {
+            let opts = args.to_options()?;
+            let s = sieve::analyze::select::select(&opts)?;
+            eprintln!(
+                "sieve select: {} of a pool of {} ({} embedded, {} duplicates and {} flagged dropped) -> {}",
+                s.selected,
+                s.pool,
+                s.embedded,
+                s.dropped_duplicates,
+                s.dropped_flagged,
+                opts.run.join("selection/keep.txt").display()
+            );
+            let (a, b) = (&s.selection_diversity, &s.random_diversity);
+            eprintln!(
+                "  Vendi {:.2} vs {:.2} for a random subset; coverage {:.2} vs {:.2}",
+                a.vendi_q1, b.vendi_q1, a.coverage, b.coverage
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(args) => {
             let mut out = std::io::stdout().lock();
             if let Some(dir) = &args.write_jpegs {

@@ -15,7 +15,6 @@ use sieve::index::hnsw::HnswParams;
 use sieve::index::kmeans::KMeansParams;
 use sieve::index::synthetic::planted;
 use sieve::index::{ClusteredIndex, ExactIndex, HnswIndex, IndexChoice, Matrix, NeighbourIndex, Pair};
-use sieve::store::{InputInfo, Row, RunManifest, RunWriter, Status};
 
 use crate::util::*;
 
@@ -94,77 +93,6 @@ fn auto_index_picks_exact_for_small_collections_and_clusters_beyond() {
     assert_eq!(IndexChoice::Auto.resolve(10_000_000, &cpu), IndexChoice::Clusters);
     assert_eq!("clusters".parse::<IndexChoice>().unwrap(), IndexChoice::Clusters);
     assert_eq!(IndexChoice::Hnsw.resolve(10, &cpu), IndexChoice::Hnsw);
-}
-
-/// An item of a planted run.
-struct Planted {
-    image: Vec<f32>,
-    caption: Option<Vec<f32>>,
-    size: (u32, u32),
-    sha: Option<&'static str>,
-    phash: Option<u64>,
-}
-
-/// A vector at cosine `c` from `e0` in the (e0, e_k) plane.
-fn at(c: f32, k: usize, dim: usize) -> Vec<f32> {
-    let mut v = vec![0f32; dim];
-    v[0] = c;
-    v[k] = (1.0 - c * c).sqrt();
-    v
-}
-
-/// A vector at cosine `c` from `e_i` in the (e_i, e_j) plane.
-fn near(i: usize, c: f32, j: usize, dim: usize) -> Vec<f32> {
-    let mut v = vec![0f32; dim];
-    v[i] = c;
-    v[j] = (1.0 - c * c).sqrt();
-    v
-}
-
-/// Writes a run directory holding `items` (ids 0..), as `sieve embed` would.
-fn planted_run(dir: &Path, items: &[Planted], weights_sha256: &str) {
-    let dim = items[0].image.len();
-    let mut w = RunWriter::create(dir, 1000, dim, true).unwrap();
-    let rows = items.iter().enumerate().map(|(i, it)| Row {
-        id: i as u64,
-        uri: format!("img/{i:03}.jpg"),
-        caption: it.caption.as_ref().map(|_| format!("caption {i}")),
-        caption_lossy: false,
-        caption_truncated: false,
-        sha256: Some(it.sha.map(str::to_string).unwrap_or_else(|| format!("sha-{i}"))),
-        width: Some(it.size.0),
-        height: Some(it.size.1),
-        phash: it.phash,
-        status: Status::Embedded,
-        reason: None,
-        error: None,
-        image_embedding: Some(it.image.clone()),
-        text_embedding: it.caption.clone(),
-    });
-    w.push(rows).unwrap();
-    let manifest = RunManifest {
-        sieve_version: "test".into(),
-        model: sieve::model::ModelInfo {
-            id: "planted".into(),
-            revision: None,
-            source: "test".into(),
-            weights_sha256: weights_sha256.into(),
-            embed_dim: dim,
-        },
-        device: "cpu".into(),
-        compute_dtype: "f32".into(),
-        storage_dtype: "float16".into(),
-        embed_dim: dim,
-        preprocessing: Default::default(),
-        text_max_tokens: 77,
-        input: InputInfo { path: "planted".into(), format: "dir".into() },
-        limits: Default::default(),
-        batch_size: 1,
-        part_size: 1000,
-        counts: Default::default(),
-        parts: Vec::new(),
-    };
-    w.finish(manifest).unwrap();
 }
 
 fn item(image: Vec<f32>) -> Planted {

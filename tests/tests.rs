@@ -4,6 +4,7 @@
 
 mod util;
 
+mod analyze;
 mod cli;
 mod dedup;
 mod model;

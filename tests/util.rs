@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 use sieve::model::{Clip, ModelSpec};
+use sieve::store::{InputInfo, Row, RunManifest, RunWriter, Status};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -66,4 +67,80 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// An item of a planted run.
+pub struct Planted {
+    pub image: Vec<f32>,
+    pub caption: Option<Vec<f32>>,
+    pub size: (u32, u32),
+    pub sha: Option<&'static str>,
+    pub phash: Option<u64>,
+}
+
+/// A vector at cosine `c` from `e0` in the (e0, e_k) plane.
+pub fn at(c: f32, k: usize, dim: usize) -> Vec<f32> {
+    let mut v = vec![0f32; dim];
+    v[0] = c;
+    v[k] = (1.0 - c * c).sqrt();
+    v
+}
+
+/// A vector at cosine `c` from `e_i` in the (e_i, e_j) plane.
+pub fn near(i: usize, c: f32, j: usize, dim: usize) -> Vec<f32> {
+    let mut v = vec![0f32; dim];
+    v[i] = c;
+    v[j] = (1.0 - c * c).sqrt();
+    v
+}
+
+/// Writes a run directory holding `items` (ids 0..), as `sieve embed` would.
+pub fn planted_run(dir: &Path, items: &[Planted], weights_sha256: &str) {
+    planted_run_with_uris(dir, items, weights_sha256, |i| format!("img/{i:03}.jpg"));
+}
+
+/// [`planted_run`] with item `i` at `uri(i)`.
+pub fn planted_run_with_uris(dir: &Path, items: &[Planted], weights_sha256: &str, uri: impl Fn(usize) -> String) {
+    let dim = items[0].image.len();
+    let mut w = RunWriter::create(dir, 1000, dim, true).unwrap();
+    let rows = items.iter().enumerate().map(|(i, it)| Row {
+        id: i as u64,
+        uri: uri(i),
+        caption: it.caption.as_ref().map(|_| format!("caption {i}")),
+        caption_lossy: false,
+        caption_truncated: false,
+        sha256: Some(it.sha.map(str::to_string).unwrap_or_else(|| format!("sha-{i}"))),
+        width: Some(it.size.0),
+        height: Some(it.size.1),
+        phash: it.phash,
+        status: Status::Embedded,
+        reason: None,
+        error: None,
+        image_embedding: Some(it.image.clone()),
+        text_embedding: it.caption.clone(),
+    });
+    w.push(rows).unwrap();
+    let manifest = RunManifest {
+        sieve_version: "test".into(),
+        model: sieve::model::ModelInfo {
+            id: "planted".into(),
+            revision: None,
+            source: "test".into(),
+            weights_sha256: weights_sha256.into(),
+            embed_dim: dim,
+        },
+        device: "cpu".into(),
+        compute_dtype: "f32".into(),
+        storage_dtype: "float16".into(),
+        embed_dim: dim,
+        preprocessing: Default::default(),
+        text_max_tokens: 77,
+        input: InputInfo { path: "planted".into(), format: "dir".into() },
+        limits: Default::default(),
+        batch_size: 1,
+        part_size: 1000,
+        counts: Default::default(),
+        parts: Vec::new(),
+    };
+    w.finish(manifest).unwrap();
 }

@@ -1,6 +1,10 @@
 //! Analyses over a run directory: pure functions over embeddings and metadata, each testable
 //! alone, plus the glue that reads a run and writes the results next to it.
 
+pub mod common;
 pub mod dedup;
+pub mod diversity;
 pub mod groups;
+pub mod pairs;
 pub mod perceptual;
+pub mod select;

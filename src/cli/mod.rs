@@ -62,6 +62,36 @@ pub enum Command {
     /// cosine), caption (caption-embedding cosine), joint (image and caption both near-duplicate).
     /// Default thresholds are per model, from models/registry.json.
     Dedup(DedupArgs),
+    /// Score how well each caption fits its image, and flag pairs that do not fit.
+    ///
+    /// Reads RUN and writes RUN/pairs.parquet (one row per embedded item with a caption: id, uri,
+    /// cosine, clip_score = max(100·cosine, 0) as torchmetrics' CLIPScore, the rank of its own
+    /// caption among all captions for its image and of its image among all images for its
+    /// caption, the flags, and for a flagged pair the caption in the dataset that fits its image
+    /// best) and RUN/pairs_summary.json (percentiles, histogram, counts per flag).
+    ///
+    /// Flags: low_score (cosine under --min-score, or the model's default from
+    /// models/registry.json, or in the --bottom-percent), outranked (at least --top-k other
+    /// captions fit the image better than its own and at least --top-k other images fit the
+    /// caption better than its own image).
+    Score(ScoreArgs),
+    /// Measure how diverse a run's images, captions and pairs are, overall and per group.
+    ///
+    /// Writes RUN/diversity.json with, for the image, caption and joint ([image, caption]/√2)
+    /// embeddings of the whole run and of each group of --by: the Vendi score (cosine kernel,
+    /// exact through the d×d dual; orders 1, 2 and ∞: an effective number of distinct items),
+    /// the effective rank, the entropy of seeded k-means cluster sizes, coverage (share of the
+    /// clusters holding at least --min-share of an even share) and nearest-neighbour similarity
+    /// (mean and percentiles; all items up to --nn-queries, a seeded sample beyond).
+    Diversity(DiversityArgs),
+    /// Select a diverse subset of a run under a budget.
+    ///
+    /// Drops the duplicates in RUN/dedup/remove.txt first (run `sieve dedup` before), optionally
+    /// the pairs `sieve score` flagged, then picks --budget items that spread over the embedding
+    /// space. Writes RUN/selection/keep.txt (one uri per line, run order) and
+    /// RUN/selection/summary.json, which compares the selection's Vendi score and coverage with a
+    /// seeded random subset of the same size.
+    Select(SelectArgs),
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +195,232 @@ pub struct BenchArgs {
     /// Number of images for --write-jpegs.
     #[arg(long, default_value_t = 2000, hide = true)]
     pub count: usize,
+}
+
+/// Neighbour-search arguments shared by score, diversity and select.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Neighbour search for the k-NN queries. exact: every pair compared (tiled matrix
+    /// products). clusters: seeded k-means, each query searches the members of its --probes
+    /// nearest clusters. hnsw: an approximate graph (hnsw_rs). auto: exact up to 20,000 vectors
+    /// on a CPU (2,000,000 on a GPU), clusters beyond.
+    #[arg(long, default_value = "auto")]
+    pub index: String,
+
+    /// Number of k-means clusters for clustered search (implies --index clusters)
+    /// [default: one per 1,000 vectors].
+    #[arg(long, value_name = "K")]
+    pub clusters: Option<usize>,
+
+    /// With clustered search: clusters each query searches (more: better recall, slower).
+    #[arg(long, default_value_t = crate::index::clustered::DEFAULT_PROBES)]
+    pub probes: usize,
+
+    /// Seed for k-means (and any sampling); the same seed gives the same output.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Device for the search: auto (CUDA, then Metal, then CPU), cpu, cuda[:N] or metal[:N].
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl SearchArgs {
+    pub fn to_options(&self) -> Result<crate::analyze::common::SearchOptions> {
+        if self.clusters == Some(0) {
+            return Err(Error::InvalidArg { what: "--clusters", reason: "must be at least 1".into() });
+        }
+        if self.probes == 0 {
+            return Err(Error::InvalidArg { what: "--probes", reason: "must be at least 1".into() });
+        }
+        Ok(crate::analyze::common::SearchOptions {
+            index: self.index.parse()?,
+            clusters: self.clusters,
+            probes: self.probes,
+            seed: self.seed,
+            ..Default::default()
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Run directory to score (made by `sieve embed`).
+    pub run: PathBuf,
+
+    /// Flag pairs whose image-caption cosine is under this (e.g. 0.28 = CLIPScore 28)
+    /// [default: the model's, from models/registry.json: 0.28 for CLIP ViT-B, 0.24 for ViT-L].
+    #[arg(long, conflicts_with = "bottom_percent")]
+    pub min_score: Option<f32>,
+
+    /// Instead of a threshold, flag this percentage (0-100) of the pairs with the lowest scores.
+    #[arg(long, value_name = "PERCENT")]
+    pub bottom_percent: Option<f64>,
+
+    /// k of the rank test: a pair is outranked when its caption is not among the k captions that
+    /// fit its image best and its image not among the k images that fit its caption best.
+    /// 0 turns the rank test off.
+    #[arg(long, default_value_t = crate::analyze::pairs::DEFAULT_TOP_K)]
+    pub top_k: usize,
+
+    #[command(flatten)]
+    pub search: SearchArgs,
+}
+
+impl ScoreArgs {
+    /// Validates the arguments.
+    pub fn to_options(&self) -> Result<crate::analyze::pairs::ScoreOptions> {
+        use crate::analyze::pairs::{ScoreOptions, Threshold};
+        let threshold = match (self.min_score, self.bottom_percent) {
+            (Some(c), _) if !(-1.0..=1.0).contains(&c) => {
+                return Err(Error::InvalidArg {
+                    what: "--min-score",
+                    reason: format!("{c} is not a cosine in [-1, 1] (for a CLIPScore of {c}, pass {})", c / 100.0),
+                })
+            }
+            (Some(c), _) => Threshold::MinCosine(c),
+            (None, Some(p)) if !(0.0..=100.0).contains(&p) => {
+                return Err(Error::InvalidArg { what: "--bottom-percent", reason: format!("{p}: expected 0 to 100") })
+            }
+            (None, Some(p)) => Threshold::BottomPercent(p),
+            (None, None) => Threshold::Model,
+        };
+        Ok(ScoreOptions {
+            run: self.run.clone(),
+            threshold,
+            top_k: self.top_k,
+            search: self.search.to_options()?,
+            device: self.search.device.parse()?,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DiversityArgs {
+    /// Run directory (made by `sieve embed`).
+    pub run: PathBuf,
+
+    /// Also measure each group of this metadata column: `folder` (the folder part of the uri)
+    /// or any text, integer or boolean column of RUN/metadata (at most 1,000 groups).
+    #[arg(long, value_name = "COLUMN")]
+    pub by: Option<String>,
+
+    /// Number of seeded k-means clusters for cluster entropy and coverage.
+    #[arg(long, default_value_t = crate::analyze::diversity::DEFAULT_CLUSTERS)]
+    pub clusters: usize,
+
+    /// A cluster counts as covered when it holds at least this fraction of an even share of the
+    /// items (0.1: a tenth of n/clusters).
+    #[arg(long, default_value_t = crate::analyze::diversity::DEFAULT_MIN_SHARE)]
+    pub min_share: f64,
+
+    /// Nearest-neighbour similarity: every item when there are at most this many, else a seeded
+    /// sample of this many searched in their --probes nearest clusters.
+    #[arg(long, default_value_t = crate::analyze::diversity::DEFAULT_NN_QUERIES)]
+    pub nn_queries: usize,
+
+    /// Clusters each sampled nearest-neighbour query searches.
+    #[arg(long, default_value_t = crate::index::clustered::DEFAULT_PROBES)]
+    pub probes: usize,
+
+    /// Seed for k-means and sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Device for k-means and search: auto, cpu, cuda[:N] or metal[:N].
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl DiversityArgs {
+    pub fn to_options(&self) -> Result<crate::analyze::diversity::DiversityOptions> {
+        let at_least_1 = |what, v: usize| {
+            if v == 0 {
+                Err(Error::InvalidArg { what, reason: "must be at least 1".into() })
+            } else {
+                Ok(v)
+            }
+        };
+        if !(0.0..=1.0).contains(&self.min_share) {
+            return Err(Error::InvalidArg {
+                what: "--min-share",
+                reason: format!("{}: expected 0 to 1", self.min_share),
+            });
+        }
+        Ok(crate::analyze::diversity::DiversityOptions {
+            run: self.run.clone(),
+            by: self.by.clone(),
+            clusters: at_least_1("--clusters", self.clusters)?,
+            min_share: self.min_share,
+            nn_queries: at_least_1("--nn-queries", self.nn_queries)?,
+            probes: at_least_1("--probes", self.probes)?,
+            seed: self.seed,
+            device: self.device.parse()?,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// Run directory (made by `sieve embed`).
+    pub run: PathBuf,
+
+    /// Number of items to select.
+    #[arg(long)]
+    pub budget: usize,
+
+    /// cluster-balanced: seeded k-means, the budget spread evenly over the clusters, farthest-first
+    /// inside each (time about linear in the pool). k-center: greedy farthest-point over the whole
+    /// pool (time grows as budget × pool; for small pools or budgets).
+    #[arg(long, default_value = "cluster-balanced")]
+    pub strategy: String,
+
+    /// Embedding to spread over: image, text or joint (text and joint leave out items without a
+    /// caption).
+    #[arg(long, default_value = "image")]
+    pub embedding: String,
+
+    /// Also drop the pairs flagged by `sieve score` (RUN/pairs.parquet).
+    #[arg(long)]
+    pub drop_flagged: bool,
+
+    /// Keep the duplicates in RUN/dedup/remove.txt in the pool.
+    #[arg(long)]
+    pub keep_duplicates: bool,
+
+    /// k-means clusters for cluster-balanced [default: √pool, at most 1,000].
+    #[arg(long)]
+    pub clusters: Option<usize>,
+
+    /// Seed for k-means and the random baseline.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Device for k-means: auto, cpu, cuda[:N] or metal[:N].
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl SelectArgs {
+    pub fn to_options(&self) -> Result<crate::analyze::select::SelectOptions> {
+        if self.budget == 0 {
+            return Err(Error::InvalidArg { what: "--budget", reason: "must be at least 1".into() });
+        }
+        if self.clusters == Some(0) {
+            return Err(Error::InvalidArg { what: "--clusters", reason: "must be at least 1".into() });
+        }
+        Ok(crate::analyze::select::SelectOptions {
+            run: self.run.clone(),
+            budget: self.budget,
+            strategy: self.strategy.parse()?,
+            embedding: self.embedding.parse()?,
+            use_dedup: !self.keep_duplicates,
+            drop_flagged: self.drop_flagged,
+            clusters: self.clusters,
+            seed: self.seed,
+            device: self.device.parse()?,
+        })
+    }
 }
 
 #[derive(Debug, Args)]

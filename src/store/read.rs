@@ -4,7 +4,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{UInt32Type, UInt64Type};
+use arrow_array::types::{Int32Type, Int64Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -119,6 +119,67 @@ impl Run {
             );
         }
         Ok(Self { dir: dir.into(), manifest, meta })
+    }
+
+    /// Metadata column `name` as text, one entry per row (`None` where null): any string,
+    /// integer or boolean column of the metadata parts, or `folder`, the folder part of `uri`
+    /// (`a/b/c.jpg` → `a/b`, `.` for files at the top).
+    pub fn column_strings(&self, name: &str) -> Result<Vec<Option<String>>> {
+        if name == "folder" && !self.has_column("folder")? {
+            return Ok(self
+                .meta
+                .uri
+                .iter()
+                .map(|u| Some(u.rsplit_once('/').map(|(dir, _)| dir).unwrap_or(".").to_string()))
+                .collect());
+        }
+        let mut out = Vec::with_capacity(self.meta.len());
+        for part in &self.manifest.parts {
+            let path = self.dir.join("metadata").join(format!("{part}.parquet"));
+            let file = File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
+            let parquet_err = |source| Error::Parquet { path: path.clone(), source };
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?.build().map_err(parquet_err)?;
+            for batch in reader {
+                let batch = batch.map_err(|e| parquet_err(e.into()))?;
+                let c = batch.column_by_name(name).ok_or_else(|| {
+                    let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+                    Error::InvalidArg {
+                        what: "--by",
+                        reason: format!("no metadata column `{name}`; columns: folder, {}", names.join(", ")),
+                    }
+                })?;
+                let text: Vec<Option<String>> = if let Some(a) = c.as_string_opt::<i32>() {
+                    a.iter().map(|v| v.map(str::to_string)).collect()
+                } else if let Some(a) = c.as_primitive_opt::<UInt64Type>() {
+                    a.iter().map(|v| v.map(|x| x.to_string())).collect()
+                } else if let Some(a) = c.as_primitive_opt::<UInt32Type>() {
+                    a.iter().map(|v| v.map(|x| x.to_string())).collect()
+                } else if let Some(a) = c.as_primitive_opt::<Int64Type>() {
+                    a.iter().map(|v| v.map(|x| x.to_string())).collect()
+                } else if let Some(a) = c.as_primitive_opt::<Int32Type>() {
+                    a.iter().map(|v| v.map(|x| x.to_string())).collect()
+                } else if let Some(a) = c.as_boolean_opt() {
+                    a.iter().map(|v| v.map(|x| x.to_string())).collect()
+                } else {
+                    return Err(Error::InvalidArg {
+                        what: "--by",
+                        reason: format!("column `{name}` is {}; expected text, integers or booleans", c.data_type()),
+                    });
+                };
+                out.extend(text);
+            }
+        }
+        Ok(out)
+    }
+
+    fn has_column(&self, name: &str) -> Result<bool> {
+        let Some(part) = self.manifest.parts.first() else { return Ok(false) };
+        let path = self.dir.join("metadata").join(format!("{part}.parquet"));
+        let file = File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|source| Error::Parquet { path: path.clone(), source })?;
+        Ok(builder.schema().field_with_name(name).is_ok())
     }
 
     /// All rows of `img_emb` (`text = false`) or `text_emb`, concatenated: `(rows × dim)` f32.

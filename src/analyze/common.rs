@@ -1,0 +1,155 @@
+//! Pieces the analyses share: the embedded pairs of a run, building the neighbour index a
+//! command asked for, and summarising a distribution (percentiles and a histogram).
+
+use std::collections::BTreeMap;
+
+use candle_core::Device;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::index::clustered::DEFAULT_BORDER;
+use crate::index::hnsw::HnswParams;
+use crate::index::kmeans::KMeansParams;
+use crate::index::{default_clusters, ClusteredIndex, ExactIndex, HnswIndex, IndexChoice, Matrix, NeighbourIndex};
+use crate::store::Run;
+
+/// How a command searches for neighbours (`--index`, `--clusters`, `--probes`, `--seed`).
+#[derive(Debug, Clone, Copy)]
+pub struct SearchOptions {
+    pub index: IndexChoice,
+    /// k-means clusters for clustered search [default: one per 1,000 vectors].
+    pub clusters: Option<usize>,
+    /// Clusters each k-NN query searches.
+    pub probes: usize,
+    pub seed: u64,
+    pub hnsw: HnswParams,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        Self {
+            index: IndexChoice::Auto,
+            clusters: None,
+            probes: crate::index::clustered::DEFAULT_PROBES,
+            seed: 0,
+            hnsw: HnswParams::default(),
+        }
+    }
+}
+
+/// k-means points sampled per centroid when an analysis trains a clustered index: a quarter of
+/// faiss's 256, enough for k-NN probing and 4× cheaper to train at a million rows.
+const KNN_POINTS_PER_CENTROID: usize = 64;
+
+/// Builds the index `opts` asks for over `m`.
+pub fn build_index<'a>(m: &'a Matrix, opts: &SearchOptions, device: &Device) -> Result<Box<dyn NeighbourIndex + 'a>> {
+    let clustered = |k: usize| -> Result<Box<dyn NeighbourIndex + 'a>> {
+        let mut params = KMeansParams::new(k.min(m.rows()).max(1), opts.seed);
+        params.max_points_per_centroid = KNN_POINTS_PER_CENTROID;
+        Ok(Box::new(ClusteredIndex::build(m, params, DEFAULT_BORDER, device.clone())?.with_probes(opts.probes)))
+    };
+    if let Some(k) = opts.clusters {
+        return clustered(k);
+    }
+    Ok(match opts.index.resolve(m.rows(), device) {
+        IndexChoice::Hnsw => Box::new(HnswIndex::build(m, opts.hnsw)),
+        IndexChoice::Clusters => return clustered(default_clusters(m.rows())),
+        _ => Box::new(ExactIndex::new(m, device.clone())),
+    })
+}
+
+/// The embedded rows of a run: image vectors, and caption vectors where there is a caption.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// Metadata row of each item.
+    pub rows: Vec<usize>,
+    pub image: Matrix,
+    /// Caption vectors (a zero row where the item has no caption).
+    pub text: Matrix,
+    pub has_caption: Vec<bool>,
+}
+
+impl Embedded {
+    /// Reads every embedded row of `run`.
+    pub fn load(run: &Run) -> Result<Self> {
+        let d = run.manifest.embed_dim;
+        let rows: Vec<usize> = (0..run.meta.len()).filter(|&r| run.meta.embedded[r]).collect();
+        let all_img = run.embeddings(false)?;
+        let all_txt = run.embeddings(true)?;
+        let (image, text) = if rows.len() == run.meta.len() {
+            (Matrix::new(d, all_img)?, Matrix::new(d, all_txt)?)
+        } else {
+            (Matrix::gather(&all_img, d, &rows), Matrix::gather(&all_txt, d, &rows))
+        };
+        let has_caption = rows
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| run.meta.caption[r].is_some() && text.row(i).iter().any(|&x| x != 0.0))
+            .collect();
+        Ok(Self { rows, image, text, has_caption })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// A histogram over equal-width bins: `edges` has one more entry than `counts`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Histogram {
+    pub edges: Vec<f32>,
+    pub counts: Vec<u64>,
+}
+
+/// Summary of a set of values.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Distribution {
+    pub count: usize,
+    pub mean: f64,
+    pub min: f32,
+    pub max: f32,
+    /// "p1", "p5", … "p99" → value (nearest-rank on the sorted values).
+    pub percentiles: BTreeMap<String, f32>,
+    pub histogram: Histogram,
+}
+
+/// Percentiles reported in summaries.
+pub const PERCENTILES: [u32; 9] = [1, 5, 10, 25, 50, 75, 90, 95, 99];
+
+/// The value at percentile `p` (0–100) of sorted `v`, by linear interpolation between closest
+/// ranks (NumPy's default).
+pub fn percentile(sorted: &[f32], p: f64) -> f32 {
+    if sorted.is_empty() {
+        return f32::NAN;
+    }
+    let pos = p.clamp(0.0, 100.0) / 100.0 * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    let t = pos - lo as f64;
+    (sorted[lo] as f64 * (1.0 - t) + sorted[hi] as f64 * t) as f32
+}
+
+impl Distribution {
+    /// Summarises `values` (NaNs are ignored) with a `bins`-bin histogram over `[min, max]`.
+    pub fn of(values: &[f32], bins: usize) -> Self {
+        let mut v: Vec<f32> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+        v.sort_unstable_by(f32::total_cmp);
+        let count = v.len();
+        let (min, max) = (v.first().copied().unwrap_or(f32::NAN), v.last().copied().unwrap_or(f32::NAN));
+        let mean = if count == 0 { f64::NAN } else { v.iter().map(|&x| x as f64).sum::<f64>() / count as f64 };
+        let percentiles = PERCENTILES.iter().map(|&p| (format!("p{p}"), percentile(&v, p as f64))).collect();
+        let bins = bins.max(1);
+        let (lo, hi) = if count == 0 { (0.0, 0.0) } else { (min, if max > min { max } else { min + 1e-6 }) };
+        let width = (hi - lo) / bins as f32;
+        let edges = (0..=bins).map(|i| if i == bins { hi } else { lo + width * i as f32 }).collect();
+        let mut counts = vec![0u64; bins];
+        for &x in &v {
+            let b = (((x - lo) / width) as usize).min(bins - 1);
+            counts[b] += 1;
+        }
+        Self { count, mean, min, max, percentiles, histogram: Histogram { edges, counts } }
+    }
+}
