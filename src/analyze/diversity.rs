@@ -30,7 +30,6 @@ use serde::Serialize;
 use super::common::{percentile, Embedded, PERCENTILES};
 use crate::device::{self, DeviceSpec};
 use crate::error::{Error, Result};
-use crate::index::clustered::DEFAULT_BORDER;
 use crate::index::kmeans::{self, KMeansParams, Top2};
 use crate::index::{ClusteredIndex, ExactIndex, Matrix, NeighbourIndex, AUTO_EXACT_MAX_CPU, AUTO_EXACT_MAX_GPU};
 use crate::model::cpu::matmul_tn;
@@ -340,9 +339,8 @@ fn nn_similarity(c: &Clustered, rows: &[usize], p: &MeasureParams, device: &Devi
         (ExactIndex::new(&sub, device.clone()).knn(&q, 1, Some(&skip))?, true)
     } else {
         let assigned: Vec<Top2> = rows.iter().map(|&r| c.assigned[r]).collect();
-        let index =
-            ClusteredIndex::from_assignment(&sub, c.centroids.clone(), &assigned, DEFAULT_BORDER, device.clone())
-                .with_probes(p.probes);
+        let index = ClusteredIndex::from_assignment(&sub, c.centroids.clone(), &assigned, 0.0, device.clone())
+            .with_probes(p.probes);
         (index.knn(&q, 1, Some(&skip))?, false)
     };
     let mut sims: Vec<f32> = lists.iter().filter_map(|l| l.first().map(|&(_, s)| s)).collect();

@@ -73,7 +73,8 @@ pub struct PairScore {
     pub cosine: f32,
     /// 1-based rank of its own caption among all captions for its image; `None` beyond `k`.
     pub caption_rank: Option<u32>,
-    /// 1-based rank of its own image among all images for its caption; `None` beyond `k`.
+    /// 1-based rank of its own image among all images for its caption; `None` beyond `k`, and
+    /// when not searched (its caption is within the top k for its image, so it is not outranked).
     pub image_rank: Option<u32>,
     pub low_score: bool,
     pub outranked: bool,
@@ -174,15 +175,22 @@ pub fn score_pairs(
         lists_of[p] = Some(l);
     }
     if top_k > 0 {
-        let image_index = build_index(&images, search, device)?;
-        let t0 = Instant::now();
-        let image_lists = image_index.knn(&texts, k, None)?;
-        tracing::info!("score: {n} captions searched the image index in {:.1?}", t0.elapsed());
         for (p, s) in scores.iter_mut().enumerate() {
-            let cl = lists_of[p].as_deref().unwrap_or(&[]);
-            s.caption_rank = rank_in(cl, p as u32, s.cosine, top_k);
-            s.image_rank = rank_in(&image_lists[p], p as u32, s.cosine, top_k);
-            s.outranked = s.caption_rank.is_none() && s.image_rank.is_none();
+            s.caption_rank = rank_in(lists_of[p].as_deref().unwrap_or(&[]), p as u32, s.cosine, top_k);
+        }
+        // Outranked needs both sides to fail, so only captions whose own side failed search the
+        // image index.
+        let failed: Vec<usize> = (0..n).filter(|&p| scores[p].caption_rank.is_none()).collect();
+        if !failed.is_empty() {
+            let image_index = build_index(&images, search, device)?;
+            let t0 = Instant::now();
+            let image_lists = image_index.knn(&Matrix::gather(texts.as_slice(), d, &failed), k, None)?;
+            tracing::info!("score: {} captions searched the image index in {:.1?}", failed.len(), t0.elapsed());
+            for (&p, l) in failed.iter().zip(&image_lists) {
+                let s = &mut scores[p];
+                s.image_rank = rank_in(l, p as u32, s.cosine, top_k);
+                s.outranked = s.image_rank.is_none();
+            }
         }
     }
     for (p, s) in scores.iter_mut().enumerate() {

@@ -65,9 +65,10 @@ pub enum Command {
     /// Score how well each caption fits its image, and flag pairs that do not fit.
     ///
     /// Reads RUN and writes RUN/pairs.parquet (one row per embedded item with a caption: id, uri,
-    /// cosine, clip_score = max(100·cosine, 0) as torchmetrics' CLIPScore, the rank of its own
-    /// caption among all captions for its image and of its image among all images for its
-    /// caption, the flags, and for a flagged pair the caption in the dataset that fits its image
+    /// cosine, clip_score = max(100·cosine, 0) as torchmetrics' CLIPScore, caption_rank: the rank
+    /// of its own caption among all captions for its image (null beyond --top-k), image_rank: the
+    /// rank of its image among all images for its caption (searched only when caption_rank is
+    /// null), the flags, and for a flagged pair the caption in the dataset that fits its image
     /// best) and RUN/pairs_summary.json (percentiles, histogram, counts per flag).
     ///
     /// Flags: low_score (cosine under --min-score, or the model's default from

@@ -8,6 +8,8 @@
 //! convolution; and text pooling positions are computed on the host from the token ids we
 //! already hold, so no per-row device sync is needed.
 
+use std::cell::OnceCell;
+
 use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
 use candle_nn::VarBuilder;
 
@@ -184,11 +186,12 @@ impl EncoderLayer {
         Ok(())
     }
 
-    fn mlp(&self, x: &Tensor) -> Result<Tensor> {
-        let mid = self.fc1.forward(x)?;
+    /// `x + mlp(ln2(x))`.
+    fn mlp_block(&self, x: &Tensor) -> Result<Tensor> {
+        let mid = self.fc1.forward(&self.ln2.forward(x)?)?;
         let mid =
             if self.folded && self.act == Activation::QuickGelu { silu(&mid)? } else { self.act.forward(&mid)? };
-        Ok(self.fc2.forward(&mid)?)
+        add(&self.fc2.forward(&mid)?, x)
     }
 
     /// Splits the fused projection `[b, s, 3h]` into Q (scaled by the attention scale), K and V,
@@ -247,18 +250,41 @@ impl EncoderLayer {
         encoder_layer(x.get(), b, s, &w, causal, pick)
     }
 
-    /// `xs`: [batch, seq, hidden]; `mask`: additive, `[batch, heads, seq, seq]` (causal; see
-    /// `Encoder::forward_pooled`) or none.
-    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let (q, k, v) = self.split_heads(&self.qkv.forward(&self.ln1.forward(xs)?)?)?;
-        let mut scores = q.matmul(&k.t()?)?;
-        if let Some(m) = mask {
-            scores = add(&scores, m)?;
+    /// Attention from the fused projection `qkv [b, s, 3h]` to `[b, s, h]` in one CUDA kernel
+    /// (see [`super::cuda::attention`]), where it applies.
+    fn fused_attention(&self, qkv: &Tensor, causal: bool) -> Result<Option<Tensor>> {
+        #[cfg(feature = "cuda")]
+        if self.folded {
+            // Q already carries the attention scale.
+            return super::cuda::attention(qkv, self.heads, causal, 1.0);
         }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let ctx = merge_heads(&probs.matmul(&v)?)?;
+        let _ = (qkv, causal);
+        Ok(None)
+    }
+
+    /// `xs`: [batch, seq, hidden]; `mask`: the additive causal mask `[seq, seq]`, or none.
+    /// `full_mask` caches that mask expanded to the scores' shape `[batch, heads, seq, seq]`
+    /// across layers, for the generic path: on CUDA candle's broadcasting add was several times
+    /// slower than the attention matmul it follows.
+    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>, full_mask: &OnceCell<Tensor>) -> Result<Tensor> {
+        let qkv = self.qkv.forward(&self.ln1.forward(xs)?)?;
+        let ctx = match self.fused_attention(&qkv, mask.is_some())? {
+            Some(ctx) => ctx,
+            None => {
+                let (q, k, v) = self.split_heads(&qkv)?;
+                let mut scores = q.matmul(&k.t()?)?;
+                if let Some(m) = mask {
+                    if full_mask.get().is_none() {
+                        let _ = full_mask.set(m.broadcast_as(scores.shape())?.contiguous()?);
+                    }
+                    scores = add(&scores, full_mask.get().expect("set above"))?;
+                }
+                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+                merge_heads(&probs.matmul(&v)?)?
+            }
+        };
         let x = add(&self.out_proj.forward(&ctx)?, xs)?;
-        add(&self.mlp(&self.ln2.forward(&x)?)?, &x)
+        self.mlp_block(&x)
     }
 
     /// The last layer, computed only for the row each sequence is pooled at: `pick[i]` is that
@@ -281,7 +307,7 @@ impl EncoderLayer {
         // [b, heads, 1, hd] is laid out as [b, h]: the heads concatenated.
         let ctx = probs.matmul(&v)?.reshape((b, h))?;
         let x = add(&self.out_proj.forward(&ctx)?, &xs.reshape((b * s, h))?.index_select(rows, 0)?)?;
-        add(&self.mlp(&self.ln2.forward(&x)?)?, &x)
+        self.mlp_block(&x)
     }
 }
 
@@ -306,7 +332,7 @@ impl Encoder {
         let (b, s, h) = xs.dims3()?;
         let mut x = xs.clone();
         let mut mask = None;
-        let mut full_mask = None;
+        let full_mask = OnceCell::new();
         let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {
             if self.fused_cpu && layer.can_fuse(&x) {
@@ -317,20 +343,13 @@ impl Encoder {
             } else {
                 if mask.is_none() {
                     mask = causal_mask_if(causal, s, &x)?;
-                    // Expanded once to the scores' full shape, so each layer's mask add is a
-                    // plain elementwise add: on CUDA candle's broadcasting add was several
-                    // times slower than the attention matmul it follows.
-                    full_mask = match &mask {
-                        Some(m) => Some(m.broadcast_as((b, layer.heads, s, s))?.contiguous()?),
-                        None => None,
-                    };
                 }
                 if i == last {
                     let p: Vec<u32> = pick.iter().map(|&t| t as u32).collect();
                     let p = Tensor::from_vec(p, (b,), x.device())?;
                     return layer.forward_pooled(&x, mask.as_ref(), &p, &pooled_rows(pick, s, x.device())?);
                 }
-                x = layer.forward(&x, full_mask.as_ref())?;
+                x = layer.forward(&x, mask.as_ref(), &full_mask)?;
             }
         }
         // No layers: pool the embeddings themselves.

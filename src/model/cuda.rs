@@ -8,7 +8,17 @@
 //! - [`split_qkv`] / [`merge_heads`]: one plain copy kernel each (16-byte moves), compiled once
 //!   per process with NVRTC;
 //! - [`silu`] and [`add`]: elementwise kernels moving 16 bytes per thread (candle's ran at about
-//!   a third of the memory bandwidth).
+//!   a third of the memory bandwidth);
+//! - [`attention`]: for sequences up to 112 tokens with a head size of 64 (CLIP's text tower at
+//!   77, ViT-B/32 at 50), the whole of `softmax(QKᵀ)V` for one head in one block, in the manner
+//!   of FlashAttention-2 (Dao 2023) but with all keys in shared memory at once: tensor-core
+//!   `mma.sync`, the causal mask applied in registers, P kept in registers for the second
+//!   product, reading Q/K/V straight from the fused projection and writing heads merged. It
+//!   replaces the head split, two batched GEMMs, the mask add, the softmax and the merge
+//!   (H100, batch 256: text tower 27.6k → 41.6k captions/s, image tower 27.0k → 34.1k images/s).
+//!
+//! `SIEVE_CUDA_DISABLE=attention` turns it off, to measure it against candle's ops with the same
+//! binary.
 //!
 //! Every entry point returns `Ok(None)` when it does not apply (not f16, odd shapes, NVRTC
 //! unavailable), and the caller falls back to candle's ops; results are the same maths.
@@ -16,7 +26,9 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::cuda_backend::cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
+use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::nvrtc::CompileOptions;
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, DeviceId};
 use candle_core::op::BackpropOp;
 use candle_core::{DType, Device, Layout, Storage, Tensor};
@@ -174,6 +186,156 @@ extern "C" __global__ void merge_heads(const uint4* __restrict__ ctx, uint4* __r
 }
 "#;
 
+/// Fused attention for short sequences, with tensor-core `mma.sync` (sm_80 and newer), so it is
+/// compiled separately from [`KERNELS`].
+const ATTENTION_KERNELS: &str = r#"
+__device__ __forceinline__ unsigned short f2h(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+__device__ __forceinline__ unsigned pack2(float lo, float hi) { return (unsigned)f2h(lo) | ((unsigned)f2h(hi) << 16); }
+__device__ __forceinline__ unsigned ld2(const unsigned short* p) { return *reinterpret_cast<const unsigned*>(p); }
+union H8 { uint4 v; unsigned short h[8]; };
+
+// d += a * b for one 16x16 (A, row-major) by 16x8 (B, column-major) tile, f16 in, f32 accumulators.
+// Fragments (PTX ISA, mma.m16n8k16; g = lane / 4, t = lane % 4): a0 = A[g][2t..2t+1],
+// a1 = A[g+8][2t..], a2 = A[g][2t+8..], a3 = A[g+8][2t+8..]; b0 = B[2t..2t+1][g], b1 = B[2t+8..][g];
+// d0,d1 = D[g][2t..2t+1], d2,d3 = D[g+8][2t..2t+1]. The lower half of a register holds the lower index.
+__device__ __forceinline__ void mma16816(float* d, const unsigned* a, unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+#define HD 64       // head size
+#define KP 72       // Q and K row length in shared memory (halfs): 36 words, so fragment loads are conflict-free
+
+// softmax(Q K^T * scale, causal) V for one (batch item, head) per block, all in shared memory and
+// registers. qkv: [b, s, 3, heads, 64] f16 (the fused Q/K/V projection as it comes out of the GEMM);
+// out: [b, s, heads, 64] (heads already merged). s <= 16 * NT; warp w handles query rows
+// 16w..16w+15, so the block has NT warps. Rows and keys past s are zero-padded and masked.
+template <int NT>
+__device__ __forceinline__ void attention_impl(const unsigned short* __restrict__ qkv, unsigned short* __restrict__ out,
+                                               int s, int heads, int causal, float scale_log2e) {
+    constexpr int SP = 16 * NT;     // padded sequence length
+    constexpr int VP = SP + 8;      // V^T row length (halfs): 8 NT + 4 words, conflict-free
+    __shared__ __align__(16) unsigned short Qs[SP * KP];
+    __shared__ __align__(16) unsigned short Ks[SP * KP];
+    __shared__ __align__(16) unsigned short Vt[HD * VP];
+    const int bi = blockIdx.x / heads, h = blockIdx.x % heads;
+    const long long tok = 3LL * heads * HD;                       // halfs from one token to the next
+    const unsigned short* src = qkv + (long long)bi * s * tok + h * HD;
+    // 8 units of 8 halfs per row; Q, K and V rows for every padded position.
+    for (int u = threadIdx.x; u < 3 * SP * 8; u += blockDim.x) {
+        const int which = u / (SP * 8), r = u % (SP * 8);
+        const int t = r / 8, c = (r % 8) * 8;
+        H8 val;
+        val.v = t < s ? *reinterpret_cast<const uint4*>(src + t * tok + which * heads * HD + c) : make_uint4(0, 0, 0, 0);
+        if (which == 0) {
+            *reinterpret_cast<uint4*>(&Qs[t * KP + c]) = val.v;
+        } else if (which == 1) {
+            *reinterpret_cast<uint4*>(&Ks[t * KP + c]) = val.v;
+        } else {
+            #pragma unroll
+            for (int k = 0; k < 8; k++) Vt[(c + k) * VP + t] = val.h[k];
+        }
+    }
+    __syncthreads();
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, tq = lane % 4;
+    const int r0 = warp * 16 + g;   // this thread's query rows: r0 and r0 + 8
+
+    // Scores: S = Q K^T, 16 rows x SP keys per warp (2 NT tiles of 8 keys).
+    float acc[2 * NT][4];
+    #pragma unroll
+    for (int n = 0; n < 2 * NT; n++) { acc[n][0] = 0.f; acc[n][1] = 0.f; acc[n][2] = 0.f; acc[n][3] = 0.f; }
+    #pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        unsigned a[4];
+        a[0] = ld2(&Qs[r0 * KP + kk * 16 + 2 * tq]);
+        a[1] = ld2(&Qs[(r0 + 8) * KP + kk * 16 + 2 * tq]);
+        a[2] = ld2(&Qs[r0 * KP + kk * 16 + 2 * tq + 8]);
+        a[3] = ld2(&Qs[(r0 + 8) * KP + kk * 16 + 2 * tq + 8]);
+        #pragma unroll
+        for (int n = 0; n < 2 * NT; n++) {
+            const unsigned short* kr = &Ks[(n * 8 + g) * KP + kk * 16 + 2 * tq];
+            mma16816(acc[n], a, ld2(kr), ld2(kr + 8));
+        }
+    }
+
+    // Masked softmax along each row; a row's values sit in the 4 lanes of a quad.
+    const float NEG_INF = __int_as_float(0xff800000);
+    float m0 = NEG_INF, m1 = NEG_INF;
+    #pragma unroll
+    for (int n = 0; n < 2 * NT; n++) {
+        #pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int j = n * 8 + 2 * tq + e;
+            if (j >= s || (causal && j > r0)) acc[n][e] = NEG_INF;
+            if (j >= s || (causal && j > r0 + 8)) acc[n][2 + e] = NEG_INF;
+            m0 = fmaxf(m0, acc[n][e]);
+            m1 = fmaxf(m1, acc[n][2 + e]);
+        }
+    }
+    #pragma unroll
+    for (int o = 1; o < 4; o <<= 1) {
+        m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, o));
+        m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, o));
+    }
+    // Key 0 is never masked, so m0 and m1 are finite.
+    float l0 = 0.f, l1 = 0.f;
+    #pragma unroll
+    for (int n = 0; n < 2 * NT; n++) {
+        #pragma unroll
+        for (int e = 0; e < 2; e++) {
+            acc[n][e] = exp2f((acc[n][e] - m0) * scale_log2e);
+            acc[n][2 + e] = exp2f((acc[n][2 + e] - m1) * scale_log2e);
+            l0 += acc[n][e];
+            l1 += acc[n][2 + e];
+        }
+    }
+    #pragma unroll
+    for (int o = 1; o < 4; o <<= 1) {
+        l0 += __shfl_xor_sync(0xffffffffu, l0, o);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, o);
+    }
+
+    // O = P V: the score accumulators of key tiles 2kk and 2kk+1 are exactly the A fragment of
+    // key chunk kk, so P never leaves registers.
+    float o[HD / 8][4];
+    #pragma unroll
+    for (int n = 0; n < HD / 8; n++) { o[n][0] = 0.f; o[n][1] = 0.f; o[n][2] = 0.f; o[n][3] = 0.f; }
+    #pragma unroll
+    for (int kk = 0; kk < NT; kk++) {
+        unsigned a[4];
+        a[0] = pack2(acc[2 * kk][0], acc[2 * kk][1]);
+        a[1] = pack2(acc[2 * kk][2], acc[2 * kk][3]);
+        a[2] = pack2(acc[2 * kk + 1][0], acc[2 * kk + 1][1]);
+        a[3] = pack2(acc[2 * kk + 1][2], acc[2 * kk + 1][3]);
+        #pragma unroll
+        for (int n = 0; n < HD / 8; n++) {
+            const unsigned short* vr = &Vt[(n * 8 + g) * VP + kk * 16 + 2 * tq];
+            mma16816(o[n], a, ld2(vr), ld2(vr + 8));
+        }
+    }
+
+    const float inv0 = 1.f / l0, inv1 = 1.f / l1;
+    const long long row = (long long)heads * HD;    // halfs from one output token to the next
+    unsigned short* dst = out + (long long)bi * s * row + h * HD + 2 * tq;
+    #pragma unroll
+    for (int n = 0; n < HD / 8; n++) {
+        if (r0 < s) *reinterpret_cast<unsigned*>(dst + r0 * row + n * 8) = pack2(o[n][0] * inv0, o[n][1] * inv0);
+        if (r0 + 8 < s) *reinterpret_cast<unsigned*>(dst + (r0 + 8) * row + n * 8) = pack2(o[n][2] * inv1, o[n][3] * inv1);
+    }
+}
+
+#define ATTENTION(NT)                                                                                   \
+extern "C" __global__ void __launch_bounds__(32 * NT) attention_hd64_nt##NT(                             \
+        const unsigned short* __restrict__ qkv, unsigned short* __restrict__ out, int s, int heads,       \
+        int causal, float scale_log2e) {                                                                 \
+    attention_impl<NT>(qkv, out, s, heads, causal, scale_log2e);                                         \
+}
+ATTENTION(1) ATTENTION(2) ATTENTION(3) ATTENTION(4) ATTENTION(5) ATTENTION(6) ATTENTION(7)
+"#;
+
 /// The kernels' PTX, compiled with NVRTC once per process; `None` (with one warning) where
 /// NVRTC is missing or fails, and callers then use candle's copies.
 fn ptx() -> Option<&'static str> {
@@ -186,6 +348,36 @@ fn ptx() -> Option<&'static str> {
         }
     })
     .as_deref()
+}
+
+/// The fused attention kernels' PTX (compute capability 8.0 and newer, for `mma.sync`), compiled
+/// once per process; `None` (with one warning) where NVRTC fails.
+fn attention_ptx() -> Option<&'static str> {
+    static PTX: OnceLock<Option<String>> = OnceLock::new();
+    PTX.get_or_init(|| {
+        let opts = CompileOptions { arch: Some("compute_80"), ..Default::default() };
+        match candle_core::cuda_backend::cudarc::nvrtc::compile_ptx_with_opts(ATTENTION_KERNELS, opts) {
+            Ok(p) => Some(p.to_src()),
+            Err(e) => {
+                tracing::warn!("NVRTC could not compile sieve's attention kernel ({e}); using candle's ops");
+                None
+            }
+        }
+    })
+    .as_deref()
+}
+
+/// Fast paths named in `SIEVE_CUDA_DISABLE` (comma-separated, e.g. `attention`) are
+/// skipped, so each one can be measured against candle's ops on the same build.
+fn disabled(what: &str) -> bool {
+    static OFF: OnceLock<Vec<String>> = OnceLock::new();
+    OFF.get_or_init(|| {
+        std::env::var("SIEVE_CUDA_DISABLE")
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+            .unwrap_or_default()
+    })
+    .iter()
+    .any(|s| s == what)
 }
 
 fn launch_cfg(units: usize) -> LaunchConfig {
@@ -294,4 +486,50 @@ pub fn silu(x: &Tensor) -> Result<Option<Tensor>> {
 /// `a + b` for two tensors of the same shape, in one vectorised kernel.
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
     elementwise("add8", &[a, b])
+}
+
+/// The longest sequence the fused attention kernel takes (its K, V and Q tiles must fit in 48 KB
+/// of shared memory).
+const ATTENTION_MAX_SEQ: usize = 112;
+
+/// `softmax(Q Kᵀ · scale (+ causal mask)) V` for every head, straight from the fused projection
+/// `qkv [b, s, 3·heads·64]` to `[b, s, heads·64]` (heads merged), in one kernel: no head split,
+/// no score tensor, no mask tensor, no merge. `None` where it does not apply (head size other
+/// than 64, sequences longer than [`ATTENTION_MAX_SEQ`], GPUs older than compute capability 8.0).
+pub fn attention(qkv: &Tensor, heads: usize, causal: bool, scale: f64) -> Result<Option<Tensor>> {
+    let Some(dev) = cuda_f16(qkv) else { return Ok(None) };
+    let (b, s, h3) = qkv.dims3()?;
+    if disabled("attention") || h3 != 3 * heads * 64 || s == 0 || s > ATTENTION_MAX_SEQ || b * heads == 0 {
+        return Ok(None);
+    }
+    let major = dev
+        .cuda_stream()
+        .context()
+        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+        .map_err(wrap)?;
+    let Some(ptx) = attention_ptx().filter(|_| major >= 8) else { return Ok(None) };
+    let nt = s.div_ceil(16);
+    let func = dev.get_or_load_custom_func(&format!("attention_hd64_nt{nt}"), "sieve_attention", ptx)?;
+    let h = heads * 64;
+    // SAFETY: every element is written by the kernel (each row < s of each head).
+    let mut out = unsafe { dev.cuda_stream().alloc::<f16>(b * s * h) }.map_err(wrap)?;
+    {
+        let (st, l) = qkv.storage_and_layout();
+        let Some(src) = view(&st, l) else { return Ok(None) };
+        if l.start_offset() % 8 != 0 {
+            return Ok(None); // not 16-byte aligned
+        }
+        let (si, hi, ci) = (s as i32, heads as i32, causal as i32);
+        let scale_log2e = (scale * std::f64::consts::LOG2_E) as f32;
+        let mut args = func.builder();
+        args.arg(&src).arg(&mut out).arg(&si).arg(&hi).arg(&ci).arg(&scale_log2e);
+        let cfg = LaunchConfig {
+            grid_dim: ((b * heads) as u32, 1, 1),
+            block_dim: (32 * nt as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: reads b·s·3h and writes b·s·h f16 values, as allocated; shapes checked above.
+        unsafe { args.launch(cfg) }.map_err(wrap)?;
+    }
+    Ok(Some(tensor(out, dev, &[b, s, h])))
 }

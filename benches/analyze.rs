@@ -1,0 +1,69 @@
+//! Scoring and diversity on synthetic 512-d embeddings, on the CPU (1,000,000 rows by default;
+//! `SIEVE_BENCH_ROWS=100000 cargo bench --bench analyze` for a quicker run). Names are
+//! `cpu/analyze/...`:
+//!
+//! - score/threshold: every pair's cosine, the bottom 1% flagged low_score, and their repair
+//!   suggestions (k-means over the captions, then each flagged image searches its nearest
+//!   clusters);
+//! - score/rank-top10: the same plus the rank test (every image against the caption index and
+//!   every caption against the image index, top 10);
+//! - diversity/image: one embedding's full metrics (k-means with 100 clusters, the d×d Gram
+//!   matrix and its eigenvalues, cluster entropy and coverage, nearest-neighbour similarity of
+//!   10,000 sampled queries).
+
+use candle_core::Device;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sieve::analyze::common::{Embedded, SearchOptions};
+use sieve::analyze::diversity::{self, Clustered, MeasureParams};
+use sieve::analyze::pairs::score_pairs;
+use sieve::index::synthetic::planted;
+use sieve::index::Matrix;
+
+const DIM: usize = 512;
+
+/// Images from the planted recipe; each caption is `normalise(image + other)` with `other` an
+/// independent planted vector, so pair cosines spread around 0.7 with structure on both sides.
+fn pairs(n: usize) -> Embedded {
+    let image = planted(n, DIM, 0.05, 1);
+    let other = planted(n, DIM, 0.0, 2);
+    let mut text = Vec::with_capacity(n * DIM);
+    for i in 0..n {
+        let v: Vec<f32> = image.row(i).iter().zip(other.row(i)).map(|(a, b)| a + b).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        text.extend(v.iter().map(|x| x / norm));
+    }
+    Embedded { rows: (0..n).collect(), image, text: Matrix::new(DIM, text).unwrap(), has_caption: vec![true; n] }
+}
+
+fn bench(c: &mut Criterion) {
+    let n: usize = std::env::var("SIEVE_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let items = pairs(n);
+    let cpu = Device::Cpu;
+    let search = SearchOptions::default();
+    let bottom_1_percent = |cos: &[f32]| {
+        let mut v = cos.to_vec();
+        v.sort_unstable_by(f32::total_cmp);
+        v[v.len() / 100]
+    };
+
+    let mut g = c.benchmark_group("cpu/analyze");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function(format!("score/threshold/{n}x{DIM}"), |b| {
+        b.iter(|| score_pairs(&items, bottom_1_percent, 0, &search, &cpu).unwrap())
+    });
+    g.bench_function(format!("score/rank-top10/{n}x{DIM}"), |b| {
+        b.iter(|| score_pairs(&items, bottom_1_percent, 10, &search, &cpu).unwrap())
+    });
+    let p = MeasureParams { min_share: 0.1, nn_queries: 10_000, probes: 3, seed: 0 };
+    g.bench_function(format!("diversity/image/{n}x{DIM}"), |b| {
+        b.iter(|| {
+            let c = Clustered::new(items.image.clone(), diversity::DEFAULT_CLUSTERS, 0, &cpu).unwrap();
+            diversity::measure(&c, None, None, &p, &cpu).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
