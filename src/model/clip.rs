@@ -69,6 +69,12 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if let Some(y) =
+            super::cuda::layer_norm(xs, &self.weight, &self.bias, self.eps).map_err(candle_core::Error::wrap)?
+        {
+            return Ok(y);
+        }
         candle_nn::ops::layer_norm(&xs.contiguous()?, &self.weight, &self.bias, self.eps)
     }
 }
