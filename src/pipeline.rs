@@ -226,6 +226,13 @@ pub fn embed(opts: &EmbedOptions) -> Result<RunManifest> {
     let batch_size = device::resolve_batch_size(opts.batch_size, &device, clip.model.config(), dtype);
     tracing::info!("model {} on {} ({dtype:?}), batch size {batch_size}", clip.info.id, device::describe(&device));
     let mut writer = RunWriter::create(&opts.out, opts.part_size, clip.model.embed_dim(), opts.overwrite)?;
+    if !device.is_cpu() {
+        // Part of loading: otherwise the first batch compiles kernels while the decoders,
+        // which can run only a few batches ahead, stall.
+        let t = Instant::now();
+        clip.model.warm_up()?;
+        tracing::info!("device warmed up in {:.2}s", t.elapsed().as_secs_f64());
+    }
 
     let pb = progress_bar(records.len() as u64, opts.progress);
     let started = Instant::now();

@@ -630,6 +630,19 @@ impl ClipModel {
         Ok(pooled.matmul(&self.text_projection.t()?)?.to_dtype(DType::F32)?)
     }
 
+    /// Runs both towers once on one dummy input, so that a GPU's one-off costs (compiling
+    /// sieve's kernels with NVRTC, loading candle's kernel modules, creating library handles)
+    /// are paid at load time rather than while the first batches wait.
+    pub fn warm_up(&self) -> Result<()> {
+        let s = self.config.vision_config.image_size;
+        let pixels = Tensor::zeros((1, self.config.vision_config.num_channels, s, s), DType::F32, &Device::Cpu)?;
+        self.embed_images(&pixels)?.to_vec2::<f32>()?;
+        let t = &self.config.text_config;
+        let eos = if t.eos_token_id == 2 { t.vocab_size as u32 - 1 } else { t.eos_token_id };
+        self.embed_texts(&[vec![eos.min(t.vocab_size as u32 - 1)]])?.to_vec2::<f32>()?;
+        Ok(())
+    }
+
     /// Turns the fused CPU kernels on (the default) or off, falling back to generic candle ops;
     /// tests use it to check one against the other.
     pub fn set_fused_cpu(&mut self, on: bool) {
