@@ -6,8 +6,8 @@
 # Assumes python3 with PyTorch (CUDA) and transformers, and no cargo and no internet. Prints:
 #   1. the card;
 #   2. model-only images/s and captions/s at batch 256 (ViT-B/32 shape, random weights) for sieve
-#      and for transformers' CLIPModel in fp16 with SDPA, and their ratio (plus candle's stock
-#      CLIP for reference);
+#      and for transformers' CLIPModel in fp16 with SDPA, and their ratio (plus sieve with its
+#      attention and layer-norm kernels off, and candle's stock CLIP, for reference);
 #   3. end-to-end `sieve embed` over N generated 500x375 JPEGs (random ViT-B/32 weights) against
 #      sieve's own CPU stage alone on the same images and cores, and that CPU stage against PIL
 #      (decode + bicubic resize + crop + normalise, one process per core);
@@ -49,6 +49,9 @@ fi
 
 say "model only, batch $BATCH: sieve (ViT-B/32 shape, random weights, f16)"
 "$BIN" bench --device "$DEVICE" --batch-size "$BATCH" --iters "$ITERS" --parity --json | tee "$OUT/sieve_bench.json"
+say "model only, batch $BATCH: sieve with its attention and layer-norm kernels off (candle's ops)"
+SIEVE_CUDA_DISABLE=attention,layernorm "$BIN" bench --device "$DEVICE" --batch-size "$BATCH" --iters "$ITERS" --json |
+  tee "$OUT/sieve_bench_generic.json"
 say "model only, batch $BATCH: transformers CLIPModel fp16 SDPA"
 "$PY" scripts/torch_clip_bench.py "$BATCH" "$ITERS" | tee "$OUT/torch_bench.txt"
 say "model only, batch $BATCH: candle-transformers stock CLIP (baseline)"
@@ -135,6 +138,7 @@ def js(p):
     except Exception:
         return {}
 s, st, cpu = js("sieve_bench.json"), js("stock_bench.json"), js("cpu_stage.json")
+gen = js("sieve_bench_generic.json")
 t = rd("torch_bench.txt")
 ti = re.search(r"imgs_per_s=([\d.]+)", t)
 tc = re.search(r"caps_per_s=([\d.]+)", t)
@@ -146,6 +150,8 @@ si, sc = s.get("images_per_s"), s.get("captions_per_s")
 ti, tc = (float(ti.group(1)) if ti else None), (float(tc.group(1)) if tc else None)
 print(f"model only  sieve {si and round(si)} img/s {sc and round(sc)} cap/s | torch fp16 {ti} img/s {tc} cap/s"
       f" | ratio images {ratio(si, ti)} captions {ratio(sc, tc)}")
+print(f"sieve without its attention/layer-norm kernels {gen.get('images_per_s') and round(gen['images_per_s'])} img/s "
+      f"{gen.get('captions_per_s') and round(gen['captions_per_s'])} cap/s")
 print(f"stock candle {st.get('images_per_s') and round(st['images_per_s'])} img/s "
       f"{st.get('captions_per_s') and round(st['captions_per_s'])} cap/s")
 print(f"parity (ViT-B/32 random, f16 vs f32): {s.get('parity')}")
