@@ -1,5 +1,7 @@
-//! Scoring and diversity on synthetic 512-d embeddings, on the CPU (1,000,000 rows by default;
-//! `SIEVE_BENCH_ROWS=100000 cargo bench --bench analyze` for a quicker run). Names are
+//! Scoring and diversity on synthetic 512-d embeddings, on the CPU: 1,000,000 rows by default
+//! (`SIEVE_BENCH_ROWS`), the rank test on 100,000 (`SIEVE_BENCH_RANK_ROWS`; at a million rows
+//! one iteration takes about a minute on 2 cores, so ten samples would take ten;
+//! `cargo run --release --example time_analyze -- 1000000 rank` times it once). Names are
 //! `cpu/analyze/...`:
 //!
 //! - score/threshold: every pair's cosine, the bottom 1% flagged low_score, and their repair
@@ -16,28 +18,21 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sieve::analyze::common::{Embedded, SearchOptions};
 use sieve::analyze::diversity::{self, Clustered, MeasureParams};
 use sieve::analyze::pairs::score_pairs;
-use sieve::index::synthetic::planted;
-use sieve::index::Matrix;
+use sieve::index::synthetic::planted_pairs;
 
 const DIM: usize = 512;
 
-/// Images from the planted recipe; each caption is `normalise(image + other)` with `other` an
-/// independent planted vector, so pair cosines spread around 0.7 with structure on both sides.
 fn pairs(n: usize) -> Embedded {
-    let image = planted(n, DIM, 0.05, 1);
-    let other = planted(n, DIM, 0.0, 2);
-    let mut text = Vec::with_capacity(n * DIM);
-    for i in 0..n {
-        let v: Vec<f32> = image.row(i).iter().zip(other.row(i)).map(|(a, b)| a + b).collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        text.extend(v.iter().map(|x| x / norm));
-    }
-    Embedded { rows: (0..n).collect(), image, text: Matrix::new(DIM, text).unwrap(), has_caption: vec![true; n] }
+    let (image, text) = planted_pairs(n, DIM);
+    Embedded { rows: (0..n).collect(), image, text, has_caption: vec![true; n] }
 }
 
 fn bench(c: &mut Criterion) {
-    let n: usize = std::env::var("SIEVE_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let rows = |var: &str, default: usize| std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let n = rows("SIEVE_BENCH_ROWS", 1_000_000);
+    let n_rank = rows("SIEVE_BENCH_RANK_ROWS", 100_000);
     let items = pairs(n);
+    let rank_items = pairs(n_rank);
     let cpu = Device::Cpu;
     let search = SearchOptions::default();
     let bottom_1_percent = |cos: &[f32]| {
@@ -52,9 +47,11 @@ fn bench(c: &mut Criterion) {
     g.bench_function(format!("score/threshold/{n}x{DIM}"), |b| {
         b.iter(|| score_pairs(&items, bottom_1_percent, 0, &search, &cpu).unwrap())
     });
-    g.bench_function(format!("score/rank-top10/{n}x{DIM}"), |b| {
-        b.iter(|| score_pairs(&items, bottom_1_percent, 10, &search, &cpu).unwrap())
+    g.throughput(Throughput::Elements(n_rank as u64));
+    g.bench_function(format!("score/rank-top10/{n_rank}x{DIM}"), |b| {
+        b.iter(|| score_pairs(&rank_items, bottom_1_percent, 10, &search, &cpu).unwrap())
     });
+    g.throughput(Throughput::Elements(n as u64));
     let p = MeasureParams { min_share: 0.1, nn_queries: 10_000, probes: 3, seed: 0 };
     g.bench_function(format!("diversity/image/{n}x{DIM}"), |b| {
         b.iter(|| {

@@ -9,14 +9,14 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::index::hnsw::HnswParams;
 use crate::index::kmeans::KMeansParams;
-use crate::index::{default_clusters, ClusteredIndex, ExactIndex, HnswIndex, IndexChoice, Matrix, NeighbourIndex};
+use crate::index::{ClusteredIndex, ExactIndex, HnswIndex, IndexChoice, Matrix, NeighbourIndex};
 use crate::store::Run;
 
 /// How a command searches for neighbours (`--index`, `--clusters`, `--probes`, `--seed`).
 #[derive(Debug, Clone, Copy)]
 pub struct SearchOptions {
     pub index: IndexChoice,
-    /// k-means clusters for clustered search [default: one per 1,000 vectors].
+    /// k-means clusters for clustered search [default: [`knn_clusters`]].
     pub clusters: Option<usize>,
     /// Clusters each k-NN query searches.
     pub probes: usize,
@@ -42,8 +42,20 @@ impl Default for SearchOptions {
 const KNN_POINTS_PER_CENTROID: usize = 40;
 const KNN_KMEANS_ITERS: usize = 10;
 
-/// Builds the index `opts` asks for over `m`.
-pub fn build_index<'a>(m: &'a Matrix, opts: &SearchOptions, device: &Device) -> Result<Box<dyn NeighbourIndex + 'a>> {
+/// Clusters for a clustered k-NN index over `n` vectors that `queries` queries will search:
+/// assigning the vectors costs about n·K dot products and the search queries·probes·n/K, so
+/// K = √(queries·probes) balances them (at least 1, at most n/16).
+pub fn knn_clusters(n: usize, queries: usize, probes: usize) -> usize {
+    (((queries.max(1) * probes.max(1)) as f64).sqrt().round() as usize).clamp(1, (n / 16).max(1))
+}
+
+/// Builds the index `opts` asks for over `m`, for about `queries` k-NN queries.
+pub fn build_index<'a>(
+    m: &'a Matrix,
+    opts: &SearchOptions,
+    device: &Device,
+    queries: usize,
+) -> Result<Box<dyn NeighbourIndex + 'a>> {
     let clustered = |k: usize| -> Result<Box<dyn NeighbourIndex + 'a>> {
         let mut params = KMeansParams::new(k.min(m.rows()).max(1), opts.seed);
         params.max_points_per_centroid = KNN_POINTS_PER_CENTROID;
@@ -57,7 +69,7 @@ pub fn build_index<'a>(m: &'a Matrix, opts: &SearchOptions, device: &Device) -> 
     }
     Ok(match opts.index.resolve(m.rows(), device) {
         IndexChoice::Hnsw => Box::new(HnswIndex::build(m, opts.hnsw)),
-        IndexChoice::Clusters => return clustered(default_clusters(m.rows())),
+        IndexChoice::Clusters => return clustered(knn_clusters(m.rows(), queries, opts.probes)),
         _ => Box::new(ExactIndex::new(m, device.clone())),
     })
 }

@@ -161,9 +161,12 @@ pub fn score_pairs(
     let images = Matrix::gather(items.image.as_slice(), d, &pair_items);
     let texts = Matrix::gather(items.text.as_slice(), d, &pair_items);
     // Images ask the caption index. Without the rank test only low-score pairs need a suggestion.
-    let text_index = build_index(&texts, search, device)?;
-    let index_name = text_index.name();
     let askers: Vec<usize> = if top_k > 0 { (0..n).collect() } else { (0..n).filter(|&p| low[p]).collect() };
+    if askers.is_empty() {
+        return Ok((scores, min_cosine, "none".into()));
+    }
+    let text_index = build_index(&texts, search, device, askers.len())?;
+    let index_name = text_index.name();
     let k = top_k.max(1) + 1;
     let asked = Matrix::gather(images.as_slice(), d, &askers);
     let t0 = Instant::now();
@@ -182,7 +185,7 @@ pub fn score_pairs(
         // image index.
         let failed: Vec<usize> = (0..n).filter(|&p| scores[p].caption_rank.is_none()).collect();
         if !failed.is_empty() {
-            let image_index = build_index(&images, search, device)?;
+            let image_index = build_index(&images, search, device, failed.len())?;
             let t0 = Instant::now();
             let image_lists = image_index.knn(&Matrix::gather(texts.as_slice(), d, &failed), k, None)?;
             tracing::info!("score: {} captions searched the image index in {:.1?}", failed.len(), t0.elapsed());

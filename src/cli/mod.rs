@@ -209,7 +209,7 @@ pub struct SearchArgs {
     pub index: String,
 
     /// Number of k-means clusters for clustered search (implies --index clusters)
-    /// [default: one per 1,000 vectors].
+    /// [default: √(queries × probes), which balances assigning the vectors against searching].
     #[arg(long, value_name = "K")]
     pub clusters: Option<usize>,
 

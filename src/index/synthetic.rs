@@ -54,3 +54,18 @@ pub fn planted(n: usize, dim: usize, dup_fraction: f64, seed: u64) -> Matrix {
     }
     Matrix::new(dim, data).expect("rows of dim")
 }
+
+/// Synthetic image–caption pairs for benchmarks: images from [`planted`] (5% planted copies);
+/// each caption is `normalise(image + other)` with `other` an independent planted vector, so
+/// pair cosines spread around 0.7 and both sides have topic structure.
+pub fn planted_pairs(n: usize, dim: usize) -> (Matrix, Matrix) {
+    let image = planted(n, dim, 0.05, 1);
+    let other = planted(n, dim, 0.0, 2);
+    let mut text = Vec::with_capacity(n * dim);
+    for i in 0..n {
+        let start = text.len();
+        text.extend(image.row(i).iter().zip(other.row(i)).map(|(a, b)| a + b));
+        unit(&mut text[start..]);
+    }
+    (image, Matrix { dim, data: text })
+}

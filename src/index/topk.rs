@@ -56,7 +56,7 @@ impl TopK {
 /// Merges partial answers for one query (which may repeat rows) into its `k` best.
 pub fn merge(parts: impl IntoIterator<Item = (u32, f32)>, k: usize) -> Neighbours {
     let mut all: Vec<(u32, f32)> = parts.into_iter().collect();
-    all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    all.sort_unstable_by_key(|p| p.0);
     all.dedup_by_key(|p| p.0);
     let mut top = TopK::new(k);
     for (r, s) in all {

@@ -192,6 +192,7 @@ impl Default for PreprocessorConfig {
             rescale_factor: 1.0 / 255.0,
             do_normalize: true,
             image_mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
+            #[allow(clippy::excessive_precision)] // CLIP's published constants, digit for digit
             image_std: [0.268_629_54, 0.261_302_58, 0.275_777_1],
             do_convert_rgb: true,
         }
