@@ -17,7 +17,7 @@ use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sieve::analyze::common::{Embedded, SearchOptions};
 use sieve::analyze::diversity::{self, Clustered, MeasureParams};
-use sieve::analyze::pairs::score_pairs;
+use sieve::analyze::pairs::{bottom_percent_cut, score_pairs};
 use sieve::index::synthetic::planted_pairs;
 
 const DIM: usize = 512;
@@ -35,11 +35,7 @@ fn bench(c: &mut Criterion) {
     let rank_items = pairs(n_rank);
     let cpu = Device::Cpu;
     let search = SearchOptions::default();
-    let bottom_1_percent = |cos: &[f32]| {
-        let mut v = cos.to_vec();
-        v.sort_unstable_by(f32::total_cmp);
-        v[v.len() / 100]
-    };
+    let bottom_1_percent = |cos: &[f32]| bottom_percent_cut(cos, 1.0);
 
     let mut g = c.benchmark_group("cpu/analyze");
     g.sample_size(10);

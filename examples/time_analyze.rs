@@ -7,7 +7,7 @@ use std::time::Instant;
 use candle_core::Device;
 use sieve::analyze::common::{Embedded, SearchOptions};
 use sieve::analyze::diversity::{self, Clustered, MeasureParams};
-use sieve::analyze::pairs::score_pairs;
+use sieve::analyze::pairs::{bottom_percent_cut, score_pairs};
 use sieve::index::synthetic::planted_pairs;
 
 const DIM: usize = 512;
@@ -25,11 +25,7 @@ fn main() {
     let items = pairs(n);
     let cpu = Device::Cpu;
     let search = SearchOptions::default();
-    let bottom_1_percent = |cos: &[f32]| {
-        let mut v = cos.to_vec();
-        v.sort_unstable_by(f32::total_cmp);
-        v[v.len() / 100]
-    };
+    let bottom_1_percent = |cos: &[f32]| bottom_percent_cut(cos, 1.0);
     if what.contains("threshold") {
         let t = Instant::now();
         let (s, ..) = score_pairs(&items, bottom_1_percent, 0, &search, &cpu).unwrap();

@@ -117,6 +117,14 @@ pub struct Summary {
     pub better_caption_found: usize,
 }
 
+/// The smallest cosine that leaves `percent`% of `cosines` strictly below it (∞ for 100%).
+pub fn bottom_percent_cut(cosines: &[f32], percent: f64) -> f32 {
+    let mut v = cosines.to_vec();
+    v.sort_unstable_by(f32::total_cmp);
+    let cut = ((percent / 100.0) * v.len() as f64).round() as usize;
+    v.get(cut).copied().unwrap_or(f32::INFINITY)
+}
+
 /// CLIPScore as torchmetrics reports it.
 pub fn clip_score(cosine: f32) -> f32 {
     (100.0 * cosine).max(0.0)
@@ -250,17 +258,7 @@ pub fn score(opts: &ScoreOptions) -> Result<Summary> {
     let min_cosine_for = move |cos: &[f32]| match threshold {
         Threshold::Model => model_default,
         Threshold::MinCosine(c) => c,
-        Threshold::BottomPercent(p) => {
-            // The smallest cosine that leaves `p`% of the pairs strictly below it.
-            let mut v = cos.to_vec();
-            v.sort_unstable_by(f32::total_cmp);
-            let cut = ((p / 100.0) * v.len() as f64).round() as usize;
-            if cut >= v.len() {
-                f32::INFINITY
-            } else {
-                v[cut]
-            }
-        }
+        Threshold::BottomPercent(p) => bottom_percent_cut(cos, p),
     };
     let (scores, min_cosine, index) = score_pairs(&items, min_cosine_for, opts.top_k, &opts.search, &dev)?;
 

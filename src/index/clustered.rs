@@ -80,6 +80,13 @@ impl<'a> ClusteredIndex<'a> {
         &self.centroids
     }
 
+    /// The query rows `qs` and the indexed rows `ds` of one cluster, as matrices.
+    fn gather(&self, queries: &Matrix, qs: &[u32], ds: &[u32]) -> (Matrix, Matrix) {
+        let d = self.data.dim();
+        let rows = |r: &[u32]| r.iter().map(|&r| r as usize).collect::<Vec<_>>();
+        (Matrix::gather(queries.as_slice(), d, &rows(qs)), Matrix::gather(self.data.as_slice(), d, &rows(ds)))
+    }
+
     /// Cluster members (nearest plus border), for reports and tests.
     pub fn members(&self) -> &[Vec<u32>] {
         &self.members
@@ -120,7 +127,6 @@ impl NeighbourIndex for ClusteredIndex<'_> {
     }
 
     fn range_search(&self, queries: &Matrix, threshold: f32) -> Result<Vec<Pair>> {
-        let d = self.data.dim();
         let assigned = kmeans::assign(queries, &self.centroids, &self.device)?;
         let q_members = members_of(&assigned, self.members.len(), self.border);
         let found: Vec<Vec<Pair>> = q_members
@@ -130,10 +136,7 @@ impl NeighbourIndex for ClusteredIndex<'_> {
                 if qs.is_empty() || ds.is_empty() {
                     return Ok(Vec::new());
                 }
-                let qi: Vec<usize> = qs.iter().map(|&r| r as usize).collect();
-                let di: Vec<usize> = ds.iter().map(|&r| r as usize).collect();
-                let sub_q = Matrix::gather(queries.as_slice(), d, &qi);
-                let sub_d = Matrix::gather(self.data.as_slice(), d, &di);
+                let (sub_q, sub_d) = self.gather(queries, qs, ds);
                 let pairs = ExactIndex::new(&sub_d, self.device.clone()).range_search(&sub_q, threshold)?;
                 Ok(pairs.into_iter().map(|p| Pair { a: qs[p.a as usize], b: ds[p.b as usize], sim: p.sim }).collect())
             })
@@ -144,7 +147,6 @@ impl NeighbourIndex for ClusteredIndex<'_> {
     }
 
     fn knn(&self, queries: &Matrix, k: usize, skip: Option<&[u32]>) -> Result<Vec<Neighbours>> {
-        let d = self.data.dim();
         let nq = queries.rows();
         let want = k + usize::from(skip.is_some());
         let probes = self.probes.min(self.centroids.rows());
@@ -162,10 +164,7 @@ impl NeighbourIndex for ClusteredIndex<'_> {
                 if qs.is_empty() || ds.is_empty() {
                     return Ok(Vec::new());
                 }
-                let qi: Vec<usize> = qs.iter().map(|&r| r as usize).collect();
-                let di: Vec<usize> = ds.iter().map(|&r| r as usize).collect();
-                let sub_q = Matrix::gather(queries.as_slice(), d, &qi);
-                let sub_d = Matrix::gather(self.data.as_slice(), d, &di);
+                let (sub_q, sub_d) = self.gather(queries, qs, ds);
                 let lists = ExactIndex::new(&sub_d, self.device.clone()).knn(&sub_q, want, None)?;
                 Ok(qs
                     .iter()
