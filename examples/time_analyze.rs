@@ -1,6 +1,7 @@
 //! Times `sieve score`'s and `sieve diversity`'s analyses once on synthetic 512-d embeddings
 //! (the data of `benches/analyze.rs`), for sizes too slow for criterion's ten samples:
-//! `cargo run --release --example time_analyze -- 1000000 threshold,rank,diversity`.
+//! `cargo run --release --example time_analyze -- 1000000 threshold,rank,diversity` (and
+//! `all-embeddings`: image, caption and joint, as `sieve diversity` measures a run).
 
 use std::time::Instant;
 
@@ -9,6 +10,7 @@ use sieve::analyze::common::{Embedded, SearchOptions};
 use sieve::analyze::diversity::{self, Clustered, MeasureParams};
 use sieve::analyze::pairs::{bottom_percent_cut, score_pairs};
 use sieve::index::synthetic::planted_pairs;
+use sieve::index::Matrix;
 
 const DIM: usize = 512;
 
@@ -40,6 +42,25 @@ fn main() {
         let (s, _, index) = score_pairs(&items, bottom_1_percent, 10, &search, &cpu).unwrap();
         let out = s.iter().filter(|s| s.outranked).count();
         println!("score/rank-top10 {n}x{DIM}: {:.2?} ({index}, {out} outranked)", t.elapsed());
+    }
+    if what.contains("all-embeddings") {
+        // What `sieve diversity` does for a run: image, caption and joint ([img, txt]/√2).
+        let t = Instant::now();
+        let p = MeasureParams { min_share: 0.1, nn_queries: 10_000, probes: 3, seed: 0 };
+        let s = std::f32::consts::FRAC_1_SQRT_2;
+        let mut joint = Vec::with_capacity(n * 2 * DIM);
+        for i in 0..n {
+            joint.extend(items.image.row(i).iter().map(|x| x * s));
+            joint.extend(items.text.row(i).iter().map(|x| x * s));
+        }
+        let joint = Matrix::new(2 * DIM, joint).unwrap();
+        for (name, m) in [("image", items.image.clone()), ("caption", items.text.clone()), ("joint", joint)] {
+            let t1 = Instant::now();
+            let c = Clustered::new(m, diversity::DEFAULT_CLUSTERS, 0, &cpu).unwrap();
+            let v = diversity::measure(&c, None, None, &p, &cpu).unwrap().vendi.q1;
+            println!("  {name}: {:.2?} (Vendi {v:.1})", t1.elapsed());
+        }
+        println!("diversity/all-embeddings {n}x{DIM}: {:.2?}", t.elapsed());
     }
     if what.contains("diversity") {
         let t = Instant::now();

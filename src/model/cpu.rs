@@ -87,11 +87,28 @@ pub(crate) fn matmul_wt(
     }
 }
 
-/// `dst[da×db] = Aᵀ · B` for row-major `a[rows×da]` and `b[rows×db]`: the Gram (or cross)
-/// matrix of two blocks of vectors, read in place through gemm's strides.
-pub(crate) fn matmul_tn(dst: &mut [f32], a: &[f32], b: &[f32], rows: usize, da: usize, db: usize) {
-    assert!(dst.len() >= da * db && a.len() >= rows * da && b.len() >= rows * db, "gemm operands too small");
-    // SAFETY: bounds checked above; lhs(i, r) = a[r][i], rhs(r, j) = b[r][j], dst row-major.
+/// `dst[da×db] = Aᵀ · B` for `a[rows×da]` and `b[rows×db]`, each row-major with its own row
+/// stride (`ld*`, ≥ the width), so blocks of columns of wider matrices are read in place: the
+/// Gram (or cross) matrix of two blocks of vectors through gemm's strides.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_tn(
+    dst: &mut [f32],
+    ldd: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    rows: usize,
+    da: usize,
+    db: usize,
+) {
+    let fits = |len: usize, ld: usize, r: usize, w: usize| r == 0 || w == 0 || (ld >= w && len >= (r - 1) * ld + w);
+    assert!(
+        fits(dst.len(), ldd, da, db) && fits(a.len(), lda, rows, da) && fits(b.len(), ldb, rows, db),
+        "gemm operands too small"
+    );
+    // SAFETY: bounds checked above; lhs(i, r) = a[r·lda + i], rhs(r, j) = b[r·ldb + j],
+    // dst(i, j) = dst[i·ldd + j].
     unsafe {
         gemm::gemm(
             da,
@@ -99,14 +116,14 @@ pub(crate) fn matmul_tn(dst: &mut [f32], a: &[f32], b: &[f32], rows: usize, da: 
             rows,
             dst.as_mut_ptr(),
             1,
-            db as isize,
+            ldd as isize,
             false,
             a.as_ptr(),
-            da as isize,
+            lda as isize,
             1,
             b.as_ptr(),
             1,
-            db as isize,
+            ldb as isize,
             1.0,
             1.0,
             false,
