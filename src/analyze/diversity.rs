@@ -300,8 +300,6 @@ pub struct Clustered {
     pub vectors: Matrix,
     pub centroids: Matrix,
     pub assigned: Vec<Top2>,
-    /// `Σ xᵢ xᵢᵀ` over all rows, when the caller computed it from the groups' sums.
-    gram: Option<Vec<f64>>,
 }
 
 impl Clustered {
@@ -310,16 +308,11 @@ impl Clustered {
         normalise_rows(&mut vectors);
         let k = k.clamp(1, vectors.rows().max(1));
         if vectors.rows() == 0 {
-            return Ok(Self {
-                centroids: Matrix::new(vectors.dim(), Vec::new())?,
-                vectors,
-                assigned: Vec::new(),
-                gram: None,
-            });
+            return Ok(Self { centroids: Matrix::new(vectors.dim(), Vec::new())?, vectors, assigned: Vec::new() });
         }
         let centroids = kmeans::train(&vectors, KMeansParams::new(k, seed), device)?;
         let assigned = kmeans::assign(&vectors, &centroids, device)?;
-        Ok(Self { vectors, centroids, assigned, gram: None })
+        Ok(Self { vectors, centroids, assigned })
     }
 
     pub fn k(&self) -> usize {
@@ -392,7 +385,7 @@ pub fn measure(
     };
     let d = c.vectors.dim();
     let owned;
-    let gram = match gram.or(c.gram.as_deref().filter(|_| rows.len() == c.vectors.rows())) {
+    let gram = match gram {
         Some(g) => g,
         None => {
             owned = gram_sum(&c.vectors, (rows.len() != c.vectors.rows()).then_some(rows));
@@ -411,7 +404,7 @@ pub fn measure(
 
 /// Measures one embedding for the whole run and for each group (`groups[g]` = its rows).
 fn measure_all(
-    c: &mut Clustered,
+    c: &Clustered,
     groups: &[Vec<usize>],
     p: &MeasureParams,
     device: &Device,
@@ -427,10 +420,9 @@ fn measure_all(
         }
         grams.push(g);
     }
-    if !groups.is_empty() && groups.iter().map(Vec::len).sum::<usize>() == c.vectors.rows() {
-        c.gram = Some(total);
-    }
-    let overall = measure(c, None, None, p, device)?;
+    // The groups partition the rows, so their sums add up to the whole run's.
+    let whole = (!groups.is_empty() && groups.iter().map(Vec::len).sum::<usize>() == c.vectors.rows()).then_some(total);
+    let overall = measure(c, None, whole.as_deref(), p, device)?;
     for (rows, g) in groups.iter().zip(&grams) {
         per_group.push(measure(c, Some(rows), Some(g), p, device)?);
     }
@@ -490,8 +482,8 @@ pub fn diversity(opts: &DiversityOptions) -> Result<Report> {
 
     if n > 0 {
         let t0 = Instant::now();
-        let mut c = Clustered::new(items.image.clone(), opts.clusters, opts.seed, &dev)?;
-        let (o, per) = measure_all(&mut c, &image_groups, &p, &dev)?;
+        let c = Clustered::new(items.image.clone(), opts.clusters, opts.seed, &dev)?;
+        let (o, per) = measure_all(&c, &image_groups, &p, &dev)?;
         overall.image = Some(o);
         for (g, m) in groups.iter_mut().zip(per) {
             g.metrics.image = Some(m);
@@ -502,8 +494,8 @@ pub fn diversity(opts: &DiversityOptions) -> Result<Report> {
         let t0 = Instant::now();
         let mut text = Matrix::gather(items.text.as_slice(), d, &captioned);
         normalise_rows(&mut text);
-        let mut c = Clustered::new(text.clone(), opts.clusters, opts.seed, &dev)?;
-        let (o, per) = measure_all(&mut c, &text_groups, &p, &dev)?;
+        let c = Clustered::new(text.clone(), opts.clusters, opts.seed, &dev)?;
+        let (o, per) = measure_all(&c, &text_groups, &p, &dev)?;
         overall.text = Some(o);
         for (g, m) in groups.iter_mut().zip(per) {
             g.metrics.text = (m.items > 0).then_some(m);
@@ -519,8 +511,8 @@ pub fn diversity(opts: &DiversityOptions) -> Result<Report> {
             joint.extend(text.row(j).iter().map(|x| x * s));
         }
         drop((image, text));
-        let mut c = Clustered::new(Matrix::new(2 * d, joint)?, opts.clusters, opts.seed, &dev)?;
-        let (o, per) = measure_all(&mut c, &text_groups, &p, &dev)?;
+        let c = Clustered::new(Matrix::new(2 * d, joint)?, opts.clusters, opts.seed, &dev)?;
+        let (o, per) = measure_all(&c, &text_groups, &p, &dev)?;
         overall.joint = Some(o);
         for (g, m) in groups.iter_mut().zip(per) {
             g.metrics.joint = (m.items > 0).then_some(m);

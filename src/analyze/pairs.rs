@@ -138,7 +138,8 @@ fn rank_in(list: &[(u32, f32)], own: u32, own_sim: f32, k: usize) -> Option<u32>
     (better < k).then_some(better as u32 + 1)
 }
 
-/// Scores the pairs of `items` (pure: no files). `pair_items` are the items with a caption.
+/// Scores the pairs of `items` (the items with a caption; pure: no files). `min_cosine_for`
+/// turns the pairs' cosines into the low-score threshold.
 pub fn score_pairs(
     items: &Embedded,
     min_cosine_for: impl FnOnce(&[f32]) -> f32,
