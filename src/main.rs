@@ -34,29 +34,44 @@ fn main() -> ExitCode {
     }
 }
 
+fn print_run_summary(what: &str, m: &sieve::store::RunManifest, out: &std::path::Path) {
+    let c = &m.counts;
+    eprintln!(
+        "{what} {} records, {} embedded ({} with captions), {} skipped -> {}",
+        c.records,
+        c.embedded,
+        c.with_caption,
+        c.skipped,
+        out.display()
+    );
+    for (reason, n) in &c.skipped_by_reason {
+        eprintln!("  skipped {n:>8}  {reason}");
+    }
+    if c.captions_truncated > 0 || c.captions_lossy > 0 {
+        eprintln!(
+            "  captions truncated to {} tokens: {}, not UTF-8 (decoded lossily): {}",
+            m.text_max_tokens, c.captions_truncated, c.captions_lossy
+        );
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Embed(args) => {
             let opts = args.to_options(cli.quiet)?;
-            let m = sieve::pipeline::embed(&opts)?;
-            let c = &m.counts;
-            eprintln!(
-                "sieve embed: {} records, {} embedded ({} with captions), {} skipped -> {}",
-                c.records,
-                c.embedded,
-                c.with_caption,
-                c.skipped,
-                opts.out.display()
-            );
-            for (reason, n) in &c.skipped_by_reason {
-                eprintln!("  skipped {n:>8}  {reason}");
+            let outcome = sieve::pipeline::embed(&opts)?;
+            if outcome.already_complete {
+                eprintln!("sieve embed: {} already holds this run, finished; nothing to do", opts.out.display());
+            } else if outcome.resumed_rows > 0 {
+                eprintln!("sieve embed: resumed after {} records already written", outcome.resumed_rows);
             }
-            if c.captions_truncated > 0 || c.captions_lossy > 0 {
-                eprintln!(
-                    "  captions truncated to {} tokens: {}, not UTF-8 (decoded lossily): {}",
-                    m.text_max_tokens, c.captions_truncated, c.captions_lossy
-                );
-            }
+            print_run_summary("sieve embed", &outcome.manifest, &opts.out);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Merge(args) => {
+            let opts = args.to_options()?;
+            let m = sieve::store::merge::merge(&opts)?;
+            print_run_summary(&format!("sieve merge: {} runs,", opts.runs.len()), &m, &opts.out);
             Ok(ExitCode::SUCCESS)
         }
         Command::Dedup(args) => {

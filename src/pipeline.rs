@@ -11,12 +11,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::device::{self, BatchSize, DeviceSpec, HostPixels};
 use crate::error::Result;
-use crate::ingest::{CaptionSource, Record};
+use crate::ingest::{CaptionSource, InputSpec, Record, Source};
 use crate::media::decode::{self, Limits, Skip, SkipReason};
 use crate::media::phash;
 use crate::media::tokenize::Tokens;
 use crate::model::{l2_normalize, Clip, ModelSpec};
-use crate::store::{self, InputInfo, Row, RunManifest, RunWriter, Status};
+use crate::store::{self, InputInfo, Row, RunManifest, RunWriter, Start, Status};
 
 /// Pixel buffers in flight: one being embedded, one ready, one being filled.
 const PIXEL_BUFFERS: usize = 3;
@@ -24,7 +24,7 @@ const PIXEL_BUFFERS: usize = 3;
 /// Everything `sieve embed` needs, validated.
 #[derive(Debug, Clone)]
 pub struct EmbedOptions {
-    pub input: PathBuf,
+    pub input: InputSpec,
     pub out: PathBuf,
     pub model: ModelSpec,
     pub device: DeviceSpec,
@@ -63,18 +63,48 @@ struct Batch {
     ok: usize,
 }
 
-fn read_image(record: &Record, limits: &Limits, clip: &Clip, out: &mut [f32]) -> std::result::Result<ImageMeta, Skip> {
+fn io_skip(e: std::io::Error) -> Skip {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => Skip::new(SkipReason::Missing, e.to_string()),
+        std::io::ErrorKind::UnexpectedEof => Skip::new(SkipReason::DecodeError, "the tar ends inside this member"),
+        _ => Skip::new(SkipReason::Unreadable, e.to_string()),
+    }
+}
+
+fn too_large(len: u64, limits: &Limits) -> Option<Skip> {
+    (len > limits.max_bytes).then(|| {
+        Skip::new(SkipReason::TooLarge, format!("{len} bytes, over the limit of {} (--max-bytes)", limits.max_bytes))
+    })
+}
+
+/// The image's bytes, with the size limit checked before reading them.
+fn image_bytes(record: &Record, limits: &Limits) -> std::result::Result<Vec<u8>, Skip> {
     if let Some(skip) = &record.skip {
         return Err(skip.clone());
     }
-    let meta = std::fs::metadata(&record.path).map_err(|e| Skip::new(SkipReason::Unreadable, e.to_string()))?;
-    if meta.len() > limits.max_bytes {
-        return Err(Skip::new(
-            SkipReason::TooLarge,
-            format!("{} bytes, over the limit of {} (--max-bytes)", meta.len(), limits.max_bytes),
-        ));
+    match &record.source {
+        Source::File(path) => {
+            let meta = std::fs::metadata(path).map_err(io_skip)?;
+            if meta.is_dir() {
+                return Err(Skip::new(SkipReason::Unreadable, "is a folder"));
+            }
+            if let Some(skip) = too_large(meta.len(), limits) {
+                return Err(skip);
+            }
+            std::fs::read(path).map_err(io_skip)
+        }
+        Source::Member(m) => {
+            if let Some(skip) = too_large(m.len, limits) {
+                return Err(skip);
+            }
+            m.read().map_err(io_skip)
+        }
+        Source::None => Err(Skip::new(SkipReason::Unreadable, "nothing to read")),
     }
-    let bytes = std::fs::read(&record.path).map_err(|e| Skip::new(SkipReason::Unreadable, e.to_string()))?;
+}
+
+fn read_image(record: &Record, limits: &Limits, clip: &Clip, out: &mut [f32]) -> std::result::Result<ImageMeta, Skip> {
+    let bytes = image_bytes(record, limits)?;
     let decoded = decode::decode(&bytes, limits)?;
     clip.preprocessor.preprocess_into(&decoded.rgb, out);
     Ok(ImageMeta {
@@ -85,27 +115,59 @@ fn read_image(record: &Record, limits: &Limits, clip: &Clip, out: &mut [f32]) ->
     })
 }
 
-fn read_caption(record: &Record, clip: &Clip) -> Option<PreparedCaption> {
-    let CaptionSource::File(path) = &record.caption else { return None };
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!("cannot read caption {}: {e}; embedding the image without it", path.display());
-            return None;
-        }
-    };
+/// Caption text from bytes: lossily decoded when not UTF-8 (then flagged).
+fn caption_text(bytes: Vec<u8>, json: bool, what: &str) -> Option<(String, bool)> {
     let (text, lossy) = match String::from_utf8(bytes) {
         Ok(s) => (s, false),
         Err(e) => {
-            tracing::warn!("caption {} is not valid UTF-8; decoded lossily", path.display());
+            tracing::warn!("caption {what} is not valid UTF-8; decoded lossily");
             (String::from_utf8_lossy(e.as_bytes()).into_owned(), true)
         }
+    };
+    if !json {
+        return Some((text, lossy));
+    }
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) => match v.get("caption") {
+            Some(serde_json::Value::String(s)) => Some((s.clone(), lossy && s.contains('\u{fffd}'))),
+            Some(serde_json::Value::Null) | None => None,
+            Some(other) => Some((other.to_string(), false)),
+        },
+        Err(e) => {
+            tracing::warn!("caption {what} is not valid JSON ({e}); embedding the image without it");
+            None
+        }
+    }
+}
+
+fn read_caption(record: &Record, clip: &Clip) -> Option<PreparedCaption> {
+    let read_file = |path: &PathBuf| match std::fs::read(path) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::warn!("cannot read caption {}: {e}; embedding the image without it", path.display());
+            None
+        }
+    };
+    let read_member = |m: &crate::ingest::Member| match m.read() {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::warn!("cannot read the caption of {}: {e}; embedding the image without it", record.uri);
+            None
+        }
+    };
+    let (text, lossy) = match &record.caption {
+        CaptionSource::None => return None,
+        CaptionSource::Text { text, lossy } => (text.clone(), *lossy),
+        CaptionSource::File(p) => caption_text(read_file(p)?, false, &p.display().to_string())?,
+        CaptionSource::JsonFile(p) => caption_text(read_file(p)?, true, &p.display().to_string())?,
+        CaptionSource::Member(m) => caption_text(read_member(m)?, false, &format!("of {}", record.uri))?,
+        CaptionSource::JsonMember(m) => caption_text(read_member(m)?, true, &format!("of {}", record.uri))?,
     };
     let text = text.trim().to_string();
     match clip.tokenizer.encode(&text) {
         Ok(tokens) => Some(PreparedCaption { text, lossy, tokens }),
         Err(e) => {
-            tracing::warn!("cannot tokenise caption {}: {e}", path.display());
+            tracing::warn!("cannot tokenise the caption of {}: {e}", record.uri);
             None
         }
     }
@@ -215,18 +277,66 @@ fn progress_bar(len: u64, enabled: bool) -> ProgressBar {
     pb
 }
 
+/// What `sieve embed` did.
+#[derive(Debug, Clone)]
+pub struct EmbedOutcome {
+    pub manifest: RunManifest,
+    /// Rows found already written by an interrupted run of the same command.
+    pub resumed_rows: usize,
+    /// The same command had already finished: nothing was done.
+    pub already_complete: bool,
+}
+
 /// Runs `sieve embed`: lists the input, embeds every record it can, lists the rest with a
-/// reason, and writes the run directory.
-pub fn embed(opts: &EmbedOptions) -> Result<RunManifest> {
-    let records = crate::ingest::dir::scan(&opts.input)?;
-    tracing::info!("{} images found under {}", records.len(), opts.input.display());
+/// reason, and writes the run directory; resumes an interrupted run of the same command.
+pub fn embed(opts: &EmbedOptions) -> Result<EmbedOutcome> {
+    let listing = crate::ingest::list(&opts.input)?;
+    tracing::info!("{} records in {} input(s) ({})", listing.records.len(), listing.paths.len(), listing.format.name());
     let device = device::open(opts.device)?;
     let dtype = device::compute_dtype(&device);
     let clip = Clip::load(&opts.model, &device, dtype)?;
     let batch_size = device::resolve_batch_size(opts.batch_size, &device, clip.model.config(), dtype);
     tracing::info!("model {} on {} ({dtype:?}), batch size {batch_size}", clip.info.id, device::describe(&device));
-    let mut writer = RunWriter::create(&opts.out, opts.part_size, clip.model.embed_dim(), opts.overwrite)?;
-    if !device.is_cpu() {
+    let manifest = RunManifest {
+        sieve_version: env!("CARGO_PKG_VERSION").to_string(),
+        model: clip.info.clone(),
+        device: device::describe(&device),
+        compute_dtype: format!("{dtype:?}").to_lowercase(),
+        storage_dtype: "float16".into(),
+        embed_dim: clip.model.embed_dim(),
+        preprocessing: clip.preprocessor.config().clone(),
+        text_max_tokens: clip.tokenizer.max_len(),
+        input: InputInfo {
+            paths: listing.paths.iter().map(|p| p.display().to_string()).collect(),
+            format: listing.format.name().into(),
+            image_col: listing.image_col.clone(),
+            caption_col: listing.caption_col.clone(),
+            shard: opts.input.shard,
+            records: listing.records.len() as u64,
+            listing_sha256: listing.fingerprint(),
+        },
+        limits: opts.limits,
+        batch_size,
+        part_size: opts.part_size,
+        complete: false,
+        counts: Default::default(),
+        parts: Vec::new(),
+        merged_from: Vec::new(),
+    };
+    let ids: Vec<u64> = listing.records.iter().map(|r| r.id).collect();
+    let (mut writer, done) = match RunWriter::start(&opts.out, &manifest, &ids, opts.overwrite)? {
+        Start::Complete(m) => {
+            tracing::info!("{} already holds this run, complete; nothing to do", opts.out.display());
+            return Ok(EmbedOutcome { manifest: *m, resumed_rows: 0, already_complete: true });
+        }
+        Start::Fresh(w) => (w, 0),
+        Start::Resume(w, done) => {
+            tracing::info!("resuming after {done} of {} records already written", ids.len());
+            (w, done)
+        }
+    };
+    let records = &listing.records[done..];
+    if !device.is_cpu() && !records.is_empty() {
         // Part of loading: otherwise the first batch compiles kernels while the decoders,
         // which can run only a few batches ahead, stall.
         let t = Instant::now();
@@ -236,7 +346,6 @@ pub fn embed(opts: &EmbedOptions) -> Result<RunManifest> {
 
     let pb = progress_bar(records.len() as u64, opts.progress);
     let started = Instant::now();
-    // Three pixel buffers: one being embedded, one ready, one being filled.
     let (tx, rx) = crossbeam_channel::bounded::<Result<Batch>>(1);
     let (free_tx, free_rx) = crossbeam_channel::bounded::<HostPixels>(PIXEL_BUFFERS);
     let item_len = clip.preprocessor.output_len();
@@ -247,10 +356,9 @@ pub fn embed(opts: &EmbedOptions) -> Result<RunManifest> {
         // Owned here so that an early return drops them and unblocks the producer.
         let (rx, free_tx) = (rx, free_tx);
         let clip_ref = &clip;
-        let records_ref = &records;
         let limits = opts.limits;
         s.spawn(move || {
-            for chunk in records_ref.chunks(batch_size) {
+            for chunk in records.chunks(batch_size) {
                 let Ok(buf) = free_rx.recv() else { break };
                 if tx.send(prepare_batch(chunk, clip_ref, &limits, buf)).is_err() {
                     break; // the embedding side stopped (with an error it reports)
@@ -268,31 +376,14 @@ pub fn embed(opts: &EmbedOptions) -> Result<RunManifest> {
     })?;
     pb.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
-
-    let manifest = RunManifest {
-        sieve_version: env!("CARGO_PKG_VERSION").to_string(),
-        model: clip.info.clone(),
-        device: device::describe(&device),
-        compute_dtype: format!("{dtype:?}").to_lowercase(),
-        storage_dtype: "float16".into(),
-        embed_dim: clip.model.embed_dim(),
-        preprocessing: clip.preprocessor.config().clone(),
-        text_max_tokens: clip.tokenizer.max_len(),
-        input: InputInfo { path: opts.input.display().to_string(), format: "dir".into() },
-        limits: opts.limits,
-        batch_size,
-        part_size: opts.part_size,
-        counts: Default::default(),
-        parts: Vec::new(),
-    };
     let manifest = writer.finish(manifest)?;
     tracing::info!(
-        "embedded {} of {} records in {elapsed:.1}s ({:.1} images/s)",
+        "embedded {} of {} records in {elapsed:.1}s ({:.1} records/s)",
         manifest.counts.embedded,
         manifest.counts.records,
-        manifest.counts.records as f64 / elapsed.max(1e-9)
+        records.len() as f64 / elapsed.max(1e-9)
     );
-    Ok(manifest)
+    Ok(EmbedOutcome { manifest, resumed_rows: done, already_complete: false })
 }
 
 /// Throughput of the CPU stage alone.

@@ -221,7 +221,7 @@ fn embed_lists_every_file_and_matches_the_reference() {
 }
 
 #[test]
-fn rerun_refuses_then_overwrites_byte_identically() {
+fn rerun_is_a_no_op_another_command_is_refused_and_overwrite_is_byte_identical() {
     let c = build_corpus();
     let out = c._dir.path().join("run");
     assert!(embed(&c.input, &out, &["--quiet"]).status.success());
@@ -237,9 +237,16 @@ fn rerun_refuses_then_overwrites_byte_identically() {
     let first = snapshot(&out);
     assert!(first.keys().any(|k| k.ends_with(".parquet")) && first.contains_key("run.json"));
 
+    // The same command again: the run is finished, nothing is rewritten.
     let o = embed(&c.input, &out, &["--quiet"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing to do"));
+    assert!(snapshot(&out) == first);
+    // Another command into the same folder: refused, naming the way out.
+    let o = embed(&c.input, &out, &["--quiet", "--max-pixels", "1000000"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--overwrite"));
+    let msg = String::from_utf8_lossy(&o.stderr);
+    assert!(msg.contains("--overwrite") && msg.contains("--max-pixels"), "{msg}");
 
     assert!(embed(&c.input, &out, &["--quiet", "--overwrite"]).status.success());
     let second = snapshot(&out);

@@ -135,12 +135,14 @@ pub fn planted_run_with_uris(dir: &Path, items: &[Planted], weights_sha256: &str
         embed_dim: dim,
         preprocessing: Default::default(),
         text_max_tokens: 77,
-        input: InputInfo { path: "planted".into(), format: "dir".into() },
+        input: InputInfo { paths: vec!["planted".into()], format: "dir".into(), ..Default::default() },
         limits: Default::default(),
         batch_size: 1,
         part_size: 1000,
+        complete: false,
         counts: Default::default(),
         parts: Vec::new(),
+        merged_from: Vec::new(),
     };
     w.finish(manifest).unwrap();
 }

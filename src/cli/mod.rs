@@ -36,14 +36,25 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Embed a folder of images (and sidecar .txt captions) into a run directory.
+    /// Embed images and captions (a folder, a manifest or WebDataset tars) into a run directory.
     ///
-    /// Every image ends either embedded or listed in metadata with a reason (unreadable,
-    /// not-an-image, decode-error, too-large, too-many-pixels, empty-file); bad files never stop
-    /// the run. Output: RUN/metadata/part-*.parquet, RUN/img_emb/part-*.npy and
-    /// RUN/text_emb/part-*.npy (float16, L2-normalised, row i = metadata row i, zeros where
-    /// nothing was embedded) and RUN/run.json.
+    /// Every record ends either embedded or listed in metadata with a reason (unreadable,
+    /// missing, not-an-image, decode-error, too-large, too-many-pixels, empty-file, remote-uri,
+    /// bad-manifest-line, corrupt-archive); bad files never stop the run, and a summary of the
+    /// skipped counts by reason is printed at the end. Output: RUN/metadata/part-*.parquet,
+    /// RUN/img_emb/part-*.npy and RUN/text_emb/part-*.npy (float16, L2-normalised, row i =
+    /// metadata row i, zeros where nothing was embedded) and RUN/run.json.
+    ///
+    /// Resumable: parts are written atomically, so if the run is killed, rerunning the same
+    /// command keeps the parts already written and goes on from there (a finished run is left
+    /// as it is). --shard i/n embeds a deterministic slice; `sieve merge` combines the slices.
     Embed(EmbedArgs),
+    /// Combine runs made with `sieve embed --shard i/n` into one run.
+    ///
+    /// Rows are written in id order (the order of the unsharded input) and re-cut into parts of
+    /// --part-size; embeddings are copied exactly. Runs made with a different model, weights or
+    /// preprocessing are refused, as are runs that overlap (the same records twice).
+    Merge(MergeArgs),
     /// Measure model-only throughput (images/s, captions/s) with random weights.
     ///
     /// Uses the shape in a CLIP config.json (e.g. models/clip-vit-base-patch32/config.json);
@@ -114,8 +125,35 @@ pub struct ModelArgs {
 
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
-    /// Folder of images, walked recursively; `name.txt` next to `name.jpg` is its caption.
-    pub input: PathBuf,
+    /// What to embed, detected from the name (or set with --input-format):
+    /// a folder, walked recursively, where `cat.txt` (or the `caption` field of `cat.json`) next
+    /// to `cat.jpg` is its caption; a manifest (.csv, .tsv, .jsonl, .parquet) with an image column
+    /// (a path, relative to the manifest's folder; remote URLs are listed as remote-uri) and a
+    /// caption column; or WebDataset .tar shards (KEY.jpg + KEY.txt or KEY.json, as img2dataset
+    /// writes them), read in place. Several manifests or tars may be given, and brace patterns
+    /// such as 'shards/{00000..00099}.tar' are expanded.
+    #[arg(required = true, num_args = 1.., value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+
+    /// Force the input format: dir, csv, tsv, jsonl, parquet or wds.
+    #[arg(long, value_name = "FORMAT")]
+    pub input_format: Option<String>,
+
+    /// Manifest column naming the image [default: the first of image, path, image_path,
+    /// filepath, file_path, file, filename, file_name, url, image_url, uri].
+    #[arg(long, value_name = "COLUMN")]
+    pub image_col: Option<String>,
+
+    /// Manifest column holding the caption [default: the first of caption, text, txt, title,
+    /// alt, alt_text, description, prompt; none: images only].
+    #[arg(long, value_name = "COLUMN")]
+    pub caption_col: Option<String>,
+
+    /// Embed only slice i of n (numbered from 0) so n processes or machines can split one input:
+    /// contiguous slices of the listed records, or of the tar files for WebDataset input.
+    /// Combine the runs with `sieve merge`.
+    #[arg(long, value_name = "i/n")]
+    pub shard: Option<String>,
 
     /// Run directory to write.
     #[arg(long, short)]
@@ -142,9 +180,46 @@ pub struct EmbedArgs {
     #[arg(long, default_value_t = Limits::default().max_pixels)]
     pub max_pixels: u64,
 
+    /// Replace a run already in --out (by default an interrupted run of the same command is
+    /// resumed, and a run of a different command refused).
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Run directories to combine (e.g. the outputs of `sieve embed --shard 0/4` … `3/4`).
+    #[arg(required = true, num_args = 1.., value_name = "RUN")]
+    pub runs: Vec<PathBuf>,
+
+    /// Run directory to write.
+    #[arg(long, short)]
+    pub out: PathBuf,
+
+    /// Rows per output part file [default: the first run's].
+    #[arg(long)]
+    pub part_size: Option<usize>,
+
     /// Replace a run already in --out.
     #[arg(long)]
     pub overwrite: bool,
+}
+
+impl MergeArgs {
+    pub fn to_options(&self) -> Result<crate::store::merge::MergeOptions> {
+        if self.part_size == Some(0) {
+            return Err(Error::InvalidArg { what: "--part-size", reason: "must be at least 1".into() });
+        }
+        if self.runs.iter().any(|r| r == &self.out) {
+            return Err(Error::InvalidArg { what: "--out", reason: "must not be one of the runs being merged".into() });
+        }
+        Ok(crate::store::merge::MergeOptions {
+            runs: self.runs.clone(),
+            out: self.out.clone(),
+            part_size: self.part_size,
+            overwrite: self.overwrite,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -561,7 +636,13 @@ impl EmbedArgs {
             return Err(Error::InvalidArg { what: "--part-size", reason: "must be at least 1".into() });
         }
         Ok(EmbedOptions {
-            input: self.input.clone(),
+            input: crate::ingest::InputSpec {
+                paths: self.inputs.clone(),
+                format: self.input_format.as_deref().map(str::parse).transpose()?,
+                image_col: self.image_col.clone(),
+                caption_col: self.caption_col.clone(),
+                shard: self.shard.as_deref().map(str::parse).transpose()?,
+            },
             out: self.out.clone(),
             model: ModelSpec::new(self.model.model.clone(), self.model.revision.clone()),
             device: self.model.device.parse::<DeviceSpec>()?,

@@ -1,13 +1,13 @@
 //! A folder of images, walked recursively in sorted order, with optional sidecar captions: for
-//! `a/b/cat.jpg`, the caption is `a/b/cat.txt` when it exists. Symlinks are followed; loops and
-//! dangling links are reported, never fatal.
+//! `a/b/cat.jpg`, the caption is `a/b/cat.txt` when it exists, else the `caption` field of
+//! `a/b/cat.json`. Symlinks are followed; loops and dangling links are reported, never fatal.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use walkdir::WalkDir;
 
-use super::{CaptionSource, Record};
+use super::{CaptionSource, Record, Source};
 use crate::error::{Error, Result};
 use crate::media::decode::{Skip, SkipReason};
 
@@ -49,8 +49,14 @@ pub fn scan(root: &Path) -> Result<Vec<Record>> {
         .iter()
         .filter(|p| is_image_name(p))
         .map(|p| {
-            let side = p.with_extension("txt");
-            let caption = if files.contains(&side) { CaptionSource::File(side) } else { CaptionSource::None };
+            let (txt, json) = (p.with_extension("txt"), p.with_extension("json"));
+            let caption = if files.contains(&txt) {
+                CaptionSource::File(txt)
+            } else if files.contains(&json) {
+                CaptionSource::JsonFile(json)
+            } else {
+                CaptionSource::None
+            };
             (p.clone(), caption, None)
         })
         .collect();
@@ -59,6 +65,12 @@ pub fn scan(root: &Path) -> Result<Vec<Record>> {
     Ok(items
         .into_iter()
         .enumerate()
-        .map(|(i, (path, caption, skip))| Record { id: i as u64, uri: path.display().to_string(), path, caption, skip })
+        .map(|(i, (path, caption, skip))| Record {
+            id: i as u64,
+            uri: path.display().to_string(),
+            source: if skip.is_some() { Source::None } else { Source::File(path) },
+            caption,
+            skip,
+        })
         .collect())
 }

@@ -37,6 +37,14 @@ pub enum SkipReason {
     NotAnImage,
     /// A known image format that failed to decode (corrupt or truncated).
     DecodeError,
+    /// A manifest names a remote URL; downloading is img2dataset's job, not sieve's.
+    RemoteUri,
+    /// A manifest line that could not be parsed or names no image.
+    BadManifestLine,
+    /// A tar shard that could not be read (past this point, its members are unknown).
+    CorruptArchive,
+    /// The file a manifest names does not exist, or a tar sample has no image member.
+    Missing,
 }
 
 impl SkipReason {
@@ -48,6 +56,10 @@ impl SkipReason {
             SkipReason::TooManyPixels => "too-many-pixels",
             SkipReason::NotAnImage => "not-an-image",
             SkipReason::DecodeError => "decode-error",
+            SkipReason::RemoteUri => "remote-uri",
+            SkipReason::BadManifestLine => "bad-manifest-line",
+            SkipReason::CorruptArchive => "corrupt-archive",
+            SkipReason::Missing => "missing",
         }
     }
 }

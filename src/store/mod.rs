@@ -3,6 +3,7 @@
 //! metadata row i (zero rows where nothing was embedded), and `run.json`. Every file is written
 //! to a temporary name and renamed into place, so a reader never sees half a part.
 
+pub mod merge;
 pub mod npy;
 pub mod read;
 
@@ -194,25 +195,21 @@ impl RunWriter {
         if part_size == 0 {
             return Err(Error::InvalidArg { what: "--part-size", reason: "must be at least 1".into() });
         }
-        if dir.join("run.json").exists() || dir.join("metadata").exists() {
+        if holds_run(dir) {
             if !overwrite {
                 return Err(Error::RunDir {
                     path: dir.into(),
                     reason: "already holds a run; choose another --out or pass --overwrite to replace it".into(),
                 });
             }
-            for sub in ["metadata", "img_emb", "text_emb"] {
-                let p = dir.join(sub);
-                if p.exists() {
-                    fs::remove_dir_all(&p).map_err(|e| Error::io("removing", &p, e))?;
-                }
-            }
-            let _ = fs::remove_file(dir.join("run.json"));
+            wipe(dir)?;
         }
-        for sub in ["metadata", "img_emb", "text_emb"] {
-            let p = dir.join(sub);
-            fs::create_dir_all(&p).map_err(|e| Error::io("creating", &p, e))?;
-        }
+        let w = Self::fresh(dir, part_size, embed_dim)?;
+        w.create_part_dirs()?;
+        Ok(w)
+    }
+
+    fn fresh(dir: &Path, part_size: usize, embed_dim: usize) -> Result<Self> {
         Ok(Self {
             dir: dir.into(),
             part_size,
@@ -221,6 +218,108 @@ impl RunWriter {
             parts: Vec::new(),
             counts: Counts::default(),
         })
+    }
+
+    fn create_part_dirs(&self) -> Result<()> {
+        for sub in PART_DIRS {
+            let p = self.dir.join(sub);
+            fs::create_dir_all(&p).map_err(|e| Error::io("creating", &p, e))?;
+        }
+        Ok(())
+    }
+
+    /// Starts or resumes the run `manifest` describes (its `counts` and `parts` empty) in `dir`
+    /// for records with ids `ids`, in order:
+    /// - an empty `dir` (or `overwrite`): a fresh run, with `run.json` marked incomplete until
+    ///   [`RunWriter::finish`];
+    /// - an interrupted run of the same job: its complete parts are kept (checked against
+    ///   `ids`), anything after them is removed, and writing resumes after their rows;
+    /// - a finished run of the same job: nothing to do;
+    /// - anything else is refused, naming what differs.
+    pub fn start(dir: &Path, manifest: &RunManifest, ids: &[u64], overwrite: bool) -> Result<Start> {
+        let part_size = manifest.part_size;
+        if part_size == 0 {
+            return Err(Error::InvalidArg { what: "--part-size", reason: "must be at least 1".into() });
+        }
+        let refuse = |reason: String| Error::RunDir { path: dir.into(), reason };
+        if overwrite && holds_run(dir) {
+            wipe(dir)?;
+        }
+        if dir.join("run.json").is_file() {
+            let old = read_manifest(dir)?;
+            let diff = job_differences(&old, manifest);
+            if !diff.is_empty() {
+                return Err(refuse(format!(
+                    "holds a run of a different job (it differs in {}); pass --overwrite to replace it or choose another --out",
+                    diff.join(", ")
+                )));
+            }
+            if old.complete {
+                return Ok(Start::Complete(Box::new(old)));
+            }
+            let mut w = Self::fresh(dir, part_size, manifest.embed_dim)?;
+            w.create_part_dirs()?;
+            let done = w.keep_complete_parts(ids)?;
+            return Ok(Start::Resume(w, done));
+        }
+        let has_parts =
+            PART_DIRS.iter().any(|sub| fs::read_dir(dir.join(sub)).is_ok_and(|mut entries| entries.any(|e| e.is_ok())));
+        if has_parts {
+            return Err(refuse(
+                "holds parts but no run.json, so it cannot be resumed safely; pass --overwrite to start again".into(),
+            ));
+        }
+        // run.json first: a run killed at any later moment can be recognised and resumed.
+        fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        let w = Self::fresh(dir, part_size, manifest.embed_dim)?;
+        w.write_manifest(manifest)?;
+        w.create_part_dirs()?;
+        Ok(Start::Fresh(w))
+    }
+
+    /// Keeps the leading parts that are whole (metadata and both embedding files, all with the
+    /// part's rows, ids as expected) and removes every other file under the part folders.
+    fn keep_complete_parts(&mut self, ids: &[u64]) -> Result<usize> {
+        let d = self.embed_dim;
+        let mut done = 0;
+        loop {
+            let index = self.parts.len();
+            let meta = self.dir.join("metadata").join(part_name(index, "parquet"));
+            if !meta.is_file() || done + self.part_size > ids.len() {
+                break;
+            }
+            let Ok(rows) = read::read_rows(&meta) else { break };
+            let want = &ids[done..done + self.part_size];
+            if rows.len() != self.part_size || rows.iter().map(|r| r.id).ne(want.iter().copied()) {
+                break;
+            }
+            let shapes_ok = ["img_emb", "text_emb"].iter().all(|sub| {
+                npy::read_shape(&self.dir.join(sub).join(part_name(index, "npy"))).ok() == Some((rows.len(), d))
+            });
+            if !shapes_ok {
+                break;
+            }
+            for row in &rows {
+                self.count(row, row.status == Status::Embedded && row.caption.is_some());
+            }
+            done += rows.len();
+            self.parts.push(format!("part-{index:05}"));
+        }
+        let keep: std::collections::HashSet<String> =
+            self.parts.iter().flat_map(|p| [format!("{p}.parquet"), format!("{p}.npy")]).collect();
+        for sub in PART_DIRS {
+            let folder = self.dir.join(sub);
+            let entries = fs::read_dir(&folder).map_err(|e| Error::io("reading", &folder, e))?;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !keep.contains(&name) {
+                    let p = entry.path();
+                    fs::remove_file(&p).map_err(|e| Error::io("removing", &p, e))?;
+                }
+            }
+        }
+        tracing::info!("resuming {}: {} complete parts, {done} rows", self.dir.display(), self.parts.len());
+        Ok(done)
     }
 
     pub fn counts(&self) -> &Counts {
@@ -238,25 +337,28 @@ impl RunWriter {
                     }
                 }
             }
-            let c = &mut self.counts;
-            c.records += 1;
-            match row.status {
-                Status::Embedded => c.embedded += 1,
-                Status::Skipped => {
-                    c.skipped += 1;
-                    *c.skipped_by_reason.entry(row.reason.clone().unwrap_or_else(|| "unknown".into())).or_default() +=
-                        1;
-                }
-            }
-            c.with_caption += u64::from(row.text_embedding.is_some());
-            c.captions_truncated += u64::from(row.caption_truncated);
-            c.captions_lossy += u64::from(row.caption_lossy);
+            self.count(&row, row.text_embedding.is_some());
             self.pending.push(row);
             if self.pending.len() >= self.part_size {
                 self.flush_part()?;
             }
         }
         Ok(())
+    }
+
+    fn count(&mut self, row: &Row, with_caption: bool) {
+        let c = &mut self.counts;
+        c.records += 1;
+        match row.status {
+            Status::Embedded => c.embedded += 1,
+            Status::Skipped => {
+                c.skipped += 1;
+                *c.skipped_by_reason.entry(row.reason.clone().unwrap_or_else(|| "unknown".into())).or_default() += 1;
+            }
+        }
+        c.with_caption += u64::from(with_caption);
+        c.captions_truncated += u64::from(row.caption_truncated);
+        c.captions_lossy += u64::from(row.caption_lossy);
     }
 
     fn flush_part(&mut self) -> Result<()> {
@@ -285,19 +387,76 @@ impl RunWriter {
         Ok(())
     }
 
-    /// Writes the last part and `run.json` (with `counts` and `parts` filled in).
+    /// Writes the last part and `run.json` (with `counts` and `parts` filled in, marked complete).
     pub fn finish(mut self, mut manifest: RunManifest) -> Result<RunManifest> {
         self.flush_part()?;
         manifest.counts = self.counts.clone();
         manifest.parts = self.parts.clone();
+        manifest.complete = true;
+        self.write_manifest(&manifest)?;
+        Ok(manifest)
+    }
+
+    fn write_manifest(&self, manifest: &RunManifest) -> Result<()> {
         let path = self.dir.join("run.json");
-        let json = serde_json::to_vec_pretty(&manifest).expect("run manifest serialises");
+        let json = serde_json::to_vec_pretty(manifest).expect("run manifest serialises");
         write_atomic(&path, |w| {
             w.write_all(&json)?;
             w.write_all(b"\n")
-        })?;
-        Ok(manifest)
+        })
     }
+}
+
+/// How [`RunWriter::start`] found the run directory.
+pub enum Start {
+    Fresh(RunWriter),
+    /// An interrupted run: the writer and the number of rows already written.
+    Resume(RunWriter, usize),
+    /// The same job already finished: its manifest.
+    Complete(Box<RunManifest>),
+}
+
+const PART_DIRS: [&str; 3] = ["metadata", "img_emb", "text_emb"];
+
+fn holds_run(dir: &Path) -> bool {
+    dir.join("run.json").exists() || dir.join("metadata").exists()
+}
+
+/// Removes a run's own files from `dir` (later stages' outputs are left alone).
+fn wipe(dir: &Path) -> Result<()> {
+    for sub in PART_DIRS {
+        let p = dir.join(sub);
+        if p.exists() {
+            fs::remove_dir_all(&p).map_err(|e| Error::io("removing", &p, e))?;
+        }
+    }
+    let _ = fs::remove_file(dir.join("run.json"));
+    Ok(())
+}
+
+/// What makes two manifests different jobs (whose rows must not be mixed in one run): the
+/// model's weights, the preprocessing, the input listing, the limits and the part size.
+pub fn job_differences(a: &RunManifest, b: &RunManifest) -> Vec<&'static str> {
+    let mut diff = Vec::new();
+    if a.model.weights_sha256 != b.model.weights_sha256 || a.embed_dim != b.embed_dim {
+        diff.push("the model");
+    }
+    if a.compute_dtype != b.compute_dtype {
+        diff.push("the compute dtype (device)");
+    }
+    if a.preprocessing != b.preprocessing || a.text_max_tokens != b.text_max_tokens {
+        diff.push("the preprocessing");
+    }
+    if a.input != b.input {
+        diff.push("the input (paths, format, columns, shard or the files listed)");
+    }
+    if a.limits != b.limits {
+        diff.push("--max-bytes/--max-pixels");
+    }
+    if a.part_size != b.part_size {
+        diff.push("--part-size");
+    }
+    diff
 }
 
 /// `run.json`: how a run was made and what it holds.
@@ -317,16 +476,42 @@ pub struct RunManifest {
     pub limits: crate::media::decode::Limits,
     pub batch_size: usize,
     pub part_size: usize,
+    /// False while `sieve embed` is running (or was killed): rerun it to finish.
+    #[serde(default = "yes")]
+    pub complete: bool,
     pub counts: Counts,
     /// Part names, e.g. `part-00000`, present in each of metadata/, img_emb/, text_emb/.
     pub parts: Vec<String>,
+    /// The runs `sieve merge` combined into this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What was read.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct InputInfo {
-    pub path: String,
+    /// The inputs, brace patterns expanded (all of them, also those other shards read).
+    pub paths: Vec<String>,
+    /// dir, csv, tsv, jsonl, parquet or wds.
     pub format: String,
+    /// Manifest columns used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_col: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caption_col: Option<String>,
+    /// `--shard i/n`, when only a slice of the input was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::ingest::Shard>,
+    /// Records listed (this shard's).
+    pub records: u64,
+    /// SHA-256 over the listed records' ids and uris, so a resumed run can tell the input
+    /// has not changed.
+    pub listing_sha256: String,
 }
 
 /// Reads a run's `run.json`.

@@ -26,12 +26,30 @@ pub fn write_f16<W: Write>(mut w: W, rows: usize, cols: usize, data: &[f16]) -> 
     w.write_all(&bytes)
 }
 
-/// Reads a 2-D `<f2` array written by [`write_f16`] (or by NumPy): `(rows, cols, values as f32)`.
-pub fn read_f16(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
+/// The `(rows, cols)` of a 2-D `<f2` file, from its header, checked against the file's length.
+pub fn read_shape(path: &Path) -> Result<(usize, usize)> {
+    let mut head = vec![0u8; 4096];
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let len = f.metadata().map_err(|e| Error::io("reading", path, e))?.len();
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]).map_err(|e| Error::io("reading", path, e))? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    head.truncate(n);
+    let (rows, cols, start) = parse_header(&head, path)?;
+    if len != (start + rows * cols * 2) as u64 {
+        return Err(Error::RunDir { path: path.into(), reason: "data length does not match the shape".into() });
+    }
+    Ok((rows, cols))
+}
+
+/// Parses the header: `(rows, cols, offset of the data)`.
+fn parse_header(bytes: &[u8], path: &Path) -> Result<(usize, usize, usize)> {
     let bad =
         |reason: &str| Error::RunDir { path: path.into(), reason: format!("not a 2-D float16 .npy file: {reason}") };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| Error::io("reading", path, e))?;
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad("bad magic"));
     }
@@ -53,7 +71,17 @@ pub fn read_f16(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
         .map(|s| s.parse().map_err(|_| bad("shape")))
         .collect::<Result<_>>()?;
     let [rows, cols] = dims[..] else { return Err(bad("not 2-D")) };
-    let body = &bytes[start + hlen..];
+    Ok((rows, cols, start + hlen))
+}
+
+/// Reads a 2-D `<f2` array written by [`write_f16`] (or by NumPy): `(rows, cols, values as f32)`.
+pub fn read_f16(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
+    let bad =
+        |reason: &str| Error::RunDir { path: path.into(), reason: format!("not a 2-D float16 .npy file: {reason}") };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| Error::io("reading", path, e))?;
+    let (rows, cols, start) = parse_header(&bytes, path)?;
+    let body = &bytes[start..];
     if body.len() != rows * cols * 2 {
         return Err(bad("data length does not match the shape"));
     }

@@ -8,7 +8,7 @@ use arrow_array::types::{Int32Type, Int64Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::{npy, read_manifest, RunManifest};
+use super::{npy, read_manifest, Row, RunManifest, Status};
 use crate::error::{Error, Result};
 
 /// The metadata columns later stages use, one entry per row in run order.
@@ -102,6 +102,12 @@ impl Run {
             ));
         }
         let manifest = read_manifest(dir)?;
+        if !manifest.complete {
+            return Err(bad(
+                dir,
+                "is an unfinished run (sieve embed was interrupted); rerun the same sieve embed command to finish it",
+            ));
+        }
         let mut meta = Metadata { phash: Some(Vec::new()), ..Default::default() };
         for part in &manifest.parts {
             read_metadata_part(&dir.join("metadata").join(format!("{part}.parquet")), &mut meta)?;
@@ -200,4 +206,90 @@ impl Run {
         }
         Ok(out)
     }
+}
+
+/// Every row of one metadata part, without embeddings (see [`read_part_rows`]).
+pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
+    let file = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let parquet_err = |source| Error::Parquet { path: path.into(), source };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?.build().map_err(parquet_err)?;
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| parquet_err(e.into()))?;
+        let strs = |name| -> Result<Vec<Option<String>>> {
+            let c = column(&batch, name, path)?;
+            let c = c.as_string_opt::<i32>().ok_or_else(|| bad(path, format!("`{name}` is not a string column")))?;
+            Ok(c.iter().map(|v| v.map(str::to_string)).collect())
+        };
+        let bools = |name| -> Result<Vec<bool>> {
+            let c = column(&batch, name, path)?
+                .as_boolean_opt()
+                .ok_or_else(|| bad(path, format!("`{name}` is not boolean")))?;
+            Ok(c.iter().map(|v| v.unwrap_or(false)).collect())
+        };
+        let u32s = |name| -> Result<Vec<Option<u32>>> {
+            let c = column(&batch, name, path)?
+                .as_primitive_opt::<UInt32Type>()
+                .ok_or_else(|| bad(path, format!("`{name}` is not uint32")))?;
+            Ok(c.iter().collect())
+        };
+        let u64s = |name| -> Result<Vec<Option<u64>>> {
+            let c = column(&batch, name, path)?
+                .as_primitive_opt::<UInt64Type>()
+                .ok_or_else(|| bad(path, format!("`{name}` is not uint64")))?;
+            Ok(c.iter().collect())
+        };
+        let (id, uri, caption, sha) = (u64s("id")?, strs("uri")?, strs("caption")?, strs("sha256")?);
+        let (lossy, truncated) = (bools("caption_lossy")?, bools("caption_truncated")?);
+        let (width, height, phash) = (u32s("width")?, u32s("height")?, u64s("phash")?);
+        let (status, reason, error) = (strs("status")?, strs("reason")?, strs("error")?);
+        for i in 0..batch.num_rows() {
+            rows.push(Row {
+                id: id[i].ok_or_else(|| bad(path, "null id"))?,
+                uri: uri[i].clone().unwrap_or_default(),
+                caption: caption[i].clone(),
+                caption_lossy: lossy[i],
+                caption_truncated: truncated[i],
+                sha256: sha[i].clone(),
+                width: width[i],
+                height: height[i],
+                phash: phash[i],
+                status: if status[i].as_deref() == Some("embedded") { Status::Embedded } else { Status::Skipped },
+                reason: reason[i].clone(),
+                error: error[i].clone(),
+                image_embedding: None,
+                text_embedding: None,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Every row of part `part` (e.g. `part-00003`) of the run in `dir`, with its embeddings
+/// (`None` for the zero rows of records that have none).
+pub fn read_part_rows(dir: &Path, part: &str, embed_dim: usize) -> Result<Vec<Row>> {
+    let mut rows = read_rows(&dir.join("metadata").join(format!("{part}.parquet")))?;
+    for (sub, text) in [("img_emb", false), ("text_emb", true)] {
+        let path = dir.join(sub).join(format!("{part}.npy"));
+        let (n, d, values) = npy::read_f16(&path)?;
+        if n != rows.len() || d != embed_dim {
+            return Err(bad(&path, format!("holds {n}×{d}, expected {}×{embed_dim}", rows.len())));
+        }
+        for (row, v) in rows.iter_mut().zip(values.chunks_exact(d.max(1))) {
+            let has = match (text, row.status) {
+                (_, Status::Skipped) => false,
+                (false, Status::Embedded) => true,
+                (true, Status::Embedded) => row.caption.is_some(),
+            };
+            if has {
+                let e = Some(v.to_vec());
+                if text {
+                    row.text_embedding = e;
+                } else {
+                    row.image_embedding = e;
+                }
+            }
+        }
+    }
+    Ok(rows)
 }

@@ -1,0 +1,143 @@
+//! WebDataset tar shards, as img2dataset writes them: members `KEY.jpg`, `KEY.txt`, `KEY.json`
+//! grouped by key (the member's path up to the first dot of its file name). Only the headers are
+//! read here, seeking past the data; a member's bytes are read in place when it is decoded, so
+//! nothing is unpacked to disk.
+//!
+//! A record's id is `tar index × TAR_ID_STRIDE + position in the tar`, so each shard's ids are
+//! known without reading the other shards (`--shard` splits whole tars among processes). Its uri
+//! is `TAR/MEMBER`, e.g. `shards/00003.tar/000030007.jpg`.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::dir::IMAGE_EXTENSIONS;
+use super::{Archive, CaptionSource, Member, Record, Source};
+use crate::error::{Error, Result};
+use crate::media::decode::{Skip, SkipReason};
+
+/// Ids of the records of tar `i` start at `i × TAR_ID_STRIDE`.
+pub const TAR_ID_STRIDE: u64 = 1_000_000_000;
+
+/// Splits a member path into (key, extension): `dir/abc.seg.png` → (`dir/abc`, `seg.png`).
+fn split_key(name: &str) -> (&str, &str) {
+    let file_start = name.rfind('/').map_or(0, |i| i + 1);
+    match name[file_start..].find('.') {
+        Some(dot) => (&name[..file_start + dot], &name[file_start + dot + 1..]),
+        None => (name, ""),
+    }
+}
+
+#[derive(Default)]
+struct Sample {
+    images: Vec<(String, Member)>,
+    txt: Option<Member>,
+    json: Option<Member>,
+    first_member: String,
+}
+
+/// Lists the samples of the tar at `path`, the `index`-th of the input.
+pub fn scan(path: &Path, index: u64) -> Result<Vec<Record>> {
+    let base = index * TAR_ID_STRIDE;
+    let shown = path.display().to_string();
+    let corrupt = |id: u64, detail: String| Record {
+        id,
+        uri: shown.clone(),
+        source: Source::None,
+        caption: CaptionSource::None,
+        skip: Some(Skip::new(SkipReason::CorruptArchive, detail)),
+    };
+    let archive = match Archive::open(path) {
+        Ok(a) => Arc::new(a),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::InvalidArg { what: "INPUT", reason: format!("{shown} does not exist") })
+        }
+        Err(e) => return Ok(vec![corrupt(base, format!("cannot open: {e}"))]),
+    };
+    let mut magic = [0u8; 2];
+    if std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == [0x1f, 0x8b] {
+        return Ok(vec![corrupt(base, "gzip-compressed tar; sieve reads plain .tar shards (gunzip it first)".into())]);
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let mut tar = tar::Archive::new(file);
+    let mut order: Vec<String> = Vec::new();
+    let mut samples: HashMap<String, Sample> = HashMap::new();
+    let mut failure = None;
+    let mut members = 0u64;
+    match tar.entries_with_seek() {
+        Err(e) => failure = Some(e.to_string()),
+        Ok(entries) => {
+            for entry in entries {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                };
+                if !entry.header().entry_type().is_file() {
+                    continue;
+                }
+                members += 1;
+                let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                let member = Member { archive: archive.clone(), offset: entry.raw_file_position(), len: entry.size() };
+                let (key, ext) = split_key(&name);
+                let ext = ext.to_ascii_lowercase();
+                let sample = samples.entry(key.to_string()).or_insert_with(|| {
+                    order.push(key.to_string());
+                    Sample { first_member: name.clone(), ..Default::default() }
+                });
+                if IMAGE_EXTENSIONS.contains(&ext.as_str()) {
+                    sample.images.push((name, member));
+                } else if ext == "txt" {
+                    sample.txt.get_or_insert(member);
+                } else if ext == "json" {
+                    sample.json.get_or_insert(member);
+                }
+            }
+        }
+    }
+    let mut records = Vec::new();
+    for key in order {
+        let s = samples.remove(&key).expect("listed key");
+        let caption = match (s.txt, s.json) {
+            (Some(m), _) => CaptionSource::Member(m),
+            (None, Some(m)) => CaptionSource::JsonMember(m),
+            (None, None) => CaptionSource::None,
+        };
+        if s.images.is_empty() {
+            if matches!(caption, CaptionSource::None) {
+                continue; // neither image nor caption (e.g. a lone .npy): not a sample
+            }
+            let id = base + records.len() as u64;
+            records.push(Record {
+                id,
+                uri: format!("{shown}/{}", s.first_member),
+                source: Source::None,
+                caption: CaptionSource::None,
+                skip: Some(Skip::new(SkipReason::Missing, format!("sample `{key}` has no image member"))),
+            });
+            continue;
+        }
+        for (name, member) in s.images {
+            let id = base + records.len() as u64;
+            records.push(Record {
+                id,
+                uri: format!("{shown}/{name}"),
+                source: Source::Member(member),
+                caption: caption.clone(),
+                skip: None,
+            });
+        }
+    }
+    if let Some(e) = failure {
+        tracing::warn!("{shown}: unreadable after {members} members: {e}");
+        let id = base + records.len() as u64;
+        records.push(corrupt(id, format!("unreadable after {members} members: {e}")));
+    }
+    if records.len() as u64 >= TAR_ID_STRIDE {
+        return Err(Error::InvalidArg { what: "INPUT", reason: format!("{shown} holds over {TAR_ID_STRIDE} samples") });
+    }
+    Ok(records)
+}
