@@ -98,16 +98,14 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, Skip> {
         return Err(Skip::new(SkipReason::NotAnImage, "content is not a recognised image format"));
     };
     if format == image::ImageFormat::Jpeg {
-        if let Some(result) = super::jpeg::decode(bytes, limits) {
-            let (mut rgb, orientation) = result?;
-            if orientation != image::metadata::Orientation::NoTransforms {
-                let mut img = DynamicImage::ImageRgb8(rgb);
-                img.apply_orientation(orientation);
-                rgb = img.into_rgb8();
-            }
-            let (width, height) = rgb.dimensions();
-            return Ok(Decoded { rgb, width, height });
+        let (mut rgb, orientation) = super::jpeg::decode(bytes, limits)?;
+        if orientation != image::metadata::Orientation::NoTransforms {
+            let mut img = DynamicImage::ImageRgb8(rgb);
+            img.apply_orientation(orientation);
+            rgb = img.into_rgb8();
         }
+        let (width, height) = rgb.dimensions();
+        return Ok(Decoded { rgb, width, height });
     }
     let decode_err = |e: image::ImageError| match e {
         image::ImageError::Unsupported(u) => Skip::new(SkipReason::NotAnImage, format!("{format:?}: {u}")),
@@ -133,25 +131,57 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, Skip> {
     Ok(Decoded { rgb, width, height })
 }
 
-/// RGB as transformers' `convert_to_rgb` makes it: images with transparency are composited onto
-/// white (PIL's `alpha_composite`, bit-exact), grey is replicated, deeper samples scaled to 8 bits.
+/// RGB as transformers' `convert_to_rgb` makes it from what Pillow opens: images with
+/// transparency are composited onto white (PIL's `alpha_composite`, bit-exact), grey is
+/// replicated. 16-bit samples become 8-bit as Pillow reads them: RGB(A) and grey+alpha keep the
+/// high byte (Pillow's `RGB;16B`/`LA;16B` unpackers), while 16-bit grey without alpha opens as
+/// `I;16`, whose conversion to RGB clamps each value to 0..=255 rather than scaling it. That
+/// turns most 16-bit grey photos nearly white; it is what transformers' models see, so we match.
 fn to_rgb8(img: DynamicImage) -> RgbImage {
+    let high_byte = |v: u16| (v >> 8) as u8;
     match img {
         DynamicImage::ImageRgb8(rgb) => rgb,
-        other if other.color().has_alpha() => {
-            let rgba = other.to_rgba8();
-            let (w, h) = rgba.dimensions();
-            let mut out = RgbImage::new(w, h);
-            for (src, dst) in rgba.pixels().zip(out.pixels_mut()) {
-                let a = src[3] as u32;
-                for c in 0..3 {
-                    dst[c] = composite_on_white(src[c] as u32, a);
-                }
-            }
-            out
+        DynamicImage::ImageLuma16(grey) => {
+            let (w, h) = grey.dimensions();
+            let rgb = grey.into_raw().into_iter().flat_map(|v| [v.min(255) as u8; 3]).collect();
+            RgbImage::from_raw(w, h, rgb).expect("3 samples per pixel")
         }
+        DynamicImage::ImageRgb16(rgb) => {
+            let (w, h) = rgb.dimensions();
+            RgbImage::from_raw(w, h, rgb.into_raw().into_iter().map(high_byte).collect()).expect("same length")
+        }
+        DynamicImage::ImageLumaA16(la) => {
+            let (w, h) = la.dimensions();
+            let rgba: Vec<u8> = la
+                .as_raw()
+                .chunks_exact(2)
+                .flat_map(|p| {
+                    let l = high_byte(p[0]);
+                    [l, l, l, high_byte(p[1])]
+                })
+                .collect();
+            composite_rgba_on_white(&image::RgbaImage::from_raw(w, h, rgba).expect("4 samples per pixel"))
+        }
+        DynamicImage::ImageRgba16(rgba) => {
+            let (w, h) = rgba.dimensions();
+            let rgba = image::RgbaImage::from_raw(w, h, rgba.into_raw().into_iter().map(high_byte).collect());
+            composite_rgba_on_white(&rgba.expect("same length"))
+        }
+        other if other.color().has_alpha() => composite_rgba_on_white(&other.to_rgba8()),
         other => other.to_rgb8(),
     }
+}
+
+fn composite_rgba_on_white(rgba: &image::RgbaImage) -> RgbImage {
+    let (w, h) = rgba.dimensions();
+    let mut out = RgbImage::new(w, h);
+    for (src, dst) in rgba.pixels().zip(out.pixels_mut()) {
+        let a = src[3] as u32;
+        for c in 0..3 {
+            dst[c] = composite_on_white(src[c] as u32, a);
+        }
+    }
+    out
 }
 
 /// One channel of PIL's `ImagingAlphaComposite` with an opaque white destination
