@@ -91,9 +91,15 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, Skip> {
             format!("{} bytes, over the limit of {} (--max-bytes)", bytes.len(), limits.max_bytes),
         ));
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Skip::new(SkipReason::Unreadable, e.to_string()))?;
+    // Buffers the decoders allocate beyond the header's size (a GIF frame larger than its
+    // screen, say) are held to what --max-pixels allows at 8 bytes a pixel (16-bit RGBA), and
+    // never above image's own default.
+    let mut alloc = image::Limits::default();
+    alloc.max_alloc = alloc.max_alloc.map(|m| m.min(limits.max_pixels.saturating_mul(8)));
+    reader.limits(alloc);
     let Some(format) = reader.format() else {
         return Err(Skip::new(SkipReason::NotAnImage, "content is not a recognised image format"));
     };
@@ -107,9 +113,15 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, Skip> {
         let (width, height) = rgb.dimensions();
         return Ok(Decoded { rgb, width, height });
     }
+    if let Some((w, h)) = declared_size(format, bytes) {
+        check_pixels(format, w, h, limits)?;
+    }
     let decode_err = |e: image::ImageError| match e {
         image::ImageError::Unsupported(u) => Skip::new(SkipReason::NotAnImage, format!("{format:?}: {u}")),
-        image::ImageError::Limits(l) => Skip::new(SkipReason::TooManyPixels, format!("{format:?}: {l}")),
+        // A frame or buffer larger than the header's size (an animated GIF frame, say).
+        image::ImageError::Limits(l) => {
+            Skip::new(SkipReason::TooManyPixels, format!("{format:?}: refused before allocating: {l}"))
+        }
         other => Skip::new(SkipReason::DecodeError, format!("{format:?}: {other}")),
     };
     let mut decoder = reader.into_decoder().map_err(decode_err)?;
@@ -117,18 +129,46 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, Skip> {
     if w == 0 || h == 0 {
         return Err(Skip::new(SkipReason::DecodeError, format!("{format:?}: header says {w}×{h} pixels")));
     }
-    if w as u64 * h as u64 > limits.max_pixels {
-        return Err(Skip::new(
-            SkipReason::TooManyPixels,
-            format!("{format:?}: {w}×{h} pixels, over the limit of {} (--max-pixels)", limits.max_pixels),
-        ));
-    }
+    check_pixels(format, w as u64, h as u64, limits)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     img.apply_orientation(orientation);
     let rgb = to_rgb8(img);
     let (width, height) = rgb.dimensions();
     Ok(Decoded { rgb, width, height })
+}
+
+fn check_pixels(format: image::ImageFormat, w: u64, h: u64, limits: &Limits) -> Result<(), Skip> {
+    if w * h > limits.max_pixels {
+        return Err(Skip::new(
+            SkipReason::TooManyPixels,
+            format!("{format:?}: {w}×{h} pixels, over the limit of {} (--max-pixels)", limits.max_pixels),
+        ));
+    }
+    Ok(())
+}
+
+/// The size a header declares, read here for formats whose decoder refuses large sizes with an
+/// error of its own before telling us the size (image's BMP decoder stops at 65535 per side), so
+/// that a bomb is refused as `too-many-pixels`, not as a decode error. Other formats report
+/// their header's size through `ImageDecoder::dimensions` before any pixel is allocated.
+fn declared_size(format: image::ImageFormat, bytes: &[u8]) -> Option<(u64, u64)> {
+    let le = |i: usize, n: usize| -> Option<u64> {
+        let b = bytes.get(i..i + n)?;
+        Some(b.iter().rev().fold(0u64, |acc, &x| acc << 8 | x as u64))
+    };
+    match format {
+        // BITMAPCOREHEADER (12 bytes) has u16 sizes; the later headers i32, negative height
+        // meaning top-down.
+        image::ImageFormat::Bmp => match le(14, 4)? {
+            12 => Some((le(18, 2)?, le(20, 2)?)),
+            _ => Some((
+                (le(18, 4)? as u32 as i32).unsigned_abs() as u64,
+                (le(22, 4)? as u32 as i32).unsigned_abs() as u64,
+            )),
+        },
+        _ => None,
+    }
 }
 
 /// RGB as transformers' `convert_to_rgb` makes it from what Pillow opens: images with
