@@ -124,8 +124,10 @@ def make_fixtures(out):
     rgba = Image.fromarray(np.dstack([scene(40, 30, rng), alpha]), "RGBA")
     save("lossless-alpha.webp", "lossless WebP with alpha", rgba, format="WEBP", lossless=True)
     save("lossy-alpha.webp", "lossy WebP with an alpha plane", rgba, format="WEBP", quality=80, method=4)
+    save("exif-8.webp", "lossy WebP with EXIF orientation 8", rgb(24, 40), format="WEBP", quality=90, exif=exif_with_orientation(8))
     # TIFF
     save("rgb-lzw.tiff", "RGB TIFF, LZW", rgb(30, 38), format="TIFF", compression="tiff_lzw")
+    save("orientation-6.tiff", "RGB TIFF with Orientation tag 6", rgb(24, 40), format="TIFF", exif=exif_with_orientation(6))
     save("cmyk.tif", "CMYK TIFF", rgb(28, 34).convert("CMYK"), format="TIFF")
     save("gray16.tiff", "16-bit greyscale TIFF (Pillow I;16)", Image.frombytes("I;16", (40, 28), g16.astype("<u2").tobytes()), format="TIFF")
     # BMP
