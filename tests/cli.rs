@@ -11,13 +11,13 @@ use sieve::store::npy;
 
 use crate::util::*;
 
-fn sieve() -> Command {
+pub(crate) fn sieve() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sieve"));
     c.env_remove("RUST_LOG").env_remove("SIEVE_MODEL");
     c
 }
 
-fn crc32(bytes: &[u8]) -> u32 {
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = 0xffff_ffffu32;
     for &b in bytes {
         crc ^= b as u32;
@@ -30,7 +30,7 @@ fn crc32(bytes: &[u8]) -> u32 {
 
 /// A PNG whose header claims `w`×`h` pixels followed by the start of a compressed stream: a
 /// decompression bomb must be refused from the header alone, before any pixel is allocated.
-fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+pub(crate) fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     let mut ihdr = b"IHDR".to_vec();
     ihdr.extend_from_slice(&w.to_be_bytes());
     ihdr.extend_from_slice(&h.to_be_bytes());

@@ -7,6 +7,7 @@ mod util;
 mod analyze;
 mod cli;
 mod dedup;
+mod hostile;
 mod ingest;
 mod model;
 mod parity;

@@ -103,27 +103,37 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, Skip> {
             format!("{} bytes, over the limit of {} (--max-bytes)", bytes.len(), limits.max_bytes),
         ));
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Skip::new(SkipReason::Unreadable, e.to_string()))?;
+    // Buffers the decoders allocate beyond the header's size (a GIF frame larger than its
+    // screen, say) are held to what --max-pixels allows at 8 bytes a pixel (16-bit RGBA), and
+    // never above image's own default.
+    let mut alloc = image::Limits::default();
+    alloc.max_alloc = alloc.max_alloc.map(|m| m.min(limits.max_pixels.saturating_mul(8)));
+    reader.limits(alloc);
     let Some(format) = reader.format() else {
         return Err(Skip::new(SkipReason::NotAnImage, "content is not a recognised image format"));
     };
     if format == image::ImageFormat::Jpeg {
-        if let Some(result) = super::jpeg::decode(bytes, limits) {
-            let (mut rgb, orientation) = result?;
-            if orientation != image::metadata::Orientation::NoTransforms {
-                let mut img = DynamicImage::ImageRgb8(rgb);
-                img.apply_orientation(orientation);
-                rgb = img.into_rgb8();
-            }
-            let (width, height) = rgb.dimensions();
-            return Ok(Decoded { rgb, width, height });
+        let (mut rgb, orientation) = super::jpeg::decode(bytes, limits)?;
+        if orientation != image::metadata::Orientation::NoTransforms {
+            let mut img = DynamicImage::ImageRgb8(rgb);
+            img.apply_orientation(orientation);
+            rgb = img.into_rgb8();
         }
+        let (width, height) = rgb.dimensions();
+        return Ok(Decoded { rgb, width, height });
+    }
+    if let Some((w, h)) = declared_size(format, bytes) {
+        check_pixels(format, w, h, limits)?;
     }
     let decode_err = |e: image::ImageError| match e {
         image::ImageError::Unsupported(u) => Skip::new(SkipReason::NotAnImage, format!("{format:?}: {u}")),
-        image::ImageError::Limits(l) => Skip::new(SkipReason::TooManyPixels, format!("{format:?}: {l}")),
+        // A frame or buffer larger than the header's size (an animated GIF frame, say).
+        image::ImageError::Limits(l) => {
+            Skip::new(SkipReason::TooManyPixels, format!("{format:?}: refused before allocating: {l}"))
+        }
         other => Skip::new(SkipReason::DecodeError, format!("{format:?}: {other}")),
     };
     let mut decoder = reader.into_decoder().map_err(decode_err)?;
@@ -131,12 +141,7 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, Skip> {
     if w == 0 || h == 0 {
         return Err(Skip::new(SkipReason::DecodeError, format!("{format:?}: header says {w}×{h} pixels")));
     }
-    if w as u64 * h as u64 > limits.max_pixels {
-        return Err(Skip::new(
-            SkipReason::TooManyPixels,
-            format!("{format:?}: {w}×{h} pixels, over the limit of {} (--max-pixels)", limits.max_pixels),
-        ));
-    }
+    check_pixels(format, w as u64, h as u64, limits)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     img.apply_orientation(orientation);
@@ -145,25 +150,90 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, Skip> {
     Ok(Decoded { rgb, width, height })
 }
 
-/// RGB as transformers' `convert_to_rgb` makes it: images with transparency are composited onto
-/// white (PIL's `alpha_composite`, bit-exact), grey is replicated, deeper samples scaled to 8 bits.
+fn check_pixels(format: image::ImageFormat, w: u64, h: u64, limits: &Limits) -> Result<(), Skip> {
+    if w * h > limits.max_pixels {
+        return Err(Skip::new(
+            SkipReason::TooManyPixels,
+            format!("{format:?}: {w}×{h} pixels, over the limit of {} (--max-pixels)", limits.max_pixels),
+        ));
+    }
+    Ok(())
+}
+
+/// The size a header declares, read here for formats whose decoder refuses large sizes with an
+/// error of its own before telling us the size (image's BMP decoder stops at 65535 per side), so
+/// that a bomb is refused as `too-many-pixels`, not as a decode error. Other formats report
+/// their header's size through `ImageDecoder::dimensions` before any pixel is allocated.
+fn declared_size(format: image::ImageFormat, bytes: &[u8]) -> Option<(u64, u64)> {
+    let le = |i: usize, n: usize| -> Option<u64> {
+        let b = bytes.get(i..i + n)?;
+        Some(b.iter().rev().fold(0u64, |acc, &x| acc << 8 | x as u64))
+    };
+    match format {
+        // BITMAPCOREHEADER (12 bytes) has u16 sizes; the later headers i32, negative height
+        // meaning top-down.
+        image::ImageFormat::Bmp => match le(14, 4)? {
+            12 => Some((le(18, 2)?, le(20, 2)?)),
+            _ => Some((
+                (le(18, 4)? as u32 as i32).unsigned_abs() as u64,
+                (le(22, 4)? as u32 as i32).unsigned_abs() as u64,
+            )),
+        },
+        _ => None,
+    }
+}
+
+/// RGB as transformers' `convert_to_rgb` makes it from what Pillow opens: images with
+/// transparency are composited onto white (PIL's `alpha_composite`, bit-exact), grey is
+/// replicated. 16-bit samples become 8-bit as Pillow reads them: RGB(A) and grey+alpha keep the
+/// high byte (Pillow's `RGB;16B`/`LA;16B` unpackers), while 16-bit grey without alpha opens as
+/// `I;16`, whose conversion to RGB clamps each value to 0..=255 rather than scaling it. That
+/// turns most 16-bit grey photos nearly white; it is what transformers' models see, so we match.
 fn to_rgb8(img: DynamicImage) -> RgbImage {
+    let high_byte = |v: u16| (v >> 8) as u8;
     match img {
         DynamicImage::ImageRgb8(rgb) => rgb,
-        other if other.color().has_alpha() => {
-            let rgba = other.to_rgba8();
-            let (w, h) = rgba.dimensions();
-            let mut out = RgbImage::new(w, h);
-            for (src, dst) in rgba.pixels().zip(out.pixels_mut()) {
-                let a = src[3] as u32;
-                for c in 0..3 {
-                    dst[c] = composite_on_white(src[c] as u32, a);
-                }
-            }
-            out
+        DynamicImage::ImageLuma16(grey) => {
+            let (w, h) = grey.dimensions();
+            let rgb = grey.into_raw().into_iter().flat_map(|v| [v.min(255) as u8; 3]).collect();
+            RgbImage::from_raw(w, h, rgb).expect("3 samples per pixel")
         }
+        DynamicImage::ImageRgb16(rgb) => {
+            let (w, h) = rgb.dimensions();
+            RgbImage::from_raw(w, h, rgb.into_raw().into_iter().map(high_byte).collect()).expect("same length")
+        }
+        DynamicImage::ImageLumaA16(la) => {
+            let (w, h) = la.dimensions();
+            let rgba: Vec<u8> = la
+                .as_raw()
+                .chunks_exact(2)
+                .flat_map(|p| {
+                    let l = high_byte(p[0]);
+                    [l, l, l, high_byte(p[1])]
+                })
+                .collect();
+            composite_rgba_on_white(&image::RgbaImage::from_raw(w, h, rgba).expect("4 samples per pixel"))
+        }
+        DynamicImage::ImageRgba16(rgba) => {
+            let (w, h) = rgba.dimensions();
+            let rgba = image::RgbaImage::from_raw(w, h, rgba.into_raw().into_iter().map(high_byte).collect());
+            composite_rgba_on_white(&rgba.expect("same length"))
+        }
+        other if other.color().has_alpha() => composite_rgba_on_white(&other.to_rgba8()),
         other => other.to_rgb8(),
     }
+}
+
+fn composite_rgba_on_white(rgba: &image::RgbaImage) -> RgbImage {
+    let (w, h) = rgba.dimensions();
+    let mut out = RgbImage::new(w, h);
+    for (src, dst) in rgba.pixels().zip(out.pixels_mut()) {
+        let a = src[3] as u32;
+        for c in 0..3 {
+            dst[c] = composite_on_white(src[c] as u32, a);
+        }
+    }
+    out
 }
 
 /// One channel of PIL's `ImagingAlphaComposite` with an opaque white destination

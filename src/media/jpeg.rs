@@ -3,6 +3,9 @@
 //! transformers' preprocessing sees. Pure-Rust decoders differ from it by up to a few levels
 //! per channel, which is more than the preprocessing parity budget allows.
 //!
+//! Four-channel (CMYK/YCCK) JPEGs are decoded to CMYK by libjpeg and converted as Pillow does:
+//! samples read as Adobe-inverted (`CMYK;I`), then Pillow's `cmyk2rgb`.
+//!
 //! libjpeg reports fatal errors through a callback that must not return; we unwind out of it
 //! and catch the unwind here. Warnings (notably "premature end of JPEG file") are counted, and
 //! a truncated file is refused as Pillow refuses it.
@@ -75,48 +78,63 @@ fn orientation(d: &Decompress<&[u8]>) -> Orientation {
         .unwrap_or(Orientation::NoTransforms)
 }
 
-/// Decodes a JPEG to upright RGB. `None` means "not for this decoder" (CMYK/YCCK colour, which
-/// Pillow converts with its own formula): the caller uses the generic decoder instead.
-pub fn decode(bytes: &[u8], limits: &Limits) -> Option<Result<(RgbImage, Orientation), Skip>> {
+/// One channel of Pillow's `cmyk2rgb` on Adobe-inverted samples (Pillow reads every
+/// four-channel JPEG as `CMYK;I`): with `c' = 255 - c` and `k' = 255 - k`,
+/// `(255 - k') - MULDIV255(c', 255 - k')`.
+fn cmyk_channel(c: u8, k: u8) -> u8 {
+    let nk = k as u32;
+    let tmp = (255 - c as u32) * nk + 128;
+    (nk - (((tmp >> 8) + tmp) >> 8)) as u8
+}
+
+/// Decodes a JPEG to RGB (not yet oriented) and its EXIF orientation.
+pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(RgbImage, Orientation), Skip> {
     WARNING.with(|w| w.set(None));
-    let result =
-        catch_unwind(AssertUnwindSafe(|| -> std::io::Result<Option<Result<(RgbImage, Orientation), Skip>>> {
-            let d = Decompress::with_err(error_mgr()).with_markers(&[Marker::APP(1)]).from_mem(bytes)?;
-            if matches!(d.color_space(), ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK) {
-                return Ok(None);
-            }
-            let (w, h) = d.size();
-            if w == 0 || h == 0 {
-                return Ok(Some(Err(Skip::new(SkipReason::DecodeError, format!("Jpeg: header says {w}×{h} pixels")))));
-            }
-            if w as u64 * h as u64 > limits.max_pixels {
-                return Ok(Some(Err(Skip::new(
-                    SkipReason::TooManyPixels,
-                    format!("Jpeg: {w}×{h} pixels, over the limit of {} (--max-pixels)", limits.max_pixels),
-                ))));
-            }
-            let orient = orientation(&d);
-            let mut started = d.rgb()?;
-            let pixels: Vec<u8> = started.read_scanlines::<u8>()?;
+    let result = catch_unwind(AssertUnwindSafe(|| -> std::io::Result<Result<(RgbImage, Orientation), Skip>> {
+        let d = Decompress::with_err(error_mgr()).with_markers(&[Marker::APP(1)]).from_mem(bytes)?;
+        let (w, h) = d.size();
+        if w == 0 || h == 0 {
+            return Ok(Err(Skip::new(SkipReason::DecodeError, format!("Jpeg: header says {w}×{h} pixels"))));
+        }
+        if w as u64 * h as u64 > limits.max_pixels {
+            return Ok(Err(Skip::new(
+                SkipReason::TooManyPixels,
+                format!("Jpeg: {w}×{h} pixels, over the limit of {} (--max-pixels)", limits.max_pixels),
+            )));
+        }
+        let orient = orientation(&d);
+        let pixels = if matches!(d.color_space(), ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK) {
+            // libjpeg turns YCCK into CMYK itself, as it does for Pillow.
+            let mut started = d.to_colorspace(ColorSpace::JCS_CMYK)?;
+            let cmyk: Vec<u8> = started.read_scanlines::<u8>()?;
             started.finish()?;
-            let img = RgbImage::from_raw(w as u32, h as u32, pixels)
-                .ok_or_else(|| std::io::Error::other("libjpeg returned fewer pixels than the header promised"))?;
-            Ok(Some(Ok((img, orient))))
-        }));
+            cmyk.chunks_exact(4)
+                .flat_map(|p| [cmyk_channel(p[0], p[3]), cmyk_channel(p[1], p[3]), cmyk_channel(p[2], p[3])])
+                .collect()
+        } else {
+            let mut started = d.rgb()?;
+            let rgb: Vec<u8> = started.read_scanlines::<u8>()?;
+            started.finish()?;
+            rgb
+        };
+        let img = RgbImage::from_raw(w as u32, h as u32, pixels)
+            .ok_or_else(|| std::io::Error::other("libjpeg returned fewer pixels than the header promised"))?;
+        Ok(Ok((img, orient)))
+    }));
     let warning = WARNING.with(|w| w.take());
     match result {
-        Ok(Ok(Some(Ok(_)))) if warning == Some(ffi::JWRN_JPEG_EOF as c_int) => {
-            Some(Err(Skip::new(SkipReason::DecodeError, "Jpeg: file is truncated (premature end of JPEG data)")))
+        Ok(Ok(Ok(_))) if warning == Some(ffi::JWRN_JPEG_EOF as c_int) => {
+            Err(Skip::new(SkipReason::DecodeError, "Jpeg: file is truncated (premature end of JPEG data)"))
         }
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => Some(Err(Skip::new(SkipReason::DecodeError, format!("Jpeg: {e}")))),
+        Ok(Err(e)) => Err(Skip::new(SkipReason::DecodeError, format!("Jpeg: {e}"))),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "libjpeg failed".into());
-            Some(Err(Skip::new(SkipReason::DecodeError, format!("Jpeg: {msg}"))))
+            Err(Skip::new(SkipReason::DecodeError, format!("Jpeg: {msg}")))
         }
     }
 }
