@@ -267,3 +267,36 @@ fn bench_decode_times_with_and_without_signals() {
     assert!(r["images_per_s_without_signals"].as_f64().unwrap() > 0.0);
     assert!(r["signals_ratio"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn frames_are_counted_from_the_container() {
+    use image::ImageFormat;
+    use sieve::media::decode::frame_count;
+    // APNG: acTL (num_frames = 4) before IDAT.
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    for (kind, data) in
+        [(&b"IHDR"[..], vec![0u8; 13]), (b"acTL", [4u32.to_be_bytes(), 0u32.to_be_bytes()].concat()), (b"IDAT", vec![])]
+    {
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        png.extend_from_slice(kind);
+        png.extend_from_slice(&data);
+        png.extend_from_slice(&[0; 4]);
+    }
+    assert_eq!(frame_count(ImageFormat::Png, &png), 4);
+    assert_eq!(frame_count(ImageFormat::Png, &png[..33]), 1, "a still PNG (IHDR only)");
+    // Animated WebP: VP8X with the animation bit, then two ANMF chunks (one of odd size, padded).
+    let mut webp = b"RIFF\0\0\0\0WEBP".to_vec();
+    for (kind, len) in [(&b"VP8X"[..], 10usize), (b"ANIM", 6), (b"ANMF", 17), (b"ANMF", 20)] {
+        webp.extend_from_slice(kind);
+        webp.extend_from_slice(&(len as u32).to_le_bytes());
+        let mut data = vec![0u8; len + (len & 1)];
+        if kind == b"VP8X" {
+            data[0] = 0x02;
+        }
+        webp.extend_from_slice(&data);
+    }
+    assert_eq!(frame_count(ImageFormat::WebP, &webp), 2);
+    webp[20] = 0; // animation bit off
+    assert_eq!(frame_count(ImageFormat::WebP, &webp), 1);
+    assert_eq!(frame_count(ImageFormat::Jpeg, b"\xff\xd8"), 1);
+}

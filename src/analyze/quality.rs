@@ -61,11 +61,11 @@ const fn yes_no(name: &'static str, modality: &'static str, doc: &'static str) -
 
 /// Every flag, in report order. Defaults: see the README's "Quality signals" table.
 pub const FLAGS: &[FlagDef] = &[
-    num("blur", "blur", Side::Below, 100.0, "image", "variance of the Laplacian on the 64-px grey copy"),
+    num("blur", "blur", Side::Below, 50.0, "image", "variance of the Laplacian on the 64-px grey copy"),
     num("dark", "brightness", Side::Below, 40.0, "image", "mean luma (0-255)"),
     num("bright", "brightness", Side::Above, 230.0, "image", "mean luma (0-255): washed out or blank white"),
     num("low_contrast", "contrast", Side::Below, 16.0, "image", "standard deviation of luma"),
-    num("low_information", "entropy", Side::Below, 3.0, "image", "entropy of the luma histogram, bits (0-8)"),
+    num("low_information", "entropy", Side::Below, 1.0, "image", "entropy of the luma histogram, bits (0-8)"),
     num("tiny", "min_side", Side::Below, 64.0, "image", "shorter side in pixels"),
     num("odd_aspect", "aspect", Side::Above, 3.0, "image", "longer side / shorter side"),
     num("grayscale", "chroma", Side::Below, 5.0, "image", "largest channel spread, in a colour file"),

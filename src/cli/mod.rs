@@ -102,8 +102,8 @@ pub enum Command {
     /// per flag, and `flags`, the raised ones comma-separated) and RUN/quality_summary.json
     /// (thresholds, counts per flag, percentiles of every signal, captions per script).
     ///
-    /// Image flags: blur (Laplacian variance < 100), dark (mean luma < 40), bright (> 230),
-    /// low_contrast (luma std < 16), low_information (histogram entropy < 3 bits), tiny
+    /// Image flags: blur (Laplacian variance < 50), dark (mean luma < 40), bright (> 230),
+    /// low_contrast (luma std < 16), low_information (histogram entropy < 1 bit), tiny
     /// (shorter side < 64 px), odd_aspect (> 3:1), grayscale (no pixel with a channel spread of
     /// 5 or more, in a colour file), animated (more than 1 frame). Caption flags: no_caption,
     /// empty_caption, short_caption (< 5 tokens with start/end), truncated, boilerplate,
