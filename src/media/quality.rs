@@ -39,9 +39,9 @@ pub struct ImageSignals {
     pub frames: u32,
 }
 
-/// Pillow's `L` conversion: `(R·299 + G·587 + B·114) / 1000`, rounded.
+/// Pillow's `L` conversion (its `L24` macro: ITU-R 601 weights in 16-bit fixed point, rounded).
 fn luma(p: &[u8]) -> u8 {
-    ((p[0] as u32 * 299 + p[1] as u32 * 587 + p[2] as u32 * 114 + 500) / 1000) as u8
+    ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8
 }
 
 /// Signals of the image whose perceptual-hash thumbnail is `thumb`.
@@ -49,6 +49,7 @@ pub fn image_signals(thumb: &RgbImage, colour_container: bool, frames: u32) -> I
     let (w, h) = thumb.dimensions();
     let mut hist = [0u32; 256];
     let mut chroma = 0u8;
+    // One pass: luma, its histogram, and the largest channel spread.
     let grey: Vec<u8> = thumb
         .as_raw()
         .chunks_exact(3)
@@ -61,16 +62,17 @@ pub fn image_signals(thumb: &RgbImage, colour_container: bool, frames: u32) -> I
         })
         .collect();
     let n = grey.len().max(1) as f64;
-    let mean = grey.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = grey.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-    let entropy = -hist
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = c as f64 / n;
-            p * p.log2()
-        })
-        .sum::<f64>();
+    // Mean, variance and entropy from the histogram alone.
+    let (mut sum, mut sum2, mut entropy) = (0f64, 0f64, 0f64);
+    for (v, &c) in hist.iter().enumerate().filter(|(_, &c)| c > 0) {
+        let (v, c) = (v as f64, c as f64);
+        sum += v * c;
+        sum2 += v * v * c;
+        let p = c / n;
+        entropy -= p * p.log2();
+    }
+    let mean = sum / n;
+    let var = (sum2 / n - mean * mean).max(0.0);
     let (small, sw, sh) = fixed_size(&grey, w as usize, h as usize);
     ImageSignals {
         blur: laplacian_variance_f32(&small, sw, sh),
