@@ -130,16 +130,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Quality(args) => {
+            let opts = args.to_options()?;
+            let s = sieve::analyze::quality::quality(&opts)?;
+            eprintln!(
+                "sieve quality: {} records, {} embedded; flagged {} ({} image, {} caption) -> {}",
+                s.records,
+                s.embedded,
+                s.flagged,
+                s.flagged_image,
+                s.flagged_caption,
+                opts.run.join("quality.parquet").display()
+            );
+            for f in &s.flags {
+                eprintln!("  {:<16} {:>8} of {:>8}  {}", f.name, f.count, f.measured, f.rule);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Select(args) => {
             let opts = args.to_options()?;
             let s = sieve::analyze::select::select(&opts)?;
             eprintln!(
-                "sieve select: {} of a pool of {} ({} embedded, {} duplicates and {} flagged dropped) -> {}",
+                "sieve select: {} of a pool of {} ({} embedded, {} duplicates, {} flagged pairs and {} of low \
+                 quality dropped) -> {}",
                 s.selected,
                 s.pool,
                 s.embedded,
                 s.dropped_duplicates,
                 s.dropped_flagged,
+                s.dropped_quality,
                 opts.run.join("selection/keep.txt").display()
             );
             let (a, b) = (&s.selection_diversity, &s.random_diversity);
@@ -164,8 +183,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } else {
                     writeln!(
                         out,
-                        "CPU stage: {} records ({} decoded) in {:.2}s on {} threads: {:.1} images/s",
-                        r.records, r.decoded, r.seconds, r.threads, r.images_per_s
+                        "CPU stage: {} records ({} decoded) on {} threads: {:.1} images/s with quality signals \
+                         ({:.2}s), {:.1} images/s without ({:.2}s): ratio {:.3} ({:+.1}%)",
+                        r.records,
+                        r.decoded,
+                        r.threads,
+                        r.images_per_s,
+                        r.seconds,
+                        r.images_per_s_without_signals,
+                        r.seconds_without_signals,
+                        r.signals_ratio,
+                        100.0 * (r.signals_ratio - 1.0)
                     )?;
                 }
                 return Ok(ExitCode::SUCCESS);

@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::ingest::{CaptionSource, InputSpec, Record, Source};
 use crate::media::decode::{self, Limits, Skip, SkipReason};
 use crate::media::phash;
+use crate::media::quality::{self, CaptionSignals, ImageSignals};
 use crate::media::tokenize::Tokens;
 use crate::model::{l2_normalize, Clip, ModelSpec};
 use crate::store::{self, InputInfo, Row, RunManifest, RunWriter, Start, Status};
@@ -48,12 +49,14 @@ struct ImageMeta {
     height: u32,
     sha256: String,
     phash: u64,
+    signals: Option<ImageSignals>,
 }
 
 struct PreparedCaption {
     text: String,
     lossy: bool,
     tokens: Tokens,
+    signals: Option<CaptionSignals>,
 }
 
 /// A batch of prepared records and the pixels of those whose image decoded, packed in order.
@@ -103,15 +106,25 @@ fn image_bytes(record: &Record, limits: &Limits) -> std::result::Result<Vec<u8>,
     }
 }
 
-fn read_image(record: &Record, limits: &Limits, clip: &Clip, out: &mut [f32]) -> std::result::Result<ImageMeta, Skip> {
+/// Reads, decodes and preprocesses one image into `out`; with `signals`, also measures its
+/// quality signals on the perceptual hash's thumbnail (no second pass over the pixels).
+fn read_image(
+    record: &Record,
+    limits: &Limits,
+    clip: &Clip,
+    out: &mut [f32],
+    signals: bool,
+) -> std::result::Result<ImageMeta, Skip> {
     let bytes = image_bytes(record, limits)?;
     let decoded = decode::decode(&bytes, limits)?;
     clip.preprocessor.preprocess_into(&decoded.rgb, out);
+    let thumb = phash::thumbnail(&decoded.rgb);
     Ok(ImageMeta {
         width: decoded.width,
         height: decoded.height,
         sha256: store::sha256_bytes(&bytes),
-        phash: phash::phash(&decoded.rgb),
+        phash: phash::phash_thumbnail(&thumb),
+        signals: signals.then(|| quality::image_signals(&thumb, decoded.colour, decoded.frames)),
     })
 }
 
@@ -140,7 +153,7 @@ fn caption_text(bytes: Vec<u8>, json: bool, what: &str) -> Option<(String, bool)
     }
 }
 
-fn read_caption(record: &Record, clip: &Clip) -> Option<PreparedCaption> {
+fn read_caption(record: &Record, clip: &Clip, signals: bool) -> Option<PreparedCaption> {
     let read_file = |path: &PathBuf| match std::fs::read(path) {
         Ok(b) => Some(b),
         Err(e) => {
@@ -165,7 +178,10 @@ fn read_caption(record: &Record, clip: &Clip) -> Option<PreparedCaption> {
     };
     let text = text.trim().to_string();
     match clip.tokenizer.encode(&text) {
-        Ok(tokens) => Some(PreparedCaption { text, lossy, tokens }),
+        Ok(tokens) => {
+            let signals = signals.then(|| quality::caption_signals(&text, tokens.len));
+            Some(PreparedCaption { text, lossy, tokens, signals })
+        }
         Err(e) => {
             tracing::warn!("cannot tokenise the caption of {}: {e}", record.uri);
             None
@@ -174,12 +190,19 @@ fn read_caption(record: &Record, clip: &Clip) -> Option<PreparedCaption> {
 }
 
 /// CPU stage for one batch: decode + preprocess + tokenise on the rayon pool, writing pixels
-/// into `pixels` (a recycled buffer with room for the batch).
-fn prepare_batch(records: &[Record], clip: &Clip, limits: &Limits, mut pixels: HostPixels) -> Result<Batch> {
+/// into `pixels` (a recycled buffer with room for the batch); `signals`: also measure the
+/// quality signals (always, in `sieve embed`; off only to time what they cost).
+fn prepare_batch(
+    records: &[Record],
+    clip: &Clip,
+    limits: &Limits,
+    mut pixels: HostPixels,
+    signals: bool,
+) -> Result<Batch> {
     let len = clip.preprocessor.output_len();
     let results = pixels.fill(records.len(), len, |i, out| {
         let rec = &records[i];
-        (read_image(rec, limits, clip, out), read_caption(rec, clip))
+        (read_image(rec, limits, clip, out, signals), read_caption(rec, clip, signals))
     })?;
     // Pack the pixels of decoded images to the front, keeping order.
     let decoded: Vec<bool> = results.iter().map(|(image, _)| image.is_ok()).collect();
@@ -220,9 +243,9 @@ fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostP
         .items
         .into_iter()
         .map(|p| {
-            let (caption, lossy, truncated) = match &p.caption {
-                Some(c) => (Some(c.text.clone()), c.lossy, c.tokens.truncated),
-                None => (None, false, false),
+            let (caption, lossy, truncated, caption_signals) = match p.caption {
+                Some(c) => (Some(c.text), c.lossy, c.tokens.truncated, c.signals),
+                None => (None, false, false, None),
             };
             let mut row = Row {
                 id: p.record.id,
@@ -239,6 +262,8 @@ fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostP
                 error: None,
                 image_embedding: None,
                 text_embedding: None,
+                image_signals: None,
+                caption_signals,
             };
             match p.image {
                 Ok(meta) => {
@@ -247,8 +272,9 @@ fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostP
                     row.width = Some(meta.width);
                     row.height = Some(meta.height);
                     row.phash = Some(meta.phash);
+                    row.image_signals = meta.signals;
                     row.image_embedding = img_it.next();
-                    if p.caption.is_some() {
+                    if row.caption.is_some() {
                         row.text_embedding = text_it.next();
                     }
                 }
@@ -360,7 +386,7 @@ pub fn embed(opts: &EmbedOptions) -> Result<EmbedOutcome> {
         s.spawn(move || {
             for chunk in records.chunks(batch_size) {
                 let Ok(buf) = free_rx.recv() else { break };
-                if tx.send(prepare_batch(chunk, clip_ref, &limits, buf)).is_err() {
+                if tx.send(prepare_batch(chunk, clip_ref, &limits, buf, true)).is_err() {
                     break; // the embedding side stopped (with an error it reports)
                 }
             }
@@ -386,19 +412,29 @@ pub fn embed(opts: &EmbedOptions) -> Result<EmbedOutcome> {
     Ok(EmbedOutcome { manifest, resumed_rows: done, already_complete: false })
 }
 
-/// Throughput of the CPU stage alone.
+/// Throughput of the CPU stage alone, with and without the quality signals.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CpuStageRate {
     pub records: usize,
     pub decoded: usize,
     pub threads: usize,
+    /// Time with the quality signals, as `sieve embed` runs.
     pub seconds: f64,
     pub images_per_s: f64,
+    /// The same batches without the quality signals.
+    pub seconds_without_signals: f64,
+    pub images_per_s_without_signals: f64,
+    /// `seconds / seconds_without_signals`: what the signals cost (1.03 = 3% slower).
+    pub signals_ratio: f64,
 }
 
 /// Runs `sieve embed`'s CPU stage (read, decode, preprocess into f16 buffers as for a GPU, hash,
 /// tokenise) over every image under `input`, on all cores, without a model: the rate a device
 /// can be fed at. `model` gives the preprocessing and tokeniser.
+///
+/// Every batch runs twice, with and without the quality signals, alternating which goes first,
+/// after one untimed read of every file, so both see the same files, caches and machine state
+/// and their ratio is the signals' cost.
 pub fn cpu_stage_rate(
     input: &std::path::Path,
     model: &ModelSpec,
@@ -409,19 +445,37 @@ pub fn cpu_stage_rate(
     let clip = Clip::load(model, &candle_core::Device::Cpu, candle_core::DType::F32)?;
     let len = clip.preprocessor.output_len();
     let mut buf = HostPixels::F16(vec![half::f16::ZERO; batch_size * len]);
-    let started = Instant::now();
-    let mut decoded = 0;
-    for chunk in records.chunks(batch_size.max(1)) {
-        let batch = prepare_batch(chunk, &clip, &limits, buf)?;
-        decoded += batch.ok;
-        buf = batch.pixels;
+    {
+        use rayon::prelude::*;
+        records.par_iter().for_each(|r| {
+            let _ = image_bytes(r, &limits);
+        });
     }
-    let seconds = started.elapsed().as_secs_f64();
+    let (mut with, mut without) = (0f64, 0f64);
+    let mut decoded = 0;
+    for (k, chunk) in records.chunks(batch_size.max(1)).enumerate() {
+        for signals in [k % 2 == 1, k % 2 == 0] {
+            let started = Instant::now();
+            let batch = prepare_batch(chunk, &clip, &limits, buf, signals)?;
+            let t = started.elapsed().as_secs_f64();
+            if signals {
+                with += t;
+                decoded += batch.ok;
+            } else {
+                without += t;
+            }
+            buf = batch.pixels;
+        }
+    }
+    let rate = |s: f64| records.len() as f64 / s.max(1e-9);
     Ok(CpuStageRate {
         records: records.len(),
         decoded,
         threads: rayon::current_num_threads(),
-        seconds,
-        images_per_s: records.len() as f64 / seconds.max(1e-9),
+        seconds: with,
+        images_per_s: rate(with),
+        seconds_without_signals: without,
+        images_per_s_without_signals: rate(without),
+        signals_ratio: with / without.max(1e-9),
     })
 }

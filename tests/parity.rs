@@ -50,6 +50,7 @@ fn token_ids_match_clip_tokenizer() {
         assert_eq!(&got.ids, want, "caption {caption:?}");
         assert!(got.ids.len() <= 77);
         assert_eq!(got.truncated, *full_len > 77, "truncation flag for {caption:?} ({full_len} tokens)");
+        assert_eq!(got.len, *full_len, "untruncated length of {caption:?}");
     }
     // The well-known OpenAI ids, independent of the golden file.
     assert_eq!(clip.tokenizer.encode("a photo of a cat").unwrap().ids, vec![49406, 320, 1125, 539, 320, 2368, 49407]);

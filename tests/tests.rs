@@ -11,4 +11,5 @@ mod hostile;
 mod ingest;
 mod model;
 mod parity;
+mod quality;
 mod store;

@@ -118,6 +118,8 @@ pub fn planted_run_with_uris(dir: &Path, items: &[Planted], weights_sha256: &str
         error: None,
         image_embedding: Some(it.image.clone()),
         text_embedding: it.caption.clone(),
+        image_signals: None,
+        caption_signals: None,
     });
     w.push(rows).unwrap();
     let manifest = RunManifest {

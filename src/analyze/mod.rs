@@ -7,4 +7,5 @@ pub mod diversity;
 pub mod groups;
 pub mod pairs;
 pub mod perceptual;
+pub mod quality;
 pub mod select;

@@ -99,6 +99,8 @@ pub struct SelectOptions {
     pub use_dedup: bool,
     /// Drop the pairs flagged in `RUN/pairs.parquet` (it must exist).
     pub drop_flagged: bool,
+    /// Drop the items with any of these `sieve quality` flags (`RUN/quality.parquet` must exist).
+    pub drop_flags: Option<Vec<String>>,
     /// k-means clusters for cluster-balanced selection [default: √pool, at most 1,000].
     pub clusters: Option<usize>,
     pub seed: u64,
@@ -114,6 +116,7 @@ impl SelectOptions {
             embedding: Embedding::Image,
             use_dedup: true,
             drop_flagged: false,
+            drop_flags: None,
             clusters: None,
             seed: 0,
             device: DeviceSpec::Auto,
@@ -146,6 +149,11 @@ pub struct Summary {
     pub dedup_applied: bool,
     pub dropped_duplicates: usize,
     pub dropped_flagged: usize,
+    /// Items dropped for the `--drop-flags` quality flags.
+    pub dropped_quality: usize,
+    /// The quality flags dropped (`--drop-flags`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drop_flags: Vec<String>,
     /// Embedded items without a caption, left out because the embedding needs one.
     pub dropped_no_caption: usize,
     pub pool: usize,
@@ -323,8 +331,9 @@ pub fn select(opts: &SelectOptions) -> Result<Summary> {
         );
     }
     let flagged = if opts.drop_flagged { Some(flagged_ids(&run)?) } else { None };
+    let low_quality = opts.drop_flags.as_ref().map(|f| super::quality::flagged_ids(&run.dir, f)).transpose()?;
     let needs_caption = opts.embedding != Embedding::Image;
-    let (mut dropped_dup, mut dropped_flag, mut dropped_cap) = (0, 0, 0);
+    let (mut dropped_dup, mut dropped_flag, mut dropped_cap, mut dropped_quality) = (0, 0, 0, 0);
     let mut pool = Vec::with_capacity(n);
     for i in 0..n {
         let r = items.rows[i];
@@ -332,6 +341,8 @@ pub fn select(opts: &SelectOptions) -> Result<Summary> {
             dropped_dup += 1;
         } else if flagged.as_ref().is_some_and(|s| s.contains(&meta.id[r])) {
             dropped_flag += 1;
+        } else if low_quality.as_ref().is_some_and(|s| s.contains(&meta.id[r])) {
+            dropped_quality += 1;
         } else if needs_caption && !items.has_caption[i] {
             dropped_cap += 1;
         } else {
@@ -342,8 +353,8 @@ pub fn select(opts: &SelectOptions) -> Result<Summary> {
         return Err(Error::RunDir {
             path: run.dir.clone(),
             reason: format!(
-                "nothing to select from: {n} embedded, {dropped_dup} duplicates, {dropped_flag} flagged and \
-                 {dropped_cap} without a caption dropped"
+                "nothing to select from: {n} embedded, {dropped_dup} duplicates, {dropped_flag} flagged, \
+                 {dropped_quality} of low quality and {dropped_cap} without a caption dropped"
             ),
         });
     }
@@ -428,6 +439,8 @@ pub fn select(opts: &SelectOptions) -> Result<Summary> {
         dedup_applied: removed.is_some(),
         dropped_duplicates: dropped_dup,
         dropped_flagged: dropped_flag,
+        dropped_quality,
+        drop_flags: opts.drop_flags.clone().unwrap_or_default(),
         dropped_no_caption: dropped_cap,
         pool: pool.len(),
         selected: chosen.len(),

@@ -96,10 +96,23 @@ pub enum Command {
     /// clusters holding at least --min-share of an even share) and nearest-neighbour similarity
     /// (mean and percentiles; all items up to --nn-queries, a seeded sample beyond).
     Diversity(DiversityArgs),
+    /// Flag low-quality images and captions from the signals `sieve embed` recorded.
+    ///
+    /// Writes RUN/quality.parquet (one row per record: the signals, one boolean flag_NAME column
+    /// per flag, and `flags`, the raised ones comma-separated) and RUN/quality_summary.json
+    /// (thresholds, counts per flag, percentiles of every signal, captions per script).
+    ///
+    /// Image flags: blur (Laplacian variance < 50), dark (mean luma < 40), bright (> 230),
+    /// low_contrast (luma std < 16), low_information (histogram entropy < 1 bit), tiny
+    /// (shorter side < 64 px), odd_aspect (> 3:1), grayscale (no pixel with a channel spread of
+    /// 5 or more, in a colour file), animated (more than 1 frame). Caption flags: no_caption,
+    /// empty_caption, short_caption (< 5 tokens with start/end), truncated, boilerplate,
+    /// non_utf8. See the README's table for where the defaults come from.
+    Quality(QualityArgs),
     /// Select a diverse subset of a run under a budget.
     ///
     /// Drops the duplicates in RUN/dedup/remove.txt first (run `sieve dedup` before), optionally
-    /// the pairs `sieve score` flagged, then picks --budget items that spread over the embedding
+    /// the pairs `sieve score` flagged and the items `sieve quality` flagged (--drop-flags), then picks --budget items that spread over the embedding
     /// space. Writes RUN/selection/keep.txt (one uri per line, run order) and
     /// RUN/selection/summary.json, which compares the selection's Vendi score and coverage with a
     /// seeded random subset of the same size.
@@ -255,7 +268,9 @@ pub struct BenchArgs {
 
     /// Instead of the model, measure the CPU stage of `sieve embed` over the images in DIR
     /// (read, decode, resize, normalise, hash, tokenise captions; all cores): the rate the
-    /// device can be fed at. Preprocessing follows --model's preprocessor_config.json.
+    /// device can be fed at. Preprocessing follows --model's preprocessor_config.json. Every
+    /// batch runs with and without the quality signals (alternating), and both rates and their
+    /// ratio are printed.
     #[arg(long, value_name = "DIR")]
     pub decode: Option<PathBuf>,
 
@@ -437,6 +452,54 @@ impl DiversityArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct QualityArgs {
+    /// Run directory (made by `sieve embed`).
+    pub run: PathBuf,
+
+    /// Override a flag's threshold: NAME=VALUE, e.g. blur=50 or tiny=200 (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub threshold: Vec<String>,
+
+    /// Relative threshold: NAME=P flags the P% (0-100) of items furthest on the flag's side,
+    /// e.g. blur=5 for the 5% blurriest (repeatable; at most P% when values tie).
+    #[arg(long, value_name = "NAME=P")]
+    pub percentile: Vec<String>,
+}
+
+impl QualityArgs {
+    pub fn to_options(&self) -> Result<crate::analyze::quality::QualityOptions> {
+        use crate::analyze::quality::{flag, flag_names, Cut, QualityOptions};
+        let mut opts = QualityOptions::new(self.run.clone());
+        let pairs = self
+            .threshold
+            .iter()
+            .map(|t| ("--threshold", t))
+            .chain(self.percentile.iter().map(|p| ("--percentile", p)));
+        for (what, arg) in pairs {
+            let invalid = |reason: String| Error::InvalidArg { what, reason };
+            let (name, value) = arg.split_once('=').ok_or_else(|| invalid(format!("`{arg}`: expected NAME=VALUE")))?;
+            let def = flag(name).ok_or_else(|| invalid(format!("unknown flag `{name}`; flags: {}", flag_names())))?;
+            if def.signal.is_none() {
+                return Err(invalid(format!("`{name}` is a yes/no flag with no threshold")));
+            }
+            let v: f64 = value.parse().map_err(|_| invalid(format!("`{value}` is not a number")))?;
+            let cut = if what == "--percentile" {
+                if !(0.0..=100.0).contains(&v) {
+                    return Err(invalid(format!("{v}: expected 0 to 100")));
+                }
+                Cut::Percentile(v)
+            } else {
+                Cut::Value(v)
+            };
+            if opts.cuts.insert(name.to_string(), cut).is_some() {
+                return Err(invalid(format!("`{name}` is given more than once")));
+            }
+        }
+        Ok(opts)
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct SelectArgs {
     /// Run directory (made by `sieve embed`).
     pub run: PathBuf,
@@ -459,6 +522,11 @@ pub struct SelectArgs {
     /// Also drop the pairs flagged by `sieve score` (RUN/pairs.parquet).
     #[arg(long)]
     pub drop_flagged: bool,
+
+    /// Also drop the items `sieve quality` flagged with any of these flags (comma-separated,
+    /// e.g. blur,dark,boilerplate; RUN/quality.parquet must exist).
+    #[arg(long, value_name = "FLAGS")]
+    pub drop_flags: Option<String>,
 
     /// Keep the duplicates in RUN/dedup/remove.txt in the pool.
     #[arg(long)]
@@ -492,6 +560,7 @@ impl SelectArgs {
             embedding: self.embedding.parse()?,
             use_dedup: !self.keep_duplicates,
             drop_flagged: self.drop_flagged,
+            drop_flags: self.drop_flags.as_deref().map(crate::analyze::quality::parse_flag_list).transpose()?,
             clusters: self.clusters,
             seed: self.seed,
             device: self.device.parse()?,

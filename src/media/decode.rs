@@ -90,6 +90,11 @@ pub struct Decoded {
     /// Width as displayed (after EXIF orientation).
     pub width: u32,
     pub height: u32,
+    /// The file stores colour (false for grey-only pixel formats and grey JPEGs).
+    pub colour: bool,
+    /// Frames the container holds (GIF, APNG, animated WebP); 1 for a still image. Read from
+    /// the container's structure; only the first frame is decoded.
+    pub frames: u32,
 }
 
 /// Decodes `bytes` into upright 8-bit RGB, refusing oversize inputs before allocating pixels.
@@ -116,14 +121,14 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, Skip> {
         return Err(Skip::new(SkipReason::NotAnImage, "content is not a recognised image format"));
     };
     if format == image::ImageFormat::Jpeg {
-        let (mut rgb, orientation) = super::jpeg::decode(bytes, limits)?;
+        let (mut rgb, orientation, colour) = super::jpeg::decode(bytes, limits)?;
         if orientation != image::metadata::Orientation::NoTransforms {
             let mut img = DynamicImage::ImageRgb8(rgb);
             img.apply_orientation(orientation);
             rgb = img.into_rgb8();
         }
         let (width, height) = rgb.dimensions();
-        return Ok(Decoded { rgb, width, height });
+        return Ok(Decoded { rgb, width, height, colour, frames: 1 });
     }
     if let Some((w, h)) = declared_size(format, bytes) {
         check_pixels(format, w, h, limits)?;
@@ -143,11 +148,91 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, Skip> {
     }
     check_pixels(format, w as u64, h as u64, limits)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let colour = !matches!(
+        decoder.color_type(),
+        image::ColorType::L8 | image::ColorType::La8 | image::ColorType::L16 | image::ColorType::La16
+    );
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     img.apply_orientation(orientation);
     let rgb = to_rgb8(img);
     let (width, height) = rgb.dimensions();
-    Ok(Decoded { rgb, width, height })
+    Ok(Decoded { rgb, width, height, colour, frames: frame_count(format, bytes) })
+}
+
+/// Frames in an animated container, counted from its structure without decoding them: GIF
+/// image descriptors, APNG's `acTL` frame count, WebP `ANMF` chunks. 1 for anything else or a
+/// structure that cannot be walked (the first frame decoded, so the file is an image).
+pub fn frame_count(format: image::ImageFormat, bytes: &[u8]) -> u32 {
+    let n = match format {
+        image::ImageFormat::Gif => gif_frames(bytes),
+        image::ImageFormat::Png => png_frames(bytes),
+        image::ImageFormat::WebP => webp_frames(bytes),
+        _ => None,
+    };
+    n.unwrap_or(1).max(1)
+}
+
+fn gif_frames(b: &[u8]) -> Option<u32> {
+    let flags = *b.get(10)?;
+    let mut i = 13 + if flags & 0x80 != 0 { 3 << ((flags & 7) + 1) } else { 0 };
+    let skip_sub_blocks = |mut i: usize| -> Option<usize> {
+        loop {
+            let len = *b.get(i)? as usize;
+            i += 1 + len;
+            if len == 0 {
+                return Some(i);
+            }
+        }
+    };
+    let mut frames = 0;
+    loop {
+        match b.get(i) {
+            Some(0x2C) => {
+                frames += 1;
+                let packed = *b.get(i + 9)?;
+                i += 10 + if packed & 0x80 != 0 { 3 << ((packed & 7) + 1) } else { 0 };
+                i = match skip_sub_blocks(i + 1) {
+                    Some(i) => i,
+                    None => return Some(frames), // truncated inside a frame
+                };
+            }
+            Some(0x21) => i = skip_sub_blocks(i + 2)?,
+            _ => return Some(frames), // trailer (0x3B), or junk after the last frame
+        }
+    }
+}
+
+fn png_frames(b: &[u8]) -> Option<u32> {
+    let mut i = 8;
+    while i + 8 <= b.len() {
+        let len = u32::from_be_bytes(b[i..i + 4].try_into().ok()?) as usize;
+        let kind = &b[i + 4..i + 8];
+        if kind == b"acTL" {
+            return Some(u32::from_be_bytes(b.get(i + 8..i + 12)?.try_into().ok()?));
+        }
+        if kind == b"IDAT" {
+            return None; // acTL must come before the image data
+        }
+        i = i.checked_add(12 + len)?;
+    }
+    None
+}
+
+fn webp_frames(b: &[u8]) -> Option<u32> {
+    let mut i = 12;
+    let mut frames = 0;
+    while i + 8 <= b.len() {
+        let kind = &b[i..i + 4];
+        let len = u32::from_le_bytes(b[i + 4..i + 8].try_into().ok()?) as usize;
+        if kind == b"VP8X" && b.get(i + 8)? & 0x02 == 0 {
+            return None; // not animated
+        }
+        if kind == b"ANMF" {
+            frames += 1;
+        }
+        i = i.checked_add(8 + len + (len & 1))?;
+    }
+    Some(frames)
 }
 
 fn check_pixels(format: image::ImageFormat, w: u64, h: u64, limits: &Limits) -> Result<(), Skip> {

@@ -87,10 +87,11 @@ fn cmyk_channel(c: u8, k: u8) -> u8 {
     (nk - (((tmp >> 8) + tmp) >> 8)) as u8
 }
 
-/// Decodes a JPEG to RGB (not yet oriented) and its EXIF orientation.
-pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(RgbImage, Orientation), Skip> {
+/// Decodes a JPEG to RGB (not yet oriented), its EXIF orientation, and whether the file holds
+/// colour (false for a one-component, grey JPEG).
+pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(RgbImage, Orientation, bool), Skip> {
     WARNING.with(|w| w.set(None));
-    let result = catch_unwind(AssertUnwindSafe(|| -> std::io::Result<Result<(RgbImage, Orientation), Skip>> {
+    let result = catch_unwind(AssertUnwindSafe(|| -> std::io::Result<Result<(RgbImage, Orientation, bool), Skip>> {
         let d = Decompress::with_err(error_mgr()).with_markers(&[Marker::APP(1)]).from_mem(bytes)?;
         let (w, h) = d.size();
         if w == 0 || h == 0 {
@@ -103,6 +104,7 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(RgbImage, Orientation), 
             )));
         }
         let orient = orientation(&d);
+        let colour = d.color_space() != ColorSpace::JCS_GRAYSCALE;
         let pixels = if matches!(d.color_space(), ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK) {
             // libjpeg turns YCCK into CMYK itself, as it does for Pillow.
             let mut started = d.to_colorspace(ColorSpace::JCS_CMYK)?;
@@ -119,7 +121,7 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(RgbImage, Orientation), 
         };
         let img = RgbImage::from_raw(w as u32, h as u32, pixels)
             .ok_or_else(|| std::io::Error::other("libjpeg returned fewer pixels than the header promised"))?;
-        Ok(Ok((img, orient)))
+        Ok(Ok((img, orient, colour)))
     }));
     let warning = WARNING.with(|w| w.take());
     match result {

@@ -4,5 +4,6 @@ pub mod decode;
 pub mod jpeg;
 pub mod phash;
 pub mod preprocess;
+pub mod quality;
 pub mod resample;
 pub mod tokenize;

@@ -26,16 +26,27 @@ fn hasher() -> Hasher<[u8; 8]> {
 
 /// Perceptual hash of an RGB image.
 pub fn phash(rgb: &RgbImage) -> u64 {
+    phash_thumbnail(&thumbnail(rgb))
+}
+
+/// The copy of `rgb` the hash is computed from: `rgb` itself when its longest side is at most
+/// 128 px, else an integer-factor area-average shrink to at most that. The quality signals
+/// ([`super::quality`]) reuse it, so they cost no extra pass over the full image.
+pub fn thumbnail(rgb: &RgbImage) -> std::borrow::Cow<'_, RgbImage> {
+    let (w, h) = rgb.dimensions();
+    if w.max(h) > PRE_SHRINK {
+        std::borrow::Cow::Owned(box_shrink(rgb, w.max(h).div_ceil(PRE_SHRINK)))
+    } else {
+        std::borrow::Cow::Borrowed(rgb)
+    }
+}
+
+/// Perceptual hash of an image's [`thumbnail`].
+pub fn phash_thumbnail(thumb: &RgbImage) -> u64 {
     thread_local! {
         static HASHER: Hasher<[u8; 8]> = hasher();
     }
-    let (w, h) = rgb.dimensions();
-    let hash = if w.max(h) > PRE_SHRINK {
-        HASHER.with(|hs| hs.hash_image(&box_shrink(rgb, w.max(h).div_ceil(PRE_SHRINK))))
-    } else {
-        HASHER.with(|hs| hs.hash_image(rgb))
-    };
-    u64::from_be_bytes(hash.into_inner())
+    u64::from_be_bytes(HASHER.with(|hs| hs.hash_image(thumb)).into_inner())
 }
 
 /// Area-average shrink by an integer factor `f`: each output pixel is the rounded mean of its

@@ -1,11 +1,12 @@
 //! Caption tokenisation as transformers' `CLIPTokenizer` does it: the model's own `tokenizer.json`
 //! (NFC, whitespace clean-up, lower-casing, CLIP's pre-tokeniser regex, byte-level BPE with `</w>`,
 //! `<|startoftext|>` … `<|endoftext|>`), then truncation to the model's context length keeping
-//! the end token. `tokenizer.json` files carry no truncation setting, so we set it here.
+//! the end token. `tokenizer.json` files carry no truncation setting; we encode whole (so the
+//! untruncated length is known) and cut here.
 
 use std::path::Path;
 
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
 
@@ -15,6 +16,8 @@ pub struct Tokens {
     pub ids: Vec<u32>,
     /// The caption was longer than the model's context and was truncated.
     pub truncated: bool,
+    /// Tokens the caption takes before truncation, start and end tokens included.
+    pub len: usize,
 }
 
 #[derive(Clone)]
@@ -34,14 +37,7 @@ impl ClipTokenizer {
     pub fn from_file(path: &Path, max_len: usize) -> Result<Self> {
         let mut inner = Tokenizer::from_file(path)
             .map_err(|e| Error::ModelFile { path: path.into(), reason: format!("not a valid tokenizer.json: {e}") })?;
-        inner
-            .with_truncation(Some(TruncationParams {
-                max_length: max_len,
-                strategy: TruncationStrategy::LongestFirst,
-                direction: TruncationDirection::Right,
-                stride: 0,
-            }))
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        inner.with_truncation(None).map_err(|e| Error::Tokenizer(e.to_string()))?;
         inner.with_padding(None);
         Ok(Self { inner, max_len })
     }
@@ -54,6 +50,14 @@ impl ClipTokenizer {
     pub fn encode(&self, caption: &str) -> Result<Tokens> {
         let enc =
             self.inner.encode(caption, true).map_err(|e| Error::Tokenizer(format!("{e} (caption {caption:?})")))?;
-        Ok(Tokens { ids: enc.get_ids().to_vec(), truncated: !enc.get_overflowing().is_empty() })
+        let ids = enc.get_ids();
+        if ids.len() <= self.max_len {
+            return Ok(Tokens { ids: ids.to_vec(), truncated: false, len: ids.len() });
+        }
+        // Right truncation keeping the end token, as the tokenizer's own truncation does for one
+        // sequence; encoding whole first gives the untruncated length without a second pass.
+        let mut cut = ids[..self.max_len - 1].to_vec();
+        cut.push(*ids.last().expect("longer than max_len"));
+        Ok(Tokens { ids: cut, truncated: true, len: ids.len() })
     }
 }

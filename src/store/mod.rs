@@ -15,7 +15,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_array::{ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use half::f16;
 use parquet::arrow::ArrowWriter;
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::media::quality::{CaptionSignals, ImageSignals};
 
 /// What happened to a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +66,11 @@ pub struct Row {
     pub error: Option<String>,
     pub image_embedding: Option<Vec<f32>>,
     pub text_embedding: Option<Vec<f32>>,
+    /// Image quality signals, for decoded images ([`crate::media::quality`]); `None` in runs
+    /// made before they were recorded.
+    pub image_signals: Option<ImageSignals>,
+    /// Caption quality signals, for records with a caption.
+    pub caption_signals: Option<CaptionSignals>,
 }
 
 /// Counts written to `run.json`.
@@ -150,6 +156,18 @@ pub fn metadata_schema() -> Arc<Schema> {
         Field::new("status", DataType::Utf8, false),
         Field::new("reason", DataType::Utf8, true),
         Field::new("error", DataType::Utf8, true),
+        // Quality signals (see media::quality); null where not measured.
+        Field::new("blur", DataType::Float32, true),
+        Field::new("brightness", DataType::Float32, true),
+        Field::new("contrast", DataType::Float32, true),
+        Field::new("entropy", DataType::Float32, true),
+        Field::new("chroma", DataType::Float32, true),
+        Field::new("colour_container", DataType::Boolean, true),
+        Field::new("frames", DataType::UInt32, true),
+        Field::new("caption_chars", DataType::UInt32, true),
+        Field::new("caption_tokens", DataType::UInt32, true),
+        Field::new("caption_boilerplate", DataType::Utf8, true),
+        Field::new("caption_script", DataType::Utf8, true),
     ]))
 }
 
@@ -170,6 +188,25 @@ fn metadata_batch(rows: &[Row]) -> std::result::Result<RecordBatch, arrow_schema
             col(Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.status.as_str())))),
             col(Arc::new(rows.iter().map(|r| r.reason.as_deref()).collect::<StringArray>())),
             col(Arc::new(rows.iter().map(|r| r.error.as_deref()).collect::<StringArray>())),
+            col(Arc::new(rows.iter().map(|r| r.image_signals.and_then(|s| s.blur)).collect::<Float32Array>())),
+            col(Arc::new(rows.iter().map(|r| r.image_signals.map(|s| s.brightness)).collect::<Float32Array>())),
+            col(Arc::new(rows.iter().map(|r| r.image_signals.map(|s| s.contrast)).collect::<Float32Array>())),
+            col(Arc::new(rows.iter().map(|r| r.image_signals.map(|s| s.entropy)).collect::<Float32Array>())),
+            col(Arc::new(rows.iter().map(|r| r.image_signals.map(|s| s.chroma)).collect::<Float32Array>())),
+            col(Arc::new(rows.iter().map(|r| r.image_signals.map(|s| s.colour_container)).collect::<BooleanArray>())),
+            col(Arc::new(rows.iter().map(|r| r.image_signals.map(|s| s.frames)).collect::<UInt32Array>())),
+            col(Arc::new(rows.iter().map(|r| r.caption_signals.as_ref().map(|s| s.chars)).collect::<UInt32Array>())),
+            col(Arc::new(rows.iter().map(|r| r.caption_signals.as_ref().map(|s| s.tokens)).collect::<UInt32Array>())),
+            col(Arc::new(
+                rows.iter()
+                    .map(|r| r.caption_signals.as_ref().and_then(|s| s.boilerplate.as_deref()))
+                    .collect::<StringArray>(),
+            )),
+            col(Arc::new(
+                rows.iter()
+                    .map(|r| r.caption_signals.as_ref().and_then(|s| s.script.as_deref()))
+                    .collect::<StringArray>(),
+            )),
         ],
     )
 }

@@ -4,12 +4,13 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int32Type, Int64Type, UInt32Type, UInt64Type};
+use arrow_array::types::{Float32Type, Int32Type, Int64Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{npy, read_manifest, Row, RunManifest, Status};
 use crate::error::{Error, Result};
+use crate::media::quality::{CaptionSignals, ImageSignals};
 
 /// The metadata columns later stages use, one entry per row in run order.
 #[derive(Debug, Clone, Default)]
@@ -239,11 +240,65 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
                 .ok_or_else(|| bad(path, format!("`{name}` is not uint64")))?;
             Ok(c.iter().collect())
         };
+        // Columns added after the first release are optional: older runs have none of them.
+        let opt = |name: &str| batch.column_by_name(name).is_some();
+        let n = batch.num_rows();
+        let opt_u64s = |name| -> Result<Vec<Option<u64>>> {
+            if opt(name) {
+                u64s(name)
+            } else {
+                Ok(vec![None; n])
+            }
+        };
+        let opt_u32s = |name| -> Result<Vec<Option<u32>>> {
+            if opt(name) {
+                u32s(name)
+            } else {
+                Ok(vec![None; n])
+            }
+        };
+        let opt_strs = |name| -> Result<Vec<Option<String>>> {
+            if opt(name) {
+                strs(name)
+            } else {
+                Ok(vec![None; n])
+            }
+        };
+        let opt_f32s = |name: &str| -> Result<Vec<Option<f32>>> {
+            let Some(c) = batch.column_by_name(name) else { return Ok(vec![None; n]) };
+            let c = c.as_primitive_opt::<Float32Type>().ok_or_else(|| bad(path, format!("`{name}` is not float32")))?;
+            Ok(c.iter().collect())
+        };
+        let opt_bools = |name: &str| -> Result<Vec<Option<bool>>> {
+            let Some(c) = batch.column_by_name(name) else { return Ok(vec![None; n]) };
+            let c = c.as_boolean_opt().ok_or_else(|| bad(path, format!("`{name}` is not boolean")))?;
+            Ok(c.iter().collect())
+        };
         let (id, uri, caption, sha) = (u64s("id")?, strs("uri")?, strs("caption")?, strs("sha256")?);
         let (lossy, truncated) = (bools("caption_lossy")?, bools("caption_truncated")?);
-        let (width, height, phash) = (u32s("width")?, u32s("height")?, u64s("phash")?);
+        let (width, height, phash) = (u32s("width")?, u32s("height")?, opt_u64s("phash")?);
         let (status, reason, error) = (strs("status")?, strs("reason")?, strs("error")?);
-        for i in 0..batch.num_rows() {
+        let (blur, brightness, contrast) = (opt_f32s("blur")?, opt_f32s("brightness")?, opt_f32s("contrast")?);
+        let (entropy, chroma, colour, frames) =
+            (opt_f32s("entropy")?, opt_f32s("chroma")?, opt_bools("colour_container")?, opt_u32s("frames")?);
+        let (chars, tokens) = (opt_u32s("caption_chars")?, opt_u32s("caption_tokens")?);
+        let (boilerplate, script) = (opt_strs("caption_boilerplate")?, opt_strs("caption_script")?);
+        for i in 0..n {
+            let image_signals = brightness[i].map(|b| ImageSignals {
+                blur: blur[i],
+                brightness: b,
+                contrast: contrast[i].unwrap_or(f32::NAN),
+                entropy: entropy[i].unwrap_or(f32::NAN),
+                chroma: chroma[i].unwrap_or(f32::NAN),
+                colour_container: colour[i].unwrap_or(true),
+                frames: frames[i].unwrap_or(1),
+            });
+            let caption_signals = chars[i].map(|c| CaptionSignals {
+                chars: c,
+                tokens: tokens[i].unwrap_or(0),
+                boilerplate: boilerplate[i].clone(),
+                script: script[i].clone(),
+            });
             rows.push(Row {
                 id: id[i].ok_or_else(|| bad(path, "null id"))?,
                 uri: uri[i].clone().unwrap_or_default(),
@@ -259,6 +314,8 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
                 error: error[i].clone(),
                 image_embedding: None,
                 text_embedding: None,
+                image_signals,
+                caption_signals,
             });
         }
     }
