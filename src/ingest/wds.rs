@@ -8,7 +8,6 @@
 //! is `TAR/MEMBER`, e.g. `shards/00003.tar/000030007.jpg`.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -55,12 +54,11 @@ pub fn scan(path: &Path, index: u64) -> Result<Vec<Record>> {
         }
         Err(e) => return Ok(vec![corrupt(base, format!("cannot open: {e}"))]),
     };
-    let mut magic = [0u8; 2];
-    if std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == [0x1f, 0x8b] {
+    if archive.read_at(0, 2).is_ok_and(|magic| magic == [0x1f, 0x8b]) {
         return Ok(vec![corrupt(base, "gzip-compressed tar; sieve reads plain .tar shards (gunzip it first)".into())]);
     }
-    let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
-    let mut tar = tar::Archive::new(file);
+    // The headers are read through the same open file the members will be read from.
+    let mut tar = tar::Archive::new(&archive.file);
     let mut order: Vec<String> = Vec::new();
     let mut samples: HashMap<String, Sample> = HashMap::new();
     let mut failure = None;
