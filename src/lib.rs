@@ -15,6 +15,8 @@ pub mod ingest;
 pub mod media;
 pub mod model;
 pub mod pipeline;
+pub mod progress;
+pub mod run;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -55,8 +55,121 @@ fn print_run_summary(what: &str, m: &sieve::store::RunManifest, out: &std::path:
     }
 }
 
+/// With `--json`, prints `value` as one line of JSON on stdout.
+fn print_json(json: bool, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    if json {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", serde_json::to_string(value)?)?;
+    }
+    Ok(())
+}
+
+fn print_dedup_summary(s: &sieve::analyze::dedup::Summary, run: &std::path::Path) {
+    eprintln!(
+        "sieve dedup: {} embedded, keep {}, remove {} ({:.2}%) -> {}",
+        s.embedded,
+        s.kept,
+        s.removed,
+        100.0 * s.duplicate_rate,
+        run.join("dedup").display()
+    );
+    for (kind, k) in &s.kinds {
+        eprintln!("  {kind:<10} {:>8} groups {:>8} duplicates", k.groups, k.duplicates);
+    }
+}
+
+fn print_score_summary(s: &sieve::analyze::pairs::Summary, run: &std::path::Path) {
+    if s.pairs == 0 {
+        eprintln!(
+            "sieve score: no image-caption pairs (no embedded item has a caption) -> {}",
+            run.join("pairs.parquet").display()
+        );
+        return;
+    }
+    eprintln!(
+        "sieve score: {} pairs, median cosine {:.4}; flagged {} (low_score {} under {:.4}, outranked {}) -> {}",
+        s.pairs,
+        s.cosine.percentiles.get("p50").copied().unwrap_or(f32::NAN),
+        s.flagged,
+        s.low_score,
+        s.min_cosine,
+        s.outranked,
+        run.join("pairs.parquet").display()
+    );
+}
+
+fn print_quality_summary(s: &sieve::analyze::quality::Summary, run: &std::path::Path) {
+    eprintln!(
+        "sieve quality: {} records, {} embedded; flagged {} ({} image, {} caption) -> {}",
+        s.records,
+        s.embedded,
+        s.flagged,
+        s.flagged_image,
+        s.flagged_caption,
+        run.join("quality.parquet").display()
+    );
+    for f in &s.flags {
+        eprintln!("  {:<16} {:>8} of {:>8}  {}", f.name, f.count, f.measured, f.rule);
+    }
+}
+
+fn print_diversity_summary(r: &sieve::analyze::diversity::Report, run: &std::path::Path) {
+    eprintln!(
+        "sieve diversity: {} embedded ({} with captions) -> {}",
+        r.embedded,
+        r.with_caption,
+        run.join("diversity.json").display()
+    );
+    for (name, m) in [("image", &r.overall.image), ("caption", &r.overall.text), ("joint", &r.overall.joint)] {
+        if let Some(m) = m {
+            eprintln!(
+                "  {name:<8} Vendi {:>9.2}  effective rank {:>7.2}  coverage {:.2}  NN similarity mean {}",
+                m.vendi.q1,
+                m.effective_rank,
+                m.clusters.coverage,
+                m.nn_similarity.as_ref().map(|s| format!("{:.4}", s.mean)).unwrap_or_else(|| "-".into())
+            );
+        }
+    }
+    if let Some(by) = &r.by {
+        eprintln!("  {} groups by {by}", r.groups.len());
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    sieve::progress::set_quiet(cli.quiet);
+    let json = cli.json;
     match cli.command {
+        Command::Run(args) => {
+            let opts = args.to_options(cli.quiet)?;
+            let run = opts.embed.out.clone();
+            let s = sieve::run::run(&opts, |stage, status| {
+                use sieve::run::StageStatus;
+                match status {
+                    StageStatus::Ran => eprintln!("sieve run: {stage}…"),
+                    StageStatus::Done => eprintln!("sieve run: {stage} already done with these options; skipped"),
+                    StageStatus::Skipped => eprintln!("sieve run: {stage} left out (--skip)"),
+                }
+            })?;
+            if s.embed.resumed_rows > 0 {
+                eprintln!("sieve run: embedding resumed after {} records already written", s.embed.resumed_rows);
+            }
+            print_run_summary("sieve embed", &s.embed.manifest, &run);
+            if let Some(d) = &s.dedup.summary {
+                print_dedup_summary(d, &run);
+            }
+            if let Some(p) = &s.score.summary {
+                print_score_summary(p, &run);
+            }
+            if let Some(q) = &s.quality.summary {
+                print_quality_summary(q, &run);
+            }
+            if let Some(r) = &s.diversity.summary {
+                print_diversity_summary(r, &run);
+            }
+            print_json(json, &s)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Embed(args) => {
             let opts = args.to_options(cli.quiet)?;
             let outcome = sieve::pipeline::embed(&opts)?;
@@ -66,85 +179,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("sieve embed: resumed after {} records already written", outcome.resumed_rows);
             }
             print_run_summary("sieve embed", &outcome.manifest, &opts.out);
+            print_json(json, &outcome.manifest)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Merge(args) => {
             let opts = args.to_options()?;
             let m = sieve::store::merge::merge(&opts)?;
             print_run_summary(&format!("sieve merge: {} runs,", opts.runs.len()), &m, &opts.out);
+            print_json(json, &m)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dedup(args) => {
             let opts = args.to_options()?;
             let s = sieve::analyze::dedup::dedup(&opts)?;
-            eprintln!(
-                "sieve dedup: {} embedded, keep {}, remove {} ({:.2}%) -> {}",
-                s.embedded,
-                s.kept,
-                s.removed,
-                100.0 * s.duplicate_rate,
-                opts.run.join("dedup").display()
-            );
-            for (kind, k) in &s.kinds {
-                eprintln!("  {kind:<10} {:>8} groups {:>8} duplicates", k.groups, k.duplicates);
-            }
+            print_dedup_summary(&s, &opts.run);
+            print_json(json, &s)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Score(args) => {
             let opts = args.to_options()?;
             let s = sieve::analyze::pairs::score(&opts)?;
-            eprintln!(
-                "sieve score: {} pairs, median cosine {:.4}; flagged {} (low_score {} under {:.4}, outranked {}) -> {}",
-                s.pairs,
-                s.cosine.percentiles.get("p50").copied().unwrap_or(f32::NAN),
-                s.flagged,
-                s.low_score,
-                s.min_cosine,
-                s.outranked,
-                opts.run.join("pairs.parquet").display()
-            );
+            print_score_summary(&s, &opts.run);
+            print_json(json, &s)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Diversity(args) => {
             let opts = args.to_options()?;
             let r = sieve::analyze::diversity::diversity(&opts)?;
-            eprintln!(
-                "sieve diversity: {} embedded ({} with captions) -> {}",
-                r.embedded,
-                r.with_caption,
-                opts.run.join("diversity.json").display()
-            );
-            for (name, m) in [("image", &r.overall.image), ("caption", &r.overall.text), ("joint", &r.overall.joint)] {
-                if let Some(m) = m {
-                    eprintln!(
-                        "  {name:<8} Vendi {:>9.2}  effective rank {:>7.2}  coverage {:.2}  NN similarity mean {}",
-                        m.vendi.q1,
-                        m.effective_rank,
-                        m.clusters.coverage,
-                        m.nn_similarity.as_ref().map(|s| format!("{:.4}", s.mean)).unwrap_or_else(|| "-".into())
-                    );
-                }
-            }
-            if let Some(by) = &r.by {
-                eprintln!("  {} groups by {by}", r.groups.len());
-            }
+            print_diversity_summary(&r, &opts.run);
+            print_json(json, &r)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Quality(args) => {
             let opts = args.to_options()?;
             let s = sieve::analyze::quality::quality(&opts)?;
-            eprintln!(
-                "sieve quality: {} records, {} embedded; flagged {} ({} image, {} caption) -> {}",
-                s.records,
-                s.embedded,
-                s.flagged,
-                s.flagged_image,
-                s.flagged_caption,
-                opts.run.join("quality.parquet").display()
-            );
-            for f in &s.flags {
-                eprintln!("  {:<16} {:>8} of {:>8}  {}", f.name, f.count, f.measured, f.rule);
-            }
+            print_quality_summary(&s, &opts.run);
+            print_json(json, &s)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Select(args) => {
@@ -166,6 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "  Vendi {:.2} vs {:.2} for a random subset; coverage {:.2} vs {:.2}",
                 a.vendi_q1, b.vendi_q1, a.coverage, b.coverage
             );
+            print_json(json, &s)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => {
@@ -178,7 +249,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(dir) = &args.decode {
                 let model = sieve::model::ModelSpec::new(args.model.clone(), None);
                 let r = sieve::pipeline::cpu_stage_rate(dir, &model, Default::default(), args.batch_size)?;
-                if args.json {
+                if json {
                     writeln!(out, "{}", serde_json::to_string(&r)?)?;
                 } else {
                     writeln!(
@@ -206,7 +277,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 sieve::bench::run(&config, &device, args.batch_size, args.iters, args.parity)
             }
             .with_context(|| format!("benchmarking {}", args.config.display()))?;
-            if args.json {
+            if json {
                 writeln!(out, "{}", serde_json::to_string(&t)?)?;
             } else {
                 writeln!(

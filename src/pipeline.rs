@@ -7,8 +7,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-
 use crate::device::{self, BatchSize, DeviceSpec, HostPixels};
 use crate::error::Result;
 use crate::ingest::{CaptionSource, InputSpec, Record, Source};
@@ -290,19 +288,6 @@ fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostP
     Ok(rows)
 }
 
-fn progress_bar(len: u64, enabled: bool) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} embedding [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    pb
-}
-
 /// What `sieve embed` did.
 #[derive(Debug, Clone)]
 pub struct EmbedOutcome {
@@ -370,7 +355,7 @@ pub fn embed(opts: &EmbedOptions) -> Result<EmbedOutcome> {
         tracing::info!("device warmed up in {:.2}s", t.elapsed().as_secs_f64());
     }
 
-    let pb = progress_bar(records.len() as u64, opts.progress);
+    let pb = crate::progress::Progress::with(records.len() as u64, "embedding", "images", opts.progress);
     let started = Instant::now();
     let (tx, rx) = crossbeam_channel::bounded::<Result<Batch>>(1);
     let (free_tx, free_rx) = crossbeam_channel::bounded::<HostPixels>(PIXEL_BUFFERS);
@@ -400,7 +385,7 @@ pub fn embed(opts: &EmbedOptions) -> Result<EmbedOutcome> {
         }
         Ok(())
     })?;
-    pb.finish_and_clear();
+    drop(pb);
     let elapsed = started.elapsed().as_secs_f64();
     let manifest = writer.finish(manifest)?;
     tracing::info!(

@@ -30,12 +30,26 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pub quiet: bool,
 
+    /// Print the command's summary as one JSON object on stdout (the human summary on stderr
+    /// stays).
+    #[arg(long, global = true)]
+    pub json: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The main job in one command: embed INPUT into --out, then dedup, score, quality and
+    /// diversity over it.
+    ///
+    /// Takes `sieve embed`'s arguments and the main ones of each later stage (see each stage's
+    /// --help for details; the rest keep their defaults, run the stage's own command for them).
+    /// Resumable: rerunning the same command resumes an interrupted embedding and skips every
+    /// stage already finished with the same options (recorded in RUN/stages.json); a stage
+    /// whose options changed runs again, with every stage after it.
+    Run(Box<RunArgs>),
     /// Embed images and captions (a folder, a manifest or WebDataset tars) into a run directory.
     ///
     /// Every record ends either embedded or listed in metadata with a reason (unreadable,
@@ -252,10 +266,6 @@ pub struct BenchArgs {
     /// Compute device: auto, cpu, cuda[:N] or metal[:N].
     #[arg(long, default_value = "auto")]
     pub device: String,
-
-    /// Print the result as one JSON object on stdout.
-    #[arg(long)]
-    pub json: bool,
 
     /// Measure candle-transformers' stock CLIP instead of sieve's model (the baseline).
     #[arg(long)]
@@ -720,6 +730,143 @@ impl EmbedArgs {
             limits: Limits { max_bytes: self.max_bytes, max_pixels: self.max_pixels },
             overwrite: self.overwrite,
             progress: !quiet,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub embed: EmbedArgs,
+
+    /// Stages to leave out, comma-separated: dedup, score, quality, diversity.
+    #[arg(long, value_name = "STAGES", value_delimiter = ',')]
+    pub skip: Vec<String>,
+
+    /// Dedup: kinds of duplicate to look for, comma-separated, or `all`.
+    #[arg(long, default_value = "all", help_heading = "Dedup")]
+    pub kinds: String,
+
+    /// Dedup: kinds whose non-kept members go to remove.txt.
+    #[arg(long, default_value = "exact,perceptual,image", help_heading = "Dedup")]
+    pub remove_kinds: String,
+
+    /// Dedup: image-embedding cosine of near-duplicates [default: the model's].
+    #[arg(long, help_heading = "Dedup")]
+    pub image_threshold: Option<f32>,
+
+    /// Dedup: caption-embedding cosine of near-duplicates [default: the model's].
+    #[arg(long, help_heading = "Dedup")]
+    pub caption_threshold: Option<f32>,
+
+    /// Dedup: largest Hamming distance between perceptual hashes [default: the model's].
+    #[arg(long, help_heading = "Dedup")]
+    pub perceptual_distance: Option<u32>,
+
+    /// Dedup: components or star (see `sieve dedup --help`).
+    #[arg(long, default_value = "components", help_heading = "Dedup")]
+    pub grouping: String,
+
+    /// Dedup: which item of a group is kept: auto, best-score, largest, first or central.
+    #[arg(long, default_value = "auto", help_heading = "Dedup")]
+    pub keep: String,
+
+    /// Score: flag pairs whose image-caption cosine is under this [default: the model's].
+    #[arg(long, conflicts_with = "bottom_percent", help_heading = "Score")]
+    pub min_score: Option<f32>,
+
+    /// Score: instead of a threshold, flag this percentage of the lowest-scoring pairs.
+    #[arg(long, value_name = "PERCENT", help_heading = "Score")]
+    pub bottom_percent: Option<f64>,
+
+    /// Score: k of the rank test (0 turns the `outranked` flag off).
+    #[arg(long, default_value_t = crate::analyze::pairs::DEFAULT_TOP_K, help_heading = "Score")]
+    pub top_k: usize,
+
+    /// Diversity: also measure each group of this metadata column (e.g. `folder`).
+    #[arg(long, value_name = "COLUMN", help_heading = "Diversity")]
+    pub by: Option<String>,
+
+    /// Dedup and score: neighbour search, auto, exact, clusters or hnsw.
+    #[arg(long, default_value = "auto", help_heading = "Search")]
+    pub index: String,
+
+    /// Dedup and score: k-means clusters for clustered search (implies --index clusters).
+    #[arg(long, value_name = "K", help_heading = "Search")]
+    pub clusters: Option<usize>,
+
+    /// Seed for every k-means and sample (the same seed gives the same outputs).
+    #[arg(long, default_value_t = 0, help_heading = "Search")]
+    pub seed: u64,
+}
+
+impl RunArgs {
+    /// Validates the arguments through each stage's own command-line checks.
+    pub fn to_options(&self, quiet: bool) -> Result<crate::run::RunOptions> {
+        for s in &self.skip {
+            if !crate::run::STAGES.contains(&s.as_str()) {
+                return Err(Error::InvalidArg {
+                    what: "--skip",
+                    reason: format!("unknown stage {s:?}: expected one of {}", crate::run::STAGES.join(", ")),
+                });
+            }
+        }
+        let wanted = |stage: &str| !self.skip.iter().any(|s| s == stage);
+        let run = self.embed.out.clone();
+        let device = self.embed.model.device.clone();
+        let search = SearchArgs {
+            index: self.index.clone(),
+            clusters: self.clusters,
+            probes: crate::index::clustered::DEFAULT_PROBES,
+            seed: self.seed,
+            device: device.clone(),
+        };
+        let dedup = DedupArgs {
+            run: run.clone(),
+            against: None,
+            kinds: self.kinds.clone(),
+            remove_kinds: self.remove_kinds.clone(),
+            image_threshold: self.image_threshold,
+            caption_threshold: self.caption_threshold,
+            perceptual_distance: self.perceptual_distance,
+            index: self.index.clone(),
+            clusters: self.clusters,
+            border: crate::index::clustered::DEFAULT_BORDER,
+            seed: self.seed,
+            grouping: self.grouping.clone(),
+            keep: self.keep.clone(),
+            device: device.clone(),
+            pairs: false,
+            hnsw_m: crate::index::hnsw::HnswParams::default().m,
+            hnsw_ef_construction: crate::index::hnsw::HnswParams::default().ef_construction,
+            hnsw_ef: crate::index::hnsw::HnswParams::default().ef_search,
+        };
+        let score = ScoreArgs {
+            run: run.clone(),
+            min_score: self.min_score,
+            bottom_percent: self.bottom_percent,
+            top_k: self.top_k,
+            search,
+        };
+        let diversity = DiversityArgs {
+            run: run.clone(),
+            by: self.by.clone(),
+            clusters: crate::analyze::diversity::DEFAULT_CLUSTERS,
+            min_share: crate::analyze::diversity::DEFAULT_MIN_SHARE,
+            nn_queries: crate::analyze::diversity::DEFAULT_NN_QUERIES,
+            probes: crate::index::clustered::DEFAULT_PROBES,
+            seed: self.seed,
+            device,
+        };
+        // Every stage's arguments are checked, also those of skipped stages: a typo fails now,
+        // not after an hour of embedding.
+        let (dedup, score, diversity) = (dedup.to_options()?, score.to_options()?, diversity.to_options()?);
+        Ok(crate::run::RunOptions {
+            embed: self.embed.to_options(quiet)?,
+            dedup: wanted("dedup").then_some(dedup),
+            score: wanted("score").then_some(score),
+            quality: wanted("quality").then(|| crate::analyze::quality::QualityOptions::new(run.clone())),
+            diversity: wanted("diversity").then_some(diversity),
         })
     }
 }

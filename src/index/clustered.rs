@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use super::kmeans::{self, KMeansParams, Top2};
 use super::{sort_dedup, topk, ExactIndex, Matrix, NeighbourIndex, Neighbours, Pair};
 use crate::error::Result;
+use crate::progress::Progress;
 
 /// Default `border`: the similarity gap under which an item also joins its second cluster.
 pub const DEFAULT_BORDER: f32 = 0.05;
@@ -104,10 +105,12 @@ impl NeighbourIndex for ClusteredIndex<'_> {
 
     fn self_pairs(&self, threshold: f32) -> Result<Vec<Pair>> {
         let d = self.data.dim();
+        let progress = Progress::new(self.members.len() as u64, "clustered search", "clusters");
         let found: Vec<Vec<Pair>> = self
             .members
             .par_iter()
             .map(|rows| -> Result<Vec<Pair>> {
+                progress.inc(1);
                 if rows.len() < 2 {
                     return Ok(Vec::new());
                 }
@@ -129,10 +132,12 @@ impl NeighbourIndex for ClusteredIndex<'_> {
     fn range_search(&self, queries: &Matrix, threshold: f32) -> Result<Vec<Pair>> {
         let assigned = kmeans::assign(queries, &self.centroids, &self.device)?;
         let q_members = members_of(&assigned, self.members.len(), self.border);
+        let progress = Progress::new(self.members.len() as u64, "clustered search", "clusters");
         let found: Vec<Vec<Pair>> = q_members
             .par_iter()
             .zip(self.members.par_iter())
             .map(|(qs, ds)| -> Result<Vec<Pair>> {
+                progress.inc(1);
                 if qs.is_empty() || ds.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -157,10 +162,12 @@ impl NeighbourIndex for ClusteredIndex<'_> {
                 asked[c as usize].push(q as u32);
             }
         }
+        let progress = Progress::new(self.members.len() as u64, "clustered k-NN", "clusters");
         let found: Vec<Vec<(u32, Neighbours)>> = asked
             .par_iter()
             .zip(self.members.par_iter())
             .map(|(qs, ds)| -> Result<Vec<(u32, Neighbours)>> {
+                progress.inc(1);
                 if qs.is_empty() || ds.is_empty() {
                     return Ok(Vec::new());
                 }

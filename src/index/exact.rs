@@ -11,6 +11,7 @@ use super::topk::{self, Neighbours, TopK};
 use super::{sort_dedup, Matrix, NeighbourIndex, Pair};
 use crate::error::Result;
 use crate::model::cpu::matmul_wt;
+use crate::progress::Progress;
 
 /// Query rows per CPU tile.
 const CPU_ROWS: usize = 256;
@@ -63,6 +64,7 @@ fn cpu_search(queries: &Matrix, data: &Matrix, threshold: f32, self_join: bool) 
     let d = data.dim();
     let (nq, nd) = (queries.rows(), data.rows());
     let blocks: Vec<usize> = (0..nq).step_by(CPU_ROWS).collect();
+    let progress = Progress::new(blocks.len() as u64, "exact search", "blocks");
     let per_block: Vec<Vec<Pair>> = blocks
         .par_iter()
         .map_init(
@@ -80,6 +82,7 @@ fn cpu_search(queries: &Matrix, data: &Matrix, threshold: f32, self_join: bool) 
                     c0 = c1;
                 }
                 out.sort_unstable_by_key(|p| (p.a, p.b));
+                progress.inc(1);
                 out
             },
         )
@@ -100,7 +103,9 @@ fn device_search(
     let db = Tensor::from_slice(data.as_slice(), (nd, d), device)?;
     let qs = if self_join { db.clone() } else { Tensor::from_slice(queries.as_slice(), (nq, d), device)? };
     let mut out = Vec::new();
+    let progress = Progress::new(nq.div_ceil(DEV_ROWS) as u64, "exact search", "blocks");
     for r0 in (0..nq).step_by(DEV_ROWS) {
+        progress.inc(1);
         let r1 = (r0 + DEV_ROWS).min(nq);
         let q = qs.narrow(0, r0, r1 - r0)?;
         let mut c0 = if self_join { r0 } else { 0 };
@@ -132,7 +137,9 @@ fn device_knn(
     let db = Tensor::from_slice(data.as_slice(), (nd, d), device)?;
     let qs = Tensor::from_slice(queries.as_slice(), (nq, d), device)?;
     let mut out = Vec::with_capacity(nq);
+    let progress = Progress::new(nq.div_ceil(DEV_ROWS) as u64, "exact k-NN", "blocks");
     for r0 in (0..nq).step_by(DEV_ROWS) {
+        progress.inc(1);
         let r1 = (r0 + DEV_ROWS).min(nq);
         let q = qs.narrow(0, r0, r1 - r0)?;
         let mut tops: Vec<TopK> = (r0..r1).map(|_| TopK::new(k)).collect();

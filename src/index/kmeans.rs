@@ -116,7 +116,9 @@ pub fn train(data: &Matrix, params: KMeansParams, device: &Device) -> Result<Mat
     let mut centroids = Matrix::gather(data.as_slice(), d, &sample[..k]);
     sample.sort_unstable();
     let train = Matrix::gather(data.as_slice(), d, &sample);
+    let progress = crate::progress::Progress::new(params.iters as u64, "k-means", "iterations");
     for iter in 0..params.iters {
+        progress.inc(1);
         let assigned = assign(&train, &centroids, device)?;
         let mut members: Vec<Vec<u32>> = vec![Vec::new(); k];
         for (i, t) in assigned.iter().enumerate() {

@@ -75,6 +75,7 @@ pub fn exact_knn_cpu(queries: &Matrix, data: &Matrix, k: usize, skip: Option<&[u
     let d = data.dim();
     let (nq, nd) = (queries.rows(), data.rows());
     let blocks: Vec<usize> = (0..nq).step_by(ROWS).collect();
+    let progress = crate::progress::Progress::new(blocks.len() as u64, "exact k-NN", "blocks");
     let per_block: Vec<Vec<Neighbours>> = blocks
         .par_iter()
         .map_init(
@@ -90,6 +91,7 @@ pub fn exact_knn_cpu(queries: &Matrix, data: &Matrix, k: usize, skip: Option<&[u
                     scan_tile(&tile[..m * n], n, r0, c0, skip, &mut tops);
                     c0 = c1;
                 }
+                progress.inc(1);
                 tops.into_iter().map(TopK::into_vec).collect()
             },
         )

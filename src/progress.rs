@@ -1,0 +1,71 @@
+//! Progress bars for the long stages (indicatif, on stderr).
+//!
+//! A bar is drawn only when stderr is a terminal (indicatif hides it otherwise) and `--quiet` was
+//! not given, and only one at a time: a loop that runs inside another one's bar (the exact
+//! search inside each cluster of a clustered search, say) draws nothing, so the outer bar stays
+//! readable.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Turns every progress bar off (`--quiet`), for the whole process.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// Whether `--quiet` was given.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// A progress bar with a rate and an ETA; hidden when `--quiet`, when stderr is not a terminal,
+/// or when another bar is already showing. Cleared when dropped.
+#[derive(Debug)]
+pub struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    /// A bar for `len` steps of `unit` (e.g. "images", "blocks"), labelled `what`.
+    pub fn new(len: u64, what: &str, unit: &str) -> Self {
+        Self::with(len, what, unit, true)
+    }
+
+    /// As [`Progress::new`], and hidden whenever `show` is false (e.g. a caller's own option).
+    pub fn with(len: u64, what: &str, unit: &str, show: bool) -> Self {
+        let first = ACTIVE.fetch_add(1, Ordering::SeqCst) == 0;
+        if !show || !first || quiet() {
+            return Self { bar: ProgressBar::hidden() };
+        }
+        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+        let template = format!("{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}");
+        bar.set_style(ProgressStyle::with_template(&template).expect("valid template").progress_chars("=> "));
+        Self { bar }
+    }
+
+    /// Advances the bar by `n` steps.
+    pub fn inc(&self, n: u64) {
+        self.bar.inc(n);
+    }
+
+    /// The underlying bar (e.g. for `println` above it).
+    pub fn bar(&self) -> &ProgressBar {
+        &self.bar
+    }
+
+    /// Whether this bar is drawn (stderr a terminal, not quiet, not nested).
+    pub fn is_drawn(&self) -> bool {
+        !self.bar.is_hidden()
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+        ACTIVE.fetch_sub(1, Ordering::SeqCst);
+    }
+}
