@@ -208,3 +208,16 @@ fn run_checks_every_stage_argument_before_embedding() {
         assert!(!run.exists(), "{args:?}: nothing may be written before the arguments are checked");
     }
 }
+
+#[test]
+fn a_run_without_captions_goes_through_every_index() {
+    // The caption kinds then have no vectors; clustered and graph search must not choke on that.
+    let dir = tempfile::tempdir().unwrap();
+    for index in ["exact", "clusters", "hnsw"] {
+        let run = dir.path().join(index);
+        let v = json(&run_cmd(&fixtures().join("images"), &run, &["--index", index]));
+        expect(&v, ["ran", "ran", "ran", "ran", "ran"]);
+        assert_eq!(v["score"]["summary"]["pairs"], 0);
+        assert_eq!(v["dedup"]["summary"]["embedded"], 8, "{index}");
+    }
+}

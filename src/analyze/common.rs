@@ -64,6 +64,10 @@ pub fn build_index<'a>(
         // across borders.
         Ok(Box::new(ClusteredIndex::build(m, params, 0.0, device.clone())?.with_probes(opts.probes)))
     };
+    if m.rows() < 2 {
+        // Nothing to cluster (e.g. the captions of a run without any).
+        return Ok(Box::new(ExactIndex::new(m, device.clone())));
+    }
     if let Some(k) = opts.clusters {
         return clustered(k);
     }

@@ -403,6 +403,10 @@ fn build_index<'a>(
         let k = k.min(m.rows()).max(1);
         Ok(Box::new(ClusteredIndex::build(m, KMeansParams::new(k, opts.seed), opts.border, device.clone())?))
     };
+    if m.rows() < 2 {
+        // Nothing to cluster (e.g. the caption kind of a run without captions).
+        return Ok(Box::new(ExactIndex::new(m, device.clone())));
+    }
     if let Some(k) = opts.clusters {
         return clustered(k);
     }
