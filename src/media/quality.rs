@@ -291,44 +291,18 @@ pub fn boilerplate(text: &str) -> Option<&'static str> {
     None
 }
 
-/// Unicode script of a letter, by block (the scripts captions are commonly written in;
-/// everything else is `Other`).
+/// Unicode script of a letter (the Unicode Character Database's Script property, via the
+/// `unicode-script` crate); `None` for what is not a letter or belongs to no one script (digits,
+/// punctuation, combining marks: Common and Inherited).
 fn script_of(c: char) -> Option<&'static str> {
+    use unicode_script::{Script, UnicodeScript};
     if !c.is_alphabetic() {
         return None;
     }
-    let u = c as u32;
-    Some(match u {
-        0x0000..=0x024F | 0x1E00..=0x1EFF | 0x2C60..=0x2C7F | 0xA720..=0xA7FF | 0xFF21..=0xFF5A => "Latin",
-        0x0370..=0x03FF | 0x1F00..=0x1FFF => "Greek",
-        0x0400..=0x052F | 0x1C80..=0x1C8F | 0x2DE0..=0x2DFF | 0xA640..=0xA69F => "Cyrillic",
-        0x0530..=0x058F => "Armenian",
-        0x0590..=0x05FF | 0xFB1D..=0xFB4F => "Hebrew",
-        0x0600..=0x06FF | 0x0750..=0x077F | 0x08A0..=0x08FF | 0xFB50..=0xFDFF | 0xFE70..=0xFEFF => "Arabic",
-        0x0900..=0x097F => "Devanagari",
-        0x0980..=0x09FF => "Bengali",
-        0x0A00..=0x0A7F => "Gurmukhi",
-        0x0A80..=0x0AFF => "Gujarati",
-        0x0B80..=0x0BFF => "Tamil",
-        0x0C00..=0x0C7F => "Telugu",
-        0x0C80..=0x0CFF => "Kannada",
-        0x0D00..=0x0D7F => "Malayalam",
-        0x0D80..=0x0DFF => "Sinhala",
-        0x0E00..=0x0E7F => "Thai",
-        0x0E80..=0x0EFF => "Lao",
-        0x0F00..=0x0FFF => "Tibetan",
-        0x1000..=0x109F => "Myanmar",
-        0x10A0..=0x10FF | 0x2D00..=0x2D2F => "Georgian",
-        0x1100..=0x11FF | 0x3130..=0x318F | 0xAC00..=0xD7AF => "Hangul",
-        0x1200..=0x139F => "Ethiopic",
-        0x1780..=0x17FF => "Khmer",
-        0x3040..=0x309F => "Hiragana",
-        0x30A0..=0x30FF | 0x31F0..=0x31FF | 0xFF66..=0xFF9F => "Katakana",
-        0x2E80..=0x2FDF | 0x3005..=0x3007 | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x3FFFF => {
-            "Han"
-        }
-        _ => "Other",
-    })
+    match c.script() {
+        Script::Common | Script::Inherited | Script::Unknown => None,
+        s => Some(s.full_name()),
+    }
 }
 
 /// The script most letters of `text` are in (ties: the first to reach the top count).
