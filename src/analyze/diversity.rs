@@ -165,6 +165,7 @@ pub fn gram_sum(x: &Matrix, rows: Option<&[usize]>) -> Vec<f64> {
     let n = rows.map_or(x.rows(), <[usize]>::len);
     let starts: Vec<usize> = (0..n).step_by(GRAM_BLOCK).collect();
     let chunks: Vec<(usize, usize)> = (0..d).step_by(GRAM_COLS).map(|c| (c, (c + GRAM_COLS).min(d))).collect();
+    let progress = crate::progress::Progress::new(starts.len() as u64, "Gram matrix", "blocks");
     let mut acc = starts
         .par_iter()
         .fold(
@@ -192,6 +193,7 @@ pub fn gram_sum(x: &Matrix, rows: Option<&[usize]>) -> Vec<f64> {
                         }
                     }
                 }
+                progress.inc(1);
                 (acc, tile, buf)
             },
         )
