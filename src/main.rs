@@ -55,6 +55,20 @@ fn print_run_summary(what: &str, m: &sieve::store::RunManifest, out: &std::path:
     }
 }
 
+fn print_dedup_summary(what: &str, s: &sieve::analyze::dedup::Summary, run: &std::path::Path) {
+    eprintln!(
+        "{what}: {} embedded, keep {}, remove {} ({:.2}%) -> {}",
+        s.embedded,
+        s.kept,
+        s.removed,
+        100.0 * s.duplicate_rate,
+        run.join("dedup").display()
+    );
+    for (kind, k) in &s.kinds {
+        eprintln!("  {kind:<10} {:>8} groups {:>8} duplicates", k.groups, k.duplicates);
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Embed(args) => {
@@ -76,18 +90,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dedup(args) => {
             let opts = args.to_options()?;
-            let s = sieve::analyze::dedup::dedup(&opts)?;
-            eprintln!(
-                "sieve dedup: {} embedded, keep {}, remove {} ({:.2}%) -> {}",
-                s.embedded,
-                s.kept,
-                s.removed,
-                100.0 * s.duplicate_rate,
-                opts.run.join("dedup").display()
-            );
-            for (kind, k) in &s.kinds {
-                eprintln!("  {kind:<10} {:>8} groups {:>8} duplicates", k.groups, k.duplicates);
+            print_dedup_summary("sieve dedup", &sieve::analyze::dedup::dedup(&opts)?, &opts.run);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DedupCentroids(args) => {
+            let (opts, out) = args.to_options()?;
+            let m = sieve::analyze::partition::compute_centroids(&opts, &out)?;
+            for (space, c) in &m.spaces {
+                eprintln!("sieve dedup-centroids: {space}: {} clusters of {} vectors", c.clusters, c.vectors);
             }
+            eprintln!("  -> {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DedupPartition(args) => {
+            let (opts, centroids, part, out) = args.to_options()?;
+            let info = sieve::analyze::partition::partition(&opts, &centroids, part, &out)?;
+            let counts: Vec<String> = info.pairs.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            eprintln!(
+                "sieve dedup-partition {part}: {} pairs -> {}",
+                if counts.is_empty() { "no".into() } else { counts.join(", ") },
+                out.join(&info.file).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DedupCombine(args) => {
+            let opts = args.to_options()?;
+            print_dedup_summary("sieve dedup-combine", &sieve::analyze::dedup::dedup(&opts)?, &opts.run);
             Ok(ExitCode::SUCCESS)
         }
         Command::Score(args) => {

@@ -11,5 +11,6 @@ mod hostile;
 mod ingest;
 mod model;
 mod parity;
+mod partition;
 mod quality;
 mod store;
