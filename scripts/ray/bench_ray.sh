@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Wall time per stage of scripts/ray/sieve_ray.py with 1, 2 and 4 local Ray workers, next to one
+# process (sieve embed + sieve dedup --clusters), over COUNT bench JPEGs (500x375) with the tiny
+# test model on the CPU. The README's "Scaling out" table comes from this.
+#
+#   scripts/ray/bench_ray.sh [SIEVE_BINARY] [COUNT] [WORKERS...]   defaults: target/debug/sieve 2000 1 2 4
+#
+# Needs Ray in $SIEVE_RAY_VENV (default /tmp/sieve-ray-venv; scripts/ray/test_ray.sh makes it).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SIEVE=$(realpath "${1:-${CARGO_TARGET_DIR:-target}/debug/sieve}")
+COUNT=${2:-2000}
+shift $(( $# < 2 ? $# : 2 ))
+WORKERS=("$@")
+[ ${#WORKERS[@]} -gt 0 ] || WORKERS=(1 2 4)
+PY=${SIEVE_RAY_VENV:-/tmp/sieve-ray-venv}/bin/python
+W=${BENCH_DIR:-/tmp/sieve-ray-bench}
+K=8
+mkdir -p "$W"
+[ -d "$W/in" ] || "$SIEVE" bench --write-jpegs "$W/in" --count "$COUNT"
+ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+
+echo "== one process ($(nproc) cores)"
+rm -rf "$W/single"
+t=$(date +%s%N); "$SIEVE" embed -q "$W/in" --out "$W/single" --model models/tiny-clip --device cpu; e=$(ms "$t")
+t=$(date +%s%N); "$SIEVE" dedup -q "$W/single" --clusters $K --device cpu; d=$(ms "$t")
+echo "one process: embed ${e} ms, dedup --clusters $K ${d} ms"
+for w in "${WORKERS[@]}"; do
+  echo "== Ray, $w workers"
+  rm -rf "$W/ray$w"
+  t=$(date +%s%N)
+  RAY_ADDRESS= "$PY" scripts/ray/sieve_ray.py "$W/in" --out "$W/ray$w" --workers "$w" --model models/tiny-clip \
+    --sieve "$SIEVE" --clusters $K --embed-arg=--device=cpu --dedup-arg=--device=cpu
+  echo "Ray $w workers: $(ms "$t") ms including Ray start-up"
+  cmp "$W/single/dedup/keep.txt" "$W/ray$w/run/dedup/keep.txt" && echo "keep.txt identical to one process"
+done
