@@ -2,7 +2,8 @@
 # The Ray pipeline (scripts/ray/sieve_ray.py) on a local Ray cluster against one process, over
 # the same corpus with duplicates (bench JPEGs, the fixture images, byte-identical copies and
 # shared captions; model models/tiny-clip, offline). Fails unless the embeddings and metadata are
-# byte-identical and keep.txt/remove.txt (and groups.parquet) are the same.
+# byte-identical and keep.txt/remove.txt (and groups.parquet) are the same, also after one embed
+# task is killed (SIGKILL) and retried by Ray.
 #
 #   scripts/ray/test_ray.sh [SIEVE_BINARY]      default: $CARGO_TARGET_DIR/debug/sieve or target/debug/sieve
 #
@@ -54,11 +55,25 @@ t0=$(date +%s%N)
 "$SIEVE" dedup -q "$W/single" "${KMEANS[@]}" "${DEDUP[@]}"
 echo "one process: embed + dedup $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 
-echo "== Ray, $WORKERS workers"
+echo "== Ray, $WORKERS workers; shard 1's first embed attempt is killed (SIGKILL), Ray retries it"
+# A sieve that kills its first embed of shard 1/N part-way: the retry must resume it exactly.
+cat >"$W/flaky-sieve" <<FLAKY
+#!/usr/bin/env bash
+if [[ " \$* " == *" embed "*" --shard 1/$WORKERS "* ]] && [ ! -e "$W/killed" ]; then
+  touch "$W/killed"
+  "$SIEVE" "\$@" & pid=\$!
+  sleep 0.5; kill -9 \$pid; wait \$pid
+  exit 137
+fi
+exec "$SIEVE" "\$@"
+FLAKY
+chmod +x "$W/flaky-sieve"
 ray_args=()
 for a in "${DEDUP[@]}"; do ray_args+=("--dedup-arg=$a"); done
 RAY_ADDRESS= "$PY" scripts/ray/sieve_ray.py "$W/in" --out "$W/ray" --workers "$WORKERS" --partitions 5 \
-  --model "$MODEL" --sieve "$SIEVE" --clusters 4 --seed 3 --embed-arg=--device=cpu --embed-arg=--part-size=16 "${ray_args[@]}"
+  --model "$MODEL" --sieve "$W/flaky-sieve" --clusters 4 --seed 3 --embed-arg=--device=cpu --embed-arg=--part-size=16 "${ray_args[@]}"
+
+[ -e "$W/killed" ] || { echo "test_ray: the embed of shard 1 was never killed" >&2; exit 1; }
 
 echo "== compare"
 "$PY" - "$W/single" "$W/ray/run" <<'EOF'
