@@ -89,8 +89,9 @@ pub enum Command {
     /// a border also to its second) and searches the clusters c with c mod n = i exactly, as
     /// `sieve dedup --clusters` does for all of them. Writes OUT/part-IIIII-of-NNNNN.parquet (kind,
     /// a_id, b_id, similarity) and, last, its .json (run fingerprint, centroids, settings, pair
-    /// counts); a rerun rewrites the same bytes, so a failed task can simply be retried. Takes
-    /// `sieve dedup`'s flags: pass the same --kinds and thresholds to dedup-combine.
+    /// counts); a rerun rewrites the same bytes, so a failed task can simply be retried. Needs
+    /// --centroids DIR; takes `sieve dedup`'s flags (pass the same --kinds and thresholds to
+    /// dedup-combine; --against is refused).
     DedupPartition(DedupPartitionArgs),
     /// Partitioned dedup, step 3: combine every partition into RUN/dedup/, as `sieve dedup` writes it.
     ///
@@ -659,8 +660,8 @@ pub struct DedupArgs {
     #[arg(long, value_name = "N")]
     pub sample: Option<usize>,
 
-    /// With clustered search: use these centroids (a folder from `sieve dedup-centroids` on this
-    /// run) instead of training k-means.
+    /// Clustered search with these centroids (a folder from `sieve dedup-centroids` on this run)
+    /// instead of training k-means here (implies --index clusters).
     #[arg(long, value_name = "DIR")]
     pub centroids: Option<PathBuf>,
 
