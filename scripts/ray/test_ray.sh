@@ -7,8 +7,8 @@
 #
 #   scripts/ray/test_ray.sh [SIEVE_BINARY]      default: $CARGO_TARGET_DIR/debug/sieve or target/debug/sieve
 #
-# Installs Ray (pinned) into a throwaway venv ($SIEVE_RAY_VENV, default /tmp/sieve-ray-venv);
-# builds nothing. Where Ray cannot be installed or started it prints "skipping Ray test: <why>"
+# Installs Ray (pinned) into a throwaway venv ($SIEVE_RAY_VENV, default /tmp/sieve-ray-venv; where
+# python3 has no venv module, or SIEVE_RAY_PIP_TARGET=1, with pip --target); builds nothing. Where Ray cannot be installed or started it prints "skipping Ray test: <why>"
 # and exits 0; any other failure exits 1. WORKERS (default 3) sets the Ray workers.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,10 +22,19 @@ skip() { echo "skipping Ray test: $*"; exit 0; }
 SIEVE=$(cd "$(dirname "$SIEVE")" && pwd)/$(basename "$SIEVE")
 if ! "$VENV/bin/python" -c "import ray; assert ray.__version__ == '$RAY_VERSION'" 2>/dev/null; then
   command -v python3 >/dev/null || skip "no python3"
-  python3 -m venv --clear "$VENV" >/dev/null 2>&1 || skip "python3 -m venv $VENV failed"
   echo "== installing ray==$RAY_VERSION into $VENV"
   log=$(mktemp)
-  "$VENV/bin/pip" install -q "ray==$RAY_VERSION" >"$log" 2>&1 || skip "pip install ray==$RAY_VERSION failed: $(tail -1 "$log")"
+  if [ -z "${SIEVE_RAY_PIP_TARGET:-}" ] && python3 -m venv --clear "$VENV" >"$log" 2>&1; then
+    "$VENV/bin/pip" install -q "ray==$RAY_VERSION" >"$log" 2>&1 || skip "pip install ray==$RAY_VERSION failed: $(tail -1 "$log")"
+  else
+    # No venv module (Debian's python3 without python3-venv): pip --target into a folder, and a
+    # python that puts it on PYTHONPATH (inherited by Ray's worker processes).
+    python3 -m pip install -q --upgrade --target "$VENV/lib" "ray==$RAY_VERSION" >"$log" 2>&1 \
+      || skip "no venv, and pip install --target ray==$RAY_VERSION failed: $(tail -1 "$log")"
+    mkdir -p "$VENV/bin"
+    printf '#!/bin/sh\nPYTHONPATH="%s${PYTHONPATH:+:$PYTHONPATH}" exec "%s" "$@"\n' "$VENV/lib" "$(command -v python3)" >"$VENV/bin/python"
+    chmod +x "$VENV/bin/python"
+  fi
 fi
 PY="$VENV/bin/python"
 probe=$("$PY" -c "import ray; ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False); ray.shutdown()" 2>&1) \
