@@ -64,9 +64,9 @@ fn print_json(json: bool, value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_dedup_summary(s: &sieve::analyze::dedup::Summary, run: &std::path::Path) {
+fn print_dedup_summary(what: &str, s: &sieve::analyze::dedup::Summary, run: &std::path::Path) {
     eprintln!(
-        "sieve dedup: {} embedded, keep {}, remove {} ({:.2}%) -> {}",
+        "{what}: {} embedded, keep {}, remove {} ({:.2}%) -> {}",
         s.embedded,
         s.kept,
         s.removed,
@@ -156,7 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             print_run_summary("sieve embed", &s.embed.manifest, &run);
             if let Some(d) = &s.dedup.summary {
-                print_dedup_summary(d, &run);
+                print_dedup_summary("sieve dedup", d, &run);
             }
             if let Some(p) = &s.score.summary {
                 print_score_summary(p, &run);
@@ -192,7 +192,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dedup(args) => {
             let opts = args.to_options()?;
             let s = sieve::analyze::dedup::dedup(&opts)?;
-            print_dedup_summary(&s, &opts.run);
+            print_dedup_summary("sieve dedup", &s, &opts.run);
+            print_json(json, &s)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DedupCentroids(args) => {
+            let (opts, out) = args.to_options()?;
+            let m = sieve::analyze::partition::compute_centroids(&opts, &out)?;
+            for (space, c) in &m.spaces {
+                eprintln!("sieve dedup-centroids: {space}: {} clusters of {} vectors", c.clusters, c.vectors);
+            }
+            eprintln!("  -> {}", out.display());
+            print_json(json, &m)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DedupPartition(args) => {
+            let (opts, centroids, part, out) = args.to_options()?;
+            let info = sieve::analyze::partition::partition(&opts, &centroids, part, &out)?;
+            let counts: Vec<String> = info.pairs.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            eprintln!(
+                "sieve dedup-partition {part}: {} pairs -> {}",
+                if counts.is_empty() { "no".into() } else { counts.join(", ") },
+                out.join(&info.file).display()
+            );
+            print_json(json, &info)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DedupCombine(args) => {
+            let opts = args.to_options()?;
+            let s = sieve::analyze::dedup::dedup(&opts)?;
+            print_dedup_summary("sieve dedup-combine", &s, &opts.run);
             print_json(json, &s)?;
             Ok(ExitCode::SUCCESS)
         }

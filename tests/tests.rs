@@ -11,6 +11,7 @@ mod hostile;
 mod ingest;
 mod model;
 mod parity;
+mod partition;
 mod quality;
 mod run;
 mod store;

@@ -31,7 +31,7 @@ use crate::device::{self, DeviceSpec};
 use crate::error::{Error, Result};
 use crate::index::clustered::DEFAULT_BORDER;
 use crate::index::hnsw::HnswParams;
-use crate::index::kmeans::KMeansParams;
+use crate::index::kmeans::{self, KMeansParams};
 use crate::index::{
     default_clusters, dot, ClusteredIndex, ExactIndex, HnswIndex, IndexChoice, Matrix, NeighbourIndex, Pair,
 };
@@ -142,6 +142,13 @@ pub struct DedupOptions {
     pub clusters: Option<usize>,
     pub border: f32,
     pub seed: u64,
+    /// k-means training rows (a seeded sample) [default: 256 per cluster].
+    pub sample: Option<usize>,
+    /// Centroids from `sieve dedup-centroids` to search with, instead of training k-means here.
+    pub centroids: Option<PathBuf>,
+    /// Take the image and caption pairs from these `sieve dedup-partition` results instead of
+    /// searching (`sieve dedup-combine`).
+    pub from_partitions: Option<PathBuf>,
     pub grouping: Grouping,
     pub keep: KeepPolicy,
     pub device: DeviceSpec,
@@ -166,6 +173,9 @@ impl DedupOptions {
             clusters: None,
             border: DEFAULT_BORDER,
             seed: 0,
+            sample: None,
+            centroids: None,
+            from_partitions: None,
             grouping: Grouping::Components,
             keep: KeepPolicy::Auto,
             device: DeviceSpec::Auto,
@@ -218,18 +228,18 @@ pub struct Summary {
 }
 
 /// One item: an embedded row of this run or of the `--against` run.
-struct Items {
+pub(crate) struct Items {
     /// Items `0..n_new` are this run's, the rest the old run's.
-    n_new: usize,
-    id: Vec<u64>,
+    pub(crate) n_new: usize,
+    pub(crate) id: Vec<u64>,
     uri: Vec<String>,
     sha256: Vec<Option<String>>,
     phash: Vec<Option<u64>>,
     pixels: Vec<u64>,
-    has_caption: Vec<bool>,
-    image: Matrix,
+    pub(crate) has_caption: Vec<bool>,
+    pub(crate) image: Matrix,
     /// Caption vectors (zero rows for items without one).
-    text: Option<Matrix>,
+    pub(crate) text: Option<Matrix>,
 }
 
 impl Items {
@@ -246,7 +256,7 @@ fn embedded_rows(run: &Run) -> Vec<usize> {
     (0..run.meta.len()).filter(|&r| run.meta.embedded[r]).collect()
 }
 
-fn load_items(new: &Run, old: Option<&Run>, need_text: bool) -> Result<Items> {
+pub(crate) fn load_items(new: &Run, old: Option<&Run>, need_text: bool) -> Result<Items> {
     let d = new.manifest.embed_dim;
     let mut items = Items {
         n_new: 0,
@@ -366,27 +376,110 @@ struct KindResult {
     pairs: Vec<Pair>,
 }
 
+/// A vector space searched for near-duplicate pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Space {
+    /// The image embeddings of every item.
+    Image,
+    /// The caption embeddings of the items that have a caption.
+    Caption,
+}
+
+impl Space {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Space::Image => "image",
+            Space::Caption => "caption",
+        }
+    }
+}
+
+/// The items with a caption: row `r` of the caption space is item `caption_items(items)[r]`.
+pub(crate) fn caption_items(items: &Items) -> Vec<usize> {
+    (0..items.len()).filter(|&i| items.has_caption[i]).collect()
+}
+
+/// The vectors of `space` and, for the caption space, the item each row is.
+pub(crate) fn space_vectors(items: &Items, space: Space) -> (std::borrow::Cow<'_, Matrix>, Option<Vec<usize>>) {
+    match space {
+        Space::Image => (std::borrow::Cow::Borrowed(&items.image), None),
+        Space::Caption => {
+            let t = items.text.as_ref().expect("text loaded for the caption space");
+            let with = caption_items(items);
+            (std::borrow::Cow::Owned(Matrix::gather(t.as_slice(), t.dim(), &with)), Some(with))
+        }
+    }
+}
+
+/// Pairs of space rows mapped to item indices (`a < b`, sorted, repeats dropped).
+pub(crate) fn to_items(pairs: Vec<Pair>, rows: Option<&[usize]>) -> Vec<Pair> {
+    let Some(with) = rows else { return pairs };
+    let mut p: Vec<Pair> = pairs
+        .into_iter()
+        .map(|p| {
+            let (a, b) = (with[p.a as usize] as u32, with[p.b as usize] as u32);
+            Pair { a: a.min(b), b: a.max(b), sim: p.sim }
+        })
+        .collect();
+    crate::index::sort_dedup(&mut p);
+    p
+}
+
+/// k-means settings for clustering the `rows` vectors of a space into (at most) `k` clusters;
+/// `sieve dedup --clusters` and `sieve dedup-centroids` both train with these.
+pub(crate) fn kmeans_params(k: usize, rows: usize, opts: &DedupOptions) -> KMeansParams {
+    KMeansParams { sample: opts.sample, ..KMeansParams::new(k.min(rows).max(1), opts.seed) }
+}
+
+/// The pairs of `space` among the items, in item indices, and the name of the index used:
+/// searched here, or read from `sieve dedup-partition` results.
+fn space_pairs(
+    items: &Items,
+    space: Space,
+    threshold: f32,
+    opts: &DedupOptions,
+    device: &candle_core::Device,
+    fixed: Option<&super::partition::Fixed>,
+    centroids: Option<&super::partition::Centroids>,
+) -> Result<(Vec<Pair>, String)> {
+    if let Some(f) = fixed {
+        return f.pairs(space, items);
+    }
+    let (vectors, rows) = space_vectors(items, space);
+    if vectors.rows() == 0 {
+        return Ok((Vec::new(), String::from("none")));
+    }
+    let n_new = match &rows {
+        Some(with) => with.iter().filter(|&&i| i < items.n_new).count(),
+        None => items.n_new,
+    };
+    let centroids = centroids.map(|c| c.space(space)).transpose()?;
+    let (pairs, name) = search_pairs(&vectors, n_new, threshold, opts, device, centroids.as_ref())?;
+    Ok((to_items(pairs, rows.as_deref()), name))
+}
+
 fn search_pairs(
     vectors: &Matrix,
     n_new: usize,
     threshold: f32,
     opts: &DedupOptions,
     device: &candle_core::Device,
+    centroids: Option<&Matrix>,
 ) -> Result<(Vec<Pair>, String)> {
     // Self-search over this run's items, then this run's items against the old run's.
     if n_new == vectors.rows() {
-        let index = build_index(vectors, opts, device)?;
+        let index = build_index(vectors, opts, device, centroids)?;
         return Ok((index.self_pairs(threshold)?, index.name()));
     }
     let d = vectors.dim();
     let new = Matrix::new(d, vectors.block(0, n_new).to_vec())?;
     let old = Matrix::new(d, vectors.as_slice()[n_new * d..].to_vec())?;
-    let index_new = build_index(&new, opts, device)?;
+    let index_new = build_index(&new, opts, device, None)?;
     let name = index_new.name();
     let mut pairs = index_new.self_pairs(threshold)?;
     drop(index_new);
     if old.rows() > 0 && new.rows() > 0 {
-        let index_old = build_index(&old, opts, device)?;
+        let index_old = build_index(&old, opts, device, None)?;
         let cross = index_old.range_search(&new, threshold)?;
         pairs.extend(cross.into_iter().map(|p| Pair { a: p.a, b: p.b + n_new as u32, sim: p.sim }));
         crate::index::sort_dedup(&mut pairs);
@@ -398,10 +491,14 @@ fn build_index<'a>(
     m: &'a Matrix,
     opts: &DedupOptions,
     device: &candle_core::Device,
+    centroids: Option<&Matrix>,
 ) -> Result<Box<dyn NeighbourIndex + 'a>> {
+    if let Some(c) = centroids {
+        let assigned = kmeans::assign(m, c, device)?;
+        return Ok(Box::new(ClusteredIndex::from_assignment(m, c.clone(), &assigned, opts.border, device.clone())));
+    }
     let clustered = |k: usize| -> Result<Box<dyn NeighbourIndex + 'a>> {
-        let k = k.min(m.rows()).max(1);
-        Ok(Box::new(ClusteredIndex::build(m, KMeansParams::new(k, opts.seed), opts.border, device.clone())?))
+        Ok(Box::new(ClusteredIndex::build(m, kmeans_params(k, m.rows(), opts), opts.border, device.clone())?))
     };
     if m.rows() < 2 {
         // Nothing to cluster (e.g. the caption kind of a run without captions).
@@ -417,18 +514,8 @@ fn build_index<'a>(
     })
 }
 
-/// Runs `sieve dedup`; returns the summary (also written to `RUN/dedup/summary.json`).
-pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
-    let started = Instant::now();
-    let run = Run::open(&opts.run)?;
-    let old = match &opts.against {
-        Some(p) => {
-            let old = Run::open(p)?;
-            check_same_model(&run, &old)?;
-            Some(old)
-        }
-        None => None,
-    };
+/// The thresholds `opts` asks for, the run's model defaults where it names none, validated.
+pub(crate) fn resolve_thresholds(run: &Run, opts: &DedupOptions) -> Result<Thresholds> {
     let defaults = registry::dedup_defaults(&run.manifest.model.id);
     let thresholds = Thresholds {
         image: opts.image_threshold.unwrap_or(defaults.image),
@@ -449,6 +536,38 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
             ),
         });
     }
+    Ok(thresholds)
+}
+
+/// Runs `sieve dedup`; returns the summary (also written to `RUN/dedup/summary.json`).
+pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
+    let started = Instant::now();
+    let run = Run::open(&opts.run)?;
+    let old = match &opts.against {
+        Some(p) => {
+            let old = Run::open(p)?;
+            check_same_model(&run, &old)?;
+            Some(old)
+        }
+        None => None,
+    };
+    let thresholds = resolve_thresholds(&run, opts)?;
+    if (opts.centroids.is_some() || opts.from_partitions.is_some()) && old.is_some() {
+        return Err(Error::InvalidArg {
+            what: "--against",
+            reason: "cannot be combined with --centroids or partitioned dedup; run `sieve dedup --against` in one \
+                     process"
+                .into(),
+        });
+    }
+    let fixed = match &opts.from_partitions {
+        Some(dir) => Some(super::partition::Fixed::read(dir, &run, &thresholds, opts)?),
+        None => None,
+    };
+    let centroids = match &opts.centroids {
+        Some(dir) => Some(super::partition::Centroids::load(dir, &run)?),
+        None => None,
+    };
     let need_text = opts.kinds.iter().any(|k| matches!(k, Kind::Caption | Kind::Joint))
         || matches!(opts.keep, KeepPolicy::Auto | KeepPolicy::BestScore);
     let items = load_items(&run, old.as_ref(), need_text)?;
@@ -496,7 +615,15 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
                 let pairs = match &image_pairs {
                     Some(p) => p.clone(),
                     None => {
-                        let (p, name) = search_pairs(&items.image, items.n_new, thresholds.image, opts, &dev)?;
+                        let (p, name) = space_pairs(
+                            items,
+                            Space::Image,
+                            thresholds.image,
+                            opts,
+                            &dev,
+                            fixed.as_ref(),
+                            centroids.as_ref(),
+                        )?;
                         index_name = name;
                         image_pairs = Some(p.clone());
                         p
@@ -528,21 +655,18 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
             }
             Kind::Caption => {
                 let t = items.text.as_ref().expect("text loaded for caption");
-                let with: Vec<usize> = (0..n).filter(|&i| items.has_caption[i]).collect();
-                let n_new_c = with.iter().filter(|&&i| i < items.n_new).count();
-                let sub = Matrix::gather(t.as_slice(), t.dim(), &with);
-                let (p, name) = search_pairs(&sub, n_new_c, thresholds.caption, opts, &dev)?;
+                let (p, name) = space_pairs(
+                    items,
+                    Space::Caption,
+                    thresholds.caption,
+                    opts,
+                    &dev,
+                    fixed.as_ref(),
+                    centroids.as_ref(),
+                )?;
                 if index_name == "none" {
                     index_name = name;
                 }
-                let mut p: Vec<Pair> = p
-                    .into_iter()
-                    .map(|p| {
-                        let (a, b) = (with[p.a as usize] as u32, with[p.b as usize] as u32);
-                        Pair { a: a.min(b), b: a.max(b), sim: p.sim }
-                    })
-                    .collect();
-                crate::index::sort_dedup(&mut p);
                 (Some(p), Box::new(move |a: u32, b: u32| dot(t.row(a as usize), t.row(b as usize))))
             }
         };

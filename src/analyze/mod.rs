@@ -6,6 +6,7 @@ pub mod dedup;
 pub mod diversity;
 pub mod groups;
 pub mod pairs;
+pub mod partition;
 pub mod perceptual;
 pub mod quality;
 pub mod select;

@@ -87,6 +87,35 @@ pub enum Command {
     /// cosine), caption (caption-embedding cosine), joint (image and caption both near-duplicate).
     /// Default thresholds are per model, from models/registry.json.
     Dedup(DedupArgs),
+    /// Partitioned dedup, step 1: k-means centroids of a run's embeddings, for dedup-partition.
+    ///
+    /// Trains seeded k-means on a sample of the image embeddings (and of the caption embeddings,
+    /// when the run has captions) exactly as `sieve dedup --clusters K` does with the same
+    /// --clusters, --sample and --seed, and writes OUT/image.npy, OUT/caption.npy (float32
+    /// [K, d]) and OUT/centroids.json (the run's fingerprint, settings, checksums). Steps 2 and 3
+    /// (dedup-partition, dedup-combine) then split the clustered search over processes or
+    /// machines (Ray, Slurm, Spark: see scripts/ray and scripts/slurm) and give the same
+    /// dedup/ outputs as `sieve dedup RUN --clusters K` in one process.
+    DedupCentroids(DedupCentroidsArgs),
+    /// Partitioned dedup, step 2: search one partition of the clusters, write its pairs.
+    ///
+    /// Assigns every vector to its nearest centroids (from `sieve dedup-centroids`; an item near
+    /// a border also to its second) and searches the clusters c with c mod n = i exactly, as
+    /// `sieve dedup --clusters` does for all of them. Writes OUT/part-IIIII-of-NNNNN.parquet (kind,
+    /// a_id, b_id, similarity) and, last, its .json (run fingerprint, centroids, settings, pair
+    /// counts); a rerun rewrites the same bytes, so a failed task can simply be retried. Needs
+    /// --centroids DIR; takes `sieve dedup`'s flags (pass the same --kinds and thresholds to
+    /// dedup-combine; --against is refused).
+    DedupPartition(DedupPartitionArgs),
+    /// Partitioned dedup, step 3: combine every partition into RUN/dedup/, as `sieve dedup` writes it.
+    ///
+    /// Reads all n partitions from dedup-partition (refusing a missing one, one from another run
+    /// or other centroids, or one made with other --kinds or thresholds), uses the union of their
+    /// pairs in place of the search, and finds exact and perceptual duplicates, groups and kept
+    /// items with the one-process code: groups.parquet, keep.txt, remove.txt and summary.json
+    /// are byte-identical to `sieve dedup RUN --clusters K` with the same centroids. Takes
+    /// `sieve dedup`'s flags (--grouping, --keep, --remove-kinds, --pairs…).
+    DedupCombine(DedupCombineArgs),
     /// Score how well each caption fits its image, and flag pairs that do not fit.
     ///
     /// Reads RUN and writes RUN/pairs.parquet (one row per embedded item with a caption: id, uri,
@@ -636,6 +665,16 @@ pub struct DedupArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
+    /// With clustered search: k-means trains on a seeded sample of this many vectors
+    /// [default: 256 per cluster, at most all].
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+
+    /// Clustered search with these centroids (a folder from `sieve dedup-centroids` on this run)
+    /// instead of training k-means here (implies --index clusters).
+    #[arg(long, value_name = "DIR")]
+    pub centroids: Option<PathBuf>,
+
     /// How pairs become groups. components: connected components of the pair graph (an item
     /// joins a group when it is a duplicate of any member, so a chain A~B~C groups A with C even
     /// when A and C are not alike). star: items are visited in keep order and each ungrouped
@@ -694,6 +733,9 @@ impl DedupArgs {
             clusters: self.clusters,
             border: self.border,
             seed: self.seed,
+            sample: self.sample,
+            centroids: self.centroids.clone(),
+            from_partitions: None,
             grouping: self.grouping.parse()?,
             keep: self.keep.parse()?,
             device: self.device.parse()?,
@@ -705,6 +747,106 @@ impl DedupArgs {
                 ..Default::default()
             },
         })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DedupCentroidsArgs {
+    /// Run directory (made by `sieve embed` or `sieve merge`).
+    pub run: PathBuf,
+
+    /// Number of k-means clusters (the search is split along them).
+    #[arg(long, value_name = "K")]
+    pub clusters: usize,
+
+    /// Train on a seeded sample of this many vectors [default: 256 per cluster, at most all].
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+
+    /// Seed for the sample and k-means.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Device for k-means: auto, cpu, cuda[:N] or metal[:N].
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+
+    /// Folder to write the centroids to [default: RUN/dedup/centroids].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+impl DedupCentroidsArgs {
+    /// Validates the arguments: the dedup options the centroids use, and the output folder.
+    pub fn to_options(&self) -> Result<(crate::analyze::dedup::DedupOptions, PathBuf)> {
+        if self.clusters == 0 {
+            return Err(Error::InvalidArg { what: "--clusters", reason: "must be at least 1".into() });
+        }
+        if self.sample == Some(0) {
+            return Err(Error::InvalidArg { what: "--sample", reason: "must be at least 1".into() });
+        }
+        let opts = crate::analyze::dedup::DedupOptions {
+            clusters: Some(self.clusters),
+            sample: self.sample,
+            seed: self.seed,
+            device: self.device.parse()?,
+            ..crate::analyze::dedup::DedupOptions::new(self.run.clone())
+        };
+        let out = self.out.clone().unwrap_or_else(|| crate::analyze::partition::default_centroids_dir(&self.run));
+        Ok((opts, out))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DedupPartitionArgs {
+    /// This task's partition: the clusters c with c mod n = i (0 ≤ i < n).
+    #[arg(long, value_name = "i/n")]
+    pub partition: String,
+
+    /// Folder to write the partition's pairs to [default: RUN/dedup/partitions].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub dedup: DedupArgs,
+}
+
+impl DedupPartitionArgs {
+    /// Validates the arguments: dedup options, the centroids folder, the partition, the output.
+    pub fn to_options(&self) -> Result<(crate::analyze::dedup::DedupOptions, PathBuf, crate::ingest::Shard, PathBuf)> {
+        let opts = self.dedup.to_options()?;
+        let centroids = opts.centroids.clone().ok_or_else(|| Error::InvalidArg {
+            what: "--centroids",
+            reason: "is required: the folder `sieve dedup-centroids` wrote".into(),
+        })?;
+        let part = self.partition.parse::<crate::ingest::Shard>().map_err(|e| match e {
+            Error::InvalidArg { reason, .. } => Error::InvalidArg { what: "--partition", reason },
+            e => e,
+        })?;
+        let out =
+            self.out.clone().unwrap_or_else(|| crate::analyze::partition::default_partitions_dir(&self.dedup.run));
+        Ok((opts, centroids, part, out))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DedupCombineArgs {
+    /// Folder holding every partition's results [default: RUN/dedup/partitions].
+    #[arg(long, value_name = "DIR")]
+    pub partitions: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub dedup: DedupArgs,
+}
+
+impl DedupCombineArgs {
+    /// Validates the arguments.
+    pub fn to_options(&self) -> Result<crate::analyze::dedup::DedupOptions> {
+        let mut opts = self.dedup.to_options()?;
+        opts.from_partitions = Some(
+            self.partitions.clone().unwrap_or_else(|| crate::analyze::partition::default_partitions_dir(&opts.run)),
+        );
+        Ok(opts)
     }
 }
 
@@ -833,6 +975,8 @@ impl RunArgs {
             clusters: self.clusters,
             border: crate::index::clustered::DEFAULT_BORDER,
             seed: self.seed,
+            sample: None,
+            centroids: None,
             grouping: self.grouping.clone(),
             keep: self.keep.clone(),
             device: device.clone(),

@@ -92,26 +92,21 @@ impl<'a> ClusteredIndex<'a> {
     pub fn members(&self) -> &[Vec<u32>] {
         &self.members
     }
-}
 
-impl NeighbourIndex for ClusteredIndex<'_> {
-    fn name(&self) -> String {
-        format!("clusters(k={},border={},{})", self.members.len(), self.border, crate::device::describe(&self.device))
-    }
-
-    fn len(&self) -> usize {
-        self.data.rows()
-    }
-
-    fn self_pairs(&self, threshold: f32) -> Result<Vec<Pair>> {
+    /// [`NeighbourIndex::self_pairs`] restricted to the clusters `c` with `wanted(c)`: the pairs
+    /// found inside those clusters only. The union over any split of the clusters, put through
+    /// [`sort_dedup`], is exactly `self_pairs` (which is this with every cluster), so clusters
+    /// can be searched by separate processes (`sieve dedup-partition`).
+    pub fn self_pairs_in(&self, threshold: f32, wanted: impl Fn(usize) -> bool + Sync) -> Result<Vec<Pair>> {
         let d = self.data.dim();
         let progress = Progress::new(self.members.len() as u64, "clustered search", "clusters");
         let found: Vec<Vec<Pair>> = self
             .members
             .par_iter()
-            .map(|rows| -> Result<Vec<Pair>> {
+            .enumerate()
+            .map(|(c, rows)| -> Result<Vec<Pair>> {
                 progress.inc(1);
-                if rows.len() < 2 {
+                if rows.len() < 2 || !wanted(c) {
                     return Ok(Vec::new());
                 }
                 let idx: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
@@ -127,6 +122,20 @@ impl NeighbourIndex for ClusteredIndex<'_> {
         let mut pairs: Vec<Pair> = found.into_iter().flatten().collect();
         sort_dedup(&mut pairs);
         Ok(pairs)
+    }
+}
+
+impl NeighbourIndex for ClusteredIndex<'_> {
+    fn name(&self) -> String {
+        format!("clusters(k={},border={},{})", self.members.len(), self.border, crate::device::describe(&self.device))
+    }
+
+    fn len(&self) -> usize {
+        self.data.rows()
+    }
+
+    fn self_pairs(&self, threshold: f32) -> Result<Vec<Pair>> {
+        self.self_pairs_in(threshold, |_| true)
     }
 
     fn range_search(&self, queries: &Matrix, threshold: f32) -> Result<Vec<Pair>> {

@@ -19,11 +19,13 @@ pub struct KMeansParams {
     pub iters: usize,
     pub seed: u64,
     pub max_points_per_centroid: usize,
+    /// Training rows, overriding `max_points_per_centroid × k` (at least k, at most all rows).
+    pub sample: Option<usize>,
 }
 
 impl KMeansParams {
     pub fn new(k: usize, seed: u64) -> Self {
-        Self { k, iters: 12, seed, max_points_per_centroid: 256 }
+        Self { k, iters: 12, seed, max_points_per_centroid: 256, sample: None }
     }
 }
 
@@ -110,7 +112,10 @@ pub fn train(data: &Matrix, params: KMeansParams, device: &Device) -> Result<Mat
         });
     }
     let mut rng = StdRng::seed_from_u64(params.seed);
-    let m = n.min(k.saturating_mul(params.max_points_per_centroid.max(1)));
+    let m = match params.sample {
+        Some(s) => s.clamp(k, n),
+        None => n.min(k.saturating_mul(params.max_points_per_centroid.max(1))),
+    };
     let mut sample: Vec<usize> = rand::seq::index::sample(&mut rng, n, m).into_vec();
     // The first k of the (random-order) sample seed the centroids; then train on the sorted sample.
     let mut centroids = Matrix::gather(data.as_slice(), d, &sample[..k]);
