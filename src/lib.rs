@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod media;
 pub mod model;
 pub mod pipeline;
+pub mod report;
 pub mod store;
 
 pub use error::{Error, Result};
