@@ -12,4 +12,5 @@ mod ingest;
 mod model;
 mod parity;
 mod quality;
+mod report;
 mod store;
