@@ -220,3 +220,45 @@ fn report_refuses_a_folder_that_is_not_a_run() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a sieve run directory"));
 }
+
+/// Size and time of the page for a 100,000-item run: 512-d planted pairs (5% near-duplicate
+/// images), uris cycling through the fixture images so every thumbnail is decoded, after
+/// dedup (exact, image), score and diversity. Slow (minutes on 2 cores), so ignored:
+/// `cargo test --test tests -- --ignored report::report_of_a_large_run`.
+#[test]
+#[ignore]
+fn report_of_a_large_run_is_bounded() {
+    use sieve::analyze::dedup::{dedup, DedupOptions, Kind};
+    use sieve::analyze::diversity::{diversity, DiversityOptions};
+    use sieve::analyze::pairs::{score, ScoreOptions};
+    let (n, dim) = (100_000, 512);
+    let (image, text) = sieve::index::synthetic::planted_pairs(n, dim);
+    let items: Vec<Planted> = (0..n)
+        .map(|i| Planted {
+            image: image.row(i).to_vec(),
+            caption: Some(text.row(i).to_vec()),
+            size: (640, 480),
+            sha: None,
+            phash: None,
+        })
+        .collect();
+    drop((image, text));
+    let names = ["photo.jpg", "tall.jpg", "wide.png", "alpha.png", "gray.png", "palette.png", "square.bmp", "tiny.png"];
+    let images = fixtures().join("images");
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    planted_run_with_uris(&run, &items, "planted", |i| images.join(names[i % names.len()]).display().to_string());
+    drop(items);
+    let t = std::time::Instant::now();
+    dedup(&DedupOptions { kinds: vec![Kind::Exact, Kind::Image], ..DedupOptions::new(&run) }).unwrap();
+    score(&ScoreOptions::new(&run)).unwrap();
+    diversity(&DiversityOptions::new(&run)).unwrap();
+    eprintln!("stages: {:.1}s", t.elapsed().as_secs_f64());
+    let s = sieve::report::report(&sieve::report::ReportOptions::new(&run)).unwrap();
+    eprintln!(
+        "report of {n} items: {} bytes, {} thumbnails, {} placeholders, {:.2}s",
+        s.bytes, s.thumbnails, s.placeholders, s.seconds
+    );
+    assert!(s.missing() == vec!["quality"], "{:?}", s.sections);
+    assert!(s.bytes < 2_000_000, "{} bytes", s.bytes);
+}
