@@ -32,7 +32,7 @@ pub const DEFAULT_SKIPPED: usize = 100;
 /// Default cap on the thumbnails embedded in the page (about 5 KB each).
 pub const DEFAULT_MAX_THUMBNAILS: usize = 300;
 /// Default number of items whose nearest neighbour is searched for the NN histogram.
-pub const DEFAULT_NN_SAMPLE: usize = 2000;
+pub const DEFAULT_NN_SAMPLE: usize = 1000;
 
 /// Everything `sieve report` needs.
 #[derive(Debug, Clone)]
