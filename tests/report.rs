@@ -221,6 +221,39 @@ fn report_refuses_a_folder_that_is_not_a_run() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a sieve run directory"));
 }
 
+#[test]
+fn report_thumbnails_read_webdataset_members_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar_path = dir.path().join("00000.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
+    for (key, file) in [("000000", "photo.jpg"), ("000001", "wide.png"), ("000002", "tall.jpg")] {
+        let ext = file.rsplit('.').next().unwrap();
+        for (name, data) in [
+            (format!("{key}.{ext}"), std::fs::read(fixtures().join("images").join(file)).unwrap()),
+            (format!("{key}.txt"), format!("caption of {file}").into_bytes()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, &data[..]).unwrap();
+        }
+    }
+    b.finish().unwrap();
+    drop(b);
+    let run = dir.path().join("run");
+    embed(&tar_path, &run);
+    ok(sieve().args(["score", "-q"]).arg(&run));
+    let s = sieve::report::report(&sieve::report::ReportOptions::new(&run)).unwrap();
+    assert_eq!((s.thumbnails, s.placeholders), (3, 0));
+    let html = std::fs::read_to_string(&s.path).unwrap();
+    for member in ["000000.jpg", "000001.png", "000002.jpg"] {
+        let uri = format!("{}/{member}", tar_path.display());
+        let fig = figure_of(&html, &uri).unwrap_or_else(|| panic!("{uri} is shown"));
+        assert!(fig.contains("src=\"data:image/jpeg;base64,"), "{uri}: {fig:.200}");
+    }
+}
+
 /// Size and time of the page for a 100,000-item run: 512-d planted pairs (5% near-duplicate
 /// images), uris cycling through the fixture images so every thumbnail is decoded, after dedup
 /// (exact, image), score and diversity. Measured on the 2-core development machine: 259 KB,
