@@ -252,6 +252,17 @@ fn report_thumbnails_read_webdataset_members_in_place() {
         let fig = figure_of(&html, &uri).unwrap_or_else(|| panic!("{uri} is shown"));
         assert!(fig.contains("src=\"data:image/jpeg;base64,"), "{uri}: {fig:.200}");
     }
+    // The cap on embedded thumbnails holds; the rest get a placeholder.
+    let opts = sieve::report::ReportOptions {
+        max_thumbnails: 1,
+        out: Some(dir.path().join("capped.html")),
+        ..sieve::report::ReportOptions::new(&run)
+    };
+    let s = sieve::report::report(&opts).unwrap();
+    assert_eq!((s.thumbnails, s.placeholders), (1, 2));
+    let html = std::fs::read_to_string(&s.path).unwrap();
+    assert_eq!(html.matches("<img").count(), 1);
+    assert_eq!(html.matches("thumbnail cap reached").count(), 2);
 }
 
 /// Size and time of the page for a 100,000-item run: 512-d planted pairs (5% near-duplicate
