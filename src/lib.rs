@@ -16,6 +16,7 @@ pub mod media;
 pub mod model;
 pub mod pipeline;
 pub mod progress;
+pub mod report;
 pub mod run;
 pub mod store;
 

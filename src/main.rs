@@ -268,6 +268,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_json(json, &s)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Report(args) => {
+            let opts = args.to_options()?;
+            let s = sieve::report::report(&opts)?;
+            eprintln!(
+                "sieve report: {} KB, {} thumbnails ({} placeholders) in {:.1}s -> {}",
+                s.bytes.div_ceil(1024),
+                s.thumbnails,
+                s.placeholders,
+                s.seconds,
+                s.path.display()
+            );
+            for section in s.sections.iter().filter(|s| !s.present) {
+                eprintln!("  {:<11} {}", section.name, section.note.as_deref().unwrap_or("empty"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(args) => {
             let mut out = std::io::stdout().lock();
             if let Some(dir) = &args.write_jpegs {

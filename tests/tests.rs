@@ -13,5 +13,6 @@ mod model;
 mod parity;
 mod partition;
 mod quality;
+mod report;
 mod run;
 mod store;

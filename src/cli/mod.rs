@@ -160,6 +160,22 @@ pub enum Command {
     /// RUN/selection/summary.json, which compares the selection's Vendi score and coverage with a
     /// seeded random subset of the same size.
     Select(SelectArgs),
+    /// Write RUN/report.html: one page showing what the other stages found, for people.
+    ///
+    /// Sections: a summary (records in, embedded, skipped by reason, duplicates by kind, flagged
+    /// pairs, diversity, the model and thresholds used); the largest duplicate groups and those
+    /// nearest the threshold, as thumbnail strips with similarities and the kept item marked;
+    /// the lowest-scoring and outranked pairs with their captions, scores and the suggested
+    /// better caption; histograms of the CLIP score (the low_score threshold drawn) and of each
+    /// image's nearest-neighbour similarity (the dedup threshold drawn); diversity per group of
+    /// `sieve diversity --by`; quality flags; the skipped files with their reasons. A stage not
+    /// yet run is shown as "not run".
+    ///
+    /// The page is one self-contained file: thumbnails are embedded, plots are inline SVG, and it
+    /// makes no network request, so it can be mailed or opened offline in any browser. It shows
+    /// samples and aggregates only, so it stays small (thumbnails capped by --max-thumbnails)
+    /// and opens fast for runs of any size.
+    Report(ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -1011,6 +1027,51 @@ impl RunArgs {
             score: wanted("score").then_some(score),
             quality: wanted("quality").then(|| crate::analyze::quality::QualityOptions::new(run.clone())),
             diversity: wanted("diversity").then_some(diversity),
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Run directory (made by `sieve embed`; dedup, score, diversity and quality add sections).
+    pub run: PathBuf,
+
+    /// Where to write the page [default: RUN/report.html].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// Duplicate groups shown in each list (the largest; those nearest the threshold).
+    #[arg(long, default_value_t = crate::report::DEFAULT_GROUPS)]
+    pub groups: usize,
+
+    /// Pairs shown in each list (the lowest-scoring; the outranked).
+    #[arg(long, default_value_t = crate::report::DEFAULT_PAIRS)]
+    pub pairs: usize,
+
+    /// Skipped files listed by name (the counts by reason are always complete).
+    #[arg(long, default_value_t = crate::report::DEFAULT_SKIPPED)]
+    pub skipped: usize,
+
+    /// Most thumbnails embedded in the page (about 5 KB each); further items get a placeholder.
+    #[arg(long, default_value_t = crate::report::DEFAULT_MAX_THUMBNAILS)]
+    pub max_thumbnails: usize,
+
+    /// Images whose nearest neighbour is searched for the similarity histogram: all of them up
+    /// to this many, a seeded sample beyond (0: no histogram).
+    #[arg(long, default_value_t = crate::report::DEFAULT_NN_SAMPLE)]
+    pub nn_sample: usize,
+}
+
+impl ReportArgs {
+    pub fn to_options(&self) -> Result<crate::report::ReportOptions> {
+        Ok(crate::report::ReportOptions {
+            out: self.out.clone(),
+            groups: self.groups,
+            pairs: self.pairs,
+            skipped: self.skipped,
+            max_thumbnails: self.max_thumbnails,
+            nn_sample: self.nn_sample,
+            ..crate::report::ReportOptions::new(&self.run)
         })
     }
 }

@@ -1,0 +1,619 @@
+//! Reading what each stage wrote, leniently: a file that is missing means the stage was not run,
+//! one that cannot be read is reported in its section, and fields a newer or older sieve did
+//! not write (or wrote as `null`, as serde_json does for NaN) are simply absent. The summaries
+//! are mirrored here with optional fields rather than deserialised into the stages' own types
+//! for that reason.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::Path;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, UInt32Type, UInt64Type};
+use arrow_array::{Array, RecordBatch};
+use candle_core::Device;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::{ReportOptions, Section};
+use crate::analyze::common::Distribution;
+use crate::error::Result;
+use crate::index::{ExactIndex, Matrix, NeighbourIndex};
+use crate::model::registry;
+use crate::store::Run;
+
+/// A stage's output: not run, unreadable (why), or read.
+#[derive(Debug)]
+pub enum Stage<T> {
+    NotRun,
+    Failed(String),
+    Ready(T),
+}
+
+impl<T> Stage<T> {
+    pub fn ready(&self) -> Option<&T> {
+        match self {
+            Stage::Ready(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Reads `path` with `read` when it exists.
+    fn read(path: &Path, read: impl FnOnce(&Path) -> std::result::Result<T, String>) -> Self {
+        if !path.exists() {
+            return Stage::NotRun;
+        }
+        match read(path) {
+            Ok(t) => Stage::Ready(t),
+            Err(e) => Stage::Failed(format!("{} could not be read: {e}", path.display())),
+        }
+    }
+}
+
+fn json<T: DeserializeOwned>(path: &Path) -> std::result::Result<T, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DedupThresholds {
+    pub image: Option<f32>,
+    pub caption: Option<f32>,
+    pub perceptual_distance: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct KindCounts {
+    pub groups: u64,
+    pub items_in_groups: u64,
+    pub duplicates: u64,
+    pub largest_group: u64,
+}
+
+/// `dedup/summary.json`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DedupSummary {
+    pub against: Option<String>,
+    pub embedded: Option<u64>,
+    pub thresholds: DedupThresholds,
+    pub index: Option<String>,
+    pub grouping: Option<String>,
+    pub keep: Option<String>,
+    pub kinds: BTreeMap<String, KindCounts>,
+    pub remove_kinds: Vec<String>,
+    pub kept: Option<u64>,
+    pub removed: Option<u64>,
+    pub duplicate_rate: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Hist {
+    pub edges: Vec<Option<f32>>,
+    pub counts: Vec<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Dist {
+    pub count: u64,
+    pub mean: Option<f64>,
+    pub min: Option<f32>,
+    pub max: Option<f32>,
+    pub percentiles: BTreeMap<String, Option<f32>>,
+    pub histogram: Hist,
+}
+
+/// `pairs_summary.json`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PairsSummary {
+    pub pairs: u64,
+    pub no_caption: u64,
+    pub min_cosine: Option<f32>,
+    pub threshold_source: Option<String>,
+    pub bottom_percent: Option<f64>,
+    pub top_k: Option<u64>,
+    pub index: Option<String>,
+    pub cosine: Dist,
+    pub low_score: u64,
+    pub outranked: u64,
+    pub both: u64,
+    pub flagged: u64,
+    pub better_caption_found: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Vendi {
+    pub q1: Option<f64>,
+    pub q2: Option<f64>,
+    pub inf: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ClusterStats {
+    pub entropy_normalised: Option<f64>,
+    pub effective_clusters: Option<f64>,
+    pub coverage: Option<f64>,
+    pub clusters_covered: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct NnStats {
+    pub mean: Option<f64>,
+    pub percentiles: BTreeMap<String, Option<f32>>,
+    pub queries: u64,
+    pub exact: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Metrics {
+    pub items: u64,
+    pub vendi: Vendi,
+    pub effective_rank: Option<f64>,
+    pub clusters: ClusterStats,
+    pub nn_similarity: Option<NnStats>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Modalities {
+    pub items: u64,
+    pub image: Option<Metrics>,
+    pub text: Option<Metrics>,
+    pub joint: Option<Metrics>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DiversityGroup {
+    pub value: Option<String>,
+    #[serde(flatten)]
+    pub metrics: Modalities,
+}
+
+/// `diversity.json`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Diversity {
+    pub embedded: u64,
+    pub with_caption: u64,
+    pub clusters: Option<u64>,
+    pub coverage_min_share: Option<f64>,
+    pub overall: Modalities,
+    pub by: Option<String>,
+    pub groups: Vec<DiversityGroup>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct QualityFlag {
+    pub name: String,
+    pub modality: String,
+    pub rule: String,
+    pub measured: u64,
+    pub count: u64,
+}
+
+/// `quality_summary.json`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Quality {
+    pub flags: Vec<QualityFlag>,
+    pub flagged: u64,
+    pub flagged_image: u64,
+    pub flagged_caption: u64,
+}
+
+/// One member of a duplicate group, as `dedup/groups.parquet` lists it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub uri: String,
+    /// `run`, or `against` for an item of the `--against` corpus.
+    pub source: String,
+    pub kept: bool,
+    /// Similarity to the kept item (1 for the kept item itself).
+    pub similarity: f32,
+}
+
+/// A duplicate group, its kept member first.
+#[derive(Debug, Clone)]
+pub struct DupGroup {
+    pub kind: String,
+    pub group_id: u64,
+    /// Members shown (at most `ReportOptions::group_members`), the kept one first.
+    pub members: Vec<Member>,
+    /// Members in the group.
+    pub size: usize,
+    /// For a borderline group: its threshold, and how far its least similar member is above it.
+    pub margin: Option<(f32, f32)>,
+}
+
+/// Duplicate groups picked for the page.
+#[derive(Debug, Default)]
+pub struct Dedup {
+    pub summary: DedupSummary,
+    pub largest: Vec<DupGroup>,
+    pub borderline: Vec<DupGroup>,
+    pub total_groups: usize,
+}
+
+/// One scored pair, as `pairs.parquet` lists it, with the captions looked up.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub id: u64,
+    pub uri: String,
+    pub caption: Option<String>,
+    pub cosine: f32,
+    pub clip_score: f32,
+    pub caption_rank: Option<u32>,
+    pub low_score: bool,
+    pub outranked: bool,
+    pub suggested_id: Option<u64>,
+    pub suggested_caption: Option<String>,
+    pub suggested_cosine: Option<f32>,
+}
+
+/// Pairs picked for the page.
+#[derive(Debug, Default)]
+pub struct Pairs {
+    pub summary: PairsSummary,
+    pub lowest: Vec<Pair>,
+    pub outranked: Vec<Pair>,
+}
+
+/// Nearest-neighbour similarity of images, computed here from the embeddings.
+#[derive(Debug)]
+pub struct NearestNeighbours {
+    pub distribution: Distribution,
+    pub queries: usize,
+    pub items: usize,
+    /// The image threshold drawn, and whether `sieve dedup` used it (else the model's default).
+    pub threshold: f32,
+    pub threshold_from_dedup: bool,
+}
+
+/// A skipped record.
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    pub uri: String,
+    pub reason: String,
+    pub error: Option<String>,
+}
+
+/// Everything the page shows.
+#[derive(Debug)]
+pub struct Data {
+    pub dedup: Stage<Dedup>,
+    pub pairs: Stage<Pairs>,
+    pub diversity: Stage<Diversity>,
+    pub quality: Stage<Quality>,
+    pub nn: Option<NearestNeighbours>,
+    pub skipped: Vec<Skipped>,
+}
+
+fn col<'a>(batch: &'a RecordBatch, name: &str) -> std::result::Result<&'a dyn Array, String> {
+    batch.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| format!("no `{name}` column"))
+}
+
+fn u64s(b: &RecordBatch, name: &str) -> std::result::Result<Vec<Option<u64>>, String> {
+    Ok(col(b, name)?
+        .as_primitive_opt::<UInt64Type>()
+        .ok_or_else(|| format!("`{name}` is not uint64"))?
+        .iter()
+        .collect())
+}
+
+fn u32s(b: &RecordBatch, name: &str) -> std::result::Result<Vec<Option<u32>>, String> {
+    Ok(col(b, name)?
+        .as_primitive_opt::<UInt32Type>()
+        .ok_or_else(|| format!("`{name}` is not uint32"))?
+        .iter()
+        .collect())
+}
+
+fn f32s(b: &RecordBatch, name: &str) -> std::result::Result<Vec<Option<f32>>, String> {
+    Ok(col(b, name)?
+        .as_primitive_opt::<Float32Type>()
+        .ok_or_else(|| format!("`{name}` is not float32"))?
+        .iter()
+        .collect())
+}
+
+fn bools(b: &RecordBatch, name: &str) -> std::result::Result<Vec<bool>, String> {
+    let c = col(b, name)?.as_boolean_opt().ok_or_else(|| format!("`{name}` is not boolean"))?;
+    Ok(c.iter().map(|v| v.unwrap_or(false)).collect())
+}
+
+fn strs(b: &RecordBatch, name: &str) -> std::result::Result<Vec<Option<String>>, String> {
+    let c = col(b, name)?.as_string_opt::<i32>().ok_or_else(|| format!("`{name}` is not a string column"))?;
+    Ok(c.iter().map(|v| v.map(str::to_string)).collect())
+}
+
+fn batches(path: &Path) -> std::result::Result<Vec<RecordBatch>, String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(|e| e.to_string())?;
+    reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| e.to_string())
+}
+
+/// Every group of `dedup/groups.parquet`, in file order (kind, then group id).
+fn read_groups(path: &Path) -> std::result::Result<Vec<DupGroup>, String> {
+    let mut groups: Vec<DupGroup> = Vec::new();
+    for b in batches(path)? {
+        let (uri, source, kind) = (strs(&b, "uri")?, strs(&b, "source")?, strs(&b, "kind")?);
+        let (gid, kept, sim) = (u64s(&b, "group_id")?, bools(&b, "kept")?, f32s(&b, "similarity")?);
+        for i in 0..b.num_rows() {
+            let kind = kind[i].clone().unwrap_or_default();
+            let group_id = gid[i].unwrap_or_default();
+            let member = Member {
+                uri: uri[i].clone().unwrap_or_default(),
+                source: source[i].clone().unwrap_or_else(|| "run".into()),
+                kept: kept[i],
+                similarity: sim[i].unwrap_or(f32::NAN),
+            };
+            match groups.last_mut() {
+                Some(g) if g.kind == kind && g.group_id == group_id => g.members.push(member),
+                _ => groups.push(DupGroup { kind, group_id, members: vec![member], size: 0, margin: None }),
+            }
+        }
+    }
+    for g in &mut groups {
+        // Kept member first, as dedup writes them; sort anyway so the page never depends on it.
+        g.members.sort_by_key(|m| !m.kept);
+        g.size = g.members.len();
+    }
+    Ok(groups)
+}
+
+fn read_pairs(path: &Path) -> std::result::Result<Vec<Pair>, String> {
+    let mut pairs = Vec::new();
+    for b in batches(path)? {
+        let (id, uri, cosine, clip) = (u64s(&b, "id")?, strs(&b, "uri")?, f32s(&b, "cosine")?, f32s(&b, "clip_score")?);
+        let (low, out, rank) = (bools(&b, "low_score")?, bools(&b, "outranked")?, u32s(&b, "caption_rank")?);
+        let (sid, scap, scos) =
+            (u64s(&b, "suggested_caption_id")?, strs(&b, "suggested_caption")?, f32s(&b, "suggested_cosine")?);
+        for i in 0..b.num_rows() {
+            pairs.push(Pair {
+                id: id[i].unwrap_or_default(),
+                uri: uri[i].clone().unwrap_or_default(),
+                caption: None,
+                cosine: cosine[i].unwrap_or(f32::NAN),
+                clip_score: clip[i].unwrap_or(f32::NAN),
+                caption_rank: rank[i],
+                low_score: low[i],
+                outranked: out[i],
+                suggested_id: sid[i],
+                suggested_caption: scap[i].clone(),
+                suggested_cosine: scos[i],
+            });
+        }
+    }
+    Ok(pairs)
+}
+
+/// The lowest similarity to the kept item among a group's other members.
+fn weakest(g: &DupGroup) -> Option<f32> {
+    g.members.iter().filter(|m| !m.kept && m.similarity.is_finite()).map(|m| m.similarity).min_by(f32::total_cmp)
+}
+
+fn pick_groups(mut all: Vec<DupGroup>, summary: DedupSummary, opts: &ReportOptions) -> Dedup {
+    let total_groups = all.len();
+    // Largest first; ties: kind and group order, so the page is deterministic.
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(all[i].members.len()));
+    let cap = opts.group_members.max(1);
+    let largest: Vec<DupGroup> = order
+        .iter()
+        .take(opts.groups)
+        .map(|&i| {
+            let mut g = all[i].clone();
+            g.members.truncate(cap);
+            g
+        })
+        .collect();
+
+    // Borderline: groups whose least similar member is nearest its kind's threshold. Exact
+    // duplicates have no threshold, and joint groups' similarity mixes two thresholds.
+    let t = &summary.thresholds;
+    let threshold = |kind: &str| match kind {
+        "image" => t.image,
+        "caption" => t.caption,
+        "perceptual" => t.perceptual_distance.map(|d| 1.0 - d as f32 / 64.0),
+        _ => None,
+    };
+    for g in &mut all {
+        if let (Some(th), Some(w)) = (threshold(&g.kind), weakest(g)) {
+            g.margin = Some((th, w - th));
+        }
+    }
+    let shown: std::collections::HashSet<(String, u64)> =
+        largest.iter().map(|g| (g.kind.clone(), g.group_id)).collect();
+    let mut near: Vec<&DupGroup> =
+        all.iter().filter(|g| g.margin.is_some() && !shown.contains(&(g.kind.clone(), g.group_id))).collect();
+    near.sort_by(|a, b| {
+        let (ma, mb) = (a.margin.map_or(f32::INFINITY, |m| m.1.abs()), b.margin.map_or(f32::INFINITY, |m| m.1.abs()));
+        ma.total_cmp(&mb)
+    });
+    let borderline = near
+        .into_iter()
+        .take(opts.groups)
+        .map(|g| {
+            // The members nearest the threshold first, after the kept one.
+            let mut g = g.clone();
+            g.members.sort_by(|a, b| b.kept.cmp(&a.kept).then(a.similarity.total_cmp(&b.similarity)));
+            g.members.truncate(cap);
+            g
+        })
+        .collect();
+    Dedup { summary, largest, borderline, total_groups }
+}
+
+fn pick_pairs(mut all: Vec<Pair>, summary: PairsSummary, captions: &HashMap<u64, Option<String>>, n: usize) -> Pairs {
+    let caption = |id: u64| captions.get(&id).cloned().flatten();
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    order.sort_by(|&a, &b| all[a].cosine.total_cmp(&all[b].cosine).then(all[a].id.cmp(&all[b].id)));
+    let lowest_idx: Vec<usize> = order.iter().copied().take(n).collect();
+    // Outranked: the ones a better caption would gain most on, beyond those already shown.
+    let mut out_idx: Vec<usize> = (0..all.len()).filter(|&i| all[i].outranked && !lowest_idx.contains(&i)).collect();
+    let gain = |p: &Pair| p.suggested_cosine.map_or(f32::NEG_INFINITY, |s| s - p.cosine);
+    out_idx.sort_by(|&a, &b| gain(&all[b]).total_cmp(&gain(&all[a])).then(all[a].id.cmp(&all[b].id)));
+    out_idx.truncate(n);
+    let mut take = |idx: &[usize]| -> Vec<Pair> {
+        idx.iter()
+            .map(|&i| {
+                let p = &mut all[i];
+                p.caption = caption(p.id);
+                // The suggestion's text from the run's own metadata, by id; the copy in
+                // pairs.parquet stands in for an id this run does not hold.
+                if let Some(text) = p.suggested_id.and_then(caption) {
+                    p.suggested_caption = Some(text);
+                }
+                p.clone()
+            })
+            .collect()
+    };
+    let lowest = take(&lowest_idx);
+    let outranked = take(&out_idx);
+    Pairs { summary, lowest, outranked }
+}
+
+/// Nearest-neighbour similarity of every embedded image (a seeded sample of `opts.nn_sample`
+/// beyond that many) among all embedded images, by exact search.
+fn nearest_neighbours(run: &Run, opts: &ReportOptions, dedup: &Stage<Dedup>) -> Result<Option<NearestNeighbours>> {
+    let rows: Vec<usize> = (0..run.meta.len()).filter(|&r| run.meta.embedded[r]).collect();
+    let n = rows.len();
+    if n < 2 || opts.nn_sample == 0 {
+        return Ok(None);
+    }
+    let d = run.manifest.embed_dim;
+    let all = run.embeddings(false)?;
+    let m = if n == run.meta.len() { Matrix::new(d, all)? } else { Matrix::gather(&all, d, &rows) };
+    let queries: Vec<usize> = if n <= opts.nn_sample {
+        (0..n).collect()
+    } else {
+        let mut q = rand::seq::index::sample(&mut StdRng::seed_from_u64(opts.seed), n, opts.nn_sample).into_vec();
+        q.sort_unstable();
+        q
+    };
+    let q = Matrix::gather(m.as_slice(), d, &queries);
+    let skip: Vec<u32> = queries.iter().map(|&i| i as u32).collect();
+    let lists = ExactIndex::new(&m, Device::Cpu).knn(&q, 1, Some(&skip))?;
+    let sims: Vec<f32> = lists.iter().filter_map(|l| l.first().map(|&(_, s)| s)).collect();
+    let from_dedup = dedup.ready().and_then(|d| d.summary.thresholds.image);
+    let threshold = from_dedup.unwrap_or_else(|| registry::dedup_defaults(&run.manifest.model.id).image);
+    Ok(Some(NearestNeighbours {
+        distribution: Distribution::of(&sims, 40),
+        queries: queries.len(),
+        items: n,
+        threshold,
+        threshold_from_dedup: from_dedup.is_some(),
+    }))
+}
+
+impl Data {
+    pub fn load(run: &Run, opts: &ReportOptions) -> Result<Self> {
+        let dir = &run.dir;
+        let dedup = match Stage::read(&dir.join("dedup/summary.json"), json::<DedupSummary>) {
+            Stage::Ready(summary) => Stage::read(&dir.join("dedup/groups.parquet"), read_groups)
+                .ready_or_failed()
+                .map(|groups| pick_groups(groups, summary, opts)),
+            Stage::NotRun => Stage::NotRun,
+            Stage::Failed(e) => Stage::Failed(e),
+        };
+        let captions: HashMap<u64, Option<String>> =
+            run.meta.id.iter().copied().zip(run.meta.caption.iter().cloned()).collect();
+        let pairs = match Stage::read(&dir.join("pairs_summary.json"), json::<PairsSummary>) {
+            Stage::Ready(summary) => Stage::read(&dir.join("pairs.parquet"), read_pairs)
+                .ready_or_failed()
+                .map(|all| pick_pairs(all, summary, &captions, opts.pairs)),
+            Stage::NotRun => Stage::NotRun,
+            Stage::Failed(e) => Stage::Failed(e),
+        };
+        let diversity = Stage::read(&dir.join("diversity.json"), json::<Diversity>);
+        let quality = Stage::read(&dir.join("quality_summary.json"), json::<Quality>);
+        let nn = nearest_neighbours(run, opts, &dedup)?;
+
+        let mut skipped = Vec::new();
+        if run.manifest.counts.skipped > 0 {
+            let reasons = run.column_strings("reason")?;
+            let errors = run.column_strings("error")?;
+            for r in (0..run.meta.len()).filter(|&r| !run.meta.embedded[r]).take(opts.skipped) {
+                skipped.push(Skipped {
+                    uri: run.meta.uri[r].clone(),
+                    reason: reasons[r].clone().unwrap_or_else(|| "unknown".into()),
+                    error: errors[r].clone(),
+                });
+            }
+        }
+        Ok(Self { dedup, pairs, diversity, quality, nn, skipped })
+    }
+
+    /// Uris of the items shown with a thumbnail, in page order (with repeats).
+    pub fn shown_uris(&self) -> Vec<String> {
+        let mut uris = Vec::new();
+        if let Some(d) = self.dedup.ready() {
+            for g in d.largest.iter().chain(&d.borderline) {
+                uris.extend(g.members.iter().map(|m| m.uri.clone()));
+            }
+        }
+        if let Some(p) = self.pairs.ready() {
+            uris.extend(p.lowest.iter().chain(&p.outranked).map(|p| p.uri.clone()));
+        }
+        uris
+    }
+
+    pub fn sections(&self) -> Vec<Section> {
+        fn section<T>(name: &'static str, stage: &Stage<T>, cmd: &str) -> Section {
+            match stage {
+                Stage::Ready(_) => Section { name, present: true, note: None },
+                Stage::NotRun => Section { name, present: false, note: Some(not_run(cmd)) },
+                Stage::Failed(e) => Section { name, present: false, note: Some(e.clone()) },
+            }
+        }
+        vec![
+            Section { name: "summary", present: true, note: None },
+            section("duplicates", &self.dedup, "dedup"),
+            section("pairs", &self.pairs, "score"),
+            Section {
+                name: "plots",
+                present: self.pairs.ready().is_some() || self.nn.is_some(),
+                note: self.nn.is_none().then(|| "fewer than two embedded images".to_string()),
+            },
+            section("diversity", &self.diversity, "diversity"),
+            section("quality", &self.quality, "quality"),
+            Section { name: "skipped", present: true, note: None },
+        ]
+    }
+}
+
+/// The note shown for a stage that has not been run.
+pub fn not_run(cmd: &str) -> String {
+    format!("not run (run `sieve {cmd} RUN`)")
+}
+
+impl<T> Stage<T> {
+    fn ready_or_failed(self) -> Stage<T> {
+        match self {
+            Stage::NotRun => Stage::Failed("its output file is missing; rerun the stage".into()),
+            s => s,
+        }
+    }
+
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Stage<U> {
+        match self {
+            Stage::Ready(t) => Stage::Ready(f(t)),
+            Stage::NotRun => Stage::NotRun,
+            Stage::Failed(e) => Stage::Failed(e),
+        }
+    }
+}

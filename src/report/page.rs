@@ -1,0 +1,530 @@
+//! The page itself: a maud template (every spliced value is HTML-escaped; only the plots'
+//! SVG, which this crate draws, is spliced raw) with inline CSS and a strict
+//! Content-Security-Policy.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+
+use super::load::{not_run, Data, DupGroup, Metrics, Pair, Stage};
+use super::plot::{self, Marker};
+use super::ReportOptions;
+use crate::store::Run;
+
+/// Nothing but inline styles, inline SVG and `data:` images may load.
+const CSP: &str = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'";
+
+const CSS: &str = r#"
+:root { --fg:#1d2330; --muted:#5d6675; --line:#e2e5ea; --bg:#f6f7f9; --card:#fff; --accent:#3f6fb6; --warn:#c96a12; --kept:#1f8a4c; }
+* { box-sizing: border-box; }
+body { margin:0; font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif; color:var(--fg); background:var(--bg); }
+header { background:#1f2a3c; color:#fff; padding:20px 32px 14px; }
+header h1 { margin:0 0 4px; font-size:22px; font-weight:600; }
+header .sub { color:#c6cfdc; margin:0 0 10px; font-size:14px; word-break:break-all; }
+nav a { color:#dce6f5; margin-right:18px; text-decoration:none; font-size:14px; }
+nav a:hover { text-decoration:underline; }
+main { max-width:1180px; margin:0 auto; padding:8px 32px 40px; }
+section { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:18px 22px; margin:22px 0; }
+h2 { margin:0 0 12px; font-size:19px; }
+h3 { margin:20px 0 8px; font-size:16px; }
+.note, .muted { color:var(--muted); }
+.notrun { color:var(--muted); font-style:italic; }
+.failed { color:var(--warn); }
+.cards { display:grid; grid-template-columns:repeat(auto-fill,minmax(165px,1fr)); gap:12px; margin-bottom:14px; }
+.card { border:1px solid var(--line); border-radius:6px; padding:10px 12px; }
+.card .v { font-size:22px; font-weight:600; }
+.card .l { color:var(--muted); font-size:13px; }
+.cols { display:grid; grid-template-columns:repeat(auto-fit,minmax(320px,1fr)); gap:8px 28px; }
+table { border-collapse:collapse; width:100%; font-size:14px; margin:4px 0 10px; }
+th, td { text-align:left; padding:4px 8px; border-bottom:1px solid var(--line); vertical-align:top; }
+th { color:var(--muted); font-weight:600; }
+td.n, th.n { text-align:right; font-variant-numeric:tabular-nums; }
+td.n { white-space:nowrap; }
+td.u { word-break:break-all; }
+.group { border:1px solid var(--line); border-radius:6px; padding:8px 10px; margin:10px 0; }
+.group .h { font-size:14px; margin-bottom:6px; }
+.strip { display:flex; gap:8px; overflow-x:auto; padding-bottom:4px; }
+figure { margin:0; width:132px; flex:none; }
+figure img, .ph { width:128px; height:128px; object-fit:contain; background:#eef0f3; border:2px solid transparent; border-radius:4px; display:block; }
+figure.kept img, figure.kept .ph { border-color:var(--kept); }
+figcaption { font-size:12px; color:var(--muted); overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
+.ph { display:flex; align-items:center; justify-content:center; text-align:center; font-size:11px; color:var(--muted); padding:6px; overflow:hidden; }
+.badge { display:inline-block; font-size:11px; font-weight:600; padding:0 6px; border-radius:9px; color:#fff; background:var(--accent); margin-right:4px; }
+.badge.kept { background:var(--kept); }
+.badge.flag { background:var(--warn); }
+.pairs { display:grid; grid-template-columns:repeat(auto-fill,minmax(480px,1fr)); gap:12px; }
+.pair { display:flex; gap:12px; border:1px solid var(--line); border-radius:6px; padding:10px; }
+.pair .t { flex:1; min-width:0; }
+.pair .cap { font-size:15px; margin:0 0 6px; overflow-wrap:anywhere; }
+.pair .meta { font-size:13px; color:var(--muted); }
+.pair .sugg { font-size:13px; margin-top:6px; padding:6px 8px; background:#f1f6ee; border-radius:4px; overflow-wrap:anywhere; }
+svg.plot { width:100%; max-width:900px; height:auto; display:block; }
+.plots h3 { margin-top:8px; }
+.bar { background:#dbe5f3; height:14px; border-radius:2px; }
+.bar span { display:block; height:14px; background:var(--accent); border-radius:2px; }
+footer { color:var(--muted); font-size:13px; text-align:center; padding:10px 0 30px; }
+"#;
+
+fn count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn num(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.digits$}"),
+        _ => "–".into(),
+    }
+}
+
+fn share(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "–".into()
+    } else {
+        format!("{:.1}%", 100.0 * part as f64 / whole as f64)
+    }
+}
+
+fn file_name(uri: &str) -> &str {
+    Path::new(uri).file_name().and_then(|n| n.to_str()).unwrap_or(uri)
+}
+
+type Thumbs = HashMap<String, Result<String, String>>;
+
+fn thumb(uri: &str, thumbs: &Thumbs) -> Markup {
+    match thumbs.get(uri) {
+        Some(Ok(data)) => html! { img src=(data) alt=(file_name(uri)) title=(uri); },
+        Some(Err(why)) => html! { div.ph title=(format!("{uri}: {why}")) { "no preview" br; (why) } },
+        None => html! { div.ph title=(uri) { "no preview (thumbnail cap reached)" } },
+    }
+}
+
+fn stage_note<T>(stage: &Stage<T>, cmd: &str) -> Markup {
+    match stage {
+        Stage::NotRun => html! { p.notrun { (not_run(cmd)) } },
+        Stage::Failed(e) => html! { p.failed { (e) } },
+        Stage::Ready(_) => html! {},
+    }
+}
+
+fn card(value: String, label: &str) -> Markup {
+    html! { div.card { div.v { (value) } div.l { (label) } } }
+}
+
+pub fn render(run: &Run, data: &Data, thumbs: &Thumbs, opts: &ReportOptions) -> String {
+    let m = &run.manifest;
+    let c = &m.counts;
+    let name = run.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="Content-Security-Policy" content=(CSP);
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="referrer" content="no-referrer";
+                title { "sieve report: " (name) }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header {
+                    h1 { "sieve report: " (name) }
+                    p.sub {
+                        (run.dir.display()) " · model " (m.model.id) " · "
+                        (count(c.records)) " records · sieve " (m.sieve_version)
+                    }
+                    nav {
+                        a href="#summary" { "Summary" }
+                        a href="#duplicates" { "Duplicates" }
+                        a href="#pairs" { "Caption fit" }
+                        a href="#plots" { "Distributions" }
+                        a href="#diversity" { "Diversity" }
+                        a href="#quality" { "Quality" }
+                        a href="#skipped" { "Skipped" }
+                    }
+                }
+                main {
+                    (summary(run, data))
+                    (duplicates(data, thumbs))
+                    (pairs(data, thumbs))
+                    (plots(data))
+                    (diversity(data))
+                    (quality(data))
+                    (skipped(run, data, opts))
+                }
+                footer {
+                    "Made by sieve " (env!("CARGO_PKG_VERSION")) " from " (run.dir.display())
+                    ". Samples and aggregates only; the full results are in the run's parquet and JSON files."
+                }
+            }
+        }
+    };
+    page.into_string()
+}
+
+fn summary(run: &Run, data: &Data) -> Markup {
+    let m = &run.manifest;
+    let c = &m.counts;
+    let dedup = data.dedup.ready();
+    let pairs = data.pairs.ready();
+    let dv = data.diversity.ready();
+    html! {
+        section #summary {
+            h2 { "Summary" }
+            div.cards {
+                (card(count(c.records), "records in"))
+                (card(count(c.embedded), "embedded"))
+                (card(count(c.with_caption), "with a caption"))
+                (card(count(c.skipped), "skipped"))
+                (card(dedup.and_then(|d| d.summary.removed).map_or("–".into(), count),
+                      "duplicates to remove"))
+                (card(pairs.map_or("–".into(), |p| count(p.summary.flagged)), "pairs flagged"))
+                (card(num(dv.and_then(|d| d.overall.image.as_ref()).and_then(|i| i.vendi.q1), 1),
+                      "Vendi score (images)"))
+            }
+            div.cols {
+                div {
+                    h3 { "Skipped by reason" }
+                    @if c.skipped_by_reason.is_empty() {
+                        p.muted { "Nothing skipped: every record was embedded." }
+                    } @else {
+                        table {
+                            tr { th { "reason" } th.n { "records" } th.n { "share" } }
+                            @for (reason, n) in &c.skipped_by_reason {
+                                tr { td { (reason) } td.n { (count(*n)) } td.n { (share(*n, c.records)) } }
+                            }
+                        }
+                    }
+                    h3 { "Duplicates by kind" }
+                    @match &data.dedup {
+                        Stage::Ready(d) => {
+                            table {
+                                tr { th { "kind" } th.n { "groups" } th.n { "items in groups" } th.n { "duplicates" } th.n { "largest" } }
+                                @for (kind, k) in &d.summary.kinds {
+                                    tr {
+                                        td { (kind) @if d.summary.remove_kinds.contains(kind) { " " span.badge { "removed" } } }
+                                        td.n { (count(k.groups)) } td.n { (count(k.items_in_groups)) }
+                                        td.n { (count(k.duplicates)) } td.n { (count(k.largest_group)) }
+                                    }
+                                }
+                            }
+                            p.muted {
+                                "Keep " (d.summary.kept.map_or("–".into(), count)) ", remove "
+                                (d.summary.removed.map_or("–".into(), count)) " ("
+                                (num(d.summary.duplicate_rate.map(|r| 100.0 * r), 2)) "% of the embedded items; "
+                                "dedup/remove.txt lists them)."
+                            }
+                        }
+                        other => { (stage_note(other, "dedup")) }
+                    }
+                    h3 { "Caption fit" }
+                    @match &data.pairs {
+                        Stage::Ready(p) => {
+                            @let s = &p.summary;
+                            table {
+                                tr { th { "flag" } th.n { "pairs" } th.n { "share" } }
+                                tr { td { "low_score (cosine under " (num(s.min_cosine.map(f64::from), 4)) ")" } td.n { (count(s.low_score)) } td.n { (share(s.low_score, s.pairs)) } }
+                                tr { td { "outranked (top " (s.top_k.map_or("–".into(), |k| k.to_string())) ")" } td.n { (count(s.outranked)) } td.n { (share(s.outranked, s.pairs)) } }
+                                tr { td { "both" } td.n { (count(s.both)) } td.n { (share(s.both, s.pairs)) } }
+                                tr { td { "flagged (either)" } td.n { (count(s.flagged)) } td.n { (share(s.flagged, s.pairs)) } }
+                                tr { td { "a better caption found" } td.n { (count(s.better_caption_found)) } td.n { (share(s.better_caption_found, s.pairs)) } }
+                            }
+                            p.muted { (count(s.pairs)) " pairs scored; " (count(s.no_caption)) " images without a caption; median cosine "
+                                (num(s.cosine.percentiles.get("p50").copied().flatten().map(f64::from), 4)) "." }
+                        }
+                        other => { (stage_note(other, "score")) }
+                    }
+                }
+                div {
+                    h3 { "Diversity" }
+                    @match &data.diversity {
+                        Stage::Ready(d) => {
+                            table {
+                                tr { th { "embedding" } th.n { "items" } th.n { "Vendi q=1" } th.n { "effective rank" } th.n { "coverage" } th.n { "NN sim. mean" } }
+                                @for (label, mm) in [("images", &d.overall.image), ("captions", &d.overall.text), ("joint", &d.overall.joint)] {
+                                    @if let Some(mm) = mm { (metrics_row(label, mm)) }
+                                }
+                            }
+                            p.muted { "Vendi score: an effective number of distinct items; coverage: share of "
+                                (d.clusters.map_or("–".into(), |k| k.to_string())) " k-means clusters holding at least "
+                                (num(d.coverage_min_share, 2)) " of an even share." }
+                        }
+                        other => { (stage_note(other, "diversity")) }
+                    }
+                    h3 { "Model and settings" }
+                    table {
+                        tr { td { "model" } td.u { (m.model.id) @if let Some(r) = &m.model.revision { " @ " (r) } } }
+                        tr { td { "weights sha256" } td.u { (m.model.weights_sha256.get(..16).unwrap_or(&m.model.weights_sha256)) "…" } }
+                        tr { td { "embedding" } td { (m.embed_dim) "-d, " (m.storage_dtype) ", computed in " (m.compute_dtype) " on " (m.device) } }
+                        tr { td { "input" } td.u { (m.input.format) ": " (m.input.paths.join(", ")) } }
+                        @if let Some(d) = dedup {
+                            @let t = &d.summary.thresholds;
+                            tr { td { "dedup" } td {
+                                "image ≥ " (num(t.image.map(f64::from), 3)) ", caption ≥ " (num(t.caption.map(f64::from), 3))
+                                ", perceptual ≤ " (t.perceptual_distance.map_or("–".into(), |x| x.to_string())) " bits; "
+                                (d.summary.grouping.as_deref().unwrap_or("–")) " grouping, keep "
+                                (d.summary.keep.as_deref().unwrap_or("–")) ", index " (d.summary.index.as_deref().unwrap_or("–"))
+                                @if let Some(a) = &d.summary.against { "; against " (a) }
+                            } }
+                        }
+                        @if let Some(p) = pairs {
+                            tr { td { "score" } td {
+                                "low_score under " (num(p.summary.min_cosine.map(f64::from), 4)) " ("
+                                (p.summary.threshold_source.as_deref().unwrap_or("–")) "), rank test top "
+                                (p.summary.top_k.map_or("–".into(), |k| k.to_string()))
+                            } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn metrics_row(label: &str, m: &Metrics) -> Markup {
+    html! {
+        tr {
+            td { (label) } td.n { (count(m.items)) } td.n { (num(m.vendi.q1, 2)) }
+            td.n { (num(m.effective_rank, 2)) } td.n { (num(m.clusters.coverage, 2)) }
+            td.n { (num(m.nn_similarity.as_ref().and_then(|n| n.mean), 4)) }
+        }
+    }
+}
+
+fn group(g: &DupGroup, thumbs: &Thumbs) -> Markup {
+    html! {
+        div.group {
+            div.h {
+                strong { (g.kind) } " group " (g.group_id) " · " (g.size) " items"
+                @if let Some((t, margin)) = g.margin {
+                    " · threshold " (format!("{t:.3}")) ", least similar member " (format!("{:+.4}", margin)) " from it"
+                }
+                @if g.size > g.members.len() { span.muted { " · first " (g.members.len()) " shown" } }
+            }
+            div.strip {
+                @for mem in &g.members {
+                    figure class=[mem.kept.then_some("kept")] {
+                        (thumb(&mem.uri, thumbs))
+                        figcaption {
+                            @if mem.kept { span.badge.kept { "kept" } } @else { (format!("{:.4}", mem.similarity)) }
+                            @if mem.source != "run" { " " span.badge { (mem.source) } }
+                        }
+                        figcaption title=(mem.uri) { (file_name(&mem.uri)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn duplicates(data: &Data, thumbs: &Thumbs) -> Markup {
+    html! {
+        section #duplicates {
+            h2 { "Duplicate groups" }
+            @match &data.dedup {
+                Stage::Ready(d) => {
+                    @if d.total_groups == 0 {
+                        p.muted { "No duplicates found." }
+                    } @else {
+                        p.muted { (count(d.total_groups as u64)) " groups in all. The kept item is framed in green; "
+                            "the number under each other item is its similarity to the kept one "
+                            "(perceptual: 1 − Hamming distance / 64)." }
+                        h3 { "Largest groups" }
+                        @for g in &d.largest { (group(g, thumbs)) }
+                        h3 { "Nearest the threshold" }
+                        @if d.borderline.is_empty() {
+                            p.muted { "No other groups with a similarity threshold (exact groups have none)." }
+                        }
+                        @for g in &d.borderline { (group(g, thumbs)) }
+                    }
+                }
+                other => { (stage_note(other, "dedup")) }
+            }
+        }
+    }
+}
+
+fn pair_card(p: &Pair, thumbs: &Thumbs) -> Markup {
+    html! {
+        div.pair {
+            figure { (thumb(&p.uri, thumbs)) figcaption title=(p.uri) { (file_name(&p.uri)) } }
+            div.t {
+                p.cap {
+                    @match &p.caption { Some(c) => { "“" (c) "”" } None => { span.muted { "(caption not found)" } } }
+                }
+                div.meta {
+                    @if p.low_score { span.badge.flag { "low_score" } }
+                    @if p.outranked { span.badge.flag { "outranked" } }
+                    "cosine " (format!("{:.4}", p.cosine)) " · CLIPScore " (format!("{:.1}", p.clip_score))
+                    " · own caption's rank " (p.caption_rank.map_or("beyond top k".into(), |r| r.to_string()))
+                }
+                @if let Some(s) = &p.suggested_caption {
+                    div.sugg {
+                        "Better fit: “" (s) "” (cosine " (num(p.suggested_cosine.map(f64::from), 4))
+                        @if let Some(id) = p.suggested_id { ", item " (id) } ")"
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn pairs(data: &Data, thumbs: &Thumbs) -> Markup {
+    html! {
+        section #pairs {
+            h2 { "Caption fit" }
+            @match &data.pairs {
+                Stage::Ready(p) => {
+                    h3 { "Lowest-scoring pairs" }
+                    @if p.lowest.is_empty() { p.muted { "No pairs scored (no captions)." } }
+                    div.pairs { @for x in &p.lowest { (pair_card(x, thumbs)) } }
+                    h3 { "Outranked: other captions fit the image better" }
+                    @if p.outranked.is_empty() {
+                        p.muted { @if p.summary.outranked == 0 { "No pair is outranked." } @else { "All outranked pairs are shown above." } }
+                    }
+                    div.pairs { @for x in &p.outranked { (pair_card(x, thumbs)) } }
+                }
+                other => { (stage_note(other, "score")) }
+            }
+        }
+    }
+}
+
+fn plots(data: &Data) -> Markup {
+    html! {
+        section #plots {
+            h2 { "Distributions" }
+            div.plots {
+                div {
+                    h3 { "CLIP score of each pair" }
+                    @match &data.pairs {
+                        Stage::Ready(p) => {
+                            @let h = &p.summary.cosine.histogram;
+                            @let edges: Vec<f32> = h.edges.iter().map(|e| e.unwrap_or(f32::NAN)).collect();
+                            @let marker = p.summary.min_cosine.map(|t| Marker {
+                                at: t, label: format!("low_score < {t:.3}"), highlight_below: true });
+                            (PreEscaped(plot::histogram(&edges, &h.counts, marker.as_ref(), "image–caption cosine (CLIPScore = 100 × cosine)", "pairs")))
+                            p.muted { "Pairs left of the red line are flagged low_score (orange)." }
+                        }
+                        other => { (stage_note(other, "score")) }
+                    }
+                }
+                div {
+                    h3 { "Nearest-neighbour similarity of images" }
+                    @match &data.nn {
+                        Some(nn) => {
+                            @let h = &nn.distribution.histogram;
+                            @let marker = Marker { at: nn.threshold, label: format!("dedup ≥ {:.3}", nn.threshold), highlight_below: false };
+                            (PreEscaped(plot::histogram(&h.edges, &h.counts, Some(&marker), "cosine to the most similar other image", "images")))
+                            p.muted {
+                                "Each image's similarity to its nearest other image ("
+                                @if nn.queries == nn.items { "all " (count(nn.items as u64)) " images" }
+                                @else { "a seeded sample of " (count(nn.queries as u64)) " of " (count(nn.items as u64)) }
+                                ", exact search). The red line is the image dedup threshold"
+                                @if !nn.threshold_from_dedup { " (the model's default; `sieve dedup` has not been run)" }
+                                "; images right of it have a near-duplicate."
+                            }
+                        }
+                        None => { p.muted { "Fewer than two embedded images." } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn diversity(data: &Data) -> Markup {
+    const MAX_ROWS: usize = 60;
+    html! {
+        section #diversity {
+            h2 { "Diversity per group" }
+            @match &data.diversity {
+                Stage::Ready(d) => {
+                    @match &d.by {
+                        None => { p.notrun { "No groups measured (run `sieve diversity RUN --by folder`, or another metadata column)." } }
+                        Some(by) => {
+                            @let top = d.groups.iter().filter_map(|g| g.metrics.image.as_ref()?.vendi.q1).fold(0.0f64, f64::max);
+                            p.muted { (d.groups.len()) " groups by " code { (by) } ". The bar is the images' Vendi score (an effective number of distinct images)." }
+                            table {
+                                tr { th { (by) } th.n { "items" } th { "Vendi (images)" } th.n { "" } th.n { "Vendi (captions)" } th.n { "coverage" } th.n { "NN sim. mean" } }
+                                @for g in d.groups.iter().take(MAX_ROWS) {
+                                    @let img = g.metrics.image.as_ref();
+                                    @let v = img.and_then(|i| i.vendi.q1);
+                                    tr {
+                                        td.u { (g.value.as_deref().unwrap_or("(none)")) }
+                                        td.n { (count(g.metrics.items)) }
+                                        td style="width:30%" {
+                                            div.bar { span style=(format!("width:{:.1}%", if top > 0.0 { 100.0 * v.unwrap_or(0.0) / top } else { 0.0 })) {} }
+                                        }
+                                        td.n { (num(v, 2)) }
+                                        td.n { (num(g.metrics.text.as_ref().and_then(|t| t.vendi.q1), 2)) }
+                                        td.n { (num(img.and_then(|i| i.clusters.coverage), 2)) }
+                                        td.n { (num(img.and_then(|i| i.nn_similarity.as_ref()).and_then(|n| n.mean), 4)) }
+                                    }
+                                }
+                            }
+                            @if d.groups.len() > MAX_ROWS { p.muted { "First " (MAX_ROWS) " groups shown; diversity.json has all." } }
+                        }
+                    }
+                }
+                other => { (stage_note(other, "diversity")) }
+            }
+        }
+    }
+}
+
+fn quality(data: &Data) -> Markup {
+    html! {
+        section #quality {
+            h2 { "Quality flags" }
+            @match &data.quality {
+                Stage::Ready(q) => {
+                    p.muted { (count(q.flagged)) " items flagged (" (count(q.flagged_image)) " for the image, "
+                        (count(q.flagged_caption)) " for the caption)." }
+                    table {
+                        tr { th { "flag" } th { "rule" } th.n { "items" } th.n { "of measured" } th.n { "share" } }
+                        @for f in &q.flags {
+                            tr { td { (f.name) " " span.muted { (f.modality) } } td { (f.rule) } td.n { (count(f.count)) }
+                                 td.n { (count(f.measured)) } td.n { (share(f.count, f.measured)) } }
+                        }
+                    }
+                }
+                other => { (stage_note(other, "quality")) }
+            }
+        }
+    }
+}
+
+fn skipped(run: &Run, data: &Data, opts: &ReportOptions) -> Markup {
+    let c = &run.manifest.counts;
+    html! {
+        section #skipped {
+            h2 { "Skipped files" }
+            @if c.skipped == 0 {
+                p.muted { "None: every record was embedded." }
+            } @else {
+                p.muted {
+                    (count(c.skipped)) " records were not embedded: "
+                    @for (i, (reason, n)) in c.skipped_by_reason.iter().enumerate() {
+                        @if i > 0 { ", " } (reason) " " (count(*n))
+                    }
+                    "." @if c.skipped as usize > data.skipped.len() { " The first " (data.skipped.len()) " are listed (--skipped " (opts.skipped) "); RUN/metadata has them all." }
+                }
+                table {
+                    tr { th { "uri" } th { "reason" } th { "detail" } }
+                    @for s in &data.skipped {
+                        tr { td.u { (s.uri) } td { (s.reason) } td.u { (s.error.as_deref().unwrap_or("")) } }
+                    }
+                }
+            }
+        }
+    }
+}
