@@ -136,6 +136,20 @@ fn print_diversity_summary(r: &sieve::analyze::diversity::Report, run: &std::pat
     }
 }
 
+fn print_report_summary(s: &sieve::report::ReportSummary) {
+    eprintln!(
+        "sieve report: {} KB, {} thumbnails ({} placeholders) in {:.1}s -> {}",
+        s.bytes.div_ceil(1024),
+        s.thumbnails,
+        s.placeholders,
+        s.seconds,
+        s.path.display()
+    );
+    for section in s.sections.iter().filter(|s| !s.present) {
+        eprintln!("  {:<11} {}", section.name, section.note.as_deref().unwrap_or("empty"));
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     sieve::progress::set_quiet(cli.quiet);
     let json = cli.json;
@@ -166,6 +180,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if let Some(r) = &s.diversity.summary {
                 print_diversity_summary(r, &run);
+            }
+            if let Some(r) = &s.report.summary {
+                print_report_summary(r);
             }
             print_json(json, &s)?;
             Ok(ExitCode::SUCCESS)
@@ -271,17 +288,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(args) => {
             let opts = args.to_options()?;
             let s = sieve::report::report(&opts)?;
-            eprintln!(
-                "sieve report: {} KB, {} thumbnails ({} placeholders) in {:.1}s -> {}",
-                s.bytes.div_ceil(1024),
-                s.thumbnails,
-                s.placeholders,
-                s.seconds,
-                s.path.display()
-            );
-            for section in s.sections.iter().filter(|s| !s.present) {
-                eprintln!("  {:<11} {}", section.name, section.note.as_deref().unwrap_or("empty"));
-            }
+            print_report_summary(&s);
+            print_json(json, &s)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => {

@@ -16,13 +16,14 @@ use serde::{Deserialize, Serialize};
 use crate::analyze::{dedup, diversity, pairs, quality};
 use crate::error::Result;
 use crate::pipeline::{self, EmbedOptions};
+use crate::report;
 use crate::store::{self, RunManifest};
 
 /// File in the run directory recording the finished stages.
 pub const STAGES_FILE: &str = "stages.json";
 
 /// The stages after embedding, in the order they run.
-pub const STAGES: [&str; 4] = ["dedup", "score", "quality", "diversity"];
+pub const STAGES: [&str; 5] = ["dedup", "score", "quality", "diversity", "report"];
 
 /// Everything `sieve run` does; a stage set to `None` is left out.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct RunOptions {
     pub score: Option<pairs::ScoreOptions>,
     pub quality: Option<quality::QualityOptions>,
     pub diversity: Option<diversity::DiversityOptions>,
+    /// The page, made last from what the stages before wrote.
+    pub report: Option<report::ReportOptions>,
 }
 
 /// What happened to one stage.
@@ -65,6 +68,7 @@ pub struct RunSummary {
     pub score: Stage<pairs::Summary>,
     pub quality: Stage<quality::Summary>,
     pub diversity: Stage<diversity::Report>,
+    pub report: Stage<report::ReportSummary>,
 }
 
 /// The embedding stage's outcome.
@@ -185,6 +189,9 @@ pub fn run(opts: &RunOptions, mut on_stage: impl FnMut(&str, &StageStatus)) -> R
     let score = stage!("score", &opts.score, "pairs_summary.json", pairs::score);
     let quality = stage!("quality", &opts.quality, "quality_summary.json", quality::quality);
     let diversity = stage!("diversity", &opts.diversity, "diversity.json", diversity::diversity);
+    let report_out = opts.report.as_ref().map(|o| o.out_path()).unwrap_or_default();
+    let report_out = report_out.strip_prefix(&run).unwrap_or(&report_out).to_string_lossy().into_owned();
+    let report = stage!("report", &opts.report, &report_out, report::report);
     let _ = stale;
-    Ok(RunSummary { run, embed, dedup, score, quality, diversity })
+    Ok(RunSummary { run, embed, dedup, score, quality, diversity, report })
 }

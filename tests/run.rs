@@ -1,5 +1,5 @@
 //! `sieve run`: the main job in one command writes what the stage commands write one by one,
-//! resumes by skipping finished stages, reruns a stage whose options changed (and the stages
+//! (report.html included) resumes by skipping finished stages, reruns a stage whose options changed (and the stages
 //! after it), and prints a machine-readable summary with `--json`.
 
 use std::path::{Path, PathBuf};
@@ -53,19 +53,14 @@ fn json(out: &Output) -> Value {
 }
 
 fn statuses(v: &Value) -> Vec<(String, String)> {
-    ["embed", "dedup", "score", "quality", "diversity"]
-        .iter()
-        .map(|s| (s.to_string(), v[s]["status"].as_str().unwrap_or("?").to_string()))
-        .collect()
+    STAGES.iter().map(|s| (s.to_string(), v[s]["status"].as_str().unwrap_or("?").to_string())).collect()
 }
 
-fn expect(v: &Value, want: [&str; 5]) {
+const STAGES: [&str; 6] = ["embed", "dedup", "score", "quality", "diversity", "report"];
+
+fn expect(v: &Value, want: [&str; 6]) {
     let got = statuses(v);
-    let want: Vec<(String, String)> = ["embed", "dedup", "score", "quality", "diversity"]
-        .iter()
-        .zip(want)
-        .map(|(s, w)| (s.to_string(), w.to_string()))
-        .collect();
+    let want: Vec<(String, String)> = STAGES.iter().zip(want).map(|(s, w)| (s.to_string(), w.to_string())).collect();
     assert_eq!(got, want);
 }
 
@@ -86,6 +81,7 @@ fn outputs(run: &Path) -> Vec<(String, Vec<u8>)> {
         "quality.parquet",
         "quality_summary.json",
         "diversity.json",
+        "report.html",
     ] {
         let mut bytes = std::fs::read(run.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
         if rel.ends_with(".json") {
@@ -94,6 +90,11 @@ fn outputs(run: &Path) -> Vec<(String, Vec<u8>)> {
                 o.remove("run");
             }
             bytes = serde_json::to_vec(&v).unwrap();
+        }
+        if rel.ends_with(".html") {
+            // The page names its run directory.
+            let page = String::from_utf8(bytes).unwrap();
+            bytes = page.replace(&*run.to_string_lossy(), "RUN").into_bytes();
         }
         files.push((rel.to_string(), bytes));
     }
@@ -112,7 +113,7 @@ fn run_writes_what_the_stage_commands_write_and_prints_a_json_summary() {
     let run = dir.path().join("run");
     let out = run_cmd(&input, &run, &[]);
     let v = json(&out);
-    expect(&v, ["ran", "ran", "ran", "ran", "ran"]);
+    expect(&v, ["ran", "ran", "ran", "ran", "ran", "ran"]);
     let counts = &v["embed"]["manifest"]["counts"];
     assert_eq!(counts["records"], 10);
     assert_eq!(counts["embedded"], 9);
@@ -120,13 +121,19 @@ fn run_writes_what_the_stage_commands_write_and_prints_a_json_summary() {
     assert_eq!(v["dedup"]["summary"]["kinds"]["exact"]["duplicates"], 1, "{}", v["dedup"]);
     assert_eq!(v["score"]["summary"]["pairs"], 8, "photo_copy.jpg has no caption");
     assert_eq!(v["diversity"]["summary"]["embedded"], 9);
+    let report = &v["report"]["summary"];
+    assert_eq!(report["path"].as_str().map(PathBuf::from), Some(run.join("report.html")), "{report}");
+    assert!(report["thumbnails"].as_u64().unwrap() >= 9, "{report}");
+    let missing: Vec<&Value> = report["sections"].as_array().unwrap().iter().filter(|s| s["present"] != true).collect();
+    assert!(missing.is_empty(), "every stage ran, so every section has its data: {missing:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for line in ["sieve embed", "sieve dedup:", "sieve score:", "sieve quality:", "sieve diversity:"] {
+    for line in ["sieve embed", "sieve dedup:", "sieve score:", "sieve quality:", "sieve diversity:", "sieve report:"] {
         assert!(stderr.contains(line), "no {line:?} in {stderr}");
     }
 
     // The same stages as separate commands write the same bytes.
-    let sep = dir.path().join("separate");
+    // (In a folder of the same name: the page's title is the run folder's name.)
+    let sep = dir.path().join("separate").join("run");
     let e = sieve()
         .args(["embed", "-q", "--model"])
         .arg(tiny_model_dir())
@@ -137,7 +144,7 @@ fn run_writes_what_the_stage_commands_write_and_prints_a_json_summary() {
         .output()
         .unwrap();
     assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
-    for stage in [&["dedup"][..], &["score"], &["quality"], &["diversity"]] {
+    for stage in [&["dedup"][..], &["score"], &["quality"], &["diversity"], &["report"]] {
         stage_cmd(stage, &sep);
     }
     let (a, b) = (outputs(&run), outputs(&sep));
@@ -156,30 +163,39 @@ fn rerunning_skips_finished_stages_and_reruns_what_changed() {
 
     // The same command again: nothing to do, nothing rewritten.
     let v = json(&run_cmd(&input, &run, &[]));
-    expect(&v, ["done", "done", "done", "done", "done"]);
+    expect(&v, ["done", "done", "done", "done", "done", "done"]);
     assert_eq!(outputs(&run), first);
 
     // Another score threshold: dedup stays, score and every later stage run again.
     let v = json(&run_cmd(&input, &run, &["--min-score", "0.5"]));
-    expect(&v, ["done", "done", "ran", "ran", "ran"]);
+    expect(&v, ["done", "done", "ran", "ran", "ran", "ran"]);
     assert_eq!(v["score"]["summary"]["low_score"], 8, "every tiny-model pair is under 0.5: {}", v["score"]);
 
     // A deleted output is made again, and only from that stage on.
     std::fs::remove_file(run.join("diversity.json")).unwrap();
     let v = json(&run_cmd(&input, &run, &["--min-score", "0.5"]));
-    expect(&v, ["done", "done", "done", "done", "ran"]);
+    expect(&v, ["done", "done", "done", "done", "ran", "ran"]);
+    std::fs::remove_file(run.join("report.html")).unwrap();
+    let v = json(&run_cmd(&input, &run, &["--min-score", "0.5"]));
+    expect(&v, ["done", "done", "done", "done", "done", "ran"]);
 
     // An output edited by hand (or by the stage's own command with other options) is not
     // trusted.
     std::fs::write(run.join("dedup/summary.json"), b"{}").unwrap();
     let v = json(&run_cmd(&input, &run, &["--min-score", "0.5"]));
-    expect(&v, ["done", "ran", "ran", "ran", "ran"]);
+    expect(&v, ["done", "ran", "ran", "ran", "ran", "ran"]);
 
     // Left-out stages are reported as such; an unreadable record file means everything reruns.
     std::fs::write(run.join("stages.json"), b"not json").unwrap();
     let v = json(&run_cmd(&input, &run, &["--skip", "dedup,diversity"]));
-    expect(&v, ["done", "skipped", "ran", "ran", "skipped"]);
+    expect(&v, ["done", "skipped", "ran", "ran", "skipped", "ran"]);
     assert!(v["dedup"].get("summary").is_none());
+
+    // Without the report stage no page is written.
+    let bare = dir.path().join("bare");
+    let v = json(&run_cmd(&input, &bare, &["--skip", "report"]));
+    expect(&v, ["ran", "ran", "ran", "ran", "ran", "skipped"]);
+    assert!(!bare.join("report.html").exists());
 }
 
 #[test]
@@ -216,7 +232,7 @@ fn a_run_without_captions_goes_through_every_index() {
     for index in ["exact", "clusters", "hnsw"] {
         let run = dir.path().join(index);
         let v = json(&run_cmd(&fixtures().join("images"), &run, &["--index", index]));
-        expect(&v, ["ran", "ran", "ran", "ran", "ran"]);
+        expect(&v, ["ran", "ran", "ran", "ran", "ran", "ran"]);
         assert_eq!(v["score"]["summary"]["pairs"], 0);
         assert_eq!(v["dedup"]["summary"]["embedded"], 8, "{index}");
     }

@@ -41,8 +41,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// The main job in one command: embed INPUT into --out, then dedup, score, quality and
-    /// diversity over it.
+    /// The main job in one command: embed INPUT into --out, then dedup, score, quality,
+    /// diversity and the report (RUN/report.html) over it.
     ///
     /// Takes `sieve embed`'s arguments and the main ones of each later stage (see each stage's
     /// --help for details; the rest keep their defaults, run the stage's own command for them).
@@ -897,7 +897,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub embed: EmbedArgs,
 
-    /// Stages to leave out, comma-separated: dedup, score, quality, diversity.
+    /// Stages to leave out, comma-separated: dedup, score, quality, diversity, report.
     #[arg(long, value_name = "STAGES", value_delimiter = ',')]
     pub skip: Vec<String>,
 
@@ -1027,6 +1027,7 @@ impl RunArgs {
             score: wanted("score").then_some(score),
             quality: wanted("quality").then(|| crate::analyze::quality::QualityOptions::new(run.clone())),
             diversity: wanted("diversity").then_some(diversity),
+            report: wanted("report").then(|| crate::report::ReportOptions::new(run.clone())),
         })
     }
 }
