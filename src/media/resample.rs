@@ -291,67 +291,131 @@ fn horizontal(src: &[u8], w: usize, first: usize, x0: usize, x1: usize, c: &Coef
     }
 }
 
-/// [`horizontal`] with two taps per instruction: `pmaddwd` multiplies 16-bit pairs and adds
-/// them, so each source pixel is stored with its right neighbour (`R₀ R₁ G₀ G₁ B₀ B₁ 0 0` as
-/// i16, one `pshufb` per pixel) and each weight `k` is split exactly as `k = hi·2¹¹ + lo` (`hi`
-/// signed, `lo` in `0..2¹¹`, both 16-bit). The sum `(Σ p·hi)·2¹¹ + Σ p·lo` is the i32 Pillow
-/// computes (equal modulo 2³², and Pillow's sum never overflows), and the shift-and-saturate
-/// at the end is `clip8`.
+/// [`horizontal`] with two taps per instruction and two output pixels per register: `pmaddwd`
+/// multiplies 16-bit pairs and adds them, so each source pixel is stored with its right
+/// neighbour (`R₀ R₁ G₀ G₁ B₀ B₁ 0 0` as i16) and each weight `k` is split exactly as
+/// `k = hi·2¹¹ + lo` (`hi` signed, `lo` in `0..2¹¹`, both 16-bit). The sum
+/// `(Σ p·hi)·2¹¹ + Σ p·lo` is the i32 Pillow computes (equal modulo 2³², and Pillow's sum never
+/// overflows), and the shift-and-saturate at the end is `clip8`.
+///
+/// The weights do not depend on the row, so they are laid out once per call as ready-made
+/// vectors (output pixel `j` in the low 128-bit lane, `j + 1` in the high one), and the inner
+/// loop is loads and multiply-adds only. Only the source columns the window reads are widened.
+/// About 4× faster than widening and broadcasting per pixel (`bench --decode`, 500 × 375).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn horizontal_avx2(src: &[u8], w: usize, first: usize, x0: usize, x1: usize, c: &Coeffs, tmp: &mut [u8]) {
     use std::arch::x86_64::*;
     let ow = x1 - x0;
-    let per = c.ksize.div_ceil(2);
-    // Per output column, its taps in pairs: (hi, hi) and (lo, lo), two i16 packed in an i32.
+    let rows = tmp.len() / (ow * 3);
+    assert!(rows * ow * 3 == tmp.len() && (first + rows) * w * 3 <= src.len(), "row block outside the image");
+    // Source columns the window reads: `sx0..sx1`.
+    let sx0 = c.bounds[x0].0;
+    let sx1 = (x0..x1).map(|xx| c.bounds[xx].0 + c.bounds[xx].1).max().unwrap_or(sx0);
     let pack = |a: i32, b: i32| (a as u32 & 0xFFFF | (b as u32) << 16) as i32;
-    let mut kh = vec![0i32; ow * per];
-    let mut kl = vec![0i32; ow * per];
-    for (j, xx) in (x0..x1).enumerate() {
-        let (_, n) = c.bounds[xx];
-        let k = &c.weights[xx * c.ksize..xx * c.ksize + n];
-        for p in 0..n.div_ceil(2) {
-            let a = k[2 * p];
-            let b = if 2 * p + 1 < n { k[2 * p + 1] } else { 0 };
-            kh[j * per + p] = pack(a >> 11, b >> 11);
-            kl[j * per + p] = pack(a & 0x7FF, b & 0x7FF);
+    // Per output pair (`j`, `j + 1`; an odd last one pairs with itself, its copy unused): the
+    // offsets of their first taps from `sx0`, their tap-pair count (the larger one; the other's
+    // extra taps have weight 0), and where its weight vectors start in `kv`.
+    let npairs = ow.div_ceil(2);
+    let mut plan = Vec::with_capacity(npairs);
+    let mut kv: Vec<__m256i> = Vec::with_capacity(npairs * c.ksize.div_ceil(2) * 2);
+    let mut longest = 0;
+    for q in 0..npairs {
+        let (ja, jb) = (x0 + 2 * q, (x0 + 2 * q + 1).min(x1 - 1));
+        let ((xa, na), (xb, nb)) = (c.bounds[ja], c.bounds[jb]);
+        let pairs = na.max(nb).div_ceil(2);
+        longest = longest.max((xa + 2 * pairs).max(xb + 2 * pairs) - sx0);
+        plan.push((xa - sx0, xb - sx0, pairs, kv.len()));
+        let tap = |xx: usize, n: usize, t: usize| if t < n { c.weights[xx * c.ksize + t] } else { 0 };
+        for p in 0..pairs {
+            let (a0, a1, b0, b1) =
+                (tap(ja, na, 2 * p), tap(ja, na, 2 * p + 1), tap(jb, nb, 2 * p), tap(jb, nb, 2 * p + 1));
+            let (ha, hb) = (pack(a0 >> 11, a1 >> 11), pack(b0 >> 11, b1 >> 11));
+            let (la, lb) = (pack(a0 & 0x7FF, a1 & 0x7FF), pack(b0 & 0x7FF, b1 & 0x7FF));
+            kv.push(_mm256_setr_epi32(ha, ha, ha, ha, hb, hb, hb, hb));
+            kv.push(_mm256_setr_epi32(la, la, la, la, lb, lb, lb, lb));
         }
     }
-    // The source row as i16 (plus zeros, so every 8-lane load below stays inside), then each
-    // pixel's pair: lanes 0, 3, 1, 4, 2, 5 of the 8 values from its first byte, then zeros.
-    let mut r16 = vec![0i16; w * 3 + 8];
-    let mut row2 = vec![[0i16; 8]; w];
-    let order = _mm_setr_epi8(0, 1, 6, 7, 2, 3, 8, 9, 4, 5, 10, 11, -1, -1, -1, -1);
-    let half = _mm_set1_epi32(HALF);
-    for (yy, out_row) in tmp.chunks_exact_mut(ow * 3).enumerate() {
-        let in_row = &src[(yy + first) * w * 3..(yy + first + 1) * w * 3];
-        for (d, &p) in r16.iter_mut().zip(in_row) {
-            *d = p as i16;
+    // The widened pixel pairs of columns `sx0..sx1`, then zeros out to `longest` (the taps a
+    // pair reads past its pixel's last one, all with weight 0).
+    let span = sx1 - sx0;
+    let mut row2 = vec![_mm_setzero_si128(); longest.max(span) + 1];
+    // Per 128-bit lane, one pixel's pair from the 16 bytes at its first byte: the low lane
+    // takes bytes 0..6 (pixels x, x + 1), the high lane bytes 3..9 (pixels x + 1, x + 2).
+    let z = -128i8;
+    #[rustfmt::skip]
+    let order = _mm256_setr_epi8(
+        0, z, 3, z, 1, z, 4, z, 2, z, 5, z, z, z, z, z,
+        3, z, 6, z, 4, z, 7, z, 5, z, 8, z, z, z, z, z,
+    );
+    let half = _mm256_set1_epi32(HALF);
+    let out_len = tmp.len();
+    for yy in 0..rows {
+        let row = (yy + first) * w * 3;
+        // Widen two pixels per step while a 16-byte load stays inside `src`; the neighbour of
+        // the row's last pixel is the next row's first one, read with weight 0 only.
+        let mut i = 0;
+        while i + 1 < span && row + (sx0 + i) * 3 + 16 <= src.len() {
+            let v = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(load16(src, row + (sx0 + i) * 3)), order);
+            row2[i] = _mm256_castsi256_si128(v);
+            row2[i + 1] = _mm256_extracti128_si256::<1>(v);
+            i += 2;
         }
-        // The last pixel's neighbour is the padding: zeros.
-        for (x, d) in row2.iter_mut().enumerate() {
-            let v = _mm_loadu_si128(r16.as_ptr().add(3 * x) as *const __m128i);
-            _mm_storeu_si128(d.as_mut_ptr() as *mut __m128i, _mm_shuffle_epi8(v, order));
+        for (i, d) in row2.iter_mut().enumerate().take(span).skip(i) {
+            let x = row + (sx0 + i) * 3;
+            let p = |c: usize| src[x + c] as i16;
+            // The neighbour of the row's last pixel: 0 (its weight is 0).
+            let n = |c: usize| if sx0 + i + 1 < w { src[x + 3 + c] as i16 } else { 0 };
+            *d = _mm_setr_epi16(p(0), n(0), p(1), n(1), p(2), n(2), 0, 0);
         }
-        for (j, px) in out_row.chunks_exact_mut(3).enumerate() {
-            let (xmin, n) = c.bounds[x0 + j];
-            let pairs = n.div_ceil(2);
-            // The last pair of an odd count also reads pixel xmin + n, with weight 0.
-            let taps = &row2[xmin..xmin + 2 * pairs - 1];
-            let (kh, kl) = (&kh[j * per..j * per + pairs], &kl[j * per..j * per + pairs]);
-            let (mut h, mut l) = (_mm_setzero_si128(), _mm_setzero_si128());
-            for (p, (&a, &b)) in kh.iter().zip(kl).enumerate() {
-                let v = _mm_loadu_si128(taps[2 * p].as_ptr() as *const __m128i);
-                h = _mm_add_epi32(h, _mm_madd_epi16(v, _mm_set1_epi32(a)));
-                l = _mm_add_epi32(l, _mm_madd_epi16(v, _mm_set1_epi32(b)));
+        let orow = yy * ow * 3;
+        for (q, &(xa, xb, pairs, k)) in plan.iter().enumerate() {
+            // Slices, not raw loads: in the dev profile `_mm_loadu_si128`'s debug checks spill
+            // every vector to the stack, which cost more than the arithmetic.
+            let (ta, tb) = (&row2[xa..xa + 2 * pairs], &row2[xb..xb + 2 * pairs]);
+            let (mut h, mut l) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            for ((a, b), kw) in ta.chunks_exact(2).zip(tb.chunks_exact(2)).zip(kv[k..k + 2 * pairs].chunks_exact(2)) {
+                let v = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(a[0]), b[0]);
+                h = _mm256_add_epi32(h, _mm256_madd_epi16(v, kw[0]));
+                l = _mm256_add_epi32(l, _mm256_madd_epi16(v, kw[1]));
             }
-            let sum = _mm_add_epi32(_mm_add_epi32(_mm_slli_epi32::<11>(h), l), half);
-            // clip8: >> 22, then saturate to 0..=255.
-            let q = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
-            let b = _mm_packus_epi16(_mm_packs_epi32(q, q), _mm_setzero_si128());
-            let rgb = (_mm_cvtsi128_si32(b) as u32).to_le_bytes();
-            px.copy_from_slice(&rgb[..3]);
+            let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<11>(h), l), half);
+            // clip8: >> 22, then saturate to 0..=255; each lane's low 4 bytes are R G B 0.
+            let s = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
+            let b = _mm256_packus_epi16(_mm256_packs_epi32(s, s), _mm256_setzero_si256());
+            let (pa, pb) = (_mm256_cvtsi256_si32(b).to_le_bytes(), _mm256_extract_epi32::<4>(b).to_le_bytes());
+            let at = orow + 6 * q;
+            // Four-byte stores: each one's spare byte lands on the next pixel, written after it
+            // (or on the next row's first, written later); only the buffer's last pixel is
+            // stored as three bytes.
+            store_rgb(tmp, at, pa, out_len);
+            if 2 * q + 1 < ow {
+                store_rgb(tmp, at + 3, pb, out_len);
+            }
         }
+    }
+}
+
+/// The 16 bytes of `s` from `at`, as a plain load. (`_mm_loadu_si128` reads through
+/// `ptr::read_unaligned`, whose checks in debug-assertion builds, the dev profile, send every
+/// vector through the stack.)
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn load16(s: &[u8], at: usize) -> std::arch::x86_64::__m128i {
+    let b: &[u8; 16] = s[at..at + 16].try_into().expect("16 bytes");
+    // SAFETY: same size, and every bit pattern is a valid vector.
+    unsafe { std::mem::transmute::<[u8; 16], std::arch::x86_64::__m128i>(*b) }
+}
+
+/// Writes the pixel `rgb[..3]` at `at`: as 4 bytes where `tmp` has room (the 4th is
+/// overwritten by the pixel after it), else as 3.
+#[inline(always)]
+fn store_rgb(tmp: &mut [u8], at: usize, rgb: [u8; 4], len: usize) {
+    if at + 4 <= len {
+        let d: &mut [u8; 4] = (&mut tmp[at..at + 4]).try_into().expect("4 bytes");
+        *d = rgb;
+    } else {
+        tmp[at..at + 3].copy_from_slice(&rgb[..3]);
     }
 }
 
@@ -374,20 +438,31 @@ mod tests {
 
     #[test]
     fn a_window_equals_the_same_crop_of_the_full_resize() {
-        let (w, h) = (61, 37);
-        let src: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919) % 251) as u8).collect();
-        for (nw, nh) in [(30, 24), (61, 20), (40, 37), (100, 80)] {
-            let full = resize_rgb8(&src, w, h, nw, nh, Filter::Bicubic);
-            for win in [
-                Window { x0: 0, x1: nw, y0: 0, y1: nh },
-                Window { x0: 3, x1: nw - 2, y0: 1, y1: nh - 4 },
-                Window { x0: nw / 2, x1: nw / 2 + 1, y0: nh - 1, y1: nh },
-            ] {
-                let part = resize_rgb8_window(&src, w, h, nw, nh, Filter::Bicubic, win);
-                let want: Vec<u8> = (win.y0..win.y1)
-                    .flat_map(|y| full[(y * nw + win.x0) * 3..(y * nw + win.x1) * 3].to_vec())
-                    .collect();
-                assert_eq!(part, want, "{nw}×{nh} {win:?}");
+        // Down- and upscaling, one axis unchanged, tiny images, odd and even tap counts.
+        for (w, h, sizes) in [
+            (61, 37, &[(30, 24), (61, 20), (40, 37), (100, 80), (7, 5)][..]),
+            (1, 1, &[(3, 2), (1, 4)][..]),
+            (2, 3, &[(1, 1), (5, 7)][..]),
+            (500, 375, &[(299, 224)][..]),
+        ] {
+            let src: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919) % 251) as u8).collect();
+            for &(nw, nh) in sizes {
+                for filter in [Filter::Bicubic, Filter::Lanczos, Filter::Bilinear] {
+                    let full = resize_rgb8(&src, w, h, nw, nh, filter);
+                    for win in [
+                        Window { x0: 0, x1: nw, y0: 0, y1: nh },
+                        Window { x0: nw / 4, x1: nw - nw / 4, y0: nh / 4, y1: nh },
+                        Window { x0: nw / 2, x1: nw / 2 + 1, y0: nh - 1, y1: nh },
+                        Window { x0: nw - 1, x1: nw, y0: 0, y1: 1 },
+                        Window { x0: 0, x1: 1, y0: nh / 2, y1: nh / 2 + 1 },
+                    ] {
+                        let part = resize_rgb8_window(&src, w, h, nw, nh, filter, win);
+                        let want: Vec<u8> = (win.y0..win.y1)
+                            .flat_map(|y| full[(y * nw + win.x0) * 3..(y * nw + win.x1) * 3].to_vec())
+                            .collect();
+                        assert_eq!(part, want, "{w}×{h} → {nw}×{nh} {filter:?} {win:?}");
+                    }
+                }
             }
         }
     }
@@ -400,21 +475,28 @@ mod tests {
             return;
         }
         // Weights of both signs (bicubic, lanczos), odd and even tap counts, up- and downscaling,
-        // the rightmost pixels (where a pair's neighbour is padding), all byte values.
-        for (w, nw) in [(500, 299), (61, 30), (37, 100), (9, 4), (224, 223), (333, 7), (2, 1), (1, 3)] {
-            let src: Vec<u8> = (0..w * 3 * 3).map(|i| ((i * 7919 + 13) % 256) as u8).collect();
+        // the rightmost pixels (where a pair's neighbour is padding or the next row), windows
+        // of one column and at either edge, odd and even window widths, a row block that starts
+        // inside the image and one that ends at the buffer's end, all byte values.
+        for (w, nw) in
+            [(500, 299), (61, 30), (37, 100), (9, 4), (224, 223), (333, 7), (2, 1), (1, 3), (1, 1), (5, 5), (3, 2)]
+        {
+            let h = 5;
+            let src: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919 + 13) % 256) as u8).collect();
             for filter in [Filter::Bicubic, Filter::Lanczos, Filter::Bilinear, Filter::Box, Filter::Hamming] {
                 let c = coeffs(w, nw, filter);
-                for (x0, x1) in [(0, nw), (nw / 3, nw - nw / 4)] {
+                for (x0, x1) in [(0, nw), (nw / 3, nw - nw / 4), (0, 1), (nw - 1, nw), (nw / 2, nw), (1, nw)] {
                     if x0 >= x1 {
                         continue;
                     }
-                    let mut a = vec![0u8; (x1 - x0) * 3 * 3];
-                    let mut b = a.clone();
-                    horizontal(&src, w, 0, x0, x1, &c, &mut a);
-                    // SAFETY: AVX2 checked above.
-                    unsafe { horizontal_avx2(&src, w, 0, x0, x1, &c, &mut b) };
-                    assert_eq!(a, b, "{w}->{nw} {filter:?} columns {x0}..{x1}");
+                    for (first, rows) in [(0, h), (1, 2), (h - 1, 1)] {
+                        let mut a = vec![0u8; (x1 - x0) * rows * 3];
+                        let mut b = a.clone();
+                        horizontal(&src, w, first, x0, x1, &c, &mut a);
+                        // SAFETY: AVX2 checked above.
+                        unsafe { horizontal_avx2(&src, w, first, x0, x1, &c, &mut b) };
+                        assert_eq!(a, b, "{w}->{nw} {filter:?} columns {x0}..{x1} rows {first}+{rows}");
+                    }
                 }
             }
         }
