@@ -12,7 +12,9 @@
 #      sieve's own CPU stage alone on the same images and cores, and that CPU stage against PIL
 #      (decode + bicubic resize + crop + normalise, one process per core);
 #   4. CUDA-vs-CPU parity: ViT-B/32 random weights (f16 on the GPU vs f32 on the CPU), and the
-#      tiny test model's embeddings of tests/fixtures/images.
+#      tiny test model's embeddings of tests/fixtures/images;
+#   5. partitioned dedup (dedup-centroids, dedup-partition x3, dedup-combine) on the device gives
+#      the bytes of one-process `sieve dedup --clusters` on the same device.
 # Everything goes to stdout and to $OUT/gpu_check.log ($OUT defaults to /tmp/sieve-gpu-check).
 # Environment: N (images, default 20000), BATCH (default 256), ITERS (default 30), DEVICE (default
 # cuda; `cpu` dry-runs the plumbing on a machine without a GPU), PYTHON (default python3).
@@ -123,6 +125,22 @@ cos = (a[keep] * b[keep]).sum(1) / (np.linalg.norm(a[keep], axis=1) * np.linalg.
 print(f"fixtures: {keep.sum()} images, lowest cosine CUDA vs CPU {cos.min():.6f}")
 EOF
 
+say "partitioned dedup on $DEVICE equals one-process dedup (tiny model, fixtures)"
+R=$WORK/fx-cuda
+rm -rf "$WORK/one" "$WORK/cent" "$WORK/parts"; mkdir -p "$WORK/one"
+"$BIN" dedup "$R" -q --device "$DEVICE" --clusters 2 --sample 8 --seed 7 &&
+  cp "$R"/dedup/{groups.parquet,keep.txt,remove.txt,summary.json} "$WORK/one/" &&
+  "$BIN" dedup-centroids "$R" -q --device "$DEVICE" --clusters 2 --sample 8 --seed 7 --out "$WORK/cent" &&
+  for j in 0 1 2; do
+    "$BIN" dedup-partition "$R" -q --device "$DEVICE" --centroids "$WORK/cent" --partition "$j/3" --out "$WORK/parts"
+  done &&
+  "$BIN" dedup-combine "$R" -q --device "$DEVICE" --partitions "$WORK/parts"
+same=yes
+for f in groups.parquet keep.txt remove.txt summary.json; do
+  cmp -s "$R/dedup/$f" "$WORK/one/$f" || same="no ($f differs)"
+done
+echo "partitioned (3 partitions) == one process on $DEVICE: $same" | tee "$OUT/partition.txt"
+
 say "summary"
 "$PY" - "$OUT" <<'EOF'
 import json, re, sys
@@ -161,5 +179,6 @@ ee = float(e2e.group(1)) if e2e else None
 print(f"CPU stage {cs and round(cs)} img/s | PIL {pl} img/s | ratio {ratio(cs, pl)}")
 print(f"end to end {ee} img/s | vs CPU stage {ratio(ee, cs)}")
 print(rd("parity.txt").strip())
+print(rd("partition.txt").strip())
 EOF
 echo "done in $(( $(date +%s) - t0 ))s"
