@@ -161,7 +161,7 @@ t = rd("torch_bench.txt")
 ti = re.search(r"imgs_per_s=([\d.]+)", t)
 tc = re.search(r"caps_per_s=([\d.]+)", t)
 pil = re.search(r"images_per_s=([\d.]+)", rd("pil.txt"))
-e2e = re.search(r"\(([\d.]+) images/s\)", rd("e2e.txt"))
+e2e = re.search(r"\(([\d.]+) (?:images|records)/s\)", rd("e2e.txt"))
 def ratio(a, b):
     return f"{a / b:.2f}x" if a and b else "n/a"
 si, sc = s.get("images_per_s"), s.get("captions_per_s")
