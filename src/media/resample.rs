@@ -100,7 +100,10 @@ impl Filter {
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
 /// Per output pixel: first input index, tap count, and `ksize` fixed-point weights.
+#[derive(Debug, PartialEq, Eq)]
 struct Coeffs {
+    /// What they were computed for: input size, output size, filter.
+    key: (usize, usize, Filter),
     ksize: usize,
     bounds: Vec<(usize, usize)>,
     weights: Vec<i32>,
@@ -134,7 +137,29 @@ fn coeffs(in_size: usize, out_size: usize, filter: Filter) -> Coeffs {
         }
         bounds.push((xmin, xmax));
     }
-    Coeffs { ksize, bounds, weights }
+    Coeffs { key: (in_size, out_size, filter), ksize, bounds, weights }
+}
+
+/// [`coeffs`], computed once per thread and size: a dataset's images come in a few sizes, and
+/// recomputing them per image (a filter evaluation in f64 per tap) cost about 1% of the CPU
+/// stage. The last 16 sizes are kept.
+fn cached_coeffs(in_size: usize, out_size: usize, filter: Filter) -> std::rc::Rc<Coeffs> {
+    use std::rc::Rc;
+    thread_local! {
+        static CACHE: std::cell::RefCell<Vec<Rc<Coeffs>>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(hit) = cache.iter().find(|c| c.key == (in_size, out_size, filter)) {
+            return hit.clone();
+        }
+        if cache.len() == 16 {
+            cache.remove(0);
+        }
+        let fresh = Rc::new(coeffs(in_size, out_size, filter));
+        cache.push(fresh.clone());
+        fresh
+    })
 }
 
 #[inline]
@@ -208,8 +233,8 @@ fn resize_rgb8_impl(src: &[u8], w: usize, h: usize, nw: usize, nh: usize, filter
     let ow = x1 - x0;
     let need_h = nw != w;
     let need_v = nh != h;
-    let horiz = coeffs(w, nw, filter);
-    let vert = coeffs(h, nh, filter);
+    let horiz = cached_coeffs(w, nw, filter);
+    let vert = cached_coeffs(h, nh, filter);
 
     // First pass (Pillow's order: horizontal, then vertical) over only the source rows the
     // second pass reads, and only the window's columns.
@@ -243,12 +268,26 @@ fn resize_rgb8_impl(src: &[u8], w: usize, h: usize, nw: usize, nh: usize, filter
     }
     let row_len = ow * 3;
     let mut out = vec![0u8; row_len * (y1 - y0)];
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present, checked just above.
+        unsafe { vertical_avx2(&tmp, row_len, first, y0, &vert, &mut out) };
+        return out;
+    }
+    vertical(&tmp, row_len, first, y0, &vert, &mut out);
+    out
+}
+
+/// The vertical pass: output rows from `y0` (as many as `out` holds, `row_len` bytes each)
+/// from the horizontal pass's rows `tmp`, whose first is source row `first`. Row-major
+/// accumulation: the same sums as Pillow's per-pixel loop, cache friendly.
+#[inline(always)]
+fn vertical(tmp: &[u8], row_len: usize, first: usize, y0: usize, vert: &Coeffs, out: &mut [u8]) {
     let mut acc = vec![0i32; row_len];
-    for (yy, out_row) in (y0..y1).zip(out.chunks_exact_mut(row_len)) {
+    for (yy, out_row) in (y0..).zip(out.chunks_exact_mut(row_len)) {
         let (ymin, n) = vert.bounds[yy];
         let k = &vert.weights[yy * vert.ksize..yy * vert.ksize + n];
         acc.fill(HALF);
-        // Row-major accumulation: same sums as Pillow's per-pixel loop, cache friendly.
         for (y, &ky) in k.iter().enumerate() {
             let r = ymin - first + y;
             let in_row = &tmp[r * row_len..(r + 1) * row_len];
@@ -260,7 +299,96 @@ fn resize_rgb8_impl(src: &[u8], w: usize, h: usize, nw: usize, nh: usize, filter
             *o = clip8(a);
         }
     }
-    out
+}
+
+/// [`vertical`] with two taps (two source rows) per `pmaddwd`, as [`horizontal_avx2`] does it:
+/// the bytes of rows `a` and `b` interleaved as i16 pairs, each weight split exactly as
+/// `k = hi·2¹¹ + lo`, so `(Σ p·hi)·2¹¹ + Σ p·lo` is Pillow's i32 sum (equal modulo 2³²). 32
+/// output bytes at a time stay in registers across all taps instead of a widened 32-bit
+/// multiply and an accumulator round trip through memory per tap (packed 32-bit multiplies
+/// are slow: two micro-ops, ten cycles' latency on Intel). Bytes past the last whole 32 go
+/// through the scalar code.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn vertical_avx2(tmp: &[u8], row_len: usize, first: usize, y0: usize, vert: &Coeffs, out: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let pack = |a: i32, b: i32| (a as u32 & 0xFFFF | (b as u32) << 16) as i32;
+    let half = _mm256_set1_epi32(HALF);
+    let zero = _mm256_setzero_si256();
+    let whole = row_len / 32 * 32;
+    // Per tap pair: the two rows' offsets in `tmp` and the split weights.
+    let mut taps: Vec<(usize, usize, __m256i, __m256i)> = Vec::with_capacity(vert.ksize.div_ceil(2));
+    let mut acc = vec![0i32; row_len - whole];
+    for (yy, out_row) in (y0..).zip(out.chunks_exact_mut(row_len)) {
+        let (ymin, n) = vert.bounds[yy];
+        let k = &vert.weights[yy * vert.ksize..yy * vert.ksize + n];
+        taps.clear();
+        for p in 0..n.div_ceil(2) {
+            let ra = (ymin - first + 2 * p) * row_len;
+            // An odd last tap pairs with its own row at weight 0.
+            let (rb, kb) = if 2 * p + 1 < n { (ra + row_len, k[2 * p + 1]) } else { (ra, 0) };
+            let ka = k[2 * p];
+            taps.push((
+                ra,
+                rb,
+                _mm256_set1_epi32(pack(ka >> 11, kb >> 11)),
+                _mm256_set1_epi32(pack(ka & 0x7FF, kb & 0x7FF)),
+            ));
+        }
+        for x in (0..whole).step_by(32) {
+            let mut h = [zero; 4];
+            let mut l = [zero; 4];
+            for &(ra, rb, kh, kl) in &taps {
+                let a = load32(tmp, ra + x);
+                let b = load32(tmp, rb + x);
+                // Per 128-bit lane: bytes 0..8 of a and b interleaved, then 8..16.
+                let (lo, hi) = (_mm256_unpacklo_epi8(a, b), _mm256_unpackhi_epi8(a, b));
+                let v = [
+                    _mm256_unpacklo_epi8(lo, zero),
+                    _mm256_unpackhi_epi8(lo, zero),
+                    _mm256_unpacklo_epi8(hi, zero),
+                    _mm256_unpackhi_epi8(hi, zero),
+                ];
+                for i in 0..4 {
+                    h[i] = _mm256_add_epi32(h[i], _mm256_madd_epi16(v[i], kh));
+                    l[i] = _mm256_add_epi32(l[i], _mm256_madd_epi16(v[i], kl));
+                }
+            }
+            // clip8: >> 22, then saturate to 0..=255. Per lane, s[0..4] hold bytes 0..4, 4..8,
+            // 8..12, 12..16 (low lane) and 16.. (high lane); the packs put them back in order.
+            let s: [__m256i; 4] = std::array::from_fn(|i| {
+                _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(_mm256_add_epi32(
+                    _mm256_add_epi32(_mm256_slli_epi32::<11>(h[i]), l[i]),
+                    half,
+                ))
+            });
+            let bytes = _mm256_packus_epi16(_mm256_packs_epi32(s[0], s[1]), _mm256_packs_epi32(s[2], s[3]));
+            let d: &mut [u8; 32] = (&mut out_row[x..x + 32]).try_into().expect("32 bytes");
+            // SAFETY: same size, and every bit pattern is a valid byte array.
+            *d = std::mem::transmute::<__m256i, [u8; 32]>(bytes);
+        }
+        if whole < row_len {
+            acc.fill(HALF);
+            for (y, &ky) in k.iter().enumerate() {
+                let r = (ymin - first + y) * row_len;
+                for (a, &p) in acc.iter_mut().zip(&tmp[r + whole..r + row_len]) {
+                    *a = a.wrapping_add((p as i32).wrapping_mul(ky));
+                }
+            }
+            for (o, &a) in out_row[whole..].iter_mut().zip(&acc) {
+                *o = clip8(a);
+            }
+        }
+    }
+}
+
+/// The 32 bytes of `s` from `at`, as a plain load (see [`load16`]).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn load32(s: &[u8], at: usize) -> std::arch::x86_64::__m256i {
+    let b: &[u8; 32] = s[at..at + 32].try_into().expect("32 bytes");
+    // SAFETY: same size, and every bit pattern is a valid vector.
+    unsafe { std::mem::transmute::<[u8; 32], std::arch::x86_64::__m256i>(*b) }
 }
 
 /// The horizontal pass into `tmp` (`x1 - x0` output columns of the source rows from `first`):
@@ -298,9 +426,9 @@ fn horizontal(src: &[u8], w: usize, first: usize, x0: usize, x1: usize, c: &Coef
 /// `(Σ p·hi)·2¹¹ + Σ p·lo` is the i32 Pillow computes (equal modulo 2³², and Pillow's sum never
 /// overflows), and the shift-and-saturate at the end is `clip8`.
 ///
-/// The weights do not depend on the row, so they are laid out once per call as ready-made
-/// vectors (output pixel `j` in the low 128-bit lane, `j + 1` in the high one), and the inner
-/// loop is loads and multiply-adds only. Only the source columns the window reads are widened.
+/// The weights do not depend on the row, so they are laid out once per thread and window
+/// ([`horizontal_plan`]) as ready-made vectors (output pixel `j` in the low 128-bit lane,
+/// `j + 1` in the high one), and the inner loop is loads and multiply-adds only. Only the source columns the window reads are widened.
 /// About 4× faster than widening and broadcasting per pixel (`bench --decode`, 500 × 375).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
@@ -309,33 +437,8 @@ unsafe fn horizontal_avx2(src: &[u8], w: usize, first: usize, x0: usize, x1: usi
     let ow = x1 - x0;
     let rows = tmp.len() / (ow * 3);
     assert!(rows * ow * 3 == tmp.len() && (first + rows) * w * 3 <= src.len(), "row block outside the image");
-    // Source columns the window reads: `sx0..sx1`.
-    let sx0 = c.bounds[x0].0;
-    let sx1 = (x0..x1).map(|xx| c.bounds[xx].0 + c.bounds[xx].1).max().unwrap_or(sx0);
-    let pack = |a: i32, b: i32| (a as u32 & 0xFFFF | (b as u32) << 16) as i32;
-    // Per output pair (`j`, `j + 1`; an odd last one pairs with itself, its copy unused): the
-    // offsets of their first taps from `sx0`, their tap-pair count (the larger one; the other's
-    // extra taps have weight 0), and where its weight vectors start in `kv`.
-    let npairs = ow.div_ceil(2);
-    let mut plan = Vec::with_capacity(npairs);
-    let mut kv: Vec<__m256i> = Vec::with_capacity(npairs * c.ksize.div_ceil(2) * 2);
-    let mut longest = 0;
-    for q in 0..npairs {
-        let (ja, jb) = (x0 + 2 * q, (x0 + 2 * q + 1).min(x1 - 1));
-        let ((xa, na), (xb, nb)) = (c.bounds[ja], c.bounds[jb]);
-        let pairs = na.max(nb).div_ceil(2);
-        longest = longest.max((xa + 2 * pairs).max(xb + 2 * pairs) - sx0);
-        plan.push((xa - sx0, xb - sx0, pairs, kv.len()));
-        let tap = |xx: usize, n: usize, t: usize| if t < n { c.weights[xx * c.ksize + t] } else { 0 };
-        for p in 0..pairs {
-            let (a0, a1, b0, b1) =
-                (tap(ja, na, 2 * p), tap(ja, na, 2 * p + 1), tap(jb, nb, 2 * p), tap(jb, nb, 2 * p + 1));
-            let (ha, hb) = (pack(a0 >> 11, a1 >> 11), pack(b0 >> 11, b1 >> 11));
-            let (la, lb) = (pack(a0 & 0x7FF, a1 & 0x7FF), pack(b0 & 0x7FF, b1 & 0x7FF));
-            kv.push(_mm256_setr_epi32(ha, ha, ha, ha, hb, hb, hb, hb));
-            kv.push(_mm256_setr_epi32(la, la, la, la, lb, lb, lb, lb));
-        }
-    }
+    let hp = horizontal_plan(c, x0, x1);
+    let HPlan { sx0, sx1, longest, ref plan, ref kv, .. } = *hp;
     // The widened pixel pairs of columns `sx0..sx1`, then zeros out to `longest` (the taps a
     // pair reads past its pixel's last one, all with weight 0).
     let span = sx1 - sx0;
@@ -357,8 +460,11 @@ unsafe fn horizontal_avx2(src: &[u8], w: usize, first: usize, x0: usize, x1: usi
         let mut i = 0;
         while i + 1 < span && row + (sx0 + i) * 3 + 16 <= src.len() {
             let v = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(load16(src, row + (sx0 + i) * 3)), order);
-            row2[i] = _mm256_castsi256_si128(v);
-            row2[i + 1] = _mm256_extracti128_si256::<1>(v);
+            // One 32-byte store of both lanes (the pixels are adjacent in `row2`) instead of a
+            // store and an extract-and-store.
+            let d: &mut [__m128i; 2] = (&mut row2[i..i + 2]).try_into().expect("2 vectors");
+            // SAFETY: same size, and every bit pattern is a valid vector.
+            *d = std::mem::transmute::<__m256i, [__m128i; 2]>(v);
             i += 2;
         }
         for (i, d) in row2.iter_mut().enumerate().take(span).skip(i) {
@@ -394,6 +500,83 @@ unsafe fn horizontal_avx2(src: &[u8], w: usize, first: usize, x0: usize, x1: usi
             }
         }
     }
+}
+
+/// [`horizontal_avx2`]'s per-call layout of the weights (see there), which depends only on the
+/// coefficients and the window's columns.
+#[cfg(target_arch = "x86_64")]
+struct HPlan {
+    key: ((usize, usize, Filter), usize, usize),
+    sx0: usize,
+    sx1: usize,
+    longest: usize,
+    plan: Vec<(usize, usize, usize, usize)>,
+    kv: Vec<std::arch::x86_64::__m256i>,
+}
+
+/// The [`HPlan`] for `c`'s columns `x0..x1`, built once per thread (the last 16 kept): building
+/// it per image (about a thousand weight vectors for 500 → 298 columns) was a measurable part
+/// of the pass.
+#[cfg(target_arch = "x86_64")]
+fn horizontal_plan(c: &Coeffs, x0: usize, x1: usize) -> std::rc::Rc<HPlan> {
+    use std::rc::Rc;
+    thread_local! {
+        static PLANS: std::cell::RefCell<Vec<Rc<HPlan>>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let key = (c.key, x0, x1);
+    PLANS.with(|plans| {
+        let mut plans = plans.borrow_mut();
+        if let Some(hit) = plans.iter().find(|p| p.key == key) {
+            return hit.clone();
+        }
+        if plans.len() == 16 {
+            plans.remove(0);
+        }
+        let fresh = Rc::new(build_horizontal_plan(c, x0, x1));
+        plans.push(fresh.clone());
+        fresh
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn build_horizontal_plan(c: &Coeffs, x0: usize, x1: usize) -> HPlan {
+    use std::arch::x86_64::*;
+    let ow = x1 - x0;
+    // Source columns the window reads: `sx0..sx1`.
+    let sx0 = c.bounds[x0].0;
+    let sx1 = (x0..x1).map(|xx| c.bounds[xx].0 + c.bounds[xx].1).max().unwrap_or(sx0);
+    let pack = |a: i32, b: i32| (a as u32 & 0xFFFF | (b as u32) << 16) as i32;
+    // Per output pair (`j`, `j + 1`; an odd last one pairs with itself, its copy unused): the
+    // offsets of their first taps from `sx0`, their tap-pair count (the larger one; the other's
+    // extra taps have weight 0), and where its weight vectors start in `kv`.
+    let npairs = ow.div_ceil(2);
+    let mut plan = Vec::with_capacity(npairs);
+    let mut kv: Vec<__m256i> = Vec::with_capacity(npairs * c.ksize.div_ceil(2) * 2);
+    let mut longest = 0;
+    for q in 0..npairs {
+        let (ja, jb) = (x0 + 2 * q, (x0 + 2 * q + 1).min(x1 - 1));
+        let ((xa, na), (xb, nb)) = (c.bounds[ja], c.bounds[jb]);
+        let pairs = na.max(nb).div_ceil(2);
+        longest = longest.max((xa + 2 * pairs).max(xb + 2 * pairs) - sx0);
+        plan.push((xa - sx0, xb - sx0, pairs, kv.len()));
+        let tap = |xx: usize, n: usize, t: usize| if t < n { c.weights[xx * c.ksize + t] } else { 0 };
+        for p in 0..pairs {
+            let (a0, a1, b0, b1) =
+                (tap(ja, na, 2 * p), tap(ja, na, 2 * p + 1), tap(jb, nb, 2 * p), tap(jb, nb, 2 * p + 1));
+            let (ha, hb) = (pack(a0 >> 11, a1 >> 11), pack(b0 >> 11, b1 >> 11));
+            let (la, lb) = (pack(a0 & 0x7FF, a1 & 0x7FF), pack(b0 & 0x7FF, b1 & 0x7FF));
+            kv.push(splat2(ha, hb));
+            kv.push(splat2(la, lb));
+        }
+    }
+    HPlan { key: (c.key, x0, x1), sx0, sx1, longest, plan, kv }
+}
+
+/// A vector of `a` in its low four 32-bit lanes and `b` in its high four.
+#[cfg(target_arch = "x86_64")]
+fn splat2(a: i32, b: i32) -> std::arch::x86_64::__m256i {
+    // SAFETY: same size, and every bit pattern is a valid vector.
+    unsafe { std::mem::transmute::<[i32; 8], std::arch::x86_64::__m256i>([a, a, a, a, b, b, b, b]) }
 }
 
 /// The 16 bytes of `s` from `at`, as a plain load. (`_mm_loadu_si128` reads through
@@ -496,6 +679,56 @@ mod tests {
                         // SAFETY: AVX2 checked above.
                         unsafe { horizontal_avx2(&src, w, first, x0, x1, &c, &mut b) };
                         assert_eq!(a, b, "{w}->{nw} {filter:?} columns {x0}..{x1} rows {first}+{rows}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cached_coefficients_equal_fresh_ones() {
+        // More sizes than the cache holds, each asked for twice, so hits and evictions both
+        // happen; a hit must be the coefficients of its own size and filter.
+        for round in 0..2 {
+            for n in 1..40 {
+                for filter in [Filter::Bicubic, Filter::Lanczos] {
+                    let (i, o) = (n * 7 + round, n * 3 + 1);
+                    assert_eq!(*cached_coeffs(i, o, filter), coeffs(i, o, filter), "{i}->{o} {filter:?}");
+                    assert_eq!(*cached_coeffs(i, o, filter), coeffs(i, o, filter), "{i}->{o} {filter:?} again");
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_vertical_pass_equals_the_plain_one() {
+        if !std::is_x86_feature_detected!("avx2") {
+            eprintln!("skipped: no AVX2 on this CPU");
+            return;
+        }
+        // Row lengths below, at and past 32 bytes (the scalar tail), odd and even tap counts,
+        // weights of both signs, up- and downscaling, all byte values, windows of rows at
+        // either edge and a block of rows that starts inside the image.
+        for (h, nh) in [(375, 224), (37, 100), (61, 30), (9, 4), (2, 1), (1, 3), (5, 5), (224, 223)] {
+            for row_len in [3, 30, 32, 96, 99, 672, 675] {
+                let tmp: Vec<u8> = (0..h * row_len).map(|i| ((i * 7919 + 13) % 256) as u8).collect();
+                for filter in [Filter::Bicubic, Filter::Lanczos, Filter::Bilinear, Filter::Box, Filter::Hamming] {
+                    let c = coeffs(h, nh, filter);
+                    for (y0, y1) in [(0, nh), (nh / 3, nh - nh / 4), (nh - 1, nh), (0, 1)] {
+                        if y0 >= y1 {
+                            continue;
+                        }
+                        // The rows the window reads, as the resize passes them.
+                        let first = c.bounds[y0].0;
+                        let last = c.bounds[y1 - 1].0 + c.bounds[y1 - 1].1;
+                        let block = &tmp[first * row_len..last * row_len];
+                        let mut a = vec![0u8; row_len * (y1 - y0)];
+                        let mut b = a.clone();
+                        vertical(block, row_len, first, y0, &c, &mut a);
+                        // SAFETY: AVX2 checked above.
+                        unsafe { vertical_avx2(block, row_len, first, y0, &c, &mut b) };
+                        assert_eq!(a, b, "{h}->{nh} {filter:?} rows {y0}..{y1} row length {row_len}");
                     }
                 }
             }
