@@ -4,6 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::media::preprocess::PixelsMut;
 
 /// A parsed `--device` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,10 +215,6 @@ pub enum HostPixels {
     Pinned(candle_core::cuda_backend::cudarc::driver::PinnedHostSlice<half::f16>),
 }
 
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 impl HostPixels {
     /// A buffer of `len` values for `device`, whose model computes in `dtype`.
     pub fn new(device: &Device, dtype: DType, len: usize) -> Self {
@@ -251,34 +248,24 @@ impl HostPixels {
     }
 
     /// Runs `f(i, pixels_of_item_i)` for items `0..items` in parallel on the rayon pool, each
-    /// writing `item_len` f32 values (converted to f16 on the way where the buffer is f16).
+    /// writing `item_len` values of the buffer's type (f16 written directly, not converted
+    /// from an f32 copy: see [`PixelsMut`]).
     pub fn fill<R: Send>(
         &mut self,
         items: usize,
         item_len: usize,
-        f: impl Fn(usize, &mut [f32]) -> R + Sync + Send,
+        f: impl Fn(usize, PixelsMut<'_>) -> R + Sync + Send,
     ) -> Result<Vec<R>> {
         use rayon::prelude::*;
         let n = items * item_len;
         assert!(n <= self.len(), "batch of {items} does not fit the pixel buffer");
         let half = |buf: &mut [half::f16]| -> Vec<R> {
-            use half::slice::HalfFloatSliceExt;
-            buf[..n]
-                .par_chunks_mut(item_len)
-                .enumerate()
-                .map(|(i, out)| {
-                    SCRATCH.with(|s| {
-                        let mut s = s.borrow_mut();
-                        s.resize(item_len, 0.0);
-                        let r = f(i, &mut s);
-                        out.convert_from_f32_slice(&s);
-                        r
-                    })
-                })
-                .collect()
+            buf[..n].par_chunks_mut(item_len).enumerate().map(|(i, out)| f(i, PixelsMut::F16(out))).collect()
         };
         Ok(match self {
-            HostPixels::F32(v) => v[..n].par_chunks_mut(item_len).enumerate().map(|(i, out)| f(i, out)).collect(),
+            HostPixels::F32(v) => {
+                v[..n].par_chunks_mut(item_len).enumerate().map(|(i, out)| f(i, PixelsMut::F32(out))).collect()
+            }
             HostPixels::F16(v) => half(v),
             #[cfg(feature = "cuda")]
             HostPixels::Pinned(p) => half(p.as_mut_slice().map_err(candle_core::Error::wrap)?),

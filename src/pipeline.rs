@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::ingest::{CaptionSource, InputSpec, Record, Source};
 use crate::media::decode::{self, Limits, Skip, SkipReason};
 use crate::media::phash;
+use crate::media::preprocess::PixelsMut;
 use crate::media::quality::{self, CaptionSignals, ImageSignals};
 use crate::media::tokenize::Tokens;
 use crate::model::{l2_normalize, Clip, ModelSpec};
@@ -110,12 +111,12 @@ fn read_image(
     record: &Record,
     limits: &Limits,
     clip: &Clip,
-    out: &mut [f32],
+    out: PixelsMut<'_>,
     signals: bool,
 ) -> std::result::Result<ImageMeta, Skip> {
     let bytes = image_bytes(record, limits)?;
     let decoded = decode::decode(&bytes, limits)?;
-    clip.preprocessor.preprocess_into(&decoded.rgb, out);
+    clip.preprocessor.preprocess_pixels(&decoded.rgb, out);
     let thumb = phash::thumbnail(&decoded.rgb);
     Ok(ImageMeta {
         width: decoded.width,

@@ -8,6 +8,15 @@ use image::RgbImage;
 
 use super::resample::{resize_nearest_rgb8, resize_rgb8_window, Filter, Window};
 
+/// Where [`Preprocessor::preprocess_pixels`] writes one image: f32, or the f16 a GPU model
+/// takes. Written directly in f16 from an f16 table, there is no f32 copy to write, read back
+/// and convert per image; each f16 is `f16::from_f32` of the f32 value, so the same bits as
+/// converting the f32 output.
+pub enum PixelsMut<'a> {
+    F32(&'a mut [f32]),
+    F16(&'a mut [half::f16]),
+}
+
 use crate::model::config::{PreprocessorConfig, SizeSpec};
 
 /// Turns RGB images into the model's normalised pixel tensors.
@@ -16,12 +25,21 @@ pub struct Preprocessor {
     cfg: PreprocessorConfig,
     out_h: u32,
     out_w: u32,
+    /// Per channel, the normalised value of each 8-bit level, with transformers' formula
+    /// `(v * rescale - mean) / std` in f32; and the same rounded to f16.
+    lut: [[f32; 256]; 3],
+    lut16: [[half::f16; 256]; 3],
 }
 
 impl Preprocessor {
     pub fn new(cfg: PreprocessorConfig) -> Self {
         let (out_h, out_w) = cfg.output_size();
-        Self { cfg, out_h, out_w }
+        let scale = if cfg.do_rescale { cfg.rescale_factor as f32 } else { 1.0 };
+        let (mean, std) = if cfg.do_normalize { (cfg.image_mean, cfg.image_std) } else { ([0.0; 3], [1.0; 3]) };
+        let lut: [[f32; 256]; 3] =
+            std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 * scale - mean[c]) / std[c]));
+        let lut16 = lut.map(|l| l.map(half::f16::from_f32));
+        Self { cfg, out_h, out_w, lut, lut16 }
     }
 
     pub fn config(&self) -> &PreprocessorConfig {
@@ -60,11 +78,20 @@ impl Preprocessor {
 
     /// Preprocesses one RGB image into `out` (CHW, length [`Self::output_len`]).
     pub fn preprocess_into(&self, img: &RgbImage, out: &mut [f32]) {
-        assert_eq!(out.len(), self.output_len(), "output buffer has the wrong length");
+        self.preprocess_pixels(img, PixelsMut::F32(out))
+    }
+
+    /// [`Self::preprocess_into`] for an f32 or f16 destination.
+    pub fn preprocess_pixels(&self, img: &RgbImage, mut out: PixelsMut<'_>) {
+        let len = match &out {
+            PixelsMut::F32(o) => o.len(),
+            PixelsMut::F16(o) => o.len(),
+        };
+        assert_eq!(len, self.output_len(), "output buffer has the wrong length");
         let (w, h) = img.dimensions();
         let (nw, nh) = self.resize_target(w, h);
         if (nw, nh) == (w, h) {
-            self.crop_normalize(img.as_raw(), w, h, out);
+            self.crop_normalize(img.as_raw(), w, h, &mut out);
             return;
         }
         let (src, w, h, nw_, nh_) = (img.as_raw(), w as usize, h as usize, nw as usize, nh as usize);
@@ -73,9 +100,9 @@ impl Preprocessor {
                 // Resize only what the crop keeps (same values; see `resize_rgb8_window`).
                 let win = self.crop_window(nw_, nh_);
                 let part = resize_rgb8_window(src, w, h, nw_, nh_, f, win);
-                self.crop_normalize(&part, (win.x1 - win.x0) as u32, (win.y1 - win.y0) as u32, out);
+                self.crop_normalize(&part, (win.x1 - win.x0) as u32, (win.y1 - win.y0) as u32, &mut out);
             }
-            None => self.crop_normalize(&resize_nearest_rgb8(src, w, h, nw_, nh_), nw, nh, out),
+            None => self.crop_normalize(&resize_nearest_rgb8(src, w, h, nw_, nh_), nw, nh, &mut out),
         }
     }
 
@@ -107,18 +134,20 @@ impl Preprocessor {
     }
 
     /// Centre crop (zero padding where the image is smaller, as transformers pads), rescale and
-    /// normalise, writing CHW. Each 8-bit value maps through a 256-entry table per channel,
-    /// computed with transformers' formula `(v * rescale - mean) / std` in f32.
-    fn crop_normalize(&self, rgb: &[u8], w: u32, h: u32, out: &mut [f32]) {
+    /// normalise, writing CHW. Each 8-bit value maps through a 256-entry table per channel
+    /// (`lut`, or `lut16` for f16).
+    fn crop_normalize(&self, rgb: &[u8], w: u32, h: u32, out: &mut PixelsMut<'_>) {
+        match out {
+            PixelsMut::F32(o) => self.crop_normalize_with(rgb, w, h, &self.lut, o),
+            PixelsMut::F16(o) => self.crop_normalize_with(rgb, w, h, &self.lut16, o),
+        }
+    }
+
+    fn crop_normalize_with<T: Copy>(&self, rgb: &[u8], w: u32, h: u32, lut: &[[T; 256]; 3], out: &mut [T]) {
         let (ch, cw) = (self.out_h as usize, self.out_w as usize);
         let (top, left) =
             if self.cfg.do_center_crop { ((h as i64 - ch as i64) / 2, (w as i64 - cw as i64) / 2) } else { (0, 0) };
         let plane = ch * cw;
-        let scale = if self.cfg.do_rescale { self.cfg.rescale_factor as f32 } else { 1.0 };
-        let (mean, std) =
-            if self.cfg.do_normalize { (self.cfg.image_mean, self.cfg.image_std) } else { ([0.0; 3], [1.0; 3]) };
-        let lut: [[f32; 256]; 3] =
-            std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 * scale - mean[c]) / std[c]));
         // Padded pixels are value 0 before rescale/normalise.
         for c in 0..3 {
             out[c * plane..(c + 1) * plane].fill(lut[c][0]);
@@ -139,6 +168,41 @@ impl Preprocessor {
                 *r = lut[0][px[0] as usize];
                 *g = lut[1][px[1] as usize];
                 *b = lut[2][px[2] as usize];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_output_equals_the_f32_output_converted() {
+        use half::slice::HalfFloatSliceExt;
+        // Every byte value in every channel; downscaled, upscaled (padding-free) and smaller
+        // than the crop (padded), odd sizes, with and without centre crop.
+        for (w, h) in [(500, 375), (37, 301), (224, 224), (100, 61), (3, 5)] {
+            let img = RgbImage::from_fn(w, h, |x, y| {
+                let i = (y * w + x) * 3;
+                image::Rgb([(i % 256) as u8, ((i * 7 + 1) % 256) as u8, ((i * 13 + 2) % 256) as u8])
+            });
+            for (crop, size) in [(true, SizeSpec::ShortestEdge { shortest_edge: 224 }), (false, SizeSpec::Square(50))] {
+                let cfg = PreprocessorConfig { do_center_crop: crop, size, ..Default::default() };
+                let p = Preprocessor::new(cfg);
+                // Every table entry, as the f32 → f16 slice conversion rounds it.
+                for c in 0..3 {
+                    let mut conv = [half::f16::ZERO; 256];
+                    conv.convert_from_f32_slice(&p.lut[c]);
+                    assert!(conv.iter().zip(&p.lut16[c]).all(|(a, b)| a.to_bits() == b.to_bits()), "channel {c}");
+                }
+                let full = p.preprocess(&img);
+                let mut want = vec![half::f16::ZERO; full.len()];
+                want.convert_from_f32_slice(&full);
+                let mut got = vec![half::f16::ONE; full.len()];
+                p.preprocess_pixels(&img, PixelsMut::F16(&mut got));
+                let bits = |v: &[half::f16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{w}×{h} crop {crop}");
             }
         }
     }
