@@ -155,6 +155,7 @@ fn batch_size_auto_fits_device_memory() {
 #[test]
 fn host_pixel_buffers_fill_pack_and_upload_in_order() {
     use sieve::device::HostPixels;
+    use sieve::media::preprocess::PixelsMut;
     let cpu = candle_core::Device::Cpu;
     for dtype in [candle_core::DType::F32, candle_core::DType::F16] {
         // A GPU model's buffer is f16; on the CPU device the f16 path is exercised directly.
@@ -165,7 +166,11 @@ fn host_pixel_buffers_fill_pack_and_upload_in_order() {
         // Three items of 1×2×3 values; the middle one "fails to decode".
         let ok = buf
             .fill(3, 6, |i, out| {
-                out.iter_mut().enumerate().for_each(|(j, v)| *v = (10 * i + j) as f32);
+                let v = |j: usize| (10 * i + j) as f32;
+                match out {
+                    PixelsMut::F32(o) => o.iter_mut().enumerate().for_each(|(j, x)| *x = v(j)),
+                    PixelsMut::F16(o) => o.iter_mut().enumerate().for_each(|(j, x)| *x = half::f16::from_f32(v(j))),
+                }
                 i != 1
             })
             .unwrap();
