@@ -7,7 +7,7 @@ use std::process::Command;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, UInt64Type};
-use image::{ImageEncoder, Rgb, RgbImage};
+use image::{Rgb, RgbImage};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sieve::analyze::dedup::{dedup, DedupOptions, KeepPolicy, Kind};
 use sieve::analyze::groups::Grouping;
@@ -314,14 +314,6 @@ use sieve::bench::photo_like as picture;
 
 fn save_png(img: &RgbImage, p: &Path) {
     img.save(p).unwrap();
-}
-
-fn save_jpeg(img: &RgbImage, p: &Path, quality: u8) {
-    let mut buf = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality)
-        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
-        .unwrap();
-    std::fs::write(p, buf).unwrap();
 }
 
 /// Five pictures, each with four edited copies, and one byte-identical copy.

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use image::{ImageEncoder, Rgb, RgbImage};
+use image::{Rgb, RgbImage};
 use sieve::index::kmeans::KMeansParams;
 use sieve::index::synthetic::planted;
 use sieve::index::{sort_dedup, ClusteredIndex, NeighbourIndex};
@@ -146,14 +146,6 @@ fn partitioned_dedup_is_byte_identical_to_one_process_on_a_planted_run() {
         .collect();
     let image: Vec<u64> = jsons.iter().map(|j| j["pairs"]["image"].as_u64().unwrap()).collect();
     assert!(image.iter().all(|&c| c > 0), "image pairs per partition {image:?}");
-}
-
-fn save_jpeg(img: &RgbImage, p: &Path, quality: u8) {
-    let mut buf = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality)
-        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
-        .unwrap();
-    std::fs::write(p, buf).unwrap();
 }
 
 /// Eight pictures with captions, each also re-encoded and brightened, one copied byte for byte.

@@ -148,3 +148,13 @@ pub fn planted_run_with_uris(dir: &Path, items: &[Planted], weights_sha256: &str
     };
     w.finish(manifest).unwrap();
 }
+
+/// Writes `img` as a JPEG of this quality (image's own encoder).
+pub fn save_jpeg(img: &image::RgbImage, p: &Path, quality: u8) {
+    use image::ImageEncoder;
+    let mut buf = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality)
+        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
+        .unwrap();
+    std::fs::write(p, buf).unwrap();
+}
