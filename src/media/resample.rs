@@ -148,18 +148,29 @@ fn cached_coeffs(in_size: usize, out_size: usize, filter: Filter) -> std::rc::Rc
     thread_local! {
         static CACHE: std::cell::RefCell<Vec<Rc<Coeffs>>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    CACHE.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if let Some(hit) = cache.iter().find(|c| c.key == (in_size, out_size, filter)) {
-            return hit.clone();
-        }
-        if cache.len() == 16 {
-            cache.remove(0);
-        }
-        let fresh = Rc::new(coeffs(in_size, out_size, filter));
-        cache.push(fresh.clone());
-        fresh
-    })
+    CACHE.with(|cache| recent(cache, |c| c.key == (in_size, out_size, filter), || coeffs(in_size, out_size, filter)))
+}
+
+/// Entries kept by a [`recent`] cache.
+const RECENT: usize = 16;
+
+/// The entry of `cache` that `is` picks, else a new one from `make`, kept in place of the
+/// oldest once the cache holds [`RECENT`].
+fn recent<T>(
+    cache: &std::cell::RefCell<Vec<std::rc::Rc<T>>>,
+    is: impl Fn(&T) -> bool,
+    make: impl FnOnce() -> T,
+) -> std::rc::Rc<T> {
+    let mut cache = cache.borrow_mut();
+    if let Some(hit) = cache.iter().find(|e| is(e)) {
+        return hit.clone();
+    }
+    if cache.len() == RECENT {
+        cache.remove(0);
+    }
+    let fresh = std::rc::Rc::new(make());
+    cache.push(fresh.clone());
+    fresh
 }
 
 #[inline]
@@ -524,18 +535,7 @@ fn horizontal_plan(c: &Coeffs, x0: usize, x1: usize) -> std::rc::Rc<HPlan> {
         static PLANS: std::cell::RefCell<Vec<Rc<HPlan>>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     let key = (c.key, x0, x1);
-    PLANS.with(|plans| {
-        let mut plans = plans.borrow_mut();
-        if let Some(hit) = plans.iter().find(|p| p.key == key) {
-            return hit.clone();
-        }
-        if plans.len() == 16 {
-            plans.remove(0);
-        }
-        let fresh = Rc::new(build_horizontal_plan(c, x0, x1));
-        plans.push(fresh.clone());
-        fresh
-    })
+    PLANS.with(|plans| recent(plans, |p| p.key == key, || build_horizontal_plan(c, x0, x1)))
 }
 
 #[cfg(target_arch = "x86_64")]
