@@ -59,13 +59,29 @@ pub fn planted(n: usize, dim: usize, dup_fraction: f64, seed: u64) -> Matrix {
 /// each caption is `normalise(image + other)` with `other` an independent planted vector, so
 /// pair cosines spread around 0.7 and both sides have topic structure.
 pub fn planted_pairs(n: usize, dim: usize) -> (Matrix, Matrix) {
+    let (image, text, _) = planted_pairs_mismatched(n, dim, 0.0);
+    (image, text)
+}
+
+/// [`planted_pairs`] where a seeded `share` (0–1) of the captions describe another image
+/// (`normalise(image[j] + other[i])` for a random `j`), as scraped captions sometimes do; also
+/// returns those items, ascending, so a benchmark can check the rank test finds them.
+pub fn planted_pairs_mismatched(n: usize, dim: usize, share: f64) -> (Matrix, Matrix, Vec<usize>) {
     let image = planted(n, dim, 0.05, 1);
     let other = planted(n, dim, 0.0, 2);
+    let mut rng = StdRng::seed_from_u64(3);
     let mut text = Vec::with_capacity(n * dim);
+    let mut mismatched = Vec::new();
     for i in 0..n {
         let start = text.len();
-        text.extend(image.row(i).iter().zip(other.row(i)).map(|(a, b)| a + b));
+        let described = if share > 0.0 && n > 1 && rng.random_bool(share.min(1.0)) {
+            mismatched.push(i);
+            (i + rng.random_range(1..n)) % n
+        } else {
+            i
+        };
+        text.extend(image.row(described).iter().zip(other.row(i)).map(|(a, b)| a + b));
         unit(&mut text[start..]);
     }
-    (image, Matrix { dim, data: text })
+    (image, Matrix { dim, data: text }, mismatched)
 }
