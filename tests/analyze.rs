@@ -85,6 +85,12 @@ fn knn_exact_matches_brute_force_and_approximate_indexes_recall_it() {
         assert!(l.iter().all(|&(j, _)| j as usize != i), "a query never finds itself");
     }
     assert!(recall(&c) >= 0.9, "clustered recall {}", recall(&c));
+    // Many small clusters, found through the two-level k-means.
+    let two = ClusteredIndex::build_two_level(&data, KMeansParams::new(100, 0), Device::Cpu).unwrap().with_probes(10);
+    assert_eq!(two.centroids().rows(), 100);
+    let t = two.knn(&q, k, Some(&skip)).unwrap();
+    assert!(t.iter().zip(&queries).all(|(l, &i)| l.iter().all(|&(j, _)| j as usize != i)));
+    assert!(recall(&t) >= 0.9, "two-level clustered recall {}", recall(&t));
     let h = HnswIndex::build(&data, HnswParams::default()).knn(&q, k, Some(&skip)).unwrap();
     assert!(recall(&h) >= 0.95, "hnsw recall {}", recall(&h));
 }

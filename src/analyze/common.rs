@@ -42,6 +42,10 @@ impl Default for SearchOptions {
 const KNN_POINTS_PER_CENTROID: usize = 40;
 const KNN_KMEANS_ITERS: usize = 10;
 
+/// From this many clusters on, a k-NN index finds nearest clusters through a two-level k-means
+/// ([`crate::index::clustered::TwoLevel`]) instead of comparing with every centroid.
+pub const TWO_LEVEL_MIN_CLUSTERS: usize = 256;
+
 /// Clusters for a clustered k-NN index over `n` vectors that `queries` queries will search:
 /// assigning the vectors costs about n·K dot products and the search queries·probes·n/K, so
 /// K = √(queries·probes) balances them (at least 1, at most n/16).
@@ -62,7 +66,12 @@ pub fn build_index<'a>(
         params.iters = KNN_KMEANS_ITERS;
         // No border copies: a query searching its `probes` nearest clusters already reaches
         // across borders.
-        Ok(Box::new(ClusteredIndex::build(m, params, 0.0, device.clone())?.with_probes(opts.probes)))
+        let index = if params.k >= TWO_LEVEL_MIN_CLUSTERS {
+            ClusteredIndex::build_two_level(m, params, device.clone())?
+        } else {
+            ClusteredIndex::build(m, params, 0.0, device.clone())?
+        };
+        Ok(Box::new(index.with_probes(opts.probes)))
     };
     if m.rows() < 2 {
         // Nothing to cluster (e.g. the captions of a run without any).

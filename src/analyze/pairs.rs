@@ -11,6 +11,7 @@
 //! A flagged pair also gets a repair suggestion: the other caption in the dataset that fits its
 //! image best, and that caption's score with the image.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -138,6 +139,15 @@ fn rank_in(list: &[(u32, f32)], own: u32, own_sim: f32, k: usize) -> Option<u32>
     (better < k).then_some(better as u32 + 1)
 }
 
+/// Rows `rows` (ascending) of `m`: `m` itself when that is all of them.
+fn pick<'m>(m: &'m Matrix, rows: &[usize]) -> Cow<'m, Matrix> {
+    if rows.len() == m.rows() {
+        Cow::Borrowed(m)
+    } else {
+        Cow::Owned(Matrix::gather(m.as_slice(), m.dim(), rows))
+    }
+}
+
 /// Scores the pairs of `items` (the items with a caption; pure: no files). `min_cosine_for`
 /// turns the pairs' cosines into the low-score threshold.
 pub fn score_pairs(
@@ -167,8 +177,8 @@ pub fn score_pairs(
         return Ok((scores, min_cosine, "none".into()));
     }
     let d = items.image.dim();
-    let images = Matrix::gather(items.image.as_slice(), d, &pair_items);
-    let texts = Matrix::gather(items.text.as_slice(), d, &pair_items);
+    // Copies only when some items have no caption (a million 512-d rows is 2 GB).
+    let (images, texts) = (pick(&items.image, &pair_items), pick(&items.text, &pair_items));
     // Images ask the caption index. Without the rank test only low-score pairs need a suggestion.
     let askers: Vec<usize> = if top_k > 0 { (0..n).collect() } else { (0..n).filter(|&p| low[p]).collect() };
     if askers.is_empty() {
@@ -177,7 +187,7 @@ pub fn score_pairs(
     let text_index = build_index(&texts, search, device, askers.len())?;
     let index_name = text_index.name();
     let k = top_k.max(1) + 1;
-    let asked = Matrix::gather(images.as_slice(), d, &askers);
+    let asked = pick(&images, &askers);
     let t0 = Instant::now();
     let caption_lists: Vec<Neighbours> = text_index.knn(&asked, k, None)?;
     drop(text_index);

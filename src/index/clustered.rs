@@ -5,6 +5,8 @@
 //! items, time is about N²/k and memory about N: linear in N for a fixed cluster size.
 
 use candle_core::Device;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use rayon::prelude::*;
 
 use super::kmeans::{self, KMeansParams, Top2};
@@ -27,6 +29,9 @@ pub struct ClusteredIndex<'a> {
     /// Members of each cluster (nearest, plus border items), ascending.
     members: Vec<Vec<u32>>,
     border: f32,
+    /// Groups of the centroids for finding a query's nearest ones (see [`TwoLevel`]); `None`:
+    /// every query is compared with every centroid.
+    two_level: Option<TwoLevel>,
     device: Device,
 }
 
@@ -68,7 +73,33 @@ impl<'a> ClusteredIndex<'a> {
             "k-means: {k} clusters over {} vectors, largest {largest}, {joined} border items also searched in a second cluster",
             data.rows()
         );
-        Self { data, centroids, probes: DEFAULT_PROBES, members, border, device }
+        Self { data, centroids, probes: DEFAULT_PROBES, members, border, two_level: None, device }
+    }
+
+    /// A k-NN index over `data` with `params.k` clusters found by a two-level k-means
+    /// ([`TwoLevel`]): training, assigning the rows and finding a query's nearest clusters each
+    /// cost about 2√k products per vector instead of k, so the index can use many small
+    /// clusters. Rows belong to their nearest cluster only (no border copies).
+    pub fn build_two_level(data: &'a Matrix, params: KMeansParams, device: Device) -> Result<Self> {
+        let t0 = std::time::Instant::now();
+        let quantiser = TwoLevel::train(data, params, &device)?;
+        let nearest = quantiser.nearest(data, 1, &device)?;
+        let assigned: Vec<Top2> = nearest
+            .iter()
+            .map(|l| {
+                let (best, best_sim) = l[0];
+                Top2 { best, best_sim, second: u32::MAX, second_sim: f32::NEG_INFINITY }
+            })
+            .collect();
+        tracing::info!(
+            "two-level k-means: {} groups of {} clusters in {:.1?}",
+            quantiser.groups.len(),
+            quantiser.fine.rows(),
+            t0.elapsed()
+        );
+        let mut index = Self::from_assignment(data, quantiser.fine.clone(), &assigned, 0.0, device);
+        index.two_level = Some(quantiser);
+        Ok(index)
     }
 
     /// k-NN queries search their `probes` nearest clusters (more: better recall, slower).
@@ -161,38 +192,13 @@ impl NeighbourIndex for ClusteredIndex<'_> {
     }
 
     fn knn(&self, queries: &Matrix, k: usize, skip: Option<&[u32]>) -> Result<Vec<Neighbours>> {
-        let nq = queries.rows();
         let want = k + usize::from(skip.is_some());
         let probes = self.probes.min(self.centroids.rows());
-        let nearest = ExactIndex::new(&self.centroids, self.device.clone()).knn(queries, probes, None)?;
-        let mut asked: Vec<Vec<u32>> = vec![Vec::new(); self.members.len()];
-        for (q, cs) in nearest.iter().enumerate() {
-            for &(c, _) in cs {
-                asked[c as usize].push(q as u32);
-            }
-        }
-        let progress = Progress::new(self.members.len() as u64, "clustered k-NN", "clusters");
-        let found: Vec<Vec<(u32, Neighbours)>> = asked
-            .par_iter()
-            .zip(self.members.par_iter())
-            .map(|(qs, ds)| -> Result<Vec<(u32, Neighbours)>> {
-                progress.inc(1);
-                if qs.is_empty() || ds.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let (sub_q, sub_d) = self.gather(queries, qs, ds);
-                let lists = ExactIndex::new(&sub_d, self.device.clone()).knn(&sub_q, want, None)?;
-                Ok(qs
-                    .iter()
-                    .zip(lists)
-                    .map(|(&q, l)| (q, l.into_iter().map(|(j, s)| (ds[j as usize], s)).collect()))
-                    .collect())
-            })
-            .collect::<Result<_>>()?;
-        let mut parts: Vec<Vec<(u32, f32)>> = vec![Vec::new(); nq];
-        for (q, l) in found.into_iter().flatten() {
-            parts[q as usize].extend(l);
-        }
+        let nearest = match &self.two_level {
+            Some(q) => q.nearest(queries, probes, &self.device)?,
+            None => ExactIndex::new(&self.centroids, self.device.clone()).knn(queries, probes, None)?,
+        };
+        let parts = knn_in_clusters(queries, self.data, &self.members, &nearest, want, &self.device, "clustered k-NN")?;
         Ok(parts
             .into_par_iter()
             .enumerate()
@@ -201,5 +207,190 @@ impl NeighbourIndex for ClusteredIndex<'_> {
                 topk::merge(p.into_iter().filter(|&(j, _)| Some(j) != skip_row), k)
             })
             .collect())
+    }
+}
+
+/// Each query's `want` most similar rows of `data` within the clusters `nearest[q]` names
+/// (`members[c]`: the rows of cluster c), unmerged: one list per query of every cluster's
+/// answer (a row can repeat when it belongs to two clusters).
+fn knn_in_clusters(
+    queries: &Matrix,
+    data: &Matrix,
+    members: &[Vec<u32>],
+    nearest: &[Neighbours],
+    want: usize,
+    device: &Device,
+    what: &str,
+) -> Result<Vec<Vec<(u32, f32)>>> {
+    let d = data.dim();
+    let mut asked: Vec<Vec<u32>> = vec![Vec::new(); members.len()];
+    for (q, cs) in nearest.iter().enumerate() {
+        for &(c, _) in cs {
+            asked[c as usize].push(q as u32);
+        }
+    }
+    let progress = Progress::new(members.len() as u64, what, "clusters");
+    let rows = |r: &[u32]| r.iter().map(|&r| r as usize).collect::<Vec<_>>();
+    let found: Vec<Vec<(u32, Neighbours)>> = asked
+        .par_iter()
+        .zip(members.par_iter())
+        .map(|(qs, ds)| -> Result<Vec<(u32, Neighbours)>> {
+            progress.inc(1);
+            if qs.is_empty() || ds.is_empty() {
+                return Ok(Vec::new());
+            }
+            let sub_q = Matrix::gather(queries.as_slice(), d, &rows(qs));
+            let sub_d = Matrix::gather(data.as_slice(), d, &rows(ds));
+            let lists = ExactIndex::new(&sub_d, device.clone()).knn(&sub_q, want, None)?;
+            Ok(qs
+                .iter()
+                .zip(lists)
+                .map(|(&q, l)| (q, l.into_iter().map(|(j, s)| (ds[j as usize], s)).collect()))
+                .collect())
+        })
+        .collect::<Result<_>>()?;
+    let mut parts: Vec<Vec<(u32, f32)>> = vec![Vec::new(); queries.rows()];
+    for (q, l) in found.into_iter().flatten() {
+        parts[q as usize].extend(l);
+    }
+    Ok(parts)
+}
+
+/// Centroids in two levels, as hierarchical k-means builds them: `√k` coarse centroids trained on
+/// a sample, then each coarse cluster's share of the sample split into fine centroids (in
+/// proportion to its size, `k` in all). A vector's nearest fine centroids are looked for among
+/// the fine centroids of its [`COARSE_PROBES`] nearest coarse ones, so training and lookup cost
+/// about `2√k` products per vector instead of `k`; the answer is approximate (a vector near a
+/// coarse border may miss its very nearest fine centroid for a near one).
+#[derive(Debug, Clone)]
+pub struct TwoLevel {
+    coarse: Matrix,
+    fine: Matrix,
+    /// Fine centroids (rows of `fine`) under each coarse one.
+    groups: Vec<Vec<u32>>,
+}
+
+/// Coarse clusters whose fine centroids a lookup compares.
+pub const COARSE_PROBES: usize = 3;
+
+impl TwoLevel {
+    /// Trains about `params.k` fine centroids on a seeded sample of `data` of
+    /// `params.max_points_per_centroid` rows per fine centroid (or `params.sample`).
+    pub fn train(data: &Matrix, params: KMeansParams, device: &Device) -> Result<Self> {
+        let (n, d) = (data.rows(), data.dim());
+        let k = params.k.clamp(1, n.max(1));
+        let m = match params.sample {
+            Some(s) => s.clamp(k, n),
+            None => n.min(k.saturating_mul(params.max_points_per_centroid.max(1))),
+        };
+        let mut rng = StdRng::seed_from_u64(params.seed);
+        let mut picked = rand::seq::index::sample(&mut rng, n, m).into_vec();
+        picked.sort_unstable();
+        let sample = Matrix::gather(data.as_slice(), d, &picked);
+        let k1 = ((k as f64).sqrt().round() as usize).clamp(1, k);
+        let progress = Progress::new(k1 as u64 + 1, "two-level k-means", "groups");
+        let coarse_params = KMeansParams { k: k1, sample: Some(m), ..params };
+        let coarse = kmeans::train(&sample, coarse_params, device)?;
+        progress.inc(1);
+        let mut parts: Vec<Vec<u32>> = vec![Vec::new(); k1];
+        for (i, t) in kmeans::assign(&sample, &coarse, device)?.iter().enumerate() {
+            parts[t.best as usize].push(i as u32);
+        }
+        // Fine centroids per coarse cluster: proportional to its sample rows (largest
+        // remainders), at least one for a nonempty cluster, at most its rows.
+        let quota: Vec<f64> = parts.iter().map(|p| p.len() as f64 * k as f64 / m as f64).collect();
+        let mut share: Vec<usize> = parts
+            .iter()
+            .zip(&quota)
+            .map(|(p, &q)| if p.is_empty() { 0 } else { (q.floor() as usize).max(1) })
+            .collect();
+        let mut order: Vec<usize> = (0..k1).collect();
+        order.sort_by(|&a, &b| (quota[b] - quota[b].floor()).total_cmp(&(quota[a] - quota[a].floor())).then(a.cmp(&b)));
+        let mut left = k.saturating_sub(share.iter().sum());
+        for &c in order.iter().cycle().take(k1 * 2) {
+            if left == 0 {
+                break;
+            }
+            if share[c] < parts[c].len() && !parts[c].is_empty() {
+                share[c] += 1;
+                left -= 1;
+            }
+        }
+        let fine_parts: Vec<Matrix> = parts
+            .par_iter()
+            .zip(&share)
+            .enumerate()
+            .map(|(c, (rows, &kc))| -> Result<Matrix> {
+                let kc = kc.min(rows.len());
+                if kc == 0 {
+                    return Matrix::new(d, Vec::new());
+                }
+                let rows: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
+                let sub = Matrix::gather(sample.as_slice(), d, &rows);
+                let p = KMeansParams {
+                    k: kc,
+                    sample: Some(rows.len()),
+                    seed: params.seed.wrapping_add(1 + c as u64),
+                    ..params
+                };
+                let fine = kmeans::train(&sub, p, device)?;
+                progress.inc(1);
+                Ok(fine)
+            })
+            .collect::<Result<_>>()?;
+        let mut fine = Vec::with_capacity(k * d);
+        let mut groups = Vec::with_capacity(k1);
+        for f in &fine_parts {
+            let first = fine.len() / d;
+            groups.push((first as u32..(first + f.rows()) as u32).collect());
+            fine.extend_from_slice(f.as_slice());
+        }
+        Ok(Self { coarse, fine: Matrix::new(d, fine)?, groups })
+    }
+
+    pub fn fine(&self) -> &Matrix {
+        &self.fine
+    }
+
+    /// The `p` nearest fine centroids of each row of `rows` (among those of its
+    /// [`COARSE_PROBES`] nearest coarse centroids), most similar first.
+    pub fn nearest(&self, rows: &Matrix, p: usize, device: &Device) -> Result<Vec<Neighbours>> {
+        let coarse =
+            ExactIndex::new(&self.coarse, device.clone()).knn(rows, COARSE_PROBES.min(self.coarse.rows()), None)?;
+        let parts = knn_in_clusters(rows, &self.fine, &self.groups, &coarse, p, device, "nearest clusters")?;
+        // Each fine centroid is in one group, so the parts do not repeat rows.
+        Ok(parts.into_par_iter().map(|l| topk::merge(l, p)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::synthetic::planted;
+
+    #[test]
+    fn two_level_centroids_are_grouped_once_and_lookup_finds_the_nearest_almost_always() {
+        let data = planted(4000, 32, 0.1, 3);
+        let params = KMeansParams::new(150, 5);
+        let q = TwoLevel::train(&data, params, &Device::Cpu).unwrap();
+        assert_eq!(q.fine().rows(), 150);
+        assert_eq!(q.groups.len(), 12);
+        let mut all: Vec<u32> = q.groups.iter().flatten().copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..150).collect::<Vec<u32>>(), "every fine centroid in exactly one group");
+        let again = TwoLevel::train(&data, params, &Device::Cpu).unwrap();
+        assert_eq!(again.fine(), q.fine(), "seeded: the same centroids");
+
+        let got = q.nearest(&data, 2, &Device::Cpu).unwrap();
+        let exact = ExactIndex::new(q.fine(), Device::Cpu).knn(&data, 1, None).unwrap();
+        let mut same = 0;
+        for (i, (g, e)) in got.iter().zip(&exact).enumerate() {
+            assert_eq!(g.len(), 2);
+            assert!(g[0].1 >= g[1].1);
+            let (c, sim) = g[0];
+            assert!((sim - crate::index::dot(data.row(i), q.fine().row(c as usize))).abs() < 1e-5);
+            same += usize::from(c == e[0].0);
+        }
+        assert!(same as f64 >= 0.9 * data.rows() as f64, "nearest centroid found for {same} of {}", data.rows());
     }
 }
