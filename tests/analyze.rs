@@ -85,8 +85,10 @@ fn knn_exact_matches_brute_force_and_approximate_indexes_recall_it() {
         assert!(l.iter().all(|&(j, _)| j as usize != i), "a query never finds itself");
     }
     assert!(recall(&c) >= 0.9, "clustered recall {}", recall(&c));
-    // Many small clusters, found through the two-level k-means.
-    let two = ClusteredIndex::build_two_level(&data, KMeansParams::new(100, 0), Device::Cpu).unwrap().with_probes(10);
+    // Many small clusters, found through the two-level k-means: 100 clusters of about 30,
+    // 33 probed, so about as many rows searched per query as above (recall 0.97 here; 0.99
+    // when every centroid is compared, 0.85 with 3 instead of 6 coarse probes).
+    let two = ClusteredIndex::build_two_level(&data, KMeansParams::new(100, 0), Device::Cpu).unwrap().with_probes(33);
     assert_eq!(two.centroids().rows(), 100);
     let t = two.knn(&q, k, Some(&skip)).unwrap();
     assert!(t.iter().zip(&queries).all(|(l, &i)| l.iter().all(|&(j, _)| j as usize != i)));

@@ -355,6 +355,9 @@ pub struct SearchArgs {
 
     /// Number of k-means clusters for clustered search (implies --index clusters)
     /// [default: √(queries × probes), which balances assigning the vectors against searching].
+    /// From 256 clusters on they are trained in two levels (√K groups of clusters), and a
+    /// vector's nearest clusters are looked for among those of its 6 nearest groups, so many
+    /// small clusters stay cheap.
     #[arg(long, value_name = "K")]
     pub clusters: Option<usize>,
 

@@ -270,8 +270,10 @@ pub struct TwoLevel {
     groups: Vec<Vec<u32>>,
 }
 
-/// Coarse clusters whose fine centroids a lookup compares.
-pub const COARSE_PROBES: usize = 3;
+/// Coarse clusters whose fine centroids a lookup compares. With 3, a small test's k-NN recall
+/// fell from 0.99 (every centroid compared) to 0.85; with 6 it is 0.97 there, and the
+/// million-pair rank test costs 35 s instead of 33 s.
+pub const COARSE_PROBES: usize = 6;
 
 impl TwoLevel {
     /// Trains about `params.k` fine centroids on a seeded sample of `data` of
