@@ -18,6 +18,37 @@ pub use exact::ExactIndex;
 pub use hnsw::HnswIndex;
 pub use topk::Neighbours;
 
+/// Buffers from this size on are backed by transparent huge pages where Linux allows it
+/// ([`huge_vec`]).
+const HUGE_MIN_BYTES: usize = 64 << 20;
+
+/// An empty `Vec<f32>` with room for `cap` values. A large one asks Linux for transparent huge
+/// pages (`madvise(MADV_HUGEPAGE)`; the default `madvise` THP mode honours it), so filling it
+/// takes one page fault per 2 MiB instead of per 4 KiB: writing a million 1024-d rows took 5.6 s
+/// of mostly page faults on 2 cores without it.
+pub fn huge_vec(cap: usize) -> Vec<f32> {
+    let v = Vec::with_capacity(cap);
+    #[cfg(target_os = "linux")]
+    if cap * 4 >= HUGE_MIN_BYTES {
+        const HUGE: usize = 2 << 20;
+        let start = v.as_ptr() as usize;
+        let (from, to) = (start.next_multiple_of(HUGE), (start + cap * 4) & !(HUGE - 1));
+        if to > from {
+            // SAFETY: the range lies inside the allocation `v` owns; the advice changes how the
+            // kernel backs the pages, never their contents.
+            unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
+        }
+    }
+    v
+}
+
+/// `huge_vec` of `len` zeros.
+pub fn huge_zeroed(len: usize) -> Vec<f32> {
+    let mut v = huge_vec(len);
+    v.resize(len, 0.0);
+    v
+}
+
 /// Row-major f32 vectors of one width.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matrix {
@@ -35,7 +66,7 @@ impl Matrix {
 
     /// The given rows of `src` (row-major, `dim` wide), in that order.
     pub fn gather(src: &[f32], dim: usize, rows: &[usize]) -> Self {
-        let mut data = Vec::with_capacity(rows.len() * dim);
+        let mut data = huge_vec(rows.len() * dim);
         for &r in rows {
             data.extend_from_slice(&src[r * dim..(r + 1) * dim]);
         }
