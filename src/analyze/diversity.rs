@@ -161,31 +161,73 @@ const GRAM_COLS: usize = 128;
 
 /// `Σ xᵢ xᵢᵀ` over the given rows (all when `None`), d×d row-major, accumulated in f64.
 pub fn gram_sum(x: &Matrix, rows: Option<&[usize]>) -> Vec<f64> {
-    let d = x.dim();
-    let n = rows.map_or(x.rows(), <[usize]>::len);
+    outer_sum(x, None, rows)
+}
+
+/// `Σ aᵢ bᵢᵀ` over the given rows (all when `None`) of two matrices of one shape: d×d row-major,
+/// accumulated in f64. The joint embedding's Gram matrix is made of these blocks (see
+/// [`joint_gram`]).
+pub fn cross_gram_sum(a: &Matrix, b: &Matrix, rows: Option<&[usize]>) -> Vec<f64> {
+    assert_eq!((a.rows(), a.dim()), (b.rows(), b.dim()), "cross Gram of matrices of one shape");
+    outer_sum(a, Some(b), rows)
+}
+
+/// The Gram matrix of the joint rows `[aᵢ, bᵢ] / √2` from `Σ aaᵀ`, `Σ bbᵀ` and `Σ abᵀ` (each d×d):
+/// `½ [[Σ aaᵀ, Σ abᵀ], [Σ baᵀ, Σ bbᵀ]]`, 2d×2d. Cheaper than summing over 2d-wide rows: the
+/// two diagonal blocks are the image and caption Gram matrices already computed, and the cross
+/// block costs a quarter of the joint matrix's products.
+pub fn joint_gram(aa: &[f64], bb: &[f64], ab: &[f64], d: usize) -> Vec<f64> {
+    let w = 2 * d;
+    let mut g = vec![0f64; w * w];
+    for i in 0..d {
+        for j in 0..d {
+            g[i * w + j] = 0.5 * aa[i * d + j];
+            g[(d + i) * w + d + j] = 0.5 * bb[i * d + j];
+            g[i * w + d + j] = 0.5 * ab[i * d + j];
+            g[(d + j) * w + i] = 0.5 * ab[i * d + j];
+        }
+    }
+    g
+}
+
+/// Rows `b0..b1` of `x` (of the picked `rows` when given), as one slice.
+fn rows_block<'x>(x: &'x Matrix, rows: Option<&[usize]>, b0: usize, b1: usize, buf: &'x mut Vec<f32>) -> &'x [f32] {
+    match rows {
+        None => x.block(b0, b1),
+        Some(r) => {
+            buf.clear();
+            for &i in &r[b0..b1] {
+                buf.extend_from_slice(x.row(i));
+            }
+            buf
+        }
+    }
+}
+
+/// `Σ aᵢ bᵢᵀ` (`b = a` when `None`, computing only the tiles on or above the diagonal and
+/// mirroring the rest).
+fn outer_sum(a: &Matrix, b: Option<&Matrix>, rows: Option<&[usize]>) -> Vec<f64> {
+    let d = a.dim();
+    let n = rows.map_or(a.rows(), <[usize]>::len);
     let starts: Vec<usize> = (0..n).step_by(GRAM_BLOCK).collect();
     let chunks: Vec<(usize, usize)> = (0..d).step_by(GRAM_COLS).map(|c| (c, (c + GRAM_COLS).min(d))).collect();
     let progress = crate::progress::Progress::new(starts.len() as u64, "Gram matrix", "blocks");
     let mut acc = starts
         .par_iter()
         .fold(
-            || (vec![0f64; d * d], vec![0f32; d * d], Vec::<f32>::new()),
-            |(mut acc, mut tile, mut buf), &b0| {
+            || (vec![0f64; d * d], vec![0f32; d * d], Vec::<f32>::new(), Vec::<f32>::new()),
+            |(mut acc, mut tile, mut lbuf, mut rbuf), &b0| {
                 let b1 = (b0 + GRAM_BLOCK).min(n);
-                let block: &[f32] = match rows {
-                    None => x.block(b0, b1),
-                    Some(r) => {
-                        buf.clear();
-                        for &i in &r[b0..b1] {
-                            buf.extend_from_slice(x.row(i));
-                        }
-                        &buf
-                    }
+                let left = rows_block(a, rows, b0, b1, &mut lbuf);
+                let right = match b {
+                    None => left,
+                    Some(b) => rows_block(b, rows, b0, b1, &mut rbuf),
                 };
                 for (ci, &(i0, i1)) in chunks.iter().enumerate() {
-                    for &(j0, j1) in &chunks[ci..] {
+                    let from = if b.is_none() { ci } else { 0 };
+                    for &(j0, j1) in &chunks[from..] {
                         let dst = &mut tile[i0 * d + j0..];
-                        matmul_tn(dst, d, &block[i0..], d, &block[j0..], d, b1 - b0, i1 - i0, j1 - j0);
+                        matmul_tn(dst, d, &left[i0..], d, &right[j0..], d, b1 - b0, i1 - i0, j1 - j0);
                         for i in i0..i1 {
                             for j in j0..j1 {
                                 acc[i * d + j] += tile[i * d + j] as f64;
@@ -194,10 +236,10 @@ pub fn gram_sum(x: &Matrix, rows: Option<&[usize]>) -> Vec<f64> {
                     }
                 }
                 progress.inc(1);
-                (acc, tile, buf)
+                (acc, tile, lbuf, rbuf)
             },
         )
-        .map(|(acc, _, _)| acc)
+        .map(|(acc, ..)| acc)
         .reduce(
             || vec![0f64; d * d],
             |mut a, b| {
@@ -207,10 +249,12 @@ pub fn gram_sum(x: &Matrix, rows: Option<&[usize]>) -> Vec<f64> {
                 a
             },
         );
-    for i in 0..d {
-        for j in 0..i {
-            if i / GRAM_COLS > j / GRAM_COLS {
-                acc[i * d + j] = acc[j * d + i];
+    if b.is_none() {
+        for i in 0..d {
+            for j in 0..i {
+                if i / GRAM_COLS > j / GRAM_COLS {
+                    acc[i * d + j] = acc[j * d + i];
+                }
             }
         }
     }
@@ -290,9 +334,10 @@ pub fn normalise_rows(m: &mut Matrix) {
     let d = m.dim();
     let data = m.as_mut_slice();
     data.par_chunks_mut(d).for_each(|r| {
-        let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            r.iter_mut().for_each(|x| *x /= norm);
+        let norm = crate::index::dot(r, r).sqrt();
+        if norm > 0.0 && norm != 1.0 {
+            let inv = 1.0 / norm;
+            r.iter_mut().for_each(|x| *x *= inv);
         }
     });
 }
@@ -312,8 +357,15 @@ impl Clustered {
         if vectors.rows() == 0 {
             return Ok(Self { centroids: Matrix::new(vectors.dim(), Vec::new())?, vectors, assigned: Vec::new() });
         }
+        let t0 = Instant::now();
         let centroids = kmeans::train(&vectors, KMeansParams::new(k, seed), device)?;
         let assigned = kmeans::assign(&vectors, &centroids, device)?;
+        tracing::debug!(
+            "diversity: {k} clusters of {} {}-d rows in {:.1?}",
+            vectors.rows(),
+            vectors.dim(),
+            t0.elapsed()
+        );
         Ok(Self { vectors, centroids, assigned })
     }
 
@@ -338,7 +390,12 @@ fn nn_similarity(c: &Clustered, rows: &[usize], p: &MeasureParams, device: &Devi
         return Ok(None);
     }
     let d = c.vectors.dim();
-    let sub = Matrix::gather(c.vectors.as_slice(), d, rows);
+    // A copy only for a group (the whole run's rows are the vectors themselves).
+    let sub = if n == c.vectors.rows() {
+        std::borrow::Cow::Borrowed(&c.vectors)
+    } else {
+        std::borrow::Cow::Owned(Matrix::gather(c.vectors.as_slice(), d, rows))
+    };
     let queries: Vec<usize> = if n <= p.nn_queries {
         (0..n).collect()
     } else {
@@ -394,48 +451,185 @@ pub fn measure(
             &owned
         }
     };
+    let t0 = Instant::now();
     let eig = spectrum(gram, d, rows.len());
+    let t1 = Instant::now();
+    let nn_similarity = nn_similarity(c, rows, p, device)?;
+    tracing::debug!(
+        "diversity of {} {d}-d rows: eigenvalues {:.1?}, nearest neighbours {:.1?}",
+        rows.len(),
+        t1 - t0,
+        t1.elapsed()
+    );
     Ok(Metrics {
         items: rows.len(),
         vendi: Vendi { q1: vendi(&eig, 1.0), q2: vendi(&eig, 2.0), inf: vendi(&eig, f64::INFINITY) },
         effective_rank: effective_rank(&eig),
         clusters: cluster_stats(rows.iter().map(|&r| c.assigned[r].best), c.k(), p.min_share),
-        nn_similarity: nn_similarity(c, rows, p, device)?,
+        nn_similarity,
     })
 }
 
-/// Measures one embedding for the whole run and for each group (`groups[g]` = its rows).
+/// `Σ xxᵀ` (or a cross `Σ abᵀ`) of the whole run and of each group.
+pub struct Grams {
+    pub whole: Vec<f64>,
+    pub groups: Vec<Vec<f64>>,
+}
+
+impl Grams {
+    /// Sums over `n` rows by `sum(rows)`, for each group of `groups` and for all rows (added up
+    /// from the groups when they partition the rows).
+    fn build(groups: &[Vec<usize>], n: usize, sum: impl Fn(Option<&[usize]>) -> Vec<f64>) -> Self {
+        let per: Vec<Vec<f64>> = groups.iter().map(|rows| sum(Some(rows))).collect();
+        let whole = if !groups.is_empty() && groups.iter().map(Vec::len).sum::<usize>() == n {
+            let mut total = vec![0f64; per[0].len()];
+            for g in &per {
+                total.iter_mut().zip(g).for_each(|(t, x)| *t += x);
+            }
+            total
+        } else {
+            sum(None)
+        };
+        Self { whole, groups: per }
+    }
+
+    /// `Σ xxᵀ` of the rows of `x`.
+    pub fn of(x: &Matrix, groups: &[Vec<usize>]) -> Self {
+        let t0 = Instant::now();
+        let g = Self::build(groups, x.rows(), |rows| gram_sum(x, rows));
+        tracing::debug!("diversity: Gram matrix of {} {}-d rows in {:.1?}", x.rows(), x.dim(), t0.elapsed());
+        g
+    }
+
+    /// `Σ abᵀ` of the rows of `a` and `b`.
+    pub fn cross(a: &Matrix, b: &Matrix, groups: &[Vec<usize>]) -> Self {
+        let t0 = Instant::now();
+        let g = Self::build(groups, a.rows(), |rows| cross_gram_sum(a, b, rows));
+        tracing::debug!("diversity: cross Gram matrix of {} {}-d rows in {:.1?}", a.rows(), a.dim(), t0.elapsed());
+        g
+    }
+
+    /// The Gram matrices of the joint rows `[aᵢ, bᵢ] / √2` ([`joint_gram`]).
+    pub fn joint(aa: &Grams, bb: &Grams, ab: &Grams, d: usize) -> Self {
+        let j = |a: &[f64], b: &[f64], x: &[f64]| joint_gram(a, b, x, d);
+        Self {
+            whole: j(&aa.whole, &bb.whole, &ab.whole),
+            groups: (0..aa.groups.len()).map(|g| j(&aa.groups[g], &bb.groups[g], &ab.groups[g])).collect(),
+        }
+    }
+}
+
+/// Measures one embedding for the whole run and for each group (`groups[g]` = its rows), with
+/// their Gram matrices.
 fn measure_all(
     c: &Clustered,
     groups: &[Vec<usize>],
+    grams: &Grams,
     p: &MeasureParams,
     device: &Device,
 ) -> Result<(Metrics, Vec<Metrics>)> {
-    let d = c.vectors.dim();
-    let mut per_group = Vec::with_capacity(groups.len());
-    let mut total = vec![0f64; d * d];
-    let mut grams = Vec::with_capacity(groups.len());
-    for rows in groups {
-        let g = gram_sum(&c.vectors, Some(rows));
-        for (t, x) in total.iter_mut().zip(&g) {
-            *t += x;
-        }
-        grams.push(g);
-    }
-    // The groups partition the rows, so their sums add up to the whole run's.
-    let whole = (!groups.is_empty() && groups.iter().map(Vec::len).sum::<usize>() == c.vectors.rows()).then_some(total);
-    let overall = measure(c, None, whole.as_deref(), p, device)?;
-    for (rows, g) in groups.iter().zip(&grams) {
-        per_group.push(measure(c, Some(rows), Some(g), p, device)?);
-    }
+    let overall = measure(c, None, Some(&grams.whole), p, device)?;
+    let per_group = groups
+        .iter()
+        .zip(&grams.groups)
+        .map(|(rows, g)| measure(c, Some(rows), Some(g), p, device))
+        .collect::<Result<_>>()?;
     Ok((overall, per_group))
+}
+
+/// The joint rows `[aᵢ, bᵢ] / √2` (unit when `a` and `b` rows are).
+pub fn joint_rows(a: &Matrix, b: &Matrix) -> Matrix {
+    let d = a.dim();
+    let s = std::f32::consts::FRAC_1_SQRT_2;
+    let len = a.rows() * 2 * d;
+    let mut joint = crate::index::huge_vec(len);
+    joint.spare_capacity_mut()[..len].par_chunks_mut(2 * d).enumerate().for_each(|(i, row)| {
+        let (l, r) = row.split_at_mut(d);
+        l.iter_mut().zip(a.row(i)).for_each(|(o, x)| {
+            o.write(x * s);
+        });
+        r.iter_mut().zip(b.row(i)).for_each(|(o, x)| {
+            o.write(x * s);
+        });
+    });
+    // SAFETY: the loop above wrote all `len` values.
+    unsafe { joint.set_len(len) };
+    Matrix::new(2 * d, joint).expect("2d-wide rows")
+}
+
+/// Measures a run's images (`image`, every item), captions (`text`: the items `captioned`, in
+/// that order) and joint embeddings, for the whole run and for each group (`image_groups[g]`:
+/// item rows; `text_groups[g]`: the same items' rows in `text`). The matrices move in: a million
+/// rows are 2 GB per embedding.
+#[allow(clippy::too_many_arguments)]
+pub fn measure_embeddings(
+    image: Matrix,
+    text: Matrix,
+    captioned: &[usize],
+    image_groups: &[Vec<usize>],
+    text_groups: &[Vec<usize>],
+    clusters: usize,
+    seed: u64,
+    p: &MeasureParams,
+    dev: &Device,
+) -> Result<(Modalities, Vec<Modalities>)> {
+    let (n, d) = (image.rows(), image.dim());
+    let empty = |count: usize| Modalities { items: count, image: None, text: None, joint: None };
+    let mut overall = empty(n);
+    let mut groups: Vec<Modalities> = image_groups.iter().map(|r| empty(r.len())).collect();
+    if n == 0 {
+        return Ok((overall, groups));
+    }
+    let t0 = Instant::now();
+    let image = Clustered::new(image, clusters, seed, dev)?;
+    let image_grams = Grams::of(&image.vectors, image_groups);
+    let (o, per) = measure_all(&image, image_groups, &image_grams, p, dev)?;
+    overall.image = Some(o);
+    for (g, m) in groups.iter_mut().zip(per) {
+        g.image = Some(m);
+    }
+    tracing::info!("diversity: image embeddings of {n} items in {:.1?}", t0.elapsed());
+    if captioned.is_empty() {
+        return Ok((overall, groups));
+    }
+    let t0 = Instant::now();
+    let text = Clustered::new(text, clusters, seed, dev)?;
+    let text_grams = Grams::of(&text.vectors, text_groups);
+    let (o, per) = measure_all(&text, text_groups, &text_grams, p, dev)?;
+    overall.text = Some(o);
+    for (g, m) in groups.iter_mut().zip(per) {
+        g.text = (m.items > 0).then_some(m);
+    }
+    // Joint: [image, caption] / √2, so the kernel is the mean of the two cosines. Its Gram
+    // matrix comes from the image and caption ones and their cross sums.
+    let all_captioned = captioned.len() == n;
+    let image_c = if all_captioned {
+        std::borrow::Cow::Borrowed(&image.vectors)
+    } else {
+        std::borrow::Cow::Owned(Matrix::gather(image.vectors.as_slice(), d, captioned))
+    };
+    let image_c_grams = if all_captioned { None } else { Some(Grams::of(&image_c, text_groups)) };
+    let cross = Grams::cross(&image_c, &text.vectors, text_groups);
+    let joint_grams = Grams::joint(image_c_grams.as_ref().unwrap_or(&image_grams), &text_grams, &cross, d);
+    drop((image_grams, text_grams, cross, image_c_grams));
+    let joint = joint_rows(&image_c, &text.vectors);
+    drop(image_c);
+    drop((image, text));
+    let c = Clustered::new(joint, clusters, seed, dev)?;
+    let (o, per) = measure_all(&c, text_groups, &joint_grams, p, dev)?;
+    overall.joint = Some(o);
+    for (g, m) in groups.iter_mut().zip(per) {
+        g.joint = (m.items > 0).then_some(m);
+    }
+    tracing::info!("diversity: caption and joint embeddings of {} items in {:.1?}", captioned.len(), t0.elapsed());
+    Ok((overall, groups))
 }
 
 /// Runs `sieve diversity`; returns the report (also written to `RUN/diversity.json`).
 pub fn diversity(opts: &DiversityOptions) -> Result<Report> {
     let started = Instant::now();
     let run = Run::open(&opts.run)?;
-    let items = Embedded::load(&run)?;
+    let mut items = Embedded::load(&run)?;
     let dev = device::open(opts.device)?;
     let n = items.len();
     let d = items.image.dim();
@@ -477,50 +671,16 @@ pub fn diversity(opts: &DiversityOptions) -> Result<Report> {
         .map(|(_, r)| r.iter().filter(|&&i| cap_pos[i] != usize::MAX).map(|&i| cap_pos[i]).collect())
         .collect();
 
-    let empty = |count: usize| Modalities { items: count, image: None, text: None, joint: None };
-    let mut overall = empty(n);
-    let mut groups: Vec<Group> =
-        group_values.iter().map(|(v, r)| Group { value: v.clone(), metrics: empty(r.len()) }).collect();
-
-    if n > 0 {
-        let t0 = Instant::now();
-        let c = Clustered::new(items.image.clone(), opts.clusters, opts.seed, &dev)?;
-        let (o, per) = measure_all(&c, &image_groups, &p, &dev)?;
-        overall.image = Some(o);
-        for (g, m) in groups.iter_mut().zip(per) {
-            g.metrics.image = Some(m);
-        }
-        tracing::info!("diversity: image embeddings of {n} items in {:.1?}", t0.elapsed());
-    }
-    if !captioned.is_empty() {
-        let t0 = Instant::now();
-        let mut text = Matrix::gather(items.text.as_slice(), d, &captioned);
-        normalise_rows(&mut text);
-        let c = Clustered::new(text.clone(), opts.clusters, opts.seed, &dev)?;
-        let (o, per) = measure_all(&c, &text_groups, &p, &dev)?;
-        overall.text = Some(o);
-        for (g, m) in groups.iter_mut().zip(per) {
-            g.metrics.text = (m.items > 0).then_some(m);
-        }
-        drop(c);
-        // Joint: [image, caption] / √2, so the kernel is the mean of the two cosines.
-        let mut image = Matrix::gather(items.image.as_slice(), d, &captioned);
-        normalise_rows(&mut image);
-        let s = std::f32::consts::FRAC_1_SQRT_2;
-        let mut joint = Vec::with_capacity(captioned.len() * 2 * d);
-        for j in 0..captioned.len() {
-            joint.extend(image.row(j).iter().map(|x| x * s));
-            joint.extend(text.row(j).iter().map(|x| x * s));
-        }
-        drop((image, text));
-        let c = Clustered::new(Matrix::new(2 * d, joint)?, opts.clusters, opts.seed, &dev)?;
-        let (o, per) = measure_all(&c, &text_groups, &p, &dev)?;
-        overall.joint = Some(o);
-        for (g, m) in groups.iter_mut().zip(per) {
-            g.metrics.joint = (m.items > 0).then_some(m);
-        }
-        tracing::info!("diversity: caption and joint embeddings of {} items in {:.1?}", captioned.len(), t0.elapsed());
-    }
+    let texts = if captioned.len() == n {
+        std::mem::replace(&mut items.text, Matrix::new(d, Vec::new())?)
+    } else {
+        Matrix::gather(items.text.as_slice(), d, &captioned)
+    };
+    let image = std::mem::replace(&mut items.image, Matrix::new(d, Vec::new())?);
+    let (overall, per_group) =
+        measure_embeddings(image, texts, &captioned, &image_groups, &text_groups, opts.clusters, opts.seed, &p, &dev)?;
+    let groups: Vec<Group> =
+        group_values.iter().zip(per_group).map(|((v, _), metrics)| Group { value: v.clone(), metrics }).collect();
 
     let report = Report {
         sieve_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -563,6 +723,29 @@ mod tests {
                     assert!((g - want).abs() < 1e-4 * want.abs().max(1.0), "({i}, {j}): {g} vs {want}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn joint_gram_from_blocks_equals_the_gram_of_the_joint_rows() {
+        // 2100 rows: two row blocks; 300 columns: partial column tiles.
+        let (n, d) = (2100, 300);
+        let val = |i: usize, m: usize| (((i * m) % 1009) as f32 / 504.5) - 1.0;
+        let a = Matrix::new(d, (0..n * d).map(|i| val(i, 7919)).collect()).unwrap();
+        let b = Matrix::new(d, (0..n * d).map(|i| val(i, 6007)).collect()).unwrap();
+        let groups = vec![(0..n).filter(|r| r % 3 == 0).collect::<Vec<_>>(), (0..n).filter(|r| r % 3 != 0).collect()];
+        let joint = joint_rows(&a, &b);
+        let got = Grams::joint(&Grams::of(&a, &groups), &Grams::of(&b, &groups), &Grams::cross(&a, &b, &groups), d);
+        let close = |x: &[f64], y: &[f64]| x.iter().zip(y).all(|(p, q)| (p - q).abs() <= 1e-3 * q.abs().max(1.0));
+        assert!(close(&got.whole, &gram_sum(&joint, None)));
+        for (g, rows) in got.groups.iter().zip(&groups) {
+            assert!(close(g, &gram_sum(&joint, Some(rows))));
+        }
+        // And the cross block against a naive sum.
+        let x = cross_gram_sum(&a, &b, Some(&groups[1]));
+        for (i, j) in [(0, 0), (5, 299), (299, 5), (128, 131), (200, 17)] {
+            let want: f64 = groups[1].iter().map(|&r| a.row(r)[i] as f64 * b.row(r)[j] as f64).sum();
+            assert!((x[i * d + j] - want).abs() < 1e-3 * want.abs().max(1.0), "({i}, {j}): {} vs {want}", x[i * d + j]);
         }
     }
 }
