@@ -391,11 +391,7 @@ fn nn_similarity(c: &Clustered, rows: &[usize], p: &MeasureParams, device: &Devi
     }
     let d = c.vectors.dim();
     // A copy only for a group (the whole run's rows are the vectors themselves).
-    let sub = if n == c.vectors.rows() {
-        std::borrow::Cow::Borrowed(&c.vectors)
-    } else {
-        std::borrow::Cow::Owned(Matrix::gather(c.vectors.as_slice(), d, rows))
-    };
+    let sub = c.vectors.select(rows);
     let queries: Vec<usize> = if n <= p.nn_queries {
         (0..n).collect()
     } else {
@@ -603,11 +599,7 @@ pub fn measure_embeddings(
     // Joint: [image, caption] / √2, so the kernel is the mean of the two cosines. Its Gram
     // matrix comes from the image and caption ones and their cross sums.
     let all_captioned = captioned.len() == n;
-    let image_c = if all_captioned {
-        std::borrow::Cow::Borrowed(&image.vectors)
-    } else {
-        std::borrow::Cow::Owned(Matrix::gather(image.vectors.as_slice(), d, captioned))
-    };
+    let image_c = image.vectors.select(captioned);
     let image_c_grams = if all_captioned { None } else { Some(Grams::of(&image_c, text_groups)) };
     let cross = Grams::cross(&image_c, &text.vectors, text_groups);
     let joint_grams = Grams::joint(image_c_grams.as_ref().unwrap_or(&image_grams), &text_grams, &cross, d);

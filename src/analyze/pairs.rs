@@ -11,7 +11,6 @@
 //! A flagged pair also gets a repair suggestion: the other caption in the dataset that fits its
 //! image best, and that caption's score with the image.
 
-use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -139,15 +138,6 @@ fn rank_in(list: &[(u32, f32)], own: u32, own_sim: f32, k: usize) -> Option<u32>
     (better < k).then_some(better as u32 + 1)
 }
 
-/// Rows `rows` (ascending) of `m`: `m` itself when that is all of them.
-fn pick<'m>(m: &'m Matrix, rows: &[usize]) -> Cow<'m, Matrix> {
-    if rows.len() == m.rows() {
-        Cow::Borrowed(m)
-    } else {
-        Cow::Owned(Matrix::gather(m.as_slice(), m.dim(), rows))
-    }
-}
-
 /// Scores the pairs of `items` (the items with a caption; pure: no files). `min_cosine_for`
 /// turns the pairs' cosines into the low-score threshold.
 pub fn score_pairs(
@@ -178,7 +168,7 @@ pub fn score_pairs(
     }
     let d = items.image.dim();
     // Copies only when some items have no caption (a million 512-d rows is 2 GB).
-    let (images, texts) = (pick(&items.image, &pair_items), pick(&items.text, &pair_items));
+    let (images, texts) = (items.image.select(&pair_items), items.text.select(&pair_items));
     // Images ask the caption index. Without the rank test only low-score pairs need a suggestion.
     let askers: Vec<usize> = if top_k > 0 { (0..n).collect() } else { (0..n).filter(|&p| low[p]).collect() };
     if askers.is_empty() {
@@ -187,7 +177,7 @@ pub fn score_pairs(
     let text_index = build_index(&texts, search, device, askers.len())?;
     let index_name = text_index.name();
     let k = top_k.max(1) + 1;
-    let asked = pick(&images, &askers);
+    let asked = images.select(&askers);
     let t0 = Instant::now();
     let caption_lists: Vec<Neighbours> = text_index.knn(&asked, k, None)?;
     drop(text_index);

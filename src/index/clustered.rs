@@ -112,13 +112,6 @@ impl<'a> ClusteredIndex<'a> {
         &self.centroids
     }
 
-    /// The query rows `qs` and the indexed rows `ds` of one cluster, as matrices.
-    fn gather(&self, queries: &Matrix, qs: &[u32], ds: &[u32]) -> (Matrix, Matrix) {
-        let d = self.data.dim();
-        let rows = |r: &[u32]| r.iter().map(|&r| r as usize).collect::<Vec<_>>();
-        (Matrix::gather(queries.as_slice(), d, &rows(qs)), Matrix::gather(self.data.as_slice(), d, &rows(ds)))
-    }
-
     /// Cluster members (nearest plus border), for reports and tests.
     pub fn members(&self) -> &[Vec<u32>] {
         &self.members
@@ -129,7 +122,6 @@ impl<'a> ClusteredIndex<'a> {
     /// [`sort_dedup`], is exactly `self_pairs` (which is this with every cluster), so clusters
     /// can be searched by separate processes (`sieve dedup-partition`).
     pub fn self_pairs_in(&self, threshold: f32, wanted: impl Fn(usize) -> bool + Sync) -> Result<Vec<Pair>> {
-        let d = self.data.dim();
         let progress = Progress::new(self.members.len() as u64, "clustered search", "clusters");
         let found: Vec<Vec<Pair>> = self
             .members
@@ -140,8 +132,7 @@ impl<'a> ClusteredIndex<'a> {
                 if rows.len() < 2 || !wanted(c) {
                     return Ok(Vec::new());
                 }
-                let idx: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
-                let sub = Matrix::gather(self.data.as_slice(), d, &idx);
+                let sub = self.data.gather_u32(rows);
                 let pairs = ExactIndex::new(&sub, self.device.clone()).self_pairs(threshold)?;
                 // Members are ascending, so local a < b maps to global a < b.
                 Ok(pairs
@@ -181,7 +172,7 @@ impl NeighbourIndex for ClusteredIndex<'_> {
                 if qs.is_empty() || ds.is_empty() {
                     return Ok(Vec::new());
                 }
-                let (sub_q, sub_d) = self.gather(queries, qs, ds);
+                let (sub_q, sub_d) = (queries.gather_u32(qs), self.data.gather_u32(ds));
                 let pairs = ExactIndex::new(&sub_d, self.device.clone()).range_search(&sub_q, threshold)?;
                 Ok(pairs.into_iter().map(|p| Pair { a: qs[p.a as usize], b: ds[p.b as usize], sim: p.sim }).collect())
             })
@@ -222,7 +213,6 @@ fn knn_in_clusters(
     device: &Device,
     what: &str,
 ) -> Result<Vec<Vec<(u32, f32)>>> {
-    let d = data.dim();
     let mut asked: Vec<Vec<u32>> = vec![Vec::new(); members.len()];
     for (q, cs) in nearest.iter().enumerate() {
         for &(c, _) in cs {
@@ -230,7 +220,6 @@ fn knn_in_clusters(
         }
     }
     let progress = Progress::new(members.len() as u64, what, "clusters");
-    let rows = |r: &[u32]| r.iter().map(|&r| r as usize).collect::<Vec<_>>();
     let found: Vec<Vec<(u32, Neighbours)>> = asked
         .par_iter()
         .zip(members.par_iter())
@@ -239,8 +228,7 @@ fn knn_in_clusters(
             if qs.is_empty() || ds.is_empty() {
                 return Ok(Vec::new());
             }
-            let sub_q = Matrix::gather(queries.as_slice(), d, &rows(qs));
-            let sub_d = Matrix::gather(data.as_slice(), d, &rows(ds));
+            let (sub_q, sub_d) = (queries.gather_u32(qs), data.gather_u32(ds));
             let lists = ExactIndex::new(&sub_d, device.clone()).knn(&sub_q, want, None)?;
             Ok(qs
                 .iter()

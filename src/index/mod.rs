@@ -42,13 +42,6 @@ pub fn huge_vec(cap: usize) -> Vec<f32> {
     v
 }
 
-/// `huge_vec` of `len` zeros.
-pub fn huge_zeroed(len: usize) -> Vec<f32> {
-    let mut v = huge_vec(len);
-    v.resize(len, 0.0);
-    v
-}
-
 /// Row-major f32 vectors of one width.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matrix {
@@ -71,6 +64,25 @@ impl Matrix {
             data.extend_from_slice(&src[r * dim..(r + 1) * dim]);
         }
         Self { dim, data }
+    }
+
+    /// The given rows (`u32` indexes, as cluster member lists hold them), in that order.
+    pub fn gather_u32(&self, rows: &[u32]) -> Self {
+        let mut data = huge_vec(rows.len() * self.dim);
+        for &r in rows {
+            data.extend_from_slice(self.row(r as usize));
+        }
+        Self { dim: self.dim, data }
+    }
+
+    /// Rows `rows` (ascending) of this matrix: itself, borrowed, when that is all of them;
+    /// otherwise a copy.
+    pub fn select(&self, rows: &[usize]) -> std::borrow::Cow<'_, Self> {
+        if rows.len() == self.rows() {
+            std::borrow::Cow::Borrowed(self)
+        } else {
+            std::borrow::Cow::Owned(Self::gather(&self.data, self.dim, rows))
+        }
     }
 
     pub fn rows(&self) -> usize {
