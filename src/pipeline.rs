@@ -11,6 +11,7 @@ use crate::device::{self, BatchSize, DeviceSpec, HostPixels};
 use crate::error::Result;
 use crate::ingest::{CaptionSource, InputSpec, Record, Source};
 use crate::media::decode::{self, Limits, Skip, SkipReason};
+use crate::media::fingerprint::{self, Fingerprint};
 use crate::media::phash;
 use crate::media::preprocess::PixelsMut;
 use crate::media::quality::{self, CaptionSignals, ImageSignals};
@@ -48,6 +49,7 @@ struct ImageMeta {
     height: u32,
     sha256: String,
     phash: u64,
+    fingerprint: Fingerprint,
     signals: Option<ImageSignals>,
 }
 
@@ -123,6 +125,7 @@ fn read_image(
         height: decoded.height,
         sha256: store::sha256_bytes(&bytes),
         phash: phash::phash_thumbnail(&thumb),
+        fingerprint: fingerprint::fingerprint(&thumb),
         signals: signals.then(|| quality::image_signals(&thumb, decoded.colour, decoded.frames)),
     })
 }
@@ -256,6 +259,7 @@ fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostP
                 width: None,
                 height: None,
                 phash: None,
+                fingerprint: None,
                 status: Status::Skipped,
                 reason: None,
                 error: None,
@@ -271,6 +275,7 @@ fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostP
                     row.width = Some(meta.width);
                     row.height = Some(meta.height);
                     row.phash = Some(meta.phash);
+                    row.fingerprint = Some(meta.fingerprint);
                     row.image_signals = meta.signals;
                     row.image_embedding = img_it.next();
                     if row.caption.is_some() {

@@ -177,7 +177,7 @@ fn partitioned_dedup_matches_one_process_on_embedded_images() {
     let single = snapshot(&run);
     clear_dedup(&run);
     let summary: serde_json::Value = serde_json::from_slice(&single[3]).unwrap();
-    assert!(summary["kinds"]["exact"]["groups"] == 1, "{summary}");
+    assert!(summary["kinds"]["perceptual"]["groups"].as_u64() >= Some(1), "{summary}");
     assert!(summary["removed"].as_u64().unwrap() >= 8, "{summary}");
     assert!(partitioned(&run, dir.path(), "3", 2, &[]) == single, "partitioned differs from one process");
 }

@@ -7,6 +7,7 @@ mod util;
 mod analyze;
 mod cli;
 mod dedup;
+mod dedup_invariants;
 mod hostile;
 mod ingest;
 mod model;

@@ -78,6 +78,27 @@ pub struct Planted {
     pub phash: Option<u64>,
 }
 
+/// A perceptual fingerprint whose hash is `hash` and whose stored coefficients are ±60 by the
+/// hash bits, so two planted fingerprints `d` bits apart correlate at about `1 − 2d/62`; the
+/// mirror hash is what mirroring those coefficients gives.
+pub fn planted_fingerprint(hash: u64) -> sieve::media::fingerprint::Fingerprint {
+    let bit = |p: usize| (hash >> (63 - p)) & 1 == 1;
+    let mut coeffs = [0u8; 64];
+    coeffs[0] = 128;
+    coeffs[1] = 50;
+    let mut mirror = 1u64; // the DC bit
+    for p in 1..64 {
+        let v = p % 8;
+        let flip = v % 2 == 1;
+        let set = bit(p) != flip;
+        mirror = (mirror << 1) | set as u64;
+        if p < 63 {
+            coeffs[1 + p] = if bit(p) { 60i8 as u8 } else { (-60i8) as u8 };
+        }
+    }
+    sieve::media::fingerprint::Fingerprint { hash, mirror, coeffs }
+}
+
 /// A vector at cosine `c` from `e0` in the (e0, e_k) plane.
 pub fn at(c: f32, k: usize, dim: usize) -> Vec<f32> {
     let mut v = vec![0f32; dim];
@@ -113,6 +134,7 @@ pub fn planted_run_with_uris(dir: &Path, items: &[Planted], weights_sha256: &str
         width: Some(it.size.0),
         height: Some(it.size.1),
         phash: it.phash,
+        fingerprint: it.phash.map(planted_fingerprint),
         status: Status::Embedded,
         reason: None,
         error: None,

@@ -25,7 +25,7 @@ use arrow_array::{ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray
 use arrow_schema::{DataType, Field, Schema};
 use serde::Serialize;
 
-use super::groups::{self, Group, Grouping};
+use super::groups::{self, Grouping};
 use super::perceptual;
 use crate::device::{self, DeviceSpec};
 use crate::error::{Error, Result};
@@ -35,6 +35,7 @@ use crate::index::kmeans::{self, KMeansParams};
 use crate::index::{
     default_clusters, dot, ClusteredIndex, ExactIndex, HnswIndex, IndexChoice, Matrix, NeighbourIndex, Pair,
 };
+use crate::media::fingerprint::{Fingerprint, DEFAULT_MIN_CORRELATION};
 use crate::model::registry;
 use crate::store::{write_atomic, Run};
 
@@ -138,6 +139,8 @@ pub struct DedupOptions {
     pub image_threshold: Option<f32>,
     pub caption_threshold: Option<f32>,
     pub perceptual_distance: Option<u32>,
+    /// Least correlation of the low-frequency DCT coefficients that confirms a perceptual pair.
+    pub perceptual_correlation: Option<f32>,
     pub index: IndexChoice,
     pub clusters: Option<usize>,
     pub border: f32,
@@ -169,6 +172,7 @@ impl DedupOptions {
             image_threshold: None,
             caption_threshold: None,
             perceptual_distance: None,
+            perceptual_correlation: None,
             index: IndexChoice::Auto,
             clusters: None,
             border: DEFAULT_BORDER,
@@ -176,7 +180,7 @@ impl DedupOptions {
             sample: None,
             centroids: None,
             from_partitions: None,
-            grouping: Grouping::Components,
+            grouping: Grouping::Star,
             keep: KeepPolicy::Auto,
             device: DeviceSpec::Auto,
             write_pairs: false,
@@ -191,6 +195,7 @@ pub struct Thresholds {
     pub image: f32,
     pub caption: f32,
     pub perceptual_distance: u32,
+    pub perceptual_correlation: f32,
 }
 
 /// Per-kind counts in the summary.
@@ -234,7 +239,7 @@ pub(crate) struct Items {
     pub(crate) id: Vec<u64>,
     uri: Vec<String>,
     sha256: Vec<Option<String>>,
-    phash: Vec<Option<u64>>,
+    fingerprint: Vec<Option<Fingerprint>>,
     pixels: Vec<u64>,
     pub(crate) has_caption: Vec<bool>,
     pub(crate) image: Matrix,
@@ -263,7 +268,7 @@ pub(crate) fn load_items(new: &Run, old: Option<&Run>, need_text: bool) -> Resul
         id: Vec::new(),
         uri: Vec::new(),
         sha256: Vec::new(),
-        phash: Vec::new(),
+        fingerprint: Vec::new(),
         pixels: Vec::new(),
         has_caption: Vec::new(),
         image: Matrix::new(d, Vec::new())?,
@@ -290,7 +295,7 @@ pub(crate) fn load_items(new: &Run, old: Option<&Run>, need_text: bool) -> Resul
             items.id.push(m.id[r]);
             items.uri.push(m.uri[r].clone());
             items.sha256.push(m.sha256[r].clone());
-            items.phash.push(m.phash.as_ref().and_then(|p| p[r]));
+            items.fingerprint.push(m.fingerprint.as_ref().and_then(|f| f[r]));
             items.pixels.push(m.width[r].unwrap_or(0) as u64 * m.height[r].unwrap_or(0) as u64);
             let tv = all_txt.as_ref().map(|t| &t[r * d..(r + 1) * d]);
             let has = m.caption[r].is_some() && tv.is_some_and(|v| v.iter().any(|&x| x != 0.0));
@@ -339,41 +344,301 @@ fn keep_rank(items: &Items, policy: KeepPolicy, centrality: Option<&[f32]>) -> V
     rank
 }
 
-/// Summed similarity of each item to its duplicates (for `central` under `star`).
-fn degree_centrality(n: usize, pairs: &[Pair]) -> Vec<f32> {
+/// Summed similarity of each item to its duplicates under the removal kinds (for `central`).
+fn degree_centrality(n: usize, removal: &[&Relation]) -> Vec<f32> {
     let mut c = vec![0f32; n];
-    for p in pairs {
-        c[p.a as usize] += p.sim;
-        c[p.b as usize] += p.sim;
+    for r in removal {
+        match r {
+            Relation::Pairs(pairs) => {
+                for p in pairs {
+                    c[p.a as usize] += p.sim;
+                    c[p.b as usize] += p.sim;
+                }
+            }
+            Relation::Sets(sets) => {
+                for s in sets {
+                    for &m in s {
+                        c[m as usize] += (s.len() - 1) as f32;
+                    }
+                }
+            }
+        }
     }
     c
-}
-
-/// Re-picks each group's kept item as the member most similar to the group as a whole
-/// (`central` under `components`); `sim(i, j)` is the kind's similarity.
-fn recentre(groups: &mut [Group], rank: &[u32], sim: &dyn Fn(u32, u32) -> f32) {
-    for g in groups.iter_mut() {
-        if g.members.len() > 2000 {
-            continue; // keep the rank's choice for huge groups (quadratic)
-        }
-        let total = |i: u32| g.members.iter().filter(|&&j| j != i).map(|&j| sim(i, j) as f64).sum::<f64>();
-        g.kept = *g
-            .members
-            .iter()
-            .max_by(|&&a, &&b| total(a).total_cmp(&total(b)).then(rank[b as usize].cmp(&rank[a as usize])))
-            .expect("non-empty");
-    }
 }
 
 /// A kind's similarity between two items.
 type SimFn<'a> = Box<dyn Fn(u32, u32) -> f32 + 'a>;
 
+fn similarity_fn(kind: Kind, items: &Items) -> SimFn<'_> {
+    match kind {
+        Kind::Exact => Box::new(|_, _| 1.0),
+        Kind::Perceptual => {
+            let f = &items.fingerprint;
+            Box::new(move |a: u32, b: u32| match (&f[a as usize], &f[b as usize]) {
+                (Some(x), Some(y)) => 1.0 - crate::media::fingerprint::compare(x, y).0 as f32 / 64.0,
+                _ => 0.0,
+            })
+        }
+        Kind::Image => Box::new(move |a: u32, b: u32| dot(items.image.row(a as usize), items.image.row(b as usize))),
+        Kind::Caption | Kind::Joint => {
+            let t = items.text.as_ref().expect("text loaded for caption kinds");
+            let joint = kind == Kind::Joint;
+            Box::new(move |a: u32, b: u32| {
+                let c = dot(t.row(a as usize), t.row(b as usize));
+                if joint {
+                    c.min(dot(items.image.row(a as usize), items.image.row(b as usize)))
+                } else {
+                    c
+                }
+            })
+        }
+    }
+}
+
+/// One kind's duplicate relation.
+pub(crate) enum Relation {
+    /// Sets of items with identical bytes (`exact`): every two members are duplicates.
+    Sets(Vec<Vec<u32>>),
+    /// Pairs within the kind's threshold, `a < b`.
+    Pairs(Vec<Pair>),
+}
+
+impl Relation {
+    fn describe(&self) -> String {
+        match self {
+            Relation::Sets(s) => format!("{} sets of identical files", s.len()),
+            Relation::Pairs(p) => format!("{} pairs", p.len()),
+        }
+    }
+}
+
+/// Neighbour lists (compressed rows) of the pairs of one or more relations.
+struct Adjacency {
+    offsets: Vec<usize>,
+    adj: Vec<u32>,
+}
+
+impl Adjacency {
+    fn new<'a>(n: usize, pairs: impl Iterator<Item = &'a Pair> + Clone) -> Self {
+        let mut offsets = vec![0usize; n + 1];
+        for p in pairs.clone() {
+            offsets[p.a as usize + 1] += 1;
+            offsets[p.b as usize + 1] += 1;
+        }
+        for i in 0..n {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut fill = offsets.clone();
+        let mut adj = vec![0u32; offsets[n]];
+        for p in pairs {
+            adj[fill[p.a as usize]] = p.b;
+            fill[p.a as usize] += 1;
+            adj[fill[p.b as usize]] = p.a;
+            fill[p.b as usize] += 1;
+        }
+        Self { offsets, adj }
+    }
+
+    fn neighbours(&self, i: u32) -> &[u32] {
+        &self.adj[self.offsets[i as usize]..self.offsets[i as usize + 1]]
+    }
+}
+
+/// The one removal decision of a dedup run.
+pub(crate) struct Decision {
+    /// Items removed (never an `--against` item).
+    pub(crate) removed: Vec<bool>,
+}
+
+/// Decides which items go, over every removal kind at once: items are visited in keep order
+/// (`rank`, lowest first; `--against` items rank first and are always kept); an item is removed
+/// when an item already kept is its direct duplicate under any removal kind, in favour of the
+/// best-ranked such item, and kept otherwise. So every removed item is directly within a
+/// threshold of the item kept in its place, no two kept items of this run are direct
+/// duplicates, and every removed item has a kept copy: nothing chains and no picture loses
+/// every copy.
+pub(crate) fn decide(n: usize, rank: &[u32], is_old: &dyn Fn(u32) -> bool, removal: &[&Relation]) -> Decision {
+    let pairs = removal.iter().flat_map(|r| match r {
+        Relation::Pairs(p) => p.as_slice(),
+        Relation::Sets(_) => &[],
+    });
+    let adj = Adjacency::new(n, pairs);
+    // For each kind of sets: the set of each item and each set's kept member.
+    let mut sets: Vec<(Vec<u32>, Vec<Option<u32>>)> = Vec::new();
+    for r in removal {
+        if let Relation::Sets(s) = r {
+            let mut set_of = vec![u32::MAX; n];
+            for (k, members) in s.iter().enumerate() {
+                for &m in members {
+                    set_of[m as usize] = k as u32;
+                }
+            }
+            sets.push((set_of, vec![None; s.len()]));
+        }
+    }
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.sort_unstable_by_key(|&i| rank[i as usize]);
+    let mut kept = vec![false; n];
+    let mut removed = vec![false; n];
+    for i in order {
+        let mut best: Option<u32> = None;
+        let mut consider = |c: u32| {
+            if best.is_none_or(|b| rank[c as usize] < rank[b as usize]) {
+                best = Some(c);
+            }
+        };
+        for &j in adj.neighbours(i) {
+            if kept[j as usize] {
+                consider(j);
+            }
+        }
+        for (set_of, set_kept) in &sets {
+            let s = set_of[i as usize];
+            if s != u32::MAX {
+                if let Some(k) = set_kept[s as usize] {
+                    consider(k);
+                }
+            }
+        }
+        match best {
+            Some(_) if !is_old(i) => removed[i as usize] = true,
+            _ => {
+                kept[i as usize] = true;
+                for (set_of, set_kept) in &mut sets {
+                    let s = set_of[i as usize];
+                    if s != u32::MAX && set_kept[s as usize].is_none() {
+                        set_kept[s as usize] = Some(i);
+                    }
+                }
+            }
+        }
+    }
+    Decision { removed }
+}
+
+/// A group as written to `groups.parquet`: each member with the item kept in its place
+/// (itself when kept), kept members first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OutGroup {
+    pub(crate) rows: Vec<(u32, u32)>,
+}
+
+/// Orders each group's rows (kept members first, then by item) and the groups by their first
+/// kept member's rank.
+fn finish(mut groups: Vec<OutGroup>, rank: &[u32]) -> Vec<OutGroup> {
+    for g in &mut groups {
+        g.rows.sort_unstable_by_key(|&(m, k)| (m != k, rank[k as usize], m));
+    }
+    groups.retain(|g| g.rows.len() > 1);
+    groups.sort_by_key(|g| rank[g.rows[0].1 as usize]);
+    groups
+}
+
+/// Joins groups that share an edge of `pairs` (`--grouping components`), keeping each row's
+/// own kept item.
+fn join_components(n: usize, groups: Vec<OutGroup>, pairs: &[Pair]) -> Vec<OutGroup> {
+    let mut group_of = vec![u32::MAX; n];
+    for (g, grp) in groups.iter().enumerate() {
+        for &(m, _) in &grp.rows {
+            group_of[m as usize] = g as u32;
+        }
+    }
+    let mut uf = groups::UnionFind::new(groups.len());
+    for p in pairs {
+        let (a, b) = (group_of[p.a as usize], group_of[p.b as usize]);
+        if a != u32::MAX && b != u32::MAX {
+            uf.union(a, b);
+        }
+    }
+    let mut joined: BTreeMap<u32, OutGroup> = BTreeMap::new();
+    for (g, grp) in groups.into_iter().enumerate() {
+        joined.entry(uf.find(g as u32)).or_insert_with(|| OutGroup { rows: Vec::new() }).rows.extend(grp.rows);
+    }
+    joined.into_values().collect()
+}
+
+/// The groups of a removal kind: each kept item with the removed items that are its direct
+/// duplicates under this kind (a removed item goes with its best-ranked kept duplicate), so
+/// `kept`/`kept_id` say exactly what keep.txt and remove.txt say.
+fn removal_groups(n: usize, relation: &Relation, rank: &[u32], removed: &[bool], grouping: Grouping) -> Vec<OutGroup> {
+    match relation {
+        Relation::Sets(sets) => {
+            let groups = sets
+                .iter()
+                .filter_map(|s| {
+                    let leader = *s.iter().filter(|&&m| !removed[m as usize]).min_by_key(|&&m| rank[m as usize])?;
+                    let mut rows = vec![(leader, leader)];
+                    rows.extend(s.iter().filter(|&&m| removed[m as usize]).map(|&m| (m, leader)));
+                    Some(OutGroup { rows })
+                })
+                .collect();
+            finish(groups, rank)
+        }
+        Relation::Pairs(pairs) => {
+            let adj = Adjacency::new(n, pairs.iter());
+            let mut by_keeper: HashMap<u32, Vec<u32>> = HashMap::new();
+            for r in (0..n as u32).filter(|&r| removed[r as usize]) {
+                let k = adj
+                    .neighbours(r)
+                    .iter()
+                    .copied()
+                    .filter(|&k| !removed[k as usize])
+                    .min_by_key(|&k| rank[k as usize]);
+                if let Some(k) = k {
+                    by_keeper.entry(k).or_default().push(r);
+                }
+            }
+            let groups: Vec<OutGroup> = by_keeper
+                .into_iter()
+                .map(|(k, ms)| OutGroup {
+                    rows: std::iter::once((k, k)).chain(ms.into_iter().map(|m| (m, k))).collect(),
+                })
+                .collect();
+            let groups = if grouping == Grouping::Components { join_components(n, groups, pairs) } else { groups };
+            finish(groups, rank)
+        }
+    }
+}
+
+/// The groups of a kind that only reports (not in `--remove-kinds`): stars (or components) of
+/// the kind's own relation whose representative is the best-ranked kept member where there is
+/// one; every row's `kept` still says the item's one removal decision.
+fn report_groups(n: usize, relation: &Relation, rank: &[u32], removed: &[bool], grouping: Grouping) -> Vec<OutGroup> {
+    // Kept items first, then by rank.
+    let order_key = |i: u32| (removed[i as usize], rank[i as usize]);
+    let mut rank2 = vec![0u32; n];
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.sort_unstable_by_key(|&i| order_key(i));
+    for (r, &i) in order.iter().enumerate() {
+        rank2[i as usize] = r as u32;
+    }
+    let groups: Vec<OutGroup> = match relation {
+        Relation::Sets(sets) => sets
+            .iter()
+            .map(|s| {
+                let leader = *s.iter().min_by_key(|&&m| rank2[m as usize]).expect("non-empty");
+                OutGroup { rows: s.iter().map(|&m| (m, leader)).collect() }
+            })
+            .collect(),
+        Relation::Pairs(pairs) => {
+            let grouped = groups::group(n, pairs, &rank2, grouping);
+            grouped.into_iter().map(|g| OutGroup { rows: g.members.iter().map(|&m| (m, g.kept)).collect() }).collect()
+        }
+    };
+    let mut groups = finish(groups, &rank2);
+    groups.sort_by_key(|g| rank2[g.rows[0].1 as usize]);
+    groups
+}
+
 /// The result of one kind.
 struct KindResult {
     kind: Kind,
-    groups: Vec<Group>,
+    groups: Vec<OutGroup>,
     /// The pairs found (empty for `exact`, which groups by hash), kept only for `--pairs`.
     pairs: Vec<Pair>,
+    /// Each group row's similarity to the item kept in its place.
+    sims: Vec<Vec<f32>>,
 }
 
 /// A vector space searched for near-duplicate pairs.
@@ -521,7 +786,14 @@ pub(crate) fn resolve_thresholds(run: &Run, opts: &DedupOptions) -> Result<Thres
         image: opts.image_threshold.unwrap_or(defaults.image),
         caption: opts.caption_threshold.unwrap_or(defaults.caption),
         perceptual_distance: opts.perceptual_distance.unwrap_or(defaults.perceptual_distance),
+        perceptual_correlation: opts.perceptual_correlation.unwrap_or(DEFAULT_MIN_CORRELATION),
     };
+    if !(-1.0..=1.0).contains(&thresholds.perceptual_correlation) {
+        return Err(Error::InvalidArg {
+            what: "--perceptual-correlation",
+            reason: format!("{} is not a correlation in [-1, 1]", thresholds.perceptual_correlation),
+        });
+    }
     for (what, t) in [("--image-threshold", thresholds.image), ("--caption-threshold", thresholds.caption)] {
         if !(-1.0..=1.0).contains(&t) {
             return Err(Error::InvalidArg { what, reason: format!("{t} is not a cosine similarity in [-1, 1]") });
@@ -586,30 +858,43 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
         old.as_ref().map(|o| format!(" against {} of {}", n - items.n_new, o.dir.display())).unwrap_or_default(),
         device::describe(&dev)
     );
-    let base_rank = keep_rank(items, if policy == KeepPolicy::Central { KeepPolicy::First } else { policy }, None);
     let allowed = move |a: u32, b: u32| !(items.is_old(a) && items.is_old(b));
 
+    // 1. Each kind's relation: the sets of identical files, or the pairs within the threshold.
     let mut index_name = String::from("none");
     let mut image_pairs: Option<Vec<Pair>> = None;
-    let mut results = Vec::new();
+    let mut relations: Vec<(Kind, Relation)> = Vec::new();
     for &kind in &opts.kinds {
         let t0 = Instant::now();
-        let (pairs, sim): (Option<Vec<Pair>>, SimFn<'_>) = match kind {
-            Kind::Exact => (None, Box::new(|_, _| 1.0)),
+        let relation = match kind {
+            Kind::Exact => {
+                // Items sharing a sha256 (the old run's copies among themselves are not groups).
+                let mut by_hash: HashMap<&str, Vec<u32>> = HashMap::new();
+                for (i, h) in items.sha256.iter().enumerate() {
+                    if let Some(h) = h {
+                        by_hash.entry(h.as_str()).or_default().push(i as u32);
+                    }
+                }
+                let mut sets: Vec<Vec<u32>> =
+                    by_hash.into_values().filter(|s| s.len() > 1 && s.iter().any(|&i| !items.is_old(i))).collect();
+                sets.sort_unstable();
+                Relation::Sets(sets)
+            }
             Kind::Perceptual => {
-                if items.phash.iter().all(Option::is_none) {
-                    tracing::warn!("no perceptual hashes in the run; perceptual dedup skipped");
+                if items.fingerprint.iter().all(Option::is_none) {
+                    tracing::warn!(
+                        "no perceptual fingerprints in the run (made by an older sieve, or nothing decoded); perceptual \
+                         dedup skipped. Re-embed with this version (`sieve embed INPUT --out RUN --overwrite`) to \
+                         find re-encoded, resized, framed and mirrored copies"
+                    );
                     continue;
                 }
-                let p = perceptual::pairs(&items.phash, thresholds.perceptual_distance, allowed);
-                let h = &items.phash;
-                (
-                    Some(p),
-                    Box::new(move |a: u32, b: u32| match (h[a as usize], h[b as usize]) {
-                        (Some(x), Some(y)) => 1.0 - (x ^ y).count_ones() as f32 / 64.0,
-                        _ => 0.0,
-                    }),
-                )
+                Relation::Pairs(perceptual::fingerprint_pairs(
+                    &items.fingerprint,
+                    thresholds.perceptual_distance,
+                    thresholds.perceptual_correlation,
+                    allowed,
+                ))
             }
             Kind::Image | Kind::Joint => {
                 let pairs = match &image_pairs {
@@ -630,31 +915,22 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
                     }
                 };
                 if kind == Kind::Image {
-                    (
-                        Some(pairs),
-                        Box::new(move |a: u32, b: u32| dot(items.image.row(a as usize), items.image.row(b as usize))),
-                    )
+                    Relation::Pairs(pairs)
                 } else {
                     let t = items.text.as_ref().expect("text loaded for joint");
-                    let joint: Vec<Pair> = pairs
-                        .into_iter()
-                        .filter(|p| items.has_caption[p.a as usize] && items.has_caption[p.b as usize])
-                        .filter_map(|p| {
-                            let c = dot(t.row(p.a as usize), t.row(p.b as usize));
-                            (c >= thresholds.caption).then_some(Pair { sim: p.sim.min(c), ..p })
-                        })
-                        .collect();
-                    (
-                        Some(joint),
-                        Box::new(move |a: u32, b: u32| {
-                            dot(items.image.row(a as usize), items.image.row(b as usize))
-                                .min(dot(t.row(a as usize), t.row(b as usize)))
-                        }),
+                    Relation::Pairs(
+                        pairs
+                            .into_iter()
+                            .filter(|p| items.has_caption[p.a as usize] && items.has_caption[p.b as usize])
+                            .filter_map(|p| {
+                                let c = dot(t.row(p.a as usize), t.row(p.b as usize));
+                                (c >= thresholds.caption).then_some(Pair { sim: p.sim.min(c), ..p })
+                            })
+                            .collect(),
                     )
                 }
             }
             Kind::Caption => {
-                let t = items.text.as_ref().expect("text loaded for caption");
                 let (p, name) = space_pairs(
                     items,
                     Space::Caption,
@@ -667,92 +943,48 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
                 if index_name == "none" {
                     index_name = name;
                 }
-                (Some(p), Box::new(move |a: u32, b: u32| dot(t.row(a as usize), t.row(b as usize))))
+                Relation::Pairs(p)
             }
         };
-        let mut groups: Vec<Group> = match &pairs {
-            None => {
-                // Exact: items sharing a sha256 (the old run's copies among themselves are not groups).
-                let mut by_hash: HashMap<&str, Vec<u32>> = HashMap::new();
-                for (i, h) in items.sha256.iter().enumerate() {
-                    if let Some(h) = h {
-                        by_hash.entry(h.as_str()).or_default().push(i as u32);
-                    }
-                }
-                let sets = by_hash.into_values().filter(|s| s.iter().any(|&i| !items.is_old(i))).collect();
-                groups::from_sets(sets, &base_rank)
-            }
-            Some(pairs) => {
-                let rank = if policy == KeepPolicy::Central && opts.grouping == Grouping::Star {
-                    keep_rank(items, KeepPolicy::Central, Some(&degree_centrality(n, pairs)))
-                } else {
-                    base_rank.clone()
-                };
-                groups::group(n, pairs, &rank, opts.grouping)
-            }
-        };
-        if policy == KeepPolicy::Central && (opts.grouping == Grouping::Components || pairs.is_none()) {
-            recentre(&mut groups, &base_rank, &*sim);
-        }
-        // Against another run: an old item in a group is always the one kept.
-        if old.is_some() {
-            for g in &mut groups {
-                if let Some(&o) = g.members.iter().filter(|&&m| items.is_old(m)).min_by_key(|&&m| base_rank[m as usize])
-                {
-                    g.kept = o;
-                }
-            }
-        }
-        tracing::info!(
-            "{}: {} groups, {} items in them ({:.2}s)",
-            kind.as_str(),
-            groups.len(),
-            groups.iter().map(|g| g.members.len()).sum::<usize>(),
-            t0.elapsed().as_secs_f64()
-        );
-        let sims: Vec<Vec<f32>> = groups
-            .iter()
-            .map(|g| g.members.iter().map(|&m| if m == g.kept { 1.0 } else { sim(g.kept, m) }).collect())
-            .collect();
-        let pairs = if opts.write_pairs { pairs.unwrap_or_default() } else { Vec::new() };
-        results.push((KindResult { kind, groups, pairs }, sims));
+        tracing::info!("{}: {} ({:.2}s)", kind.as_str(), relation.describe(), t0.elapsed().as_secs_f64());
+        relations.push((kind, relation));
     }
 
-    // Removal: non-kept members of groups of the remove kinds, then make sure every group keeps
-    // at least one member (keep orders can differ between kinds only under `central`).
-    let mut removed = vec![false; n];
-    for (r, _) in &results {
-        if opts.remove_kinds.contains(&r.kind) {
-            for g in &r.groups {
-                for &m in &g.members {
-                    if m != g.kept && !items.is_old(m) {
-                        removed[m as usize] = true;
-                    }
-                }
-            }
-        }
-    }
-    loop {
-        let mut changed = false;
-        for (r, _) in &results {
-            if !opts.remove_kinds.contains(&r.kind) {
-                continue;
-            }
-            for g in &r.groups {
-                if g.members.iter().all(|&m| removed[m as usize]) {
-                    removed[g.kept as usize] = false;
-                    changed = true;
-                }
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
+    // 2. One removal decision over every removal kind at once, in keep order.
+    let removal: Vec<&Relation> =
+        relations.iter().filter(|(k, _)| opts.remove_kinds.contains(k)).map(|(_, r)| r).collect();
+    let rank = match policy {
+        KeepPolicy::Central => keep_rank(items, KeepPolicy::Central, Some(&degree_centrality(n, &removal))),
+        p => keep_rank(items, p, None),
+    };
+    let decision = decide(n, &rank, &|i| items.is_old(i), &removal);
+    let removed = &decision.removed;
+
+    // 3. Each kind's groups, made from that decision.
+    let results: Vec<KindResult> = relations
+        .into_iter()
+        .map(|(kind, relation)| {
+            let groups = if opts.remove_kinds.contains(&kind) {
+                removal_groups(n, &relation, &rank, removed, opts.grouping)
+            } else {
+                report_groups(n, &relation, &rank, removed, opts.grouping)
+            };
+            let pairs = match relation {
+                Relation::Pairs(p) if opts.write_pairs => p,
+                _ => Vec::new(),
+            };
+            let sim = similarity_fn(kind, items);
+            let sims = groups
+                .iter()
+                .map(|g| g.rows.iter().map(|&(m, k)| if m == k { 1.0 } else { sim(k, m) }).collect())
+                .collect();
+            KindResult { kind, groups, pairs, sims }
+        })
+        .collect();
 
     let out_dir = run.dir.join("dedup");
     fs::create_dir_all(&out_dir).map_err(|e| Error::io("creating", &out_dir, e))?;
-    write_groups(&out_dir.join("groups.parquet"), items, &results)?;
+    write_groups(&out_dir.join("groups.parquet"), items, removed, &results)?;
     let pairs_path = out_dir.join("pairs.parquet");
     if opts.write_pairs {
         write_pairs(&pairs_path, items, &results)?;
@@ -761,7 +993,7 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
     }
     let mut keep_lines = String::new();
     let mut remove_lines = String::new();
-    for (uri, &gone) in items.uri.iter().zip(&removed).take(items.n_new) {
+    for (uri, &gone) in items.uri.iter().zip(removed).take(items.n_new) {
         let line = if gone { &mut remove_lines } else { &mut keep_lines };
         line.push_str(uri);
         line.push('\n');
@@ -772,19 +1004,16 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
     let n_removed = removed[..items.n_new].iter().filter(|&&r| r).count();
     let kinds = results
         .iter()
-        .map(|(r, _)| {
-            let dups = r
-                .groups
-                .iter()
-                .flat_map(|g| g.members.iter().filter(move |&&m| m != g.kept && !items.is_old(m)))
-                .count();
+        .map(|r| {
+            let dups =
+                r.groups.iter().flat_map(|g| g.rows.iter().filter(|&&(m, k)| m != k && !items.is_old(m))).count();
             (
                 r.kind.as_str().to_string(),
                 KindSummary {
                     groups: r.groups.len(),
-                    items_in_groups: r.groups.iter().map(|g| g.members.len()).sum(),
+                    items_in_groups: r.groups.iter().map(|g| g.rows.len()).sum(),
                     duplicates: dups,
-                    largest_group: r.groups.iter().map(|g| g.members.len()).max().unwrap_or(0),
+                    largest_group: r.groups.iter().map(|g| g.rows.len()).max().unwrap_or(0),
                 },
             )
         })
@@ -860,27 +1089,23 @@ pub fn groups_schema() -> Arc<Schema> {
     ]))
 }
 
-fn write_groups(path: &Path, items: &Items, results: &[(KindResult, Vec<Vec<f32>>)]) -> Result<()> {
+fn write_groups(path: &Path, items: &Items, removed: &[bool], results: &[KindResult]) -> Result<()> {
     let source = |i: u32| if items.is_old(i) { "against" } else { "run" };
     let (mut id, mut uri, mut src, mut kind, mut gid) = (vec![], vec![], vec![], vec![], vec![]);
     let (mut kept, mut kept_id, mut kept_uri, mut kept_src, mut simv) = (vec![], vec![], vec![], vec![], vec![]);
-    for (r, sims) in results {
-        for (g_idx, (g, s)) in r.groups.iter().zip(sims).enumerate() {
-            // Kept item first, then the others in item order.
-            let mut order: Vec<usize> = (0..g.members.len()).collect();
-            order.sort_by_key(|&x| (g.members[x] != g.kept, g.members[x]));
-            for x in order {
-                let m = g.members[x];
+    for r in results {
+        for (g_idx, (g, s)) in r.groups.iter().zip(&r.sims).enumerate() {
+            for (&(m, k), &sim) in g.rows.iter().zip(s) {
                 id.push(items.id[m as usize]);
                 uri.push(items.uri[m as usize].as_str());
                 src.push(source(m));
                 kind.push(r.kind.as_str());
                 gid.push(g_idx as u64);
-                kept.push(m == g.kept);
-                kept_id.push(items.id[g.kept as usize]);
-                kept_uri.push(items.uri[g.kept as usize].as_str());
-                kept_src.push(source(g.kept));
-                simv.push(s[x]);
+                kept.push(!removed[m as usize]);
+                kept_id.push(items.id[k as usize]);
+                kept_uri.push(items.uri[k as usize].as_str());
+                kept_src.push(source(k));
+                simv.push(sim);
             }
         }
     }
@@ -911,9 +1136,9 @@ pub fn pairs_schema() -> Arc<Schema> {
     ]))
 }
 
-fn write_pairs(path: &Path, items: &Items, results: &[(KindResult, Vec<Vec<f32>>)]) -> Result<()> {
+fn write_pairs(path: &Path, items: &Items, results: &[KindResult]) -> Result<()> {
     let source = |i: u32| if items.is_old(i) { "against" } else { "run" };
-    let all = || results.iter().flat_map(|(r, _)| r.pairs.iter().map(move |p| (r.kind, p)));
+    let all = || results.iter().flat_map(|r| r.pairs.iter().map(move |p| (r.kind, p)));
     let cols: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(all().map(|(k, _)| k.as_str()))),
         Arc::new(UInt64Array::from_iter_values(all().map(|(_, p)| items.id[p.a as usize]))),

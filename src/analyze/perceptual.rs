@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use crate::index::Pair;
+use crate::media::fingerprint::{self, Fingerprint};
 use crate::media::phash::hamming;
 
 /// Bit masks of the `parts` ranges covering 64 bits.
@@ -53,6 +54,45 @@ pub fn pairs(hashes: &[Option<u64>], max_distance: u32, allowed: impl Fn(u32, u3
     }
     out.sort_unstable_by_key(|p| (p.a, p.b));
     out
+}
+
+/// Perceptual duplicate pairs `a < b` among `fps` (items without a fingerprint are skipped):
+/// candidates whose hash is within `max_distance` bits of the other's hash or of its mirror
+/// hash (multi-index hashing over both), each confirmed by [`fingerprint::confirmed`] with
+/// `min_correlation`. `sim` is `1 − distance / 64` of the closer orientation.
+pub fn fingerprint_pairs(
+    fps: &[Option<Fingerprint>],
+    max_distance: u32,
+    min_correlation: f32,
+    allowed: impl Fn(u32, u32) -> bool,
+) -> Vec<Pair> {
+    // Entry 2i is item i's hash, 2i + 1 its mirror hash. Two mirror hashes agree about as well
+    // as the two hashes, so mirror–mirror candidates add nothing new; they are dropped below
+    // through the item pair's dedup.
+    let entries: Vec<Option<u64>> = fps.iter().flat_map(|f| [f.map(|f| f.hash), f.map(|f| f.mirror)]).collect();
+    let mut candidates: Vec<(u32, u32)> = pairs(&entries, max_distance, |x, y| {
+        let (a, b) = (x / 2, y / 2);
+        a != b && !(x % 2 == 1 && y % 2 == 1)
+    })
+    .into_iter()
+    .map(|p| (p.a / 2, p.b / 2))
+    .map(|(a, b)| (a.min(b), a.max(b)))
+    .collect();
+    candidates.sort_unstable();
+    candidates.dedup();
+    candidates
+        .into_iter()
+        .filter(|&(a, b)| allowed(a, b))
+        .filter_map(|(a, b)| {
+            let (fa, fb) = (fps[a as usize].as_ref()?, fps[b as usize].as_ref()?);
+            let (dist, _, corr) = fingerprint::compare(fa, fb);
+            (dist <= max_distance && fingerprint::confirmed(fa, fb, corr, min_correlation)).then_some(Pair {
+                a,
+                b,
+                sim: 1.0 - dist as f32 / 64.0,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

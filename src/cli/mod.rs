@@ -656,10 +656,17 @@ pub struct DedupArgs {
     #[arg(long)]
     pub caption_threshold: Option<f32>,
 
-    /// Largest Hamming distance between the 64-bit perceptual hashes of duplicates [default:
-    /// the model's, 8].
+    /// Perceptual candidates: largest Hamming distance between two pictures' 64-bit DCT pHashes
+    /// (borders trimmed; a mirrored copy is compared through its mirror hash) [default: the
+    /// model's, 10].
     #[arg(long)]
     pub perceptual_distance: Option<u32>,
+
+    /// Perceptual confirmation: a candidate counts only when the correlation of the two
+    /// pictures' low-frequency DCT coefficients (their 32 x 32 grey copies, low-passed) is at
+    /// least this; it keeps flat and centred pictures from colliding [default: 0.8].
+    #[arg(long, value_name = "R")]
+    pub perceptual_correlation: Option<f32>,
 
     /// Neighbour search. exact: tiled matrix products, memory stays bounded. clusters:
     /// SemDeDup-style, seeded k-means then exact search inside each cluster (items near a border
@@ -694,12 +701,16 @@ pub struct DedupArgs {
     #[arg(long, value_name = "DIR")]
     pub centroids: Option<PathBuf>,
 
-    /// How pairs become groups. components: connected components of the pair graph (an item
-    /// joins a group when it is a duplicate of any member, so a chain A~B~C groups A with C even
-    /// when A and C are not alike). star: items are visited in keep order and each ungrouped
-    /// item keeps the ungrouped items within the threshold of it, so every member is a direct
-    /// duplicate of its kept item and chains are split.
-    #[arg(long, default_value = "components")]
+    /// How groups are shown in groups.parquet and the report; removal does not depend on it.
+    /// Items are decided once, in keep order, over every removal kind: an item is removed when
+    /// an item already kept is its direct duplicate, so every removed item is within the
+    /// threshold of the item kept in its place and nothing chains. star: each kept item with
+    /// its removed copies (every pair in a group is a kept item and its copy, or two copies of
+    /// it). components: stars joined when any of their members are duplicates, for reviewing
+    /// clusters; a group can then hold several kept items. star is the default because it
+    /// reports the decision itself: on the real-picture benchmark (docs/dedup.md) components
+    /// put unrelated pictures in one group.
+    #[arg(long, default_value = "star")]
     pub grouping: String,
 
     /// Which item of a group is kept. best-score: highest image-caption cosine; largest: most
@@ -748,6 +759,7 @@ impl DedupArgs {
             image_threshold: self.image_threshold,
             caption_threshold: self.caption_threshold,
             perceptual_distance: self.perceptual_distance,
+            perceptual_correlation: self.perceptual_correlation,
             index: self.index.parse()?,
             clusters: self.clusters,
             border: self.border,
@@ -924,8 +936,12 @@ pub struct RunArgs {
     #[arg(long, help_heading = "Dedup")]
     pub perceptual_distance: Option<u32>,
 
-    /// Dedup: components or star (see `sieve dedup --help`).
-    #[arg(long, default_value = "components", help_heading = "Dedup")]
+    /// Dedup: least correlation that confirms a perceptual pair [default: 0.8].
+    #[arg(long, value_name = "R", help_heading = "Dedup")]
+    pub perceptual_correlation: Option<f32>,
+
+    /// Dedup: star or components (see `sieve dedup --help`).
+    #[arg(long, default_value = "star", help_heading = "Dedup")]
     pub grouping: String,
 
     /// Dedup: which item of a group is kept: auto, best-score, largest, first or central.
@@ -990,6 +1006,7 @@ impl RunArgs {
             image_threshold: self.image_threshold,
             caption_threshold: self.caption_threshold,
             perceptual_distance: self.perceptual_distance,
+            perceptual_correlation: self.perceptual_correlation,
             index: self.index.clone(),
             clusters: self.clusters,
             border: crate::index::clustered::DEFAULT_BORDER,

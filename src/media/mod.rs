@@ -1,6 +1,7 @@
 //! Media handling: decoding untrusted image bytes, CLIP image preprocessing, caption tokenisation.
 
 pub mod decode;
+pub mod fingerprint;
 pub mod jpeg;
 pub mod phash;
 pub mod preprocess;

@@ -15,7 +15,9 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_array::{
+    ArrayRef, BooleanArray, FixedSizeBinaryArray, Float32Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
+};
 use arrow_schema::{DataType, Field, Schema};
 use half::f16;
 use parquet::arrow::ArrowWriter;
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::media::fingerprint::Fingerprint;
 use crate::media::quality::{CaptionSignals, ImageSignals};
 
 /// What happened to a record.
@@ -59,6 +62,9 @@ pub struct Row {
     pub height: Option<u32>,
     /// 64-bit perceptual hash of the decoded image ([`crate::media::phash`]).
     pub phash: Option<u64>,
+    /// DCT pHash, its mirror and the coefficients that confirm a match
+    /// ([`crate::media::fingerprint`]); `None` in runs made before they were recorded.
+    pub fingerprint: Option<Fingerprint>,
     pub status: Status,
     /// Stable reason code for a skipped record (e.g. `decode-error`).
     pub reason: Option<String>,
@@ -153,6 +159,10 @@ pub fn metadata_schema() -> Arc<Schema> {
         Field::new("width", DataType::UInt32, true),
         Field::new("height", DataType::UInt32, true),
         Field::new("phash", DataType::UInt64, true),
+        // The perceptual fingerprint dedup compares (media::fingerprint); null in older runs.
+        Field::new("phash_dct", DataType::UInt64, true),
+        Field::new("phash_dct_mirror", DataType::UInt64, true),
+        Field::new("phash_dct_coeffs", DataType::FixedSizeBinary(64), true),
         Field::new("status", DataType::Utf8, false),
         Field::new("reason", DataType::Utf8, true),
         Field::new("error", DataType::Utf8, true),
@@ -185,6 +195,15 @@ fn metadata_batch(rows: &[Row]) -> std::result::Result<RecordBatch, arrow_schema
             col(Arc::new(rows.iter().map(|r| r.width).collect::<UInt32Array>())),
             col(Arc::new(rows.iter().map(|r| r.height).collect::<UInt32Array>())),
             col(Arc::new(rows.iter().map(|r| r.phash).collect::<UInt64Array>())),
+            col(Arc::new(rows.iter().map(|r| r.fingerprint.map(|f| f.hash)).collect::<UInt64Array>())),
+            col(Arc::new(rows.iter().map(|r| r.fingerprint.map(|f| f.mirror)).collect::<UInt64Array>())),
+            col(Arc::new(
+                FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+                    rows.iter().map(|r| r.fingerprint.map(|f| f.coeffs)),
+                    64,
+                )
+                .expect("64-byte values"),
+            )),
             col(Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.status.as_str())))),
             col(Arc::new(rows.iter().map(|r| r.reason.as_deref()).collect::<StringArray>())),
             col(Arc::new(rows.iter().map(|r| r.error.as_deref()).collect::<StringArray>())),

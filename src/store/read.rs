@@ -10,6 +10,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{npy, read_manifest, Row, RunManifest, Status};
 use crate::error::{Error, Result};
+use crate::media::fingerprint::Fingerprint;
 use crate::media::quality::{CaptionSignals, ImageSignals};
 
 /// The metadata columns later stages use, one entry per row in run order.
@@ -23,6 +24,8 @@ pub struct Metadata {
     pub height: Vec<Option<u32>>,
     /// `None` for runs written before perceptual hashes were recorded.
     pub phash: Option<Vec<Option<u64>>>,
+    /// `None` for runs written before perceptual fingerprints were recorded.
+    pub fingerprint: Option<Vec<Option<Fingerprint>>>,
     pub embedded: Vec<bool>,
 }
 
@@ -50,6 +53,37 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
 
 fn column<'a>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a dyn Array> {
     batch.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| bad(path, format!("no `{name}` column")))
+}
+
+/// The perceptual fingerprints of a metadata batch (`phash_dct`, `phash_dct_mirror`,
+/// `phash_dct_coeffs`), `None` when the batch has not got the columns (an older run).
+fn fingerprints(batch: &RecordBatch, path: &Path) -> Result<Option<Vec<Option<Fingerprint>>>> {
+    let (Some(h), Some(m), Some(c)) = (
+        batch.column_by_name("phash_dct"),
+        batch.column_by_name("phash_dct_mirror"),
+        batch.column_by_name("phash_dct_coeffs"),
+    ) else {
+        return Ok(None);
+    };
+    let u64s = |a: &dyn Array, name: &str| {
+        a.as_primitive_opt::<UInt64Type>().cloned().ok_or_else(|| bad(path, format!("`{name}` is not uint64")))
+    };
+    let (h, m) = (u64s(h, "phash_dct")?, u64s(m, "phash_dct_mirror")?);
+    let c = c
+        .as_fixed_size_binary_opt()
+        .filter(|c| c.value_length() == 64)
+        .ok_or_else(|| bad(path, "`phash_dct_coeffs` is not 64-byte binary"))?;
+    Ok(Some(
+        (0..batch.num_rows())
+            .map(|i| {
+                (h.is_valid(i) && m.is_valid(i) && c.is_valid(i)).then(|| Fingerprint {
+                    hash: h.value(i),
+                    mirror: m.value(i),
+                    coeffs: c.value(i).try_into().expect("64 bytes"),
+                })
+            })
+            .collect(),
+    ))
 }
 
 fn read_metadata_part(path: &Path, meta: &mut Metadata) -> Result<usize> {
@@ -89,6 +123,10 @@ fn read_metadata_part(path: &Path, meta: &mut Metadata) -> Result<usize> {
             }
             _ => meta.phash = None,
         }
+        match (fingerprints(&batch, path)?, meta.fingerprint.as_mut()) {
+            (Some(f), Some(dst)) => dst.extend(f),
+            _ => meta.fingerprint = None,
+        }
     }
     Ok(rows)
 }
@@ -109,7 +147,7 @@ impl Run {
                 "is an unfinished run (sieve embed was interrupted); rerun the same sieve embed command to finish it",
             ));
         }
-        let mut meta = Metadata { phash: Some(Vec::new()), ..Default::default() };
+        let mut meta = Metadata { phash: Some(Vec::new()), fingerprint: Some(Vec::new()), ..Default::default() };
         for part in &manifest.parts {
             read_metadata_part(&dir.join("metadata").join(format!("{part}.parquet")), &mut meta)?;
         }
@@ -277,6 +315,7 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
         let (id, uri, caption, sha) = (u64s("id")?, strs("uri")?, strs("caption")?, strs("sha256")?);
         let (lossy, truncated) = (bools("caption_lossy")?, bools("caption_truncated")?);
         let (width, height, phash) = (u32s("width")?, u32s("height")?, opt_u64s("phash")?);
+        let fingerprint = fingerprints(&batch, path)?.unwrap_or_else(|| vec![None; n]);
         let (status, reason, error) = (strs("status")?, strs("reason")?, strs("error")?);
         let (blur, brightness, contrast) = (opt_f32s("blur")?, opt_f32s("brightness")?, opt_f32s("contrast")?);
         let (entropy, chroma, colour, frames) =
@@ -309,6 +348,7 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
                 width: width[i],
                 height: height[i],
                 phash: phash[i],
+                fingerprint: fingerprint[i],
                 status: if status[i].as_deref() == Some("embedded") { Status::Embedded } else { Status::Skipped },
                 reason: reason[i].clone(),
                 error: error[i].clone(),
