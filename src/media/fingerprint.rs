@@ -399,7 +399,8 @@ mod tests {
         let small = imageops::resize(&img, 128, 96, imageops::FilterType::Triangle);
         for (what, copy) in [("bright", bright), ("gamma", gamma), ("small", small)] {
             let (d, mirror, corr) = compare(&a, &fingerprint(&copy));
-            assert!(d <= 6 && !mirror && corr > 0.95, "{what}: {d} {mirror} {corr}");
+            // Within the default distance (12) and well above the default correlation (0.8).
+            assert!(d <= 12 && !mirror && corr > 0.95, "{what}: {d} {mirror} {corr}");
         }
     }
 }
