@@ -83,7 +83,7 @@ pub struct Planted {
 /// mirror hash is what mirroring those coefficients gives.
 pub fn planted_fingerprint(hash: u64) -> sieve::media::fingerprint::Fingerprint {
     let bit = |p: usize| (hash >> (63 - p)) & 1 == 1;
-    let mut coeffs = [0u8; 64];
+    let mut coeffs = [85u8; sieve::media::fingerprint::BYTES];
     coeffs[0] = 128;
     coeffs[1] = 50;
     let mut mirror = 1u64; // the DC bit

@@ -25,7 +25,8 @@ use arrow_array::{ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray
 use arrow_schema::{DataType, Field, Schema};
 use serde::Serialize;
 
-use super::groups::{self, Grouping};
+use super::decision::{decide, diagnostics, removal_groups, report_groups, Bridge, GroupStats, OutGroup, Relation};
+use super::groups::Grouping;
 use super::perceptual;
 use crate::device::{self, DeviceSpec};
 use crate::error::{Error, Result};
@@ -207,6 +208,8 @@ pub struct KindSummary {
     /// Items of this run that are non-kept members of a group of this kind.
     pub duplicates: usize,
     pub largest_group: usize,
+    /// Pairs of this kind between two of its groups (`bridges.parquet`).
+    pub bridges: usize,
 }
 
 /// `dedup/summary.json`.
@@ -396,241 +399,6 @@ fn similarity_fn(kind: Kind, items: &Items) -> SimFn<'_> {
     }
 }
 
-/// One kind's duplicate relation.
-pub(crate) enum Relation {
-    /// Sets of items with identical bytes (`exact`): every two members are duplicates.
-    Sets(Vec<Vec<u32>>),
-    /// Pairs within the kind's threshold, `a < b`.
-    Pairs(Vec<Pair>),
-}
-
-impl Relation {
-    fn describe(&self) -> String {
-        match self {
-            Relation::Sets(s) => format!("{} sets of identical files", s.len()),
-            Relation::Pairs(p) => format!("{} pairs", p.len()),
-        }
-    }
-}
-
-/// Neighbour lists (compressed rows) of the pairs of one or more relations.
-struct Adjacency {
-    offsets: Vec<usize>,
-    adj: Vec<u32>,
-}
-
-impl Adjacency {
-    fn new<'a>(n: usize, pairs: impl Iterator<Item = &'a Pair> + Clone) -> Self {
-        let mut offsets = vec![0usize; n + 1];
-        for p in pairs.clone() {
-            offsets[p.a as usize + 1] += 1;
-            offsets[p.b as usize + 1] += 1;
-        }
-        for i in 0..n {
-            offsets[i + 1] += offsets[i];
-        }
-        let mut fill = offsets.clone();
-        let mut adj = vec![0u32; offsets[n]];
-        for p in pairs {
-            adj[fill[p.a as usize]] = p.b;
-            fill[p.a as usize] += 1;
-            adj[fill[p.b as usize]] = p.a;
-            fill[p.b as usize] += 1;
-        }
-        Self { offsets, adj }
-    }
-
-    fn neighbours(&self, i: u32) -> &[u32] {
-        &self.adj[self.offsets[i as usize]..self.offsets[i as usize + 1]]
-    }
-}
-
-/// The one removal decision of a dedup run.
-pub(crate) struct Decision {
-    /// Items removed (never an `--against` item).
-    pub(crate) removed: Vec<bool>,
-}
-
-/// Decides which items go, over every removal kind at once: items are visited in keep order
-/// (`rank`, lowest first; `--against` items rank first and are always kept); an item is removed
-/// when an item already kept is its direct duplicate under any removal kind, in favour of the
-/// best-ranked such item, and kept otherwise. So every removed item is directly within a
-/// threshold of the item kept in its place, no two kept items of this run are direct
-/// duplicates, and every removed item has a kept copy: nothing chains and no picture loses
-/// every copy.
-pub(crate) fn decide(n: usize, rank: &[u32], is_old: &dyn Fn(u32) -> bool, removal: &[&Relation]) -> Decision {
-    let pairs = removal.iter().flat_map(|r| match r {
-        Relation::Pairs(p) => p.as_slice(),
-        Relation::Sets(_) => &[],
-    });
-    let adj = Adjacency::new(n, pairs);
-    // For each kind of sets: the set of each item and each set's kept member.
-    let mut sets: Vec<(Vec<u32>, Vec<Option<u32>>)> = Vec::new();
-    for r in removal {
-        if let Relation::Sets(s) = r {
-            let mut set_of = vec![u32::MAX; n];
-            for (k, members) in s.iter().enumerate() {
-                for &m in members {
-                    set_of[m as usize] = k as u32;
-                }
-            }
-            sets.push((set_of, vec![None; s.len()]));
-        }
-    }
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    order.sort_unstable_by_key(|&i| rank[i as usize]);
-    let mut kept = vec![false; n];
-    let mut removed = vec![false; n];
-    for i in order {
-        let mut best: Option<u32> = None;
-        let mut consider = |c: u32| {
-            if best.is_none_or(|b| rank[c as usize] < rank[b as usize]) {
-                best = Some(c);
-            }
-        };
-        for &j in adj.neighbours(i) {
-            if kept[j as usize] {
-                consider(j);
-            }
-        }
-        for (set_of, set_kept) in &sets {
-            let s = set_of[i as usize];
-            if s != u32::MAX {
-                if let Some(k) = set_kept[s as usize] {
-                    consider(k);
-                }
-            }
-        }
-        match best {
-            Some(_) if !is_old(i) => removed[i as usize] = true,
-            _ => {
-                kept[i as usize] = true;
-                for (set_of, set_kept) in &mut sets {
-                    let s = set_of[i as usize];
-                    if s != u32::MAX && set_kept[s as usize].is_none() {
-                        set_kept[s as usize] = Some(i);
-                    }
-                }
-            }
-        }
-    }
-    Decision { removed }
-}
-
-/// A group as written to `groups.parquet`: each member with the item kept in its place
-/// (itself when kept), kept members first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct OutGroup {
-    pub(crate) rows: Vec<(u32, u32)>,
-}
-
-/// Orders each group's rows (kept members first, then by item) and the groups by their first
-/// kept member's rank.
-fn finish(mut groups: Vec<OutGroup>, rank: &[u32]) -> Vec<OutGroup> {
-    for g in &mut groups {
-        g.rows.sort_unstable_by_key(|&(m, k)| (m != k, rank[k as usize], m));
-    }
-    groups.retain(|g| g.rows.len() > 1);
-    groups.sort_by_key(|g| rank[g.rows[0].1 as usize]);
-    groups
-}
-
-/// Joins groups that share an edge of `pairs` (`--grouping components`), keeping each row's
-/// own kept item.
-fn join_components(n: usize, groups: Vec<OutGroup>, pairs: &[Pair]) -> Vec<OutGroup> {
-    let mut group_of = vec![u32::MAX; n];
-    for (g, grp) in groups.iter().enumerate() {
-        for &(m, _) in &grp.rows {
-            group_of[m as usize] = g as u32;
-        }
-    }
-    let mut uf = groups::UnionFind::new(groups.len());
-    for p in pairs {
-        let (a, b) = (group_of[p.a as usize], group_of[p.b as usize]);
-        if a != u32::MAX && b != u32::MAX {
-            uf.union(a, b);
-        }
-    }
-    let mut joined: BTreeMap<u32, OutGroup> = BTreeMap::new();
-    for (g, grp) in groups.into_iter().enumerate() {
-        joined.entry(uf.find(g as u32)).or_insert_with(|| OutGroup { rows: Vec::new() }).rows.extend(grp.rows);
-    }
-    joined.into_values().collect()
-}
-
-/// The groups of a removal kind: each kept item with the removed items that are its direct
-/// duplicates under this kind (a removed item goes with its best-ranked kept duplicate), so
-/// `kept`/`kept_id` say exactly what keep.txt and remove.txt say.
-fn removal_groups(n: usize, relation: &Relation, rank: &[u32], removed: &[bool], grouping: Grouping) -> Vec<OutGroup> {
-    match relation {
-        Relation::Sets(sets) => {
-            let groups = sets
-                .iter()
-                .filter_map(|s| {
-                    let leader = *s.iter().filter(|&&m| !removed[m as usize]).min_by_key(|&&m| rank[m as usize])?;
-                    let mut rows = vec![(leader, leader)];
-                    rows.extend(s.iter().filter(|&&m| removed[m as usize]).map(|&m| (m, leader)));
-                    Some(OutGroup { rows })
-                })
-                .collect();
-            finish(groups, rank)
-        }
-        Relation::Pairs(pairs) => {
-            let adj = Adjacency::new(n, pairs.iter());
-            let mut by_keeper: HashMap<u32, Vec<u32>> = HashMap::new();
-            for r in (0..n as u32).filter(|&r| removed[r as usize]) {
-                let k = adj
-                    .neighbours(r)
-                    .iter()
-                    .copied()
-                    .filter(|&k| !removed[k as usize])
-                    .min_by_key(|&k| rank[k as usize]);
-                if let Some(k) = k {
-                    by_keeper.entry(k).or_default().push(r);
-                }
-            }
-            let groups: Vec<OutGroup> = by_keeper
-                .into_iter()
-                .map(|(k, ms)| OutGroup {
-                    rows: std::iter::once((k, k)).chain(ms.into_iter().map(|m| (m, k))).collect(),
-                })
-                .collect();
-            let groups = if grouping == Grouping::Components { join_components(n, groups, pairs) } else { groups };
-            finish(groups, rank)
-        }
-    }
-}
-
-/// The groups of a kind that only reports (not in `--remove-kinds`): stars (or components) of
-/// the kind's own relation whose representative is the best-ranked kept member where there is
-/// one; every row's `kept` still says the item's one removal decision.
-fn report_groups(n: usize, relation: &Relation, rank: &[u32], removed: &[bool], grouping: Grouping) -> Vec<OutGroup> {
-    // Kept items first, then by rank.
-    let order_key = |i: u32| (removed[i as usize], rank[i as usize]);
-    let mut rank2 = vec![0u32; n];
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    order.sort_unstable_by_key(|&i| order_key(i));
-    for (r, &i) in order.iter().enumerate() {
-        rank2[i as usize] = r as u32;
-    }
-    let groups: Vec<OutGroup> = match relation {
-        Relation::Sets(sets) => sets
-            .iter()
-            .map(|s| {
-                let leader = *s.iter().min_by_key(|&&m| rank2[m as usize]).expect("non-empty");
-                OutGroup { rows: s.iter().map(|&m| (m, leader)).collect() }
-            })
-            .collect(),
-        Relation::Pairs(pairs) => {
-            let grouped = groups::group(n, pairs, &rank2, grouping);
-            grouped.into_iter().map(|g| OutGroup { rows: g.members.iter().map(|&m| (m, g.kept)).collect() }).collect()
-        }
-    };
-    let mut groups = finish(groups, &rank2);
-    groups.sort_by_key(|g| rank2[g.rows[0].1 as usize]);
-    groups
-}
-
 /// The result of one kind.
 struct KindResult {
     kind: Kind,
@@ -639,6 +407,8 @@ struct KindResult {
     pairs: Vec<Pair>,
     /// Each group row's similarity to the item kept in its place.
     sims: Vec<Vec<f32>>,
+    stats: Vec<GroupStats>,
+    bridges: Vec<Bridge>,
 }
 
 /// A vector space searched for near-duplicate pairs.
@@ -969,22 +739,24 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
             } else {
                 report_groups(n, &relation, &rank, removed, opts.grouping)
             };
+            let sim = similarity_fn(kind, items);
+            let sims: Vec<Vec<f32>> = groups
+                .iter()
+                .map(|g| g.rows.iter().map(|&(m, k)| if m == k { 1.0 } else { sim(k, m) }).collect())
+                .collect();
+            let (stats, bridges) = diagnostics(n, &relation, &groups, &sims, &*sim);
             let pairs = match relation {
                 Relation::Pairs(p) if opts.write_pairs => p,
                 _ => Vec::new(),
             };
-            let sim = similarity_fn(kind, items);
-            let sims = groups
-                .iter()
-                .map(|g| g.rows.iter().map(|&(m, k)| if m == k { 1.0 } else { sim(k, m) }).collect())
-                .collect();
-            KindResult { kind, groups, pairs, sims }
+            KindResult { kind, groups, pairs, sims, stats, bridges }
         })
         .collect();
 
     let out_dir = run.dir.join("dedup");
     fs::create_dir_all(&out_dir).map_err(|e| Error::io("creating", &out_dir, e))?;
     write_groups(&out_dir.join("groups.parquet"), items, removed, &results)?;
+    write_bridges(&out_dir.join("bridges.parquet"), items, &results)?;
     let pairs_path = out_dir.join("pairs.parquet");
     if opts.write_pairs {
         write_pairs(&pairs_path, items, &results)?;
@@ -1014,6 +786,7 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
                     items_in_groups: r.groups.iter().map(|g| g.rows.len()).sum(),
                     duplicates: dups,
                     largest_group: r.groups.iter().map(|g| g.rows.len()).max().unwrap_or(0),
+                    bridges: r.bridges.len(),
                 },
             )
         })
@@ -1086,16 +859,54 @@ pub fn groups_schema() -> Arc<Schema> {
         Field::new("kept_uri", DataType::Utf8, false),
         Field::new("kept_source", DataType::Utf8, false),
         Field::new("similarity", DataType::Float32, false),
+        // Group diagnostics: the lowest similarity of a member to its kept item, and the lowest
+        // between any two members (null for groups over 256 members).
+        Field::new("group_min_similarity", DataType::Float32, false),
+        Field::new("group_diameter", DataType::Float32, true),
     ]))
+}
+
+/// The schema of `dedup/bridges.parquet`: pairs of a kind whose items are in two different
+/// groups of that kind (what chaining would have joined).
+pub fn bridges_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("a_id", DataType::UInt64, false),
+        Field::new("a_source", DataType::Utf8, false),
+        Field::new("a_group_id", DataType::UInt64, false),
+        Field::new("b_id", DataType::UInt64, false),
+        Field::new("b_source", DataType::Utf8, false),
+        Field::new("b_group_id", DataType::UInt64, false),
+        Field::new("similarity", DataType::Float32, false),
+    ]))
+}
+
+fn write_bridges(path: &Path, items: &Items, results: &[KindResult]) -> Result<()> {
+    let source = |i: u32| if items.is_old(i) { "against" } else { "run" };
+    let all = || results.iter().flat_map(|r| r.bridges.iter().map(move |b| (r.kind, b)));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(all().map(|(k, _)| k.as_str()))),
+        Arc::new(UInt64Array::from_iter_values(all().map(|(_, b)| items.id[b.pair.a as usize]))),
+        Arc::new(StringArray::from_iter_values(all().map(|(_, b)| source(b.pair.a)))),
+        Arc::new(UInt64Array::from_iter_values(all().map(|(_, b)| b.groups.0 as u64))),
+        Arc::new(UInt64Array::from_iter_values(all().map(|(_, b)| items.id[b.pair.b as usize]))),
+        Arc::new(StringArray::from_iter_values(all().map(|(_, b)| source(b.pair.b)))),
+        Arc::new(UInt64Array::from_iter_values(all().map(|(_, b)| b.groups.1 as u64))),
+        Arc::new(Float32Array::from_iter_values(all().map(|(_, b)| b.pair.sim))),
+    ];
+    write_parquet(path, bridges_schema(), cols)
 }
 
 fn write_groups(path: &Path, items: &Items, removed: &[bool], results: &[KindResult]) -> Result<()> {
     let source = |i: u32| if items.is_old(i) { "against" } else { "run" };
     let (mut id, mut uri, mut src, mut kind, mut gid) = (vec![], vec![], vec![], vec![], vec![]);
     let (mut kept, mut kept_id, mut kept_uri, mut kept_src, mut simv) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut min_to_kept, mut diameter) = (vec![], vec![]);
     for r in results {
-        for (g_idx, (g, s)) in r.groups.iter().zip(&r.sims).enumerate() {
+        for (g_idx, ((g, s), st)) in r.groups.iter().zip(&r.sims).zip(&r.stats).enumerate() {
             for (&(m, k), &sim) in g.rows.iter().zip(s) {
+                min_to_kept.push(st.min_to_kept);
+                diameter.push(st.diameter);
                 id.push(items.id[m as usize]);
                 uri.push(items.uri[m as usize].as_str());
                 src.push(source(m));
@@ -1120,6 +931,8 @@ fn write_groups(path: &Path, items: &Items, removed: &[bool], results: &[KindRes
         Arc::new(StringArray::from(kept_uri)),
         Arc::new(StringArray::from(kept_src)),
         Arc::new(Float32Array::from(simv)),
+        Arc::new(Float32Array::from(min_to_kept)),
+        Arc::new(Float32Array::from(diameter)),
     ];
     write_parquet(path, groups_schema(), cols)
 }

@@ -2,6 +2,7 @@
 //! alone, plus the glue that reads a run and writes the results next to it.
 
 pub mod common;
+pub mod decision;
 pub mod dedup;
 pub mod diversity;
 pub mod groups;

@@ -162,7 +162,7 @@ pub fn metadata_schema() -> Arc<Schema> {
         // The perceptual fingerprint dedup compares (media::fingerprint); null in older runs.
         Field::new("phash_dct", DataType::UInt64, true),
         Field::new("phash_dct_mirror", DataType::UInt64, true),
-        Field::new("phash_dct_coeffs", DataType::FixedSizeBinary(64), true),
+        Field::new("phash_dct_coeffs", DataType::FixedSizeBinary(crate::media::fingerprint::BYTES as i32), true),
         Field::new("status", DataType::Utf8, false),
         Field::new("reason", DataType::Utf8, true),
         Field::new("error", DataType::Utf8, true),
@@ -200,7 +200,7 @@ fn metadata_batch(rows: &[Row]) -> std::result::Result<RecordBatch, arrow_schema
             col(Arc::new(
                 FixedSizeBinaryArray::try_from_sparse_iter_with_size(
                     rows.iter().map(|r| r.fingerprint.map(|f| f.coeffs)),
-                    64,
+                    crate::media::fingerprint::BYTES as i32,
                 )
                 .expect("64-byte values"),
             )),

@@ -71,15 +71,17 @@ fn fingerprints(batch: &RecordBatch, path: &Path) -> Result<Option<Vec<Option<Fi
     let (h, m) = (u64s(h, "phash_dct")?, u64s(m, "phash_dct_mirror")?);
     let c = c
         .as_fixed_size_binary_opt()
-        .filter(|c| c.value_length() == 64)
-        .ok_or_else(|| bad(path, "`phash_dct_coeffs` is not 64-byte binary"))?;
+        .filter(|c| c.value_length() == crate::media::fingerprint::BYTES as i32)
+        .ok_or_else(|| {
+            bad(path, format!("`phash_dct_coeffs` is not {}-byte binary", crate::media::fingerprint::BYTES))
+        })?;
     Ok(Some(
         (0..batch.num_rows())
             .map(|i| {
                 (h.is_valid(i) && m.is_valid(i) && c.is_valid(i)).then(|| Fingerprint {
                     hash: h.value(i),
                     mirror: m.value(i),
-                    coeffs: c.value(i).try_into().expect("64 bytes"),
+                    coeffs: c.value(i).try_into().expect("checked length"),
                 })
             })
             .collect(),
