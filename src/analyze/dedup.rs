@@ -581,6 +581,95 @@ pub(crate) fn resolve_thresholds(run: &Run, opts: &DedupOptions) -> Result<Thres
     Ok(thresholds)
 }
 
+/// Each kind of `opts.kinds` as a [`Relation`] among `items` at `thresholds`, and the name of the
+/// neighbour index used.
+pub(crate) fn find_relations(
+    items: &Items,
+    thresholds: &Thresholds,
+    opts: &DedupOptions,
+    dev: &candle_core::Device,
+    fixed: Option<&super::partition::Fixed>,
+    centroids: Option<&super::partition::Centroids>,
+) -> Result<(Vec<(Kind, Relation)>, String)> {
+    let allowed = move |a: u32, b: u32| !(items.is_old(a) && items.is_old(b));
+
+    let mut index_name = String::from("none");
+    let mut image_pairs: Option<Vec<Pair>> = None;
+    let mut relations: Vec<(Kind, Relation)> = Vec::new();
+    for &kind in &opts.kinds {
+        let t0 = Instant::now();
+        let relation = match kind {
+            Kind::Exact => {
+                // Items sharing a sha256 (the old run's copies among themselves are not groups).
+                let mut by_hash: HashMap<&str, Vec<u32>> = HashMap::new();
+                for (i, h) in items.sha256.iter().enumerate() {
+                    if let Some(h) = h {
+                        by_hash.entry(h.as_str()).or_default().push(i as u32);
+                    }
+                }
+                let mut sets: Vec<Vec<u32>> =
+                    by_hash.into_values().filter(|s| s.len() > 1 && s.iter().any(|&i| !items.is_old(i))).collect();
+                sets.sort_unstable();
+                Relation::Sets(sets)
+            }
+            Kind::Perceptual => {
+                if items.fingerprint.iter().all(Option::is_none) {
+                    tracing::warn!(
+                        "no perceptual fingerprints in the run (made by an older sieve, or nothing decoded); perceptual \
+                         dedup skipped. Re-embed with this version (`sieve embed INPUT --out RUN --overwrite`) to \
+                         find re-encoded, resized, framed and mirrored copies"
+                    );
+                    continue;
+                }
+                Relation::Pairs(perceptual::fingerprint_pairs(
+                    &items.fingerprint,
+                    thresholds.perceptual_distance,
+                    thresholds.perceptual_correlation,
+                    allowed,
+                ))
+            }
+            Kind::Image | Kind::Joint => {
+                let pairs = match &image_pairs {
+                    Some(p) => p.clone(),
+                    None => {
+                        let (p, name) =
+                            space_pairs(items, Space::Image, thresholds.image, opts, dev, fixed, centroids)?;
+                        index_name = name;
+                        image_pairs = Some(p.clone());
+                        p
+                    }
+                };
+                if kind == Kind::Image {
+                    Relation::Pairs(pairs)
+                } else {
+                    let t = items.text.as_ref().expect("text loaded for joint");
+                    Relation::Pairs(
+                        pairs
+                            .into_iter()
+                            .filter(|p| items.has_caption[p.a as usize] && items.has_caption[p.b as usize])
+                            .filter_map(|p| {
+                                let c = dot(t.row(p.a as usize), t.row(p.b as usize));
+                                (c >= thresholds.caption).then_some(Pair { sim: p.sim.min(c), ..p })
+                            })
+                            .collect(),
+                    )
+                }
+            }
+            Kind::Caption => {
+                let (p, name) = space_pairs(items, Space::Caption, thresholds.caption, opts, dev, fixed, centroids)?;
+                if index_name == "none" {
+                    index_name = name;
+                }
+                Relation::Pairs(p)
+            }
+        };
+        tracing::info!("{}: {} ({:.2}s)", kind.as_str(), relation.describe(), t0.elapsed().as_secs_f64());
+        relations.push((kind, relation));
+    }
+
+    Ok((relations, index_name))
+}
+
 /// Runs `sieve dedup`; returns the summary (also written to `RUN/dedup/summary.json`).
 pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
     let started = Instant::now();
@@ -628,97 +717,8 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
         old.as_ref().map(|o| format!(" against {} of {}", n - items.n_new, o.dir.display())).unwrap_or_default(),
         device::describe(&dev)
     );
-    let allowed = move |a: u32, b: u32| !(items.is_old(a) && items.is_old(b));
-
     // 1. Each kind's relation: the sets of identical files, or the pairs within the threshold.
-    let mut index_name = String::from("none");
-    let mut image_pairs: Option<Vec<Pair>> = None;
-    let mut relations: Vec<(Kind, Relation)> = Vec::new();
-    for &kind in &opts.kinds {
-        let t0 = Instant::now();
-        let relation = match kind {
-            Kind::Exact => {
-                // Items sharing a sha256 (the old run's copies among themselves are not groups).
-                let mut by_hash: HashMap<&str, Vec<u32>> = HashMap::new();
-                for (i, h) in items.sha256.iter().enumerate() {
-                    if let Some(h) = h {
-                        by_hash.entry(h.as_str()).or_default().push(i as u32);
-                    }
-                }
-                let mut sets: Vec<Vec<u32>> =
-                    by_hash.into_values().filter(|s| s.len() > 1 && s.iter().any(|&i| !items.is_old(i))).collect();
-                sets.sort_unstable();
-                Relation::Sets(sets)
-            }
-            Kind::Perceptual => {
-                if items.fingerprint.iter().all(Option::is_none) {
-                    tracing::warn!(
-                        "no perceptual fingerprints in the run (made by an older sieve, or nothing decoded); perceptual \
-                         dedup skipped. Re-embed with this version (`sieve embed INPUT --out RUN --overwrite`) to \
-                         find re-encoded, resized, framed and mirrored copies"
-                    );
-                    continue;
-                }
-                Relation::Pairs(perceptual::fingerprint_pairs(
-                    &items.fingerprint,
-                    thresholds.perceptual_distance,
-                    thresholds.perceptual_correlation,
-                    allowed,
-                ))
-            }
-            Kind::Image | Kind::Joint => {
-                let pairs = match &image_pairs {
-                    Some(p) => p.clone(),
-                    None => {
-                        let (p, name) = space_pairs(
-                            items,
-                            Space::Image,
-                            thresholds.image,
-                            opts,
-                            &dev,
-                            fixed.as_ref(),
-                            centroids.as_ref(),
-                        )?;
-                        index_name = name;
-                        image_pairs = Some(p.clone());
-                        p
-                    }
-                };
-                if kind == Kind::Image {
-                    Relation::Pairs(pairs)
-                } else {
-                    let t = items.text.as_ref().expect("text loaded for joint");
-                    Relation::Pairs(
-                        pairs
-                            .into_iter()
-                            .filter(|p| items.has_caption[p.a as usize] && items.has_caption[p.b as usize])
-                            .filter_map(|p| {
-                                let c = dot(t.row(p.a as usize), t.row(p.b as usize));
-                                (c >= thresholds.caption).then_some(Pair { sim: p.sim.min(c), ..p })
-                            })
-                            .collect(),
-                    )
-                }
-            }
-            Kind::Caption => {
-                let (p, name) = space_pairs(
-                    items,
-                    Space::Caption,
-                    thresholds.caption,
-                    opts,
-                    &dev,
-                    fixed.as_ref(),
-                    centroids.as_ref(),
-                )?;
-                if index_name == "none" {
-                    index_name = name;
-                }
-                Relation::Pairs(p)
-            }
-        };
-        tracing::info!("{}: {} ({:.2}s)", kind.as_str(), relation.describe(), t0.elapsed().as_secs_f64());
-        relations.push((kind, relation));
-    }
+    let (relations, index_name) = find_relations(items, &thresholds, opts, &dev, fixed.as_ref(), centroids.as_ref())?;
 
     // 2. One removal decision over every removal kind at once, in keep order.
     let removal: Vec<&Relation> =
