@@ -292,6 +292,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_json(json, &s)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Verify(args) => {
+            let s = sieve::store::read::verify(&args.run)?;
+            eprintln!(
+                "sieve verify: {} ok: {} parts, {} rows, {} files matched their checksums",
+                args.run.display(),
+                s.parts,
+                s.rows,
+                s.checksums
+            );
+            print_json(json, &s)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(args) => {
             let mut out = std::io::stdout().lock();
             if let Some(dir) = &args.write_jpegs {

@@ -276,6 +276,21 @@ fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostP
                     if row.caption.is_some() {
                         row.text_embedding = text_it.next();
                     }
+                    let finite = |e: &Option<Vec<f32>>| e.as_ref().is_none_or(|v| v.iter().all(|x| x.is_finite()));
+                    let bad = [("image", finite(&row.image_embedding)), ("caption", finite(&row.text_embedding))]
+                        .into_iter()
+                        .filter(|(_, ok)| !ok)
+                        .map(|(what, _)| what)
+                        .collect::<Vec<_>>();
+                    if !bad.is_empty() {
+                        // Never stored: a NaN would poison every later stage.
+                        tracing::warn!("skipped {}: the model's {} embedding is not finite", row.uri, bad.join(" and "));
+                        row.status = Status::Skipped;
+                        row.reason = Some(SkipReason::NonFiniteEmbedding.code().to_string());
+                        row.error = Some(format!("the model's {} embedding holds NaN or infinite values", bad.join(" and ")));
+                        row.image_embedding = None;
+                        row.text_embedding = None;
+                    }
                 }
                 Err(skip) => {
                     tracing::warn!("skipped {}: {} ({})", row.uri, skip.reason, skip.detail);
@@ -287,6 +302,26 @@ fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostP
         })
         .collect();
     Ok(rows)
+}
+
+/// Non-finite embeddings with none finite after which the model is taken to be broken.
+const NON_FINITE_PROBE: u64 = 32;
+
+/// Fails the run when the model has given non-finite embeddings for at least `probe` records
+/// and a finite one for none: its weights or configuration are broken (e.g. `image_std` of 0,
+/// NaN weights), and every record would otherwise end as `non-finite-embedding`.
+fn check_model_output(counts: &store::Counts, probe: u64, clip: &Clip) -> Result<()> {
+    let bad = counts.skipped_by_reason.get(SkipReason::NonFiniteEmbedding.code()).copied().unwrap_or(0);
+    if counts.embedded == 0 && bad >= probe.max(1) {
+        return Err(crate::Error::ModelFile {
+            path: clip.info.source.clone().into(),
+            reason: format!(
+                "the model gives NaN or infinite embeddings for all {bad} records so far; its weights or \
+                 configuration (e.g. a zero image_std in preprocessor_config.json) are broken"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// What `sieve embed` did.
@@ -334,6 +369,7 @@ pub fn embed(opts: &EmbedOptions) -> Result<EmbedOutcome> {
         counts: Default::default(),
         parts: Vec::new(),
         merged_from: Vec::new(),
+        checksums: Default::default(),
     };
     let ids: Vec<u64> = listing.records.iter().map(|r| r.id).collect();
     let (mut writer, done) = match RunWriter::start(&opts.out, &manifest, &ids, opts.overwrite)? {
@@ -383,10 +419,12 @@ pub fn embed(opts: &EmbedOptions) -> Result<EmbedOutcome> {
             let rows = embed_batch(batch, &clip, &free_tx)?;
             writer.push(rows)?;
             pb.inc(n);
+            check_model_output(writer.counts(), NON_FINITE_PROBE, &clip)?;
         }
         Ok(())
     })?;
     drop(pb);
+    check_model_output(writer.counts(), 1, &clip)?;
     let elapsed = started.elapsed().as_secs_f64();
     let manifest = writer.finish(manifest)?;
     tracing::info!(

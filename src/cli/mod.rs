@@ -176,6 +176,16 @@ pub enum Command {
     /// samples and aggregates only, so it stays small (thumbnails capped by --max-thumbnails)
     /// and opens fast for runs of any size.
     Report(ReportArgs),
+    /// Check a run directory: every part file against its SHA-256 in run.json, the row counts
+    /// and ids, and every stored embedding (finite, of unit norm; zeros where nothing was
+    /// embedded). Exits 1 naming the first damaged file and row.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Run directory to check.
+    pub run: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -45,6 +45,14 @@ pub enum SkipReason {
     CorruptArchive,
     /// The file a manifest names does not exist, or a tar sample has no image member.
     Missing,
+    /// Not a regular file (a FIFO, socket or device, or a tar member that is a link or device):
+    /// never opened for reading, so it cannot hang or exhaust memory.
+    NotAFile,
+    /// A symlink in the input folder whose target lies outside it (followed only with
+    /// `--follow-links`).
+    LinkOutsideInput,
+    /// The model produced NaN or infinite values for this record; nothing was stored.
+    NonFiniteEmbedding,
 }
 
 impl SkipReason {
@@ -60,6 +68,9 @@ impl SkipReason {
             SkipReason::BadManifestLine => "bad-manifest-line",
             SkipReason::CorruptArchive => "corrupt-archive",
             SkipReason::Missing => "missing",
+            SkipReason::NotAFile => "not-a-file",
+            SkipReason::LinkOutsideInput => "link-outside-input",
+            SkipReason::NonFiniteEmbedding => "non-finite-embedding",
         }
     }
 }

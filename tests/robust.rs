@@ -1,0 +1,257 @@
+//! "Never crash, hang, leak or mix runs": non-finite and damaged embeddings, special files,
+//! links leaving the input folder, manifest rows lost to a stray quote, unbounded sizes, two
+//! writers, stale stage outputs, interrupted merges. See docs/robustness.md.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cli::sieve;
+use crate::util::*;
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `cmd`, killing it (and failing the test) if it takes longer than `limit`.
+fn run_within(mut cmd: Command, limit: Duration) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("hung for {limit:?}:\n{}", stderr(&o));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The golden images (and captions, but for the last) copied into `dir/in`.
+fn small_input(dir: &Path) -> PathBuf {
+    let g = golden();
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for (i, file) in g.images.iter().enumerate() {
+        std::fs::copy(fixtures().join("images").join(file), input.join(file)).unwrap();
+        if i + 1 < g.images.len() {
+            std::fs::write(input.join(format!("{}.txt", stem(file))), &g.captions[i]).unwrap();
+        }
+    }
+    input
+}
+
+fn embed(input: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut c = sieve();
+    c.args(["embed", "-q", "--device", "cpu", "--model"]).arg(tiny_model_dir()).arg(input).arg("--out").arg(out);
+    c.args(extra);
+    run_within(c, Duration::from_secs(300))
+}
+
+fn embed_ok(input: &Path, out: &Path, extra: &[&str]) -> String {
+    let o = embed(input, out, extra);
+    assert!(o.status.success(), "embed failed:\n{}", stderr(&o));
+    stderr(&o)
+}
+
+/// Overwrites value `col` of row `row` of a 2-D float16 .npy with `value`.
+fn poke_f16(path: &Path, row: usize, col: usize, value: f32) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let (_, cols) = sieve::store::npy::read_shape(path).unwrap();
+    let start = bytes.len() - sieve::store::npy::read_shape(path).unwrap().0 * cols * 2;
+    let at = start + (row * cols + col) * 2;
+    bytes[at..at + 2].copy_from_slice(&half::f16::from_f32(value).to_le_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// (1) Non-finite and damaged embeddings.
+
+/// One NaN in one stored embedding: every stage that reads the embeddings exits 1 naming the
+/// file and the row (it used to panic in k-means or carry the NaN into its outputs); so does a
+/// row that is not of unit norm.
+#[test]
+fn damaged_embeddings_are_refused_naming_file_and_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = small_input(dir.path());
+    let run = dir.path().join("run");
+    embed_ok(&input, &run, &[]);
+    let part = run.join("img_emb/part-00000.npy");
+    let clean = std::fs::read(&part).unwrap();
+    // Checksums first: a changed part no longer matches run.json.
+    poke_f16(&part, 2, 1, f32::NAN);
+    let o = sieve().args(["diversity", "-q"]).arg(&run).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("part-00000.npy") && stderr(&o).contains("checksum"), "{}", stderr(&o));
+    let o = sieve().arg("verify").arg(&run).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("checksum"), "{}", stderr(&o));
+    // Without checksums (a run made by an older sieve, or damaged before they were taken), the
+    // values themselves are checked.
+    let mut m = sieve::store::read_manifest(&run).unwrap();
+    let checksums = std::mem::take(&mut m.checksums);
+    assert_eq!(checksums.len(), 3, "{checksums:?}");
+    std::fs::write(run.join("run.json"), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    for (value, what) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf"), (40.0, "norm")] {
+        std::fs::write(&part, &clean).unwrap();
+        poke_f16(&part, 2, 1, value);
+        let cmds: [&[&str]; 6] = [
+            &["diversity"],
+            &["select", "--budget", "3"],
+            &["dedup", "--clusters", "2"],
+            &["dedup"],
+            &["score"],
+            &["score", "--index", "clusters"],
+        ];
+        for args in cmds {
+            let o = run_within(
+                {
+                    let mut c = sieve();
+                    c.args(args).arg(&run).args(["-q"]);
+                    c
+                },
+                Duration::from_secs(120),
+            );
+            let e = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{args:?} with {what}: {e}");
+            assert!(!e.contains("panicked"), "{args:?}: {e}");
+            assert!(e.contains("img_emb/part-00000.npy") && e.contains("row 2"), "{args:?} with {what}: {e}");
+            if what == "norm" {
+                assert!(e.contains("norm"), "{e}");
+            }
+        }
+    }
+    // `sieve verify` finds it too, and passes the clean run.
+    std::fs::write(&part, &clean).unwrap();
+    let o = sieve().arg("verify").arg(&run).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    poke_f16(&part, 2, 1, f32::NAN);
+    let o = sieve().arg("verify").arg(&run).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("row 2"), "{}", stderr(&o));
+}
+
+/// A copy of the tiny model with `edit` applied to its folder.
+fn broken_model(dir: &Path, edit: impl FnOnce(&Path)) -> PathBuf {
+    let m = dir.join("model");
+    std::fs::create_dir_all(&m).unwrap();
+    for e in std::fs::read_dir(tiny_model_dir()).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), m.join(e.file_name())).unwrap();
+        }
+    }
+    edit(&m);
+    m
+}
+
+/// A model that yields NaN is refused with a clear error, not "embedded" with NaN vectors.
+#[test]
+fn a_model_that_yields_nan_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = small_input(dir.path());
+    // image_std of zeros: refused when the config is read.
+    let zero_std = broken_model(&dir.path().join("a"), |m| {
+        let p = m.join("preprocessor_config.json");
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        v["image_std"] = serde_json::json!([0.0, 0.0, 0.0]);
+        std::fs::write(&p, v.to_string()).unwrap();
+    });
+    let mut c = sieve();
+    c.args(["embed", "-q", "--device", "cpu", "--model"]).arg(&zero_std).arg(&input).arg("--out").arg(dir.path().join("r1"));
+    let o = run_within(c, Duration::from_secs(120));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("image_std"), "{}", stderr(&o));
+
+    // NaN weights in the visual projection: every image embedding is NaN.
+    let nan_weights = broken_model(&dir.path().join("b"), |m| {
+        let p = m.join("model.safetensors");
+        let mut bytes = std::fs::read(&p).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let t = &header["visual_projection.weight"];
+        assert_eq!(t["dtype"], "F16", "{t}");
+        let (a, b) = (t["data_offsets"][0].as_u64().unwrap() as usize, t["data_offsets"][1].as_u64().unwrap() as usize);
+        for v in bytes[8 + n + a..8 + n + b].chunks_exact_mut(2) {
+            v.copy_from_slice(&half::f16::NAN.to_le_bytes());
+        }
+        std::fs::write(&p, bytes).unwrap();
+    });
+    let mut c = sieve();
+    let out = dir.path().join("r2");
+    c.args(["embed", "-q", "--device", "cpu", "--model"]).arg(&nan_weights).arg(&input).arg("--out").arg(&out);
+    let o = run_within(c, Duration::from_secs(120));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("NaN or infinite"), "{}", stderr(&o));
+    assert!(!sieve::store::read_manifest(&out).is_ok_and(|m| m.complete), "a broken run must not read as finished");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readers fed random and truncated bytes: a clear error, never a panic.
+
+fn mutations(valid: &[u8], seed: u64) -> Vec<Vec<u8>> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for cut in (0..valid.len()).step_by((valid.len() / 64).max(1)) {
+        out.push(valid[..cut].to_vec());
+    }
+    for _ in 0..200 {
+        let mut b = valid.to_vec();
+        for _ in 0..rng.random_range(1..8) {
+            let i = rng.random_range(0..b.len());
+            b[i] = rng.random();
+        }
+        out.push(b);
+    }
+    for _ in 0..50 {
+        let n = rng.random_range(0..512);
+        out.push((0..n).map(|_| rng.random()).collect());
+    }
+    out
+}
+
+#[test]
+fn readers_survive_random_and_truncated_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = small_input(dir.path());
+    let run = dir.path().join("run");
+    embed_ok(&input, &run, &[]);
+    let f = dir.path().join("f");
+    let npy = std::fs::read(run.join("img_emb/part-00000.npy")).unwrap();
+    for (i, b) in mutations(&npy, 1).into_iter().enumerate() {
+        std::fs::write(&f, &b).unwrap();
+        let r = std::panic::catch_unwind(|| {
+            let _ = sieve::store::npy::read_shape(&f);
+            let _ = sieve::store::npy::read_f16(&f);
+        });
+        assert!(r.is_ok(), "npy mutation {i} panicked");
+    }
+    let parquet = std::fs::read(run.join("metadata/part-00000.parquet")).unwrap();
+    for (i, b) in mutations(&parquet, 2).into_iter().enumerate() {
+        std::fs::write(&f, &b).unwrap();
+        let r = std::panic::catch_unwind(|| sieve::store::read::read_rows(&f).map(|_| ()));
+        assert!(r.is_ok(), "parquet mutation {i} panicked");
+        // The same bytes as a Parquet manifest (it has `uri` and `caption` columns).
+        let p = dir.path().join("m.parquet");
+        std::fs::write(&p, &b).unwrap();
+        let r = std::panic::catch_unwind(|| {
+            sieve::ingest::manifest::scan(&p, sieve::ingest::InputFormat::Parquet, None, None).map(|_| ())
+        });
+        assert!(r.is_ok(), "parquet manifest mutation {i} panicked");
+    }
+    let csv = b"image,caption\na.jpg,\"a cat\"\nb.jpg,\"x\"\"y\"\n".to_vec();
+    for (i, b) in mutations(&csv, 3).into_iter().enumerate() {
+        for (ext, format) in
+            [("csv", sieve::ingest::InputFormat::Csv), ("jsonl", sieve::ingest::InputFormat::Jsonl)]
+        {
+            let p = dir.path().join(format!("m.{ext}"));
+            std::fs::write(&p, &b).unwrap();
+            let r = std::panic::catch_unwind(|| sieve::ingest::manifest::scan(&p, format, None, None).map(|_| ()));
+            assert!(r.is_ok(), "{ext} mutation {i} panicked");
+        }
+    }
+}
