@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crate::device::{self, BatchSize, DeviceSpec, HostPixels};
 use crate::error::Result;
-use crate::ingest::{CaptionSource, InputSpec, Record, Source};
+use crate::ingest::{io_skip, CaptionSource, InputSpec, Record, Source};
 use crate::media::decode::{self, Limits, Skip, SkipReason};
 use crate::media::phash;
 use crate::media::preprocess::PixelsMut;
@@ -65,35 +65,31 @@ struct Batch {
     ok: usize,
 }
 
-fn io_skip(e: std::io::Error) -> Skip {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => Skip::new(SkipReason::Missing, e.to_string()),
-        std::io::ErrorKind::UnexpectedEof => Skip::new(SkipReason::DecodeError, "the tar ends inside this member"),
-        _ => Skip::new(SkipReason::Unreadable, e.to_string()),
-    }
-}
-
 fn too_large(len: u64, limits: &Limits) -> Option<Skip> {
     (len > limits.max_bytes).then(|| {
         Skip::new(SkipReason::TooLarge, format!("{len} bytes, over the limit of {} (--max-bytes)", limits.max_bytes))
     })
 }
 
-/// The image's bytes, with the size limit checked before reading them.
+/// The image's bytes: regular files only, never more than the size limit read (it is checked
+/// from the metadata first, then enforced while reading).
 fn image_bytes(record: &Record, limits: &Limits) -> std::result::Result<Vec<u8>, Skip> {
     if let Some(skip) = &record.skip {
         return Err(skip.clone());
     }
     match &record.source {
         Source::File(path) => {
-            let meta = std::fs::metadata(path).map_err(io_skip)?;
-            if meta.is_dir() {
-                return Err(Skip::new(SkipReason::Unreadable, "is a folder"));
-            }
-            if let Some(skip) = too_large(meta.len(), limits) {
+            if let Some(skip) = std::fs::metadata(path).ok().and_then(|m| too_large(m.len(), limits)) {
                 return Err(skip);
             }
-            std::fs::read(path).map_err(io_skip)
+            let (bytes, more) = crate::ingest::read_regular(path, limits.max_bytes)?;
+            if more {
+                return Err(Skip::new(
+                    SkipReason::TooLarge,
+                    format!("more than {} bytes, the limit (--max-bytes)", limits.max_bytes),
+                ));
+            }
+            Ok(bytes)
         }
         Source::Member(m) => {
             if let Some(skip) = too_large(m.len, limits) {
@@ -152,22 +148,60 @@ fn caption_text(bytes: Vec<u8>, json: bool, what: &str) -> Option<(String, bool)
     }
 }
 
-fn read_caption(record: &Record, clip: &Clip, signals: bool) -> Option<PreparedCaption> {
-    let read_file = |path: &PathBuf| match std::fs::read(path) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            tracing::warn!("cannot read caption {}: {e}; embedding the image without it", path.display());
+/// Drops a UTF-8 sequence left incomplete at the end of `bytes` by a cut (so the cut alone does
+/// not make a caption read as not UTF-8).
+fn trim_partial_char(bytes: &mut Vec<u8>) {
+    let len = bytes.len();
+    // The start of the last character: at most 3 continuation bytes back.
+    let Some(start) = (len.saturating_sub(4)..len).rev().find(|&i| bytes[i] & 0xC0 != 0x80) else { return };
+    if std::str::from_utf8(&bytes[start..]).is_err_and(|e| e.error_len().is_none()) {
+        bytes.truncate(start);
+    }
+}
+
+/// Cuts `text` to at most `limit` bytes, at a character boundary.
+fn cut_caption(text: &mut String, limit: u64) -> bool {
+    if text.len() as u64 <= limit {
+        return false;
+    }
+    let mut end = limit as usize;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
+}
+
+fn read_caption(record: &Record, clip: &Clip, limits: &Limits, signals: bool) -> Option<PreparedCaption> {
+    let limit = limits.max_caption_bytes;
+    let cut = std::cell::Cell::new(false);
+    let read_file = |path: &PathBuf| match crate::ingest::read_regular(path, limit) {
+        Ok((mut b, more)) => {
+            if more {
+                trim_partial_char(&mut b);
+            }
+            cut.set(cut.get() | more);
+            Some(b)
+        }
+        Err(skip) => {
+            tracing::warn!("cannot read caption {}: {}; embedding the image without it", path.display(), skip.detail);
             None
         }
     };
-    let read_member = |m: &crate::ingest::Member| match m.read() {
-        Ok(b) => Some(b),
+    let read_member = |m: &crate::ingest::Member| match m.read_limited(limit) {
+        Ok((mut b, more)) => {
+            if more {
+                trim_partial_char(&mut b);
+            }
+            cut.set(cut.get() | more);
+            Some(b)
+        }
         Err(e) => {
             tracing::warn!("cannot read the caption of {}: {e}; embedding the image without it", record.uri);
             None
         }
     };
-    let (text, lossy) = match &record.caption {
+    let (mut text, lossy) = match &record.caption {
         CaptionSource::None => return None,
         CaptionSource::Text { text, lossy } => (text.clone(), *lossy),
         CaptionSource::File(p) => caption_text(read_file(p)?, false, &p.display().to_string())?,
@@ -175,10 +209,19 @@ fn read_caption(record: &Record, clip: &Clip, signals: bool) -> Option<PreparedC
         CaptionSource::Member(m) => caption_text(read_member(m)?, false, &format!("of {}", record.uri))?,
         CaptionSource::JsonMember(m) => caption_text(read_member(m)?, true, &format!("of {}", record.uri))?,
     };
+    let mut cut = cut.get();
+    cut |= cut_caption(&mut text, limit);
+    if cut {
+        tracing::warn!(
+            "caption of {} is longer than {limit} bytes (--max-caption-bytes); cut there and flagged caption_truncated",
+            record.uri
+        );
+    }
     let text = text.trim().to_string();
     match clip.tokenizer.encode(&text) {
-        Ok(tokens) => {
+        Ok(mut tokens) => {
             let signals = signals.then(|| quality::caption_signals(&text, tokens.len));
+            tokens.truncated |= cut;
             Some(PreparedCaption { text, lossy, tokens, signals })
         }
         Err(e) => {
@@ -201,7 +244,7 @@ fn prepare_batch(
     let len = clip.preprocessor.output_len();
     let results = pixels.fill(records.len(), len, |i, out| {
         let rec = &records[i];
-        (read_image(rec, limits, clip, out, signals), read_caption(rec, clip, signals))
+        (read_image(rec, limits, clip, out, signals), read_caption(rec, clip, limits, signals))
     })?;
     // Pack the pixels of decoded images to the front, keeping order.
     let decoded: Vec<bool> = results.iter().map(|(image, _)| image.is_ok()).collect();

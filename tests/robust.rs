@@ -57,6 +57,15 @@ fn embed_ok(input: &Path, out: &Path, extra: &[&str]) -> String {
     stderr(&o)
 }
 
+fn rows(run: &Path) -> Vec<sieve::store::Row> {
+    let m = sieve::store::read_manifest(run).unwrap();
+    m.parts.iter().flat_map(|p| sieve::store::read::read_part_rows(run, p, m.embed_dim).unwrap()).collect()
+}
+
+fn by_name(rows: &[sieve::store::Row], name: &str) -> sieve::store::Row {
+    rows.iter().find(|r| Path::new(&r.uri).file_name().unwrap() == name).unwrap_or_else(|| panic!("{name} not listed")).clone()
+}
+
 /// Overwrites value `col` of row `row` of a 2-D float16 .npy with `value`.
 fn poke_f16(path: &Path, row: usize, col: usize, value: f32) {
     let mut bytes = std::fs::read(path).unwrap();
@@ -187,6 +196,189 @@ fn a_model_that_yields_nan_fails_the_run() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("NaN or infinite"), "{}", stderr(&o));
     assert!(!sieve::store::read_manifest(&out).is_ok_and(|m| m.complete), "a broken run must not read as finished");
+}
+
+// ---------------------------------------------------------------------------------------------
+// (2) Special files, (3) links leaving the input folder.
+
+#[cfg(unix)]
+fn mkfifo(p: &Path) {
+    let st = Command::new("mkfifo").arg(p).status().unwrap();
+    assert!(st.success());
+}
+
+/// FIFOs and devices are listed as `not-a-file`, never opened: a FIFO image or caption used to
+/// hang `embed` forever, /dev/zero to be read until memory ran out.
+#[cfg(unix)]
+#[test]
+fn special_files_are_listed_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = small_input(dir.path());
+    mkfifo(&input.join("pipe.jpg"));
+    // square.bmp has no caption: give it a FIFO one.
+    mkfifo(&input.join("square.txt"));
+    std::os::unix::fs::symlink("/dev/zero", input.join("zero.png")).unwrap();
+    let run = dir.path().join("run");
+    // /dev/zero is outside the folder: followed only with --follow-links, and then refused.
+    embed_ok(&input, &run, &["--follow-links"]);
+    let rows = rows(&run);
+    for name in ["pipe.jpg", "zero.png"] {
+        let r = by_name(&rows, name);
+        assert_eq!(r.reason.as_deref(), Some("not-a-file"), "{name}: {r:?}");
+    }
+    let square = by_name(&rows, "square.bmp");
+    assert_eq!(square.status, sieve::store::Status::Embedded);
+    assert_eq!(square.caption, None);
+
+    // In a manifest too.
+    let csv = dir.path().join("m.csv");
+    std::fs::write(&csv, "image,caption\n/dev/zero,zero\n/dev/urandom,random\n").unwrap();
+    let run2 = dir.path().join("run2");
+    embed_ok(&csv, &run2, &[]);
+    let rows = self::rows(&run2);
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.reason.as_deref() == Some("not-a-file")), "{rows:?}");
+
+    // Tar members that are links are listed, not dropped.
+    let tar_path = dir.path().join("shard.tar");
+    let mut t = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
+    t.append_path_with_name(fixtures().join("images/photo.jpg"), "000.jpg").unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    t.append_link(&mut h, "001.jpg", "/etc/passwd").unwrap();
+    t.finish().unwrap();
+    drop(t);
+    let run3 = dir.path().join("run3");
+    embed_ok(&tar_path, &run3, &[]);
+    let rows = self::rows(&run3);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(by_name(&rows, "001.jpg").reason.as_deref(), Some("not-a-file"));
+    assert_eq!(by_name(&rows, "000.jpg").status, sieve::store::Status::Embedded);
+}
+
+/// `a.txt -> /etc/passwd` (or any file outside the input) is not read as a caption, and an image
+/// linked from outside is listed as `link-outside-input`; `--follow-links` reads both.
+#[cfg(unix)]
+#[test]
+fn links_leaving_the_input_are_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = small_input(dir.path());
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "SECRET-TOKEN=hunter2").unwrap();
+    std::fs::copy(fixtures().join("images/photo.jpg"), outside.join("far.jpg")).unwrap();
+    std::fs::create_dir_all(outside.join("sub")).unwrap();
+    std::fs::copy(fixtures().join("images/photo.jpg"), outside.join("sub/deep.jpg")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), input.join("square.txt")).unwrap();
+    std::os::unix::fs::symlink(outside.join("far.jpg"), input.join("far.jpg")).unwrap();
+    std::os::unix::fs::symlink(outside.join("sub"), input.join("linked")).unwrap();
+    std::os::unix::fs::symlink("photo.jpg", input.join("inside.jpg")).unwrap();
+
+    let run = dir.path().join("run");
+    embed_ok(&input, &run, &[]);
+    let rows = rows(&run);
+    assert!(rows.iter().all(|r| !r.caption.as_deref().unwrap_or("").contains("SECRET")), "host file leaked");
+    assert_eq!(by_name(&rows, "square.bmp").caption, None);
+    assert_eq!(by_name(&rows, "far.jpg").reason.as_deref(), Some("link-outside-input"));
+    assert!(rows.iter().all(|r| !r.uri.contains("deep.jpg")), "walked into a linked folder outside the input");
+    assert_eq!(by_name(&rows, "inside.jpg").status, sieve::store::Status::Embedded);
+
+    let run2 = dir.path().join("run2");
+    embed_ok(&input, &run2, &["--follow-links"]);
+    let rows = self::rows(&run2);
+    assert_eq!(by_name(&rows, "square.bmp").caption.as_deref(), Some("SECRET-TOKEN=hunter2"));
+    assert_eq!(by_name(&rows, "far.jpg").status, sieve::store::Status::Embedded);
+    assert_eq!(by_name(&rows, "deep.jpg").status, sieve::store::Status::Embedded);
+}
+
+// ---------------------------------------------------------------------------------------------
+// (6) Manifest rows.
+
+/// A quote that is never closed used to swallow every later row into one field (3 rows, 1
+/// record, no warning): the row is listed as bad-manifest-line and the rows after it are read.
+#[test]
+fn an_unterminated_quote_does_not_swallow_rows() {
+    use sieve::ingest::{manifest, InputFormat};
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("m.csv");
+    std::fs::write(&csv, "image,caption\na.jpg,\"a cat\nb.jpg,a dog\nc.jpg,\"a \"\"quoted\"\" bird\"\nd.jpg,x\n").unwrap();
+    let m = manifest::scan(&csv, InputFormat::Csv, None, None).unwrap();
+    let got: Vec<(String, Option<&str>)> = m
+        .records
+        .iter()
+        .map(|r| {
+            let name = Path::new(&r.uri).file_name().unwrap().to_string_lossy().into_owned();
+            (name, r.skip.as_ref().map(|s| s.reason.code()))
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("m.csv:2".to_string(), Some("bad-manifest-line")),
+            ("b.jpg".into(), None),
+            ("c.jpg".into(), None),
+            ("d.jpg".into(), None),
+        ],
+        "{:?}",
+        m.records
+    );
+    assert!(m.records[0].skip.as_ref().unwrap().detail.contains("line 2"), "{:?}", m.records[0].skip);
+    assert_eq!(m.records.iter().map(|r| r.id).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    // A legitimate multi-line quoted caption is one row, as before.
+    std::fs::write(&csv, "image,caption\na.jpg,\"two\nlines\"\nb.jpg,x\n").unwrap();
+    let m = manifest::scan(&csv, InputFormat::Csv, None, None).unwrap();
+    assert_eq!(m.records.len(), 2);
+    assert!(m.records.iter().all(|r| r.skip.is_none()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// (7) Bounds, (9) smaller things.
+
+/// Sizes that could only abort on allocation are refused up front with exit 2 and the bound.
+#[test]
+fn oversized_settings_are_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = sieve().args(["embed", "x", "--out"]).arg(dir.path().join("r")).args(["--batch-size", "100000"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("2048"), "{}", stderr(&o));
+    let o = sieve().args(["score", "x", "--top-k", "100000000"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("10000"), "{}", stderr(&o));
+    let o = sieve().args(["quality", "x", "--threshold", "blur=NaN"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = sieve().args(["dedup", "x", "--image-threshold", "NaN"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // --out naming a file.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let o = sieve().args(["embed", "x", "--out"]).arg(&file).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not a folder"), "{}", stderr(&o));
+}
+
+/// A caption file is read only up to --max-caption-bytes, cut and flagged.
+#[test]
+fn long_captions_are_cut_at_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = small_input(dir.path());
+    let huge = "é".repeat(1 << 20); // 2 MB, two bytes a char
+    std::fs::write(input.join("tiny.txt"), &huge).unwrap();
+    let run = dir.path().join("run");
+    embed_ok(&input, &run, &["--max-caption-bytes", "1001"]);
+    let r = by_name(&rows(&run), "tiny.png");
+    let c = r.caption.unwrap();
+    assert_eq!(c.len(), 1000, "cut at a char boundary at or below the limit");
+    assert!(r.caption_truncated);
+    // Manifest captions too.
+    let csv = dir.path().join("m.csv");
+    std::fs::write(&csv, format!("image,caption\nin/tiny.png,{}\n", "a".repeat(5000))).unwrap();
+    let run2 = dir.path().join("run2");
+    embed_ok(&csv, &run2, &["--max-caption-bytes", "100"]);
+    let r = rows(&run2).remove(0);
+    assert_eq!(r.caption.as_deref().map(str::len), Some(100));
+    assert!(r.caption_truncated);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,12 +13,20 @@ pub struct Limits {
     pub max_bytes: u64,
     /// Largest width × height accepted (decompression-bomb guard).
     pub max_pixels: u64,
+    /// Longest caption kept, in bytes; longer ones are cut there and flagged (runs made before
+    /// the limit existed read as the default).
+    #[serde(default = "default_max_caption_bytes")]
+    pub max_caption_bytes: u64,
+}
+
+fn default_max_caption_bytes() -> u64 {
+    crate::ingest::DEFAULT_MAX_CAPTION_BYTES
 }
 
 impl Default for Limits {
     fn default() -> Self {
         // 2 × PIL's MAX_IMAGE_PIXELS, the size at which PIL raises DecompressionBombError.
-        Self { max_bytes: 256 << 20, max_pixels: 178_956_970 }
+        Self { max_bytes: 256 << 20, max_pixels: 178_956_970, max_caption_bytes: default_max_caption_bytes() }
     }
 }
 
