@@ -382,6 +382,119 @@ fn long_captions_are_cut_at_the_limit() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// (5) One writer; (4) stale outputs; (8) merge.
+
+/// A second writer of a run directory exits 1 naming the holder.
+#[cfg(unix)]
+#[test]
+fn a_second_writer_is_refused() {
+    use sieve::store::lock::{Mode, RunLock};
+    let dir = tempfile::tempdir().unwrap();
+    let input = small_input(dir.path());
+    let run = dir.path().join("run");
+    let held = RunLock::acquire(&run, Mode::Exclusive, "test holder").unwrap();
+    let o = embed(&input, &run, &["--overwrite"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("in use by another sieve process") && stderr(&o).contains("test holder"), "{}", stderr(&o));
+    let o = sieve().args(["report", "-q"]).arg(&run).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "stages wait for the writer: {}", stderr(&o));
+    drop(held);
+    embed_ok(&input, &run, &[]);
+    // Stages share the lock with each other.
+    let _shared = RunLock::acquire(&run, Mode::Shared, "test").unwrap();
+    let o = sieve().args(["quality", "-q"]).arg(&run).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Temporary names are unique per process and call.
+    let p = run.join("x.json");
+    assert_ne!(sieve::store::tmp_path(&p), sieve::store::tmp_path(&p));
+}
+
+/// `embed --overwrite` removes the later stages' outputs, so a report never shows another run's
+/// duplicates beside this run's records.
+#[test]
+fn overwriting_a_run_removes_its_stage_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = small_input(dir.path());
+    let run = dir.path().join("run");
+    embed_ok(&input, &run, &[]);
+    for args in [&["dedup", "-q"][..], &["quality", "-q"], &["select", "-q", "--budget", "2"]] {
+        let o = sieve().args(args).arg(&run).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    assert!(run.join("dedup/remove.txt").exists() && run.join("selection/keep.txt").exists());
+    std::fs::remove_file(input.join("tiny.png")).unwrap();
+    embed_ok(&input, &run, &["--overwrite"]);
+    for stale in sieve::store::STAGE_OUTPUTS {
+        assert!(!run.join(stale).exists(), "{stale} survived --overwrite");
+    }
+}
+
+/// Outputs computed from another run (copied in, or left by an older sieve) are refused by
+/// `select` and not shown by `report`, which says why.
+#[test]
+fn stage_outputs_of_another_run_are_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let input_a = small_input(&dir.path().join("a"));
+    let input_b = small_input(&dir.path().join("b"));
+    let (run_a, run_b) = (dir.path().join("run_a"), dir.path().join("run_b"));
+    embed_ok(&input_a, &run_a, &[]);
+    embed_ok(&input_b, &run_b, &[]);
+    for args in [&["dedup", "-q", "--image-threshold=-1"][..], &["score", "-q"]] {
+        let o = sieve().args(args).arg(&run_a).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    std::fs::create_dir_all(run_b.join("dedup")).unwrap();
+    for f in ["dedup/summary.json", "dedup/groups.parquet", "dedup/keep.txt", "dedup/remove.txt", "pairs.parquet", "pairs_summary.json"] {
+        std::fs::copy(run_a.join(f), run_b.join(f)).unwrap();
+    }
+    let o = sieve().args(["select", "-q", "--budget", "2"]).arg(&run_b).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("computed from another run"), "{}", stderr(&o));
+    let o = sieve().args(["report", "-q"]).arg(&run_b).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("dedup/ was computed from another run"), "{e}");
+    assert!(e.contains("pairs.parquet was computed from another run"), "{e}");
+}
+
+/// A merge killed midway is resumed by rerunning it; a finished merge rerun does nothing.
+#[test]
+fn merge_resumes_and_a_finished_merge_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = small_input(dir.path());
+    let shards: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("s{i}"))).collect();
+    for (i, s) in shards.iter().enumerate() {
+        embed_ok(&input, s, &["--shard", &format!("{i}/2")]);
+    }
+    let out = dir.path().join("merged");
+    let merge = || {
+        let mut c = sieve();
+        c.args(["merge", "-q"]).args(&shards).arg("--out").arg(&out).args(["--part-size", "2"]);
+        run_within(c, Duration::from_secs(60))
+    };
+    let o = merge();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let full = rows(&out);
+    // A finished merge, rerun: nothing to do.
+    let o = merge();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothing to do"), "{}", stderr(&o));
+    // Killed after two parts: run.json incomplete, later parts missing.
+    let mut m = sieve::store::read_manifest(&out).unwrap();
+    m.complete = false;
+    let parts = std::mem::take(&mut m.parts);
+    m.counts = Default::default();
+    std::fs::write(out.join("run.json"), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    for p in &parts[2..] {
+        std::fs::remove_file(out.join("metadata").join(format!("{p}.parquet"))).unwrap();
+    }
+    let o = merge();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resumed after 4 records"), "{}", stderr(&o));
+    assert_eq!(rows(&out), full);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Readers fed random and truncated bytes: a clear error, never a panic.
 
 fn mutations(valid: &[u8], seed: u64) -> Vec<Vec<u8>> {

@@ -3,6 +3,7 @@
 //! metadata row i (zero rows where nothing was embedded), and `run.json`. Every file is written
 //! to a temporary name and renamed into place, so a reader never sees half a part.
 
+pub mod lock;
 pub mod merge;
 pub mod npy;
 pub mod read;
@@ -499,13 +500,31 @@ fn holds_run(dir: &Path) -> bool {
     dir.join("run.json").exists() || dir.join("metadata").exists()
 }
 
-/// Removes a run's own files from `dir` (later stages' outputs are left alone).
+/// What the later stages write into a run directory: computed from the run's embeddings, so
+/// removed with them when the run is replaced (`--overwrite`), never left to be read beside
+/// another run's records.
+pub const STAGE_OUTPUTS: &[&str] = &[
+    "dedup",
+    "pairs.parquet",
+    "pairs_summary.json",
+    "quality.parquet",
+    "quality_summary.json",
+    "diversity.json",
+    "selection",
+    "report.html",
+    "stages.json",
+];
+
+/// Removes a run's own files from `dir`, and the later stages' outputs computed from them.
 fn wipe(dir: &Path) -> Result<()> {
-    for sub in PART_DIRS {
+    for sub in PART_DIRS.iter().chain(STAGE_OUTPUTS) {
         let p = dir.join(sub);
-        if p.exists() {
-            fs::remove_dir_all(&p).map_err(|e| Error::io("removing", &p, e))?;
-        }
+        let removed = match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&p),
+            Ok(_) => fs::remove_file(&p),
+            Err(_) => continue,
+        };
+        removed.map_err(|e| Error::io("removing", &p, e))?;
     }
     let _ = fs::remove_file(dir.join("run.json"));
     Ok(())
