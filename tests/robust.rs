@@ -495,68 +495,112 @@ fn merge_resumes_and_a_finished_merge_is_a_no_op() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Readers fed random and truncated bytes: a clear error, never a panic.
+// Readers fed random and truncated bytes: a clear error, never a panic (proptest).
 
-fn mutations(valid: &[u8], seed: u64) -> Vec<Vec<u8>> {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut out = Vec::new();
-    for cut in (0..valid.len()).step_by((valid.len() / 64).max(1)) {
-        out.push(valid[..cut].to_vec());
+mod readers {
+    use std::path::Path;
+    use std::sync::OnceLock;
+
+    use proptest::prelude::*;
+    use sieve::ingest::{manifest, InputFormat};
+
+    use crate::util::*;
+
+    fn valid_npy() -> Vec<u8> {
+        let mut b = Vec::new();
+        sieve::store::npy::write_f16(&mut b, 3, 4, &[half::f16::from_f32(0.5); 12]).unwrap();
+        b
     }
-    for _ in 0..200 {
-        let mut b = valid.to_vec();
-        for _ in 0..rng.random_range(1..8) {
-            let i = rng.random_range(0..b.len());
-            b[i] = rng.random();
+
+    /// A metadata part of a small planted run (also a Parquet manifest: it has `uri`, `caption`).
+    fn valid_parquet() -> &'static [u8] {
+        static P: OnceLock<Vec<u8>> = OnceLock::new();
+        P.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let items: Vec<Planted> = (0..4)
+                .map(|i| Planted { image: at(0.5, i + 1, 8), caption: Some(at(0.5, 7 - i, 8)), size: (8, 8), sha: None, phash: Some(i as u64) })
+                .collect();
+            planted_run(dir.path(), &items, "w");
+            std::fs::read(dir.path().join("metadata/part-00000.parquet")).unwrap()
+        })
+    }
+
+    const CSV: &[u8] = b"image,caption\na.jpg,\"a cat\"\nb.jpg,\"x\"\"y\"\nc.jpg,plain\n";
+    const JSONL: &[u8] = b"{\"image\": \"a.jpg\", \"caption\": \"a cat\"}\n{\"image\": \"b.jpg\"}\n";
+
+    /// Random bytes, a truncation of `valid`, or `valid` with a few bytes changed.
+    fn hostile(valid: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
+        let n = valid.len();
+        let (v1, v2) = (valid.clone(), valid);
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..1024),
+            (0..=n).prop_map(move |cut| v1[..cut].to_vec()),
+            prop::collection::vec((0..n, any::<u8>()), 1..12).prop_map(move |edits| {
+                let mut b = v2.clone();
+                for (i, v) in edits {
+                    b[i] = v;
+                }
+                b
+            }),
+        ]
+    }
+
+    fn file_with(bytes: &[u8], ext: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(format!("f.{ext}"));
+        std::fs::write(&p, bytes).unwrap();
+        (dir, p)
+    }
+
+    /// An error must say which file it is about.
+    fn names(e: &sieve::Error, p: &Path) -> bool {
+        format!("{e:#}").contains(&p.display().to_string())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn npy_reader(bytes in hostile(valid_npy())) {
+            let (_d, p) = file_with(&bytes, "npy");
+            match sieve::store::npy::read_f16(&p) {
+                Ok((r, c, v)) => prop_assert_eq!(v.len(), r * c),
+                Err(e) => prop_assert!(names(&e, &p), "{e}"),
+            }
+            if let Err(e) = sieve::store::npy::read_shape(&p) {
+                prop_assert!(names(&e, &p), "{e}");
+            }
         }
-        out.push(b);
-    }
-    for _ in 0..50 {
-        let n = rng.random_range(0..512);
-        out.push((0..n).map(|_| rng.random()).collect());
-    }
-    out
-}
 
-#[test]
-fn readers_survive_random_and_truncated_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = small_input(dir.path());
-    let run = dir.path().join("run");
-    embed_ok(&input, &run, &[]);
-    let f = dir.path().join("f");
-    let npy = std::fs::read(run.join("img_emb/part-00000.npy")).unwrap();
-    for (i, b) in mutations(&npy, 1).into_iter().enumerate() {
-        std::fs::write(&f, &b).unwrap();
-        let r = std::panic::catch_unwind(|| {
-            let _ = sieve::store::npy::read_shape(&f);
-            let _ = sieve::store::npy::read_f16(&f);
-        });
-        assert!(r.is_ok(), "npy mutation {i} panicked");
-    }
-    let parquet = std::fs::read(run.join("metadata/part-00000.parquet")).unwrap();
-    for (i, b) in mutations(&parquet, 2).into_iter().enumerate() {
-        std::fs::write(&f, &b).unwrap();
-        let r = std::panic::catch_unwind(|| sieve::store::read::read_rows(&f).map(|_| ()));
-        assert!(r.is_ok(), "parquet mutation {i} panicked");
-        // The same bytes as a Parquet manifest (it has `uri` and `caption` columns).
-        let p = dir.path().join("m.parquet");
-        std::fs::write(&p, &b).unwrap();
-        let r = std::panic::catch_unwind(|| {
-            sieve::ingest::manifest::scan(&p, sieve::ingest::InputFormat::Parquet, None, None).map(|_| ())
-        });
-        assert!(r.is_ok(), "parquet manifest mutation {i} panicked");
-    }
-    let csv = b"image,caption\na.jpg,\"a cat\"\nb.jpg,\"x\"\"y\"\n".to_vec();
-    for (i, b) in mutations(&csv, 3).into_iter().enumerate() {
-        for (ext, format) in
-            [("csv", sieve::ingest::InputFormat::Csv), ("jsonl", sieve::ingest::InputFormat::Jsonl)]
-        {
-            let p = dir.path().join(format!("m.{ext}"));
-            std::fs::write(&p, &b).unwrap();
-            let r = std::panic::catch_unwind(|| sieve::ingest::manifest::scan(&p, format, None, None).map(|_| ()));
-            assert!(r.is_ok(), "{ext} mutation {i} panicked");
+        #[test]
+        fn parquet_reader(bytes in hostile(valid_parquet().to_vec())) {
+            let (_d, p) = file_with(&bytes, "parquet");
+            if let Err(e) = sieve::store::read::read_rows(&p) {
+                prop_assert!(names(&e, &p), "{e}");
+            }
+            let _ = manifest::scan(&p, InputFormat::Parquet, None, None);
+        }
+
+        #[test]
+        fn manifest_reader(bytes in hostile(CSV.to_vec()), jsonl in hostile(JSONL.to_vec())) {
+            for (b, ext, format) in [
+                (&bytes, "csv", InputFormat::Csv),
+                (&bytes, "tsv", InputFormat::Tsv),
+                (&jsonl, "jsonl", InputFormat::Jsonl),
+            ] {
+                let (_d, p) = file_with(b, ext);
+                match manifest::scan(&p, format, None, None) {
+                    // Ids are positions; every bad row is listed with its line.
+                    Ok(m) => {
+                        prop_assert!(m.records.iter().enumerate().all(|(i, r)| r.id == i as u64));
+                        prop_assert!(m.records.iter().filter_map(|r| r.skip.as_ref()).all(|s| s.reason.code() != "bad-manifest-line" || s.detail.contains("line")));
+                    }
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        prop_assert!(!msg.is_empty());
+                    }
+                }
+            }
         }
     }
 }
