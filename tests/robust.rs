@@ -436,15 +436,26 @@ fn stage_outputs_of_another_run_are_not_used() {
     let dir = tempfile::tempdir().unwrap();
     let input_a = small_input(&dir.path().join("a"));
     let input_b = small_input(&dir.path().join("b"));
+    std::fs::remove_file(input_b.join("wide.png")).unwrap();
     let (run_a, run_b) = (dir.path().join("run_a"), dir.path().join("run_b"));
     embed_ok(&input_a, &run_a, &[]);
     embed_ok(&input_b, &run_b, &[]);
-    for args in [&["dedup", "-q", "--image-threshold=-1"][..], &["score", "-q"]] {
+    for args in [&["dedup", "-q", "--image-threshold=-1"][..], &["score", "-q"], &["quality", "-q"], &["diversity", "-q"]] {
         let o = sieve().args(args).arg(&run_a).output().unwrap();
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     }
     std::fs::create_dir_all(run_b.join("dedup")).unwrap();
-    for f in ["dedup/summary.json", "dedup/groups.parquet", "dedup/keep.txt", "dedup/remove.txt", "pairs.parquet", "pairs_summary.json"] {
+    for f in [
+        "dedup/summary.json",
+        "dedup/groups.parquet",
+        "dedup/keep.txt",
+        "dedup/remove.txt",
+        "pairs.parquet",
+        "pairs_summary.json",
+        "diversity.json",
+        "quality_summary.json",
+        "quality.parquet",
+    ] {
         std::fs::copy(run_a.join(f), run_b.join(f)).unwrap();
     }
     let o = sieve().args(["select", "-q", "--budget", "2"]).arg(&run_b).output().unwrap();
@@ -455,6 +466,8 @@ fn stage_outputs_of_another_run_are_not_used() {
     let e = stderr(&o);
     assert!(e.contains("dedup/ was computed from another run"), "{e}");
     assert!(e.contains("pairs.parquet was computed from another run"), "{e}");
+    assert!(e.contains("diversity.json was computed from another run"), "{e}");
+    assert!(e.contains("quality_summary.json was computed from another run"), "{e}");
 }
 
 /// A merge killed midway is resumed by rerunning it; a finished merge rerun does nothing.

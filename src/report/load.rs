@@ -209,6 +209,9 @@ pub struct QualityFlag {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Quality {
+    /// Records the stage read (absent in summaries of older runs).
+    #[serde(default)]
+    pub records: Option<u64>,
     pub flags: Vec<QualityFlag>,
     pub flagged: u64,
     pub flagged_image: u64,
@@ -535,6 +538,9 @@ impl Data {
             ))
         }
         let dedup = match Stage::read(&dir.join("dedup/summary.json"), json::<DedupSummary>) {
+            Stage::Ready(summary) if summary.embedded.is_some_and(|n| n != run.manifest.counts.embedded) => {
+                stale("dedup/", "dedup")
+            }
             Stage::Ready(summary) => match Stage::read(&dir.join("dedup/groups.parquet"), read_groups).ready_or_failed() {
                 Stage::Ready(groups)
                     if groups.iter().flat_map(|g| &g.members).any(|m| m.source == "run" && !uris.contains(m.uri.as_str())) =>
@@ -558,8 +564,17 @@ impl Data {
             Stage::NotRun => Stage::NotRun,
             Stage::Failed(e) => Stage::Failed(e),
         };
-        let diversity = Stage::read(&dir.join("diversity.json"), json::<Diversity>);
-        let quality = Stage::read(&dir.join("quality_summary.json"), json::<Quality>);
+        let c = &run.manifest.counts;
+        let diversity = match Stage::read(&dir.join("diversity.json"), json::<Diversity>) {
+            Stage::Ready(d) if (d.embedded, d.with_caption) != (c.embedded, c.with_caption) => {
+                stale("diversity.json", "diversity")
+            }
+            s => s,
+        };
+        let quality = match Stage::read(&dir.join("quality_summary.json"), json::<Quality>) {
+            Stage::Ready(q) if q.records.is_some_and(|n| n != c.records) => stale("quality_summary.json", "quality"),
+            s => s,
+        };
         let nn = nearest_neighbours(run, opts, &dedup)?;
 
         let mut skipped = Vec::new();
