@@ -399,6 +399,11 @@ fn a_second_writer_is_refused() {
     let o = sieve().args(["report", "-q"]).arg(&run).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "stages wait for the writer: {}", stderr(&o));
     drop(held);
+    // A writer that fails before writing anything leaves no empty run folder behind.
+    let never = dir.path().join("never");
+    let o = embed(&dir.path().join("no-such-input"), &never, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!never.exists());
     embed_ok(&input, &run, &[]);
     // Stages share the lock with each other.
     let _shared = RunLock::acquire(&run, Mode::Shared, "test").unwrap();

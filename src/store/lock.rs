@@ -19,6 +19,8 @@ pub struct RunLock {
     file: Option<File>,
     pub path: PathBuf,
     mode: Mode,
+    /// The run directory did not exist before: removed again if nothing was written to it.
+    created: Option<PathBuf>,
 }
 
 /// Whether the lock is taken alone (a writer of the run) or shared (a later stage).
@@ -36,6 +38,7 @@ impl RunLock {
         if mode == Mode::Shared && !dir.is_dir() {
             return Ok(None);
         }
+        let created = (!dir.exists()).then(|| dir.to_path_buf());
         fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
         let path = dir.join(LOCK_FILE);
         loop {
@@ -84,7 +87,7 @@ impl RunLock {
                 // Who holds it, for the message another process prints.
                 let _ = file.set_len(0).and_then(|_| write!(file, "{what}, pid {}", std::process::id()));
             }
-            return Ok(Some(Self { file: Some(file), path, mode }));
+            return Ok(Some(Self { file: Some(file), path, mode, created }));
         }
     }
 }
@@ -96,6 +99,11 @@ impl Drop for RunLock {
         // lock, so one of them cannot tell whether another still holds it.
         if self.mode == Mode::Exclusive {
             let _ = fs::remove_file(&self.path);
+            // A command that failed before writing anything leaves no empty --out behind
+            // (remove_dir fails, harmlessly, on a folder that holds anything).
+            if let Some(dir) = &self.created {
+                let _ = fs::remove_dir(dir);
+            }
         }
         drop(self.file.take());
     }
