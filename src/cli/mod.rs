@@ -178,8 +178,8 @@ pub enum Command {
     /// and opens fast for runs of any size.
     Report(ReportArgs),
     /// Check a run directory: every part file against its SHA-256 in run.json, the row counts
-    /// and ids, and every stored embedding (finite, of unit norm; zeros where nothing was
-    /// embedded). Exits 1 naming the first damaged file and row.
+    /// and ids, and every stored embedding (every value finite, every embedded row of unit
+    /// norm). Exits 1 naming the first damaged file and row.
     Verify(VerifyArgs),
 }
 
