@@ -142,14 +142,22 @@ impl std::str::FromStr for BatchSize {
             return Ok(BatchSize::Auto);
         }
         match s.parse::<usize>() {
+            Ok(n) if n > MAX_BATCH => Err(Error::InvalidArg {
+                what: "--batch-size",
+                reason: format!("{n} is over the bound of {MAX_BATCH} (pixel buffers of that many images are held at once)"),
+            }),
             Ok(n) if n > 0 => Ok(BatchSize::Fixed(n)),
             _ => Err(Error::InvalidArg {
                 what: "--batch-size",
-                reason: format!("`{s}`: expected `auto` or a number ≥ 1"),
+                reason: format!("`{s}`: expected `auto` or a number from 1 to {MAX_BATCH}"),
             }),
         }
     }
 }
+
+/// The largest `--batch-size`: three pixel buffers of a batch are in flight, and at 224 px in
+/// f32 2048 images are 1.2 GB each.
+pub const MAX_BATCH: usize = 2048;
 
 /// Batch size `auto` on the CPU: big enough to keep the GEMMs efficient, small enough that the
 /// first rows appear quickly.

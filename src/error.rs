@@ -58,8 +58,8 @@ pub enum Error {
     #[error("run directory {path}: {reason}")]
     RunDir { path: PathBuf, reason: String },
 
-    /// Writing Parquet failed.
-    #[error("writing parquet {path}")]
+    /// Reading or writing a Parquet file failed.
+    #[error("parquet file {path}")]
     Parquet {
         path: PathBuf,
         #[source]

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use sieve::cli::{Cli, Command};
+use sieve::store::lock::{Mode, RunLock};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -157,6 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => {
             let opts = args.to_options(cli.quiet)?;
             let run = opts.embed.out.clone();
+            let _lock = RunLock::acquire(&run, Mode::Exclusive, "sieve run")?;
             let s = sieve::run::run(&opts, |stage, status| {
                 use sieve::run::StageStatus;
                 match status {
@@ -189,6 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Embed(args) => {
             let opts = args.to_options(cli.quiet)?;
+            let _lock = RunLock::acquire(&opts.out, Mode::Exclusive, "sieve embed")?;
             let outcome = sieve::pipeline::embed(&opts)?;
             if outcome.already_complete {
                 eprintln!("sieve embed: {} already holds this run, finished; nothing to do", opts.out.display());
@@ -201,13 +204,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Merge(args) => {
             let opts = args.to_options()?;
-            let m = sieve::store::merge::merge(&opts)?;
+            let _lock = RunLock::acquire(&opts.out, Mode::Exclusive, "sieve merge")?;
+            let outcome = sieve::store::merge::merge_run(&opts)?;
+            if outcome.already_complete {
+                eprintln!("sieve merge: {} already holds this merge, finished; nothing to do", opts.out.display());
+            } else if outcome.resumed_rows > 0 {
+                eprintln!("sieve merge: resumed after {} records already written", outcome.resumed_rows);
+            }
+            let m = outcome.manifest;
             print_run_summary(&format!("sieve merge: {} runs,", opts.runs.len()), &m, &opts.out);
             print_json(json, &m)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dedup(args) => {
             let opts = args.to_options()?;
+            let _lock = RunLock::acquire(&opts.run, Mode::Shared, "sieve dedup")?;
             let s = sieve::analyze::dedup::dedup(&opts)?;
             print_dedup_summary("sieve dedup", &s, &opts.run);
             print_json(json, &s)?;
@@ -237,6 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::DedupCombine(args) => {
             let opts = args.to_options()?;
+            let _lock = RunLock::acquire(&opts.run, Mode::Shared, "sieve dedup-combine")?;
             let s = sieve::analyze::dedup::dedup(&opts)?;
             print_dedup_summary("sieve dedup-combine", &s, &opts.run);
             print_json(json, &s)?;
@@ -244,6 +256,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Score(args) => {
             let opts = args.to_options()?;
+            let _lock = RunLock::acquire(&opts.run, Mode::Shared, "sieve score")?;
             let s = sieve::analyze::pairs::score(&opts)?;
             print_score_summary(&s, &opts.run);
             print_json(json, &s)?;
@@ -251,6 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Diversity(args) => {
             let opts = args.to_options()?;
+            let _lock = RunLock::acquire(&opts.run, Mode::Shared, "sieve diversity")?;
             let r = sieve::analyze::diversity::diversity(&opts)?;
             print_diversity_summary(&r, &opts.run);
             print_json(json, &r)?;
@@ -258,6 +272,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Quality(args) => {
             let opts = args.to_options()?;
+            let _lock = RunLock::acquire(&opts.run, Mode::Shared, "sieve quality")?;
             let s = sieve::analyze::quality::quality(&opts)?;
             print_quality_summary(&s, &opts.run);
             print_json(json, &s)?;
@@ -265,6 +280,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Select(args) => {
             let opts = args.to_options()?;
+            let _lock = RunLock::acquire(&opts.run, Mode::Shared, "sieve select")?;
             let s = sieve::analyze::select::select(&opts)?;
             eprintln!(
                 "sieve select: {} of a pool of {} ({} embedded, {} duplicates, {} flagged pairs and {} of low \
@@ -287,8 +303,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Report(args) => {
             let opts = args.to_options()?;
+            let _lock = RunLock::acquire(&opts.run, Mode::Shared, "sieve report")?;
             let s = sieve::report::report(&opts)?;
             print_report_summary(&s);
+            print_json(json, &s)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify(args) => {
+            let _lock = RunLock::acquire(&args.run, Mode::Shared, "sieve verify")?;
+            let s = sieve::store::read::verify(&args.run)?;
+            eprintln!(
+                "sieve verify: {} ok: {} parts, {} rows, {} files matched their checksums",
+                args.run.display(),
+                s.parts,
+                s.rows,
+                s.checksums
+            );
             print_json(json, &s)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crate::device::{self, BatchSize, DeviceSpec, HostPixels};
 use crate::error::Result;
-use crate::ingest::{CaptionSource, InputSpec, Record, Source};
+use crate::ingest::{io_skip, CaptionSource, InputSpec, Record, Source};
 use crate::media::decode::{self, Limits, Skip, SkipReason};
 use crate::media::fingerprint::{self, Fingerprint};
 use crate::media::phash;
@@ -67,35 +67,31 @@ struct Batch {
     ok: usize,
 }
 
-fn io_skip(e: std::io::Error) -> Skip {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => Skip::new(SkipReason::Missing, e.to_string()),
-        std::io::ErrorKind::UnexpectedEof => Skip::new(SkipReason::DecodeError, "the tar ends inside this member"),
-        _ => Skip::new(SkipReason::Unreadable, e.to_string()),
-    }
-}
-
 fn too_large(len: u64, limits: &Limits) -> Option<Skip> {
     (len > limits.max_bytes).then(|| {
         Skip::new(SkipReason::TooLarge, format!("{len} bytes, over the limit of {} (--max-bytes)", limits.max_bytes))
     })
 }
 
-/// The image's bytes, with the size limit checked before reading them.
+/// The image's bytes: regular files only, never more than the size limit read (it is checked
+/// from the metadata first, then enforced while reading).
 fn image_bytes(record: &Record, limits: &Limits) -> std::result::Result<Vec<u8>, Skip> {
     if let Some(skip) = &record.skip {
         return Err(skip.clone());
     }
     match &record.source {
         Source::File(path) => {
-            let meta = std::fs::metadata(path).map_err(io_skip)?;
-            if meta.is_dir() {
-                return Err(Skip::new(SkipReason::Unreadable, "is a folder"));
-            }
-            if let Some(skip) = too_large(meta.len(), limits) {
+            if let Some(skip) = std::fs::metadata(path).ok().and_then(|m| too_large(m.len(), limits)) {
                 return Err(skip);
             }
-            std::fs::read(path).map_err(io_skip)
+            let (bytes, more) = crate::ingest::read_regular(path, limits.max_bytes)?;
+            if more {
+                return Err(Skip::new(
+                    SkipReason::TooLarge,
+                    format!("more than {} bytes, the limit (--max-bytes)", limits.max_bytes),
+                ));
+            }
+            Ok(bytes)
         }
         Source::Member(m) => {
             if let Some(skip) = too_large(m.len, limits) {
@@ -155,22 +151,60 @@ fn caption_text(bytes: Vec<u8>, json: bool, what: &str) -> Option<(String, bool)
     }
 }
 
-fn read_caption(record: &Record, clip: &Clip, signals: bool) -> Option<PreparedCaption> {
-    let read_file = |path: &PathBuf| match std::fs::read(path) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            tracing::warn!("cannot read caption {}: {e}; embedding the image without it", path.display());
+/// Drops a UTF-8 sequence left incomplete at the end of `bytes` by a cut (so the cut alone does
+/// not make a caption read as not UTF-8).
+fn trim_partial_char(bytes: &mut Vec<u8>) {
+    let len = bytes.len();
+    // The start of the last character: at most 3 continuation bytes back.
+    let Some(start) = (len.saturating_sub(4)..len).rev().find(|&i| bytes[i] & 0xC0 != 0x80) else { return };
+    if std::str::from_utf8(&bytes[start..]).is_err_and(|e| e.error_len().is_none()) {
+        bytes.truncate(start);
+    }
+}
+
+/// Cuts `text` to at most `limit` bytes, at a character boundary.
+fn cut_caption(text: &mut String, limit: u64) -> bool {
+    if text.len() as u64 <= limit {
+        return false;
+    }
+    let mut end = limit as usize;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
+}
+
+fn read_caption(record: &Record, clip: &Clip, limits: &Limits, signals: bool) -> Option<PreparedCaption> {
+    let limit = limits.max_caption_bytes;
+    let cut = std::cell::Cell::new(false);
+    let read_file = |path: &PathBuf| match crate::ingest::read_regular(path, limit) {
+        Ok((mut b, more)) => {
+            if more {
+                trim_partial_char(&mut b);
+            }
+            cut.set(cut.get() | more);
+            Some(b)
+        }
+        Err(skip) => {
+            tracing::warn!("cannot read caption {}: {}; embedding the image without it", path.display(), skip.detail);
             None
         }
     };
-    let read_member = |m: &crate::ingest::Member| match m.read() {
-        Ok(b) => Some(b),
+    let read_member = |m: &crate::ingest::Member| match m.read_limited(limit) {
+        Ok((mut b, more)) => {
+            if more {
+                trim_partial_char(&mut b);
+            }
+            cut.set(cut.get() | more);
+            Some(b)
+        }
         Err(e) => {
             tracing::warn!("cannot read the caption of {}: {e}; embedding the image without it", record.uri);
             None
         }
     };
-    let (text, lossy) = match &record.caption {
+    let (mut text, lossy) = match &record.caption {
         CaptionSource::None => return None,
         CaptionSource::Text { text, lossy } => (text.clone(), *lossy),
         CaptionSource::File(p) => caption_text(read_file(p)?, false, &p.display().to_string())?,
@@ -178,10 +212,19 @@ fn read_caption(record: &Record, clip: &Clip, signals: bool) -> Option<PreparedC
         CaptionSource::Member(m) => caption_text(read_member(m)?, false, &format!("of {}", record.uri))?,
         CaptionSource::JsonMember(m) => caption_text(read_member(m)?, true, &format!("of {}", record.uri))?,
     };
+    let mut cut = cut.get();
+    cut |= cut_caption(&mut text, limit);
+    if cut {
+        tracing::warn!(
+            "caption of {} is longer than {limit} bytes (--max-caption-bytes); cut there and flagged caption_truncated",
+            record.uri
+        );
+    }
     let text = text.trim().to_string();
     match clip.tokenizer.encode(&text) {
-        Ok(tokens) => {
+        Ok(mut tokens) => {
             let signals = signals.then(|| quality::caption_signals(&text, tokens.len));
+            tokens.truncated |= cut;
             Some(PreparedCaption { text, lossy, tokens, signals })
         }
         Err(e) => {
@@ -204,7 +247,7 @@ fn prepare_batch(
     let len = clip.preprocessor.output_len();
     let results = pixels.fill(records.len(), len, |i, out| {
         let rec = &records[i];
-        (read_image(rec, limits, clip, out, signals), read_caption(rec, clip, signals))
+        (read_image(rec, limits, clip, out, signals), read_caption(rec, clip, limits, signals))
     })?;
     // Pack the pixels of decoded images to the front, keeping order.
     let decoded: Vec<bool> = results.iter().map(|(image, _)| image.is_ok()).collect();
@@ -281,6 +324,21 @@ fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostP
                     if row.caption.is_some() {
                         row.text_embedding = text_it.next();
                     }
+                    let finite = |e: &Option<Vec<f32>>| e.as_ref().is_none_or(|v| v.iter().all(|x| x.is_finite()));
+                    let bad = [("image", finite(&row.image_embedding)), ("caption", finite(&row.text_embedding))]
+                        .into_iter()
+                        .filter(|(_, ok)| !ok)
+                        .map(|(what, _)| what)
+                        .collect::<Vec<_>>();
+                    if !bad.is_empty() {
+                        // Never stored: a NaN would poison every later stage.
+                        tracing::warn!("skipped {}: the model's {} embedding is not finite", row.uri, bad.join(" and "));
+                        row.status = Status::Skipped;
+                        row.reason = Some(SkipReason::NonFiniteEmbedding.code().to_string());
+                        row.error = Some(format!("the model's {} embedding holds NaN or infinite values", bad.join(" and ")));
+                        row.image_embedding = None;
+                        row.text_embedding = None;
+                    }
                 }
                 Err(skip) => {
                     tracing::warn!("skipped {}: {} ({})", row.uri, skip.reason, skip.detail);
@@ -292,6 +350,26 @@ fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostP
         })
         .collect();
     Ok(rows)
+}
+
+/// Non-finite embeddings with none finite after which the model is taken to be broken.
+const NON_FINITE_PROBE: u64 = 32;
+
+/// Fails the run when the model has given non-finite embeddings for at least `probe` records
+/// and a finite one for none: its weights or configuration are broken (e.g. `image_std` of 0,
+/// NaN weights), and every record would otherwise end as `non-finite-embedding`.
+fn check_model_output(counts: &store::Counts, probe: u64, clip: &Clip) -> Result<()> {
+    let bad = counts.skipped_by_reason.get(SkipReason::NonFiniteEmbedding.code()).copied().unwrap_or(0);
+    if counts.embedded == 0 && bad >= probe.max(1) {
+        return Err(crate::Error::ModelFile {
+            path: clip.info.source.clone().into(),
+            reason: format!(
+                "the model gives NaN or infinite embeddings for all {bad} records so far; its weights or \
+                 configuration (e.g. a zero image_std in preprocessor_config.json) are broken"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// What `sieve embed` did.
@@ -339,6 +417,7 @@ pub fn embed(opts: &EmbedOptions) -> Result<EmbedOutcome> {
         counts: Default::default(),
         parts: Vec::new(),
         merged_from: Vec::new(),
+        checksums: Default::default(),
     };
     let ids: Vec<u64> = listing.records.iter().map(|r| r.id).collect();
     let (mut writer, done) = match RunWriter::start(&opts.out, &manifest, &ids, opts.overwrite)? {
@@ -388,10 +467,12 @@ pub fn embed(opts: &EmbedOptions) -> Result<EmbedOutcome> {
             let rows = embed_batch(batch, &clip, &free_tx)?;
             writer.push(rows)?;
             pb.inc(n);
+            check_model_output(writer.counts(), NON_FINITE_PROBE, &clip)?;
         }
         Ok(())
     })?;
     drop(pb);
+    check_model_output(writer.counts(), 1, &clip)?;
     let elapsed = started.elapsed().as_secs_f64();
     let manifest = writer.finish(manifest)?;
     tracing::info!(

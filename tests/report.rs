@@ -173,7 +173,7 @@ fn report_of_a_full_run_shows_its_figures_and_is_self_contained() {
     let caption = meta.caption[row].clone().unwrap();
     let escaped = maud::html! { (caption) }.into_string();
     let at = html.find("Lowest-scoring pairs").unwrap();
-    assert!(html[at..].contains(&format!("“{escaped}”")), "lowest caption {caption:?}");
+    assert!(html[at..].contains(&format!("“<bdi>{escaped}</bdi>”")), "lowest caption {caption:?}");
     assert!(html[at..].contains(&format!("cosine {low_cos:.4}")));
 
     // Markup in a caption is shown as text.

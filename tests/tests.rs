@@ -15,5 +15,6 @@ mod parity;
 mod partition;
 mod quality;
 mod report;
+mod robust;
 mod run;
 mod store;

@@ -167,6 +167,7 @@ pub fn planted_run_with_uris(dir: &Path, items: &[Planted], weights_sha256: &str
         counts: Default::default(),
         parts: Vec::new(),
         merged_from: Vec::new(),
+        checksums: Default::default(),
     };
     w.finish(manifest).unwrap();
 }
@@ -179,4 +180,12 @@ pub fn save_jpeg(img: &image::RgbImage, p: &Path, quality: u8) {
         .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
         .unwrap();
     std::fs::write(p, buf).unwrap();
+}
+
+/// Drops the part checksums from a run's run.json, as in runs made before they were recorded
+/// (for tests that edit a part to imitate such a run).
+pub fn forget_checksums(run: &Path) {
+    let mut m = sieve::store::read_manifest(run).unwrap();
+    m.checksums.clear();
+    std::fs::write(run.join("run.json"), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
 }

@@ -194,7 +194,7 @@ pub fn compute_centroids(opts: &DedupOptions, out: &Path) -> Result<CentroidsMan
         let c = kmeans::train(&vectors, kmeans_params(k, vectors.rows(), opts), &dev)?;
         let file = format!("{}.npy", space.as_str());
         let path = out.join(&file);
-        let tmp = out.join(format!(".{file}.tmp"));
+        let tmp = crate::store::tmp_path(&path);
         Tensor::from_slice(c.as_slice(), (c.rows(), c.dim()), &Device::Cpu)?.write_npy(&tmp)?;
         fs::rename(&tmp, &path).map_err(|e| Error::io("writing", &path, e))?;
         spaces.insert(

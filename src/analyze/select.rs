@@ -283,7 +283,21 @@ fn removed_uris(run: &Run) -> Result<Option<HashSet<String>>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io("reading", &path, e))?;
-    Ok(Some(text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()))
+    let removed: HashSet<String> = text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
+    // Every uri dedup lists is one of this run's; any other means dedup/ was computed from
+    // another run, and dropping by it would drop the wrong items (or none).
+    let ours: HashSet<&str> = run.meta.uri.iter().map(String::as_str).collect();
+    if let Some(foreign) = removed.iter().find(|u| !ours.contains(u.as_str())) {
+        return Err(Error::RunDir {
+            path: path.clone(),
+            reason: format!(
+                "lists {foreign}, which this run does not hold: dedup/ was computed from another run. \
+                 Run `sieve dedup {}` again (or pass --keep-duplicates)",
+                run.dir.display()
+            ),
+        });
+    }
+    Ok(Some(removed))
 }
 
 /// Ids of the pairs flagged in `RUN/pairs.parquet`.

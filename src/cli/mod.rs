@@ -54,7 +54,8 @@ pub enum Command {
     ///
     /// Every record ends either embedded or listed in metadata with a reason (unreadable,
     /// missing, not-an-image, decode-error, too-large, too-many-pixels, empty-file, remote-uri,
-    /// bad-manifest-line, corrupt-archive); bad files never stop the run, and a summary of the
+    /// bad-manifest-line, corrupt-archive, not-a-file, link-outside-input,
+    /// non-finite-embedding); bad files never stop the run, and a summary of the
     /// skipped counts by reason is printed at the end. Output: RUN/metadata/part-*.parquet,
     /// RUN/img_emb/part-*.npy and RUN/text_emb/part-*.npy (float16, L2-normalised, row i =
     /// metadata row i, zeros where nothing was embedded) and RUN/run.json.
@@ -176,6 +177,16 @@ pub enum Command {
     /// samples and aggregates only, so it stays small (thumbnails capped by --max-thumbnails)
     /// and opens fast for runs of any size.
     Report(ReportArgs),
+    /// Check a run directory: every part file against its SHA-256 in run.json, the row counts
+    /// and ids, and every stored embedding (every value finite, every embedded row of unit
+    /// norm). Exits 1 naming the first damaged file and row.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Run directory to check.
+    pub run: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -252,8 +263,21 @@ pub struct EmbedArgs {
     #[arg(long, default_value_t = Limits::default().max_pixels)]
     pub max_pixels: u64,
 
+    /// Longest caption kept, in bytes: a longer caption file (or manifest field) is read only
+    /// this far, cut at a character boundary and flagged caption_truncated.
+    #[arg(long, default_value_t = crate::ingest::DEFAULT_MAX_CAPTION_BYTES)]
+    pub max_caption_bytes: u64,
+
+    /// Follow symlinks in an input folder that lead outside it (as ripgrep's --follow). By
+    /// default an image linked from outside is listed as link-outside-input and a caption
+    /// linked from outside is not read, so a link such as `a.txt -> /etc/passwd` cannot leak a
+    /// host file into the run. Links that stay inside the folder are always followed.
+    #[arg(long, short = 'L')]
+    pub follow_links: bool,
+
     /// Replace a run already in --out (by default an interrupted run of the same command is
-    /// resumed, and a run of a different command refused).
+    /// resumed, and a run of a different command refused). The outputs of later stages
+    /// (dedup/, pairs, quality, diversity, selection/, report.html) are removed with it.
     #[arg(long)]
     pub overwrite: bool,
 }
@@ -282,6 +306,7 @@ impl MergeArgs {
         if self.part_size == Some(0) {
             return Err(Error::InvalidArg { what: "--part-size", reason: "must be at least 1".into() });
         }
+        check_out_dir(&self.out)?;
         if self.runs.iter().any(|r| r == &self.out) {
             return Err(Error::InvalidArg { what: "--out", reason: "must not be one of the runs being merged".into() });
         }
@@ -408,7 +433,7 @@ pub struct ScoreArgs {
 
     /// k of the rank test: a pair is outranked when its caption is not among the k captions that
     /// fit its image best and its image not among the k images that fit its caption best.
-    /// 0 turns the rank test off.
+    /// 0 turns the rank test off; at most 10000.
     #[arg(long, default_value_t = crate::analyze::pairs::DEFAULT_TOP_K)]
     pub top_k: usize,
 
@@ -434,6 +459,12 @@ impl ScoreArgs {
             (None, Some(p)) => Threshold::BottomPercent(p),
             (None, None) => Threshold::Model,
         };
+        if self.top_k > MAX_TOP_K {
+            return Err(Error::InvalidArg {
+                what: "--top-k",
+                reason: format!("{} is over the bound of {MAX_TOP_K} (the rank test keeps k neighbours per item)", self.top_k),
+            });
+        }
         Ok(ScoreOptions {
             run: self.run.clone(),
             threshold,
@@ -541,6 +572,9 @@ impl QualityArgs {
                 return Err(invalid(format!("`{name}` is a yes/no flag with no threshold")));
             }
             let v: f64 = value.parse().map_err(|_| invalid(format!("`{value}` is not a number")))?;
+            if !v.is_finite() {
+                return Err(invalid(format!("`{arg}`: the threshold must be a finite number")));
+            }
             let cut = if what == "--percentile" {
                 if !(0.0..=100.0).contains(&v) {
                     return Err(invalid(format!("{v}: expected 0 to 100")));
@@ -756,8 +790,8 @@ impl DedupArgs {
             against: self.against.clone(),
             kinds: Kind::parse_list(&self.kinds, "--kinds")?,
             remove_kinds: Kind::parse_list(&self.remove_kinds, "--remove-kinds")?,
-            image_threshold: self.image_threshold,
-            caption_threshold: self.caption_threshold,
+            image_threshold: cosine_arg("--image-threshold", self.image_threshold)?,
+            caption_threshold: cosine_arg("--caption-threshold", self.caption_threshold)?,
             perceptual_distance: self.perceptual_distance,
             perceptual_correlation: self.perceptual_correlation,
             index: self.index.parse()?,
@@ -881,12 +915,40 @@ impl DedupCombineArgs {
     }
 }
 
+/// A cosine threshold given on the command line: in [-1, 1] (NaN is refused, not ignored).
+fn cosine_arg(what: &'static str, v: Option<f32>) -> Result<Option<f32>> {
+    match v {
+        Some(c) if !(-1.0..=1.0).contains(&c) => {
+            Err(Error::InvalidArg { what, reason: format!("{c} is not a cosine in [-1, 1]") })
+        }
+        _ => Ok(v),
+    }
+}
+
+/// Upper bound of `--top-k`: the rank test holds k neighbours per item in memory.
+pub const MAX_TOP_K: usize = 10_000;
+
+/// `--out` must be a folder (or not exist yet).
+pub fn check_out_dir(out: &std::path::Path) -> Result<()> {
+    match std::fs::metadata(out) {
+        Ok(m) if !m.is_dir() => Err(Error::InvalidArg {
+            what: "--out",
+            reason: format!("{} exists and is not a folder; name a new or existing run folder", out.display()),
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl EmbedArgs {
     /// Validates the arguments into the pipeline's options.
     pub fn to_options(&self, quiet: bool) -> Result<EmbedOptions> {
         if self.part_size == 0 {
             return Err(Error::InvalidArg { what: "--part-size", reason: "must be at least 1".into() });
         }
+        if self.max_caption_bytes == 0 {
+            return Err(Error::InvalidArg { what: "--max-caption-bytes", reason: "must be at least 1".into() });
+        }
+        check_out_dir(&self.out)?;
         Ok(EmbedOptions {
             input: crate::ingest::InputSpec {
                 paths: self.inputs.clone(),
@@ -894,13 +956,19 @@ impl EmbedArgs {
                 image_col: self.image_col.clone(),
                 caption_col: self.caption_col.clone(),
                 shard: self.shard.as_deref().map(str::parse).transpose()?,
+                follow_links: self.follow_links,
+                max_caption_bytes: self.max_caption_bytes,
             },
             out: self.out.clone(),
             model: ModelSpec::new(self.model.model.clone(), self.model.revision.clone()),
             device: self.model.device.parse::<DeviceSpec>()?,
             batch_size: self.batch_size.parse()?,
             part_size: self.part_size,
-            limits: Limits { max_bytes: self.max_bytes, max_pixels: self.max_pixels },
+            limits: Limits {
+                max_bytes: self.max_bytes,
+                max_pixels: self.max_pixels,
+                max_caption_bytes: self.max_caption_bytes,
+            },
             overwrite: self.overwrite,
             progress: !quiet,
         })

@@ -38,6 +38,9 @@ pub struct ClusteredIndex<'a> {
 fn members_of(assigned: &[Top2], k: usize, border: f32) -> Vec<Vec<u32>> {
     let mut members = vec![Vec::new(); k];
     for (i, t) in assigned.iter().enumerate() {
+        if t.best as usize >= k {
+            continue; // no nearest centroid (a NaN vector): in no cluster, rather than a panic
+        }
         members[t.best as usize].push(i as u32);
         if t.second != u32::MAX && t.best_sim - t.second_sim <= border {
             members[t.second as usize].push(i as u32);

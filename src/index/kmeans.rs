@@ -111,6 +111,11 @@ pub fn train(data: &Matrix, params: KMeansParams, device: &Device) -> Result<Mat
             reason: format!("{k} clusters for {n} vectors: must be between 1 and the number of vectors"),
         });
     }
+    // A NaN makes every similarity NaN and no cluster nearest; the run readers refuse such
+    // vectors, so this only guards other callers.
+    if let Some(i) = data.as_slice().iter().position(|x| !x.is_finite()) {
+        return Err(Error::Pipeline(format!("k-means: vector {} holds a non-finite value", i / d.max(1))));
+    }
     let mut rng = StdRng::seed_from_u64(params.seed);
     let m = match params.sample {
         Some(s) => s.clamp(k, n),
@@ -127,7 +132,8 @@ pub fn train(data: &Matrix, params: KMeansParams, device: &Device) -> Result<Mat
         let assigned = assign(&train, &centroids, device)?;
         let mut members: Vec<Vec<u32>> = vec![Vec::new(); k];
         for (i, t) in assigned.iter().enumerate() {
-            members[t.best as usize].push(i as u32);
+            // No nearest centroid (NaN similarities): left out of this round, never an index panic.
+            members.get_mut(t.best as usize).unwrap_or(&mut Vec::new()).push(i as u32);
         }
         let new: Vec<Vec<f32>> = members
             .par_iter()

@@ -98,6 +98,9 @@ struct Builder<'a> {
     manifest: &'a Path,
     base: PathBuf,
     records: Vec<Record>,
+    /// `--max-caption-bytes`: longer captions are held only a little past it (the pipeline cuts
+    /// them there and flags them), so one huge field costs no memory downstream.
+    max_caption: u64,
 }
 
 impl Builder<'_> {
@@ -124,7 +127,18 @@ impl Builder<'_> {
             return;
         }
         let caption = match caption {
-            Some((text, lossy)) => CaptionSource::Text { text, lossy },
+            Some((mut text, lossy)) => {
+                // Kept just over the limit (a char is at most 4 bytes) so it is still seen as long.
+                let keep = self.max_caption.saturating_add(4);
+                if text.len() as u64 > keep {
+                    let mut end = keep as usize;
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    text.truncate(end);
+                }
+                CaptionSource::Text { text, lossy }
+            }
             None => CaptionSource::None,
         };
         let id = self.records.len() as u64;
@@ -162,8 +176,19 @@ fn lossy(bytes: &[u8]) -> (String, bool) {
 
 /// Reads the manifest at `path` as `format` (one of the manifest formats).
 pub fn scan(path: &Path, format: InputFormat, image_col: Option<&str>, caption_col: Option<&str>) -> Result<Manifest> {
+    scan_with(path, format, image_col, caption_col, super::DEFAULT_MAX_CAPTION_BYTES)
+}
+
+/// [`scan`] with captions held to `max_caption_bytes` (`--max-caption-bytes`).
+pub fn scan_with(
+    path: &Path,
+    format: InputFormat,
+    image_col: Option<&str>,
+    caption_col: Option<&str>,
+    max_caption_bytes: u64,
+) -> Result<Manifest> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut b = Builder { manifest: path, base, records: Vec::new() };
+    let mut b = Builder { manifest: path, base, records: Vec::new(), max_caption: max_caption_bytes };
     let (img, cap, names) = match format {
         InputFormat::Csv | InputFormat::Tsv => {
             scan_delimited(path, format == InputFormat::Tsv, image_col, caption_col, &mut b)?
@@ -184,14 +209,17 @@ fn scan_delimited(
     caption_col: Option<&str>,
     b: &mut Builder,
 ) -> Result<Picked> {
+    use std::io::{Seek, SeekFrom};
+    let read_err = |e: csv::Error| Error::io("reading manifest", path, std::io::Error::other(e));
     // TSV as clip-retrieval and img2dataset write it: no quoting, so `5" tall` stays as is.
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(if tabs { b'\t' } else { b',' })
-        .quoting(!tabs)
-        .flexible(true)
-        .from_path(path)
-        .map_err(|e| Error::io("reading manifest", path, std::io::Error::other(e)))?;
-    let headers = reader.byte_headers().map_err(|e| Error::io("reading manifest", path, std::io::Error::other(e)))?;
+    let builder = |headers: bool| {
+        let mut rb = csv::ReaderBuilder::new();
+        rb.delimiter(if tabs { b'\t' } else { b',' }).quoting(!tabs).flexible(true).has_headers(headers);
+        rb
+    };
+    let mut file = File::open(path).map_err(|e| Error::io("reading manifest", path, e))?;
+    let mut reader = builder(true).from_reader(BufReader::new(file.try_clone().map_err(|e| Error::io("reading manifest", path, e))?));
+    let headers = reader.byte_headers().map_err(read_err)?;
     let names: Vec<String> = headers
         .iter()
         .enumerate()
@@ -202,22 +230,83 @@ fn scan_delimited(
         })
         .collect();
     let (img, cap) = columns(&names, image_col, caption_col, path)?;
+    let cols = Cols { img, cap, fields: names.len(), quoting: !tabs };
+    let mut at = Restart { byte: 0, line: 0 };
+    while let Some(next) = read_rows(&mut reader, at, cols, path, b)? {
+        // A row with a malformed quote swallowed the lines after it: read them again, alone.
+        at = next;
+        file.seek(SeekFrom::Start(at.byte)).map_err(|e| Error::io("reading manifest", path, e))?;
+        let f = file.try_clone().map_err(|e| Error::io("reading manifest", path, e))?;
+        reader = builder(false).from_reader(BufReader::new(f));
+    }
+    Ok((img, cap, names))
+}
+
+#[derive(Clone, Copy)]
+struct Cols {
+    img: usize,
+    cap: Option<usize>,
+    fields: usize,
+    quoting: bool,
+}
+
+/// Where a reader starts in the manifest: its byte offset, and the line before its first.
+#[derive(Clone, Copy)]
+struct Restart {
+    byte: u64,
+    line: u64,
+}
+
+/// Reads the records of `reader` (which starts at `at`) into `b`. A record that spans several
+/// lines because of a malformed quote (one never closed, or closed and followed by more text)
+/// would hide the rows on those lines: it is listed as `bad-manifest-line` instead, and the
+/// place to read again from (the line after its first) is returned.
+fn read_rows<R: std::io::Read>(
+    reader: &mut csv::Reader<R>,
+    at: Restart,
+    cols: Cols,
+    path: &Path,
+    b: &mut Builder,
+) -> Result<Option<Restart>> {
     let mut record = csv::ByteRecord::new();
+    // The previous record: (line, absolute byte offset, its index in `b.records`).
+    let mut prev: Option<(u64, u64, usize)> = None;
     loop {
-        match reader.read_byte_record(&mut record) {
-            Ok(false) => break,
+        let next = reader.read_byte_record(&mut record);
+        let here = reader.position();
+        let (line_now, byte_now) = (at.line + here.line(), at.byte + here.byte());
+        if let Some((line, byte, index)) = prev.take() {
+            // Only records spanning several lines can have swallowed rows.
+            let ended = !matches!(next, Ok(true));
+            let next_line = if ended { line_now + 1 } else { record.position().map_or(line_now, |p| at.line + p.line()) };
+            if cols.quoting && next_line > line + 1 {
+                let end = if ended { byte_now } else { record.position().map_or(byte_now, |p| at.byte + p.byte()) };
+                if let Some(nl) = malformed_quote(path, byte, end)? {
+                    b.records.truncate(index);
+                    b.bad_line(
+                        line,
+                        "a quote here is not closed where the field ends, so the field would run on over the \
+                         next lines; the lines after this one are read as rows of their own",
+                    );
+                    return Ok(Some(Restart { byte: byte + nl + 1, line }));
+                }
+            }
+        }
+        match next {
+            Ok(false) => return Ok(None),
             Ok(true) => {
-                let line = record.position().map_or(0, |p| p.line());
-                let image = record.get(img).map(|v| String::from_utf8_lossy(v).into_owned());
-                let caption = cap.and_then(|c| record.get(c)).map(lossy);
-                if record.len() != names.len() && image.is_none() {
-                    b.bad_line(line, format!("{} fields where the header has {}", record.len(), names.len()));
+                let (line, byte) = record.position().map_or((0, 0), |p| (at.line + p.line(), at.byte + p.byte()));
+                let image = record.get(cols.img).map(|v| String::from_utf8_lossy(v).into_owned());
+                let caption = cols.cap.and_then(|c| record.get(c)).map(lossy);
+                prev = Some((line, byte, b.records.len()));
+                if record.len() != cols.fields && image.is_none() {
+                    b.bad_line(line, format!("{} fields where the header has {}", record.len(), cols.fields));
                     continue;
                 }
                 b.row(line, image.as_deref(), caption);
             }
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
+                let line = e.position().map_or(0, |p| at.line + p.line());
                 if matches!(e.kind(), csv::ErrorKind::Io(_)) {
                     return Err(Error::io("reading manifest", path, std::io::Error::other(e)));
                 }
@@ -225,7 +314,41 @@ fn scan_delimited(
             }
         }
     }
-    Ok((img, cap, names))
+}
+
+/// Whether the CSV record in bytes `[start, end)` of the manifest has a malformed quote: one
+/// never closed, or closed and followed by more text in the same field. Returns the offset of
+/// the record's first newline (where to read again from), `None` when it is well formed.
+/// Follows the csv crate's reading: a quote opens a field only at its start, `""` inside one
+/// is a literal quote.
+fn malformed_quote(path: &Path, start: u64, end: u64) -> Result<Option<u64>> {
+    use std::io::{Read, Seek, SeekFrom};
+    #[derive(PartialEq, Clone, Copy)]
+    enum S {
+        FieldStart,
+        Unquoted,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let read_err = |e| Error::io("reading manifest", path, e);
+    let mut f = File::open(path).map_err(read_err)?;
+    f.seek(SeekFrom::Start(start)).map_err(read_err)?;
+    let mut bytes = Vec::new();
+    f.take(end.saturating_sub(start)).read_to_end(&mut bytes).map_err(read_err)?;
+    let Some(nl) = bytes.iter().position(|&c| c == b'\n') else { return Ok(None) };
+    let mut s = S::FieldStart;
+    for &c in &bytes {
+        s = match (s, c) {
+            (S::FieldStart, b'"') => S::Quoted,
+            (S::FieldStart | S::Unquoted | S::QuoteInQuoted, b',' | b'\n' | b'\r') => S::FieldStart,
+            (S::FieldStart | S::Unquoted, _) => S::Unquoted,
+            (S::Quoted, b'"') => S::QuoteInQuoted,
+            (S::Quoted, _) => S::Quoted,
+            (S::QuoteInQuoted, b'"') => S::Quoted,
+            (S::QuoteInQuoted, _) => return Ok(Some(nl as u64)), // text after the closing quote
+        };
+    }
+    Ok((s == S::Quoted).then_some(nl as u64))
 }
 
 fn json_text(v: &serde_json::Value) -> Option<String> {

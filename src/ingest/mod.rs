@@ -12,7 +12,81 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::media::decode::Skip;
+use crate::media::decode::{Skip, SkipReason};
+
+/// Default `--max-caption-bytes`: far more than any model's context (CLIP reads 77 tokens),
+/// small enough that a runaway caption file costs nothing.
+pub const DEFAULT_MAX_CAPTION_BYTES: u64 = 64 << 10;
+
+/// A Skip for an I/O error while reading a record's bytes.
+pub fn io_skip(e: std::io::Error) -> Skip {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => Skip::new(SkipReason::Missing, e.to_string()),
+        std::io::ErrorKind::UnexpectedEof => Skip::new(SkipReason::DecodeError, "the tar ends inside this member"),
+        _ => Skip::new(SkipReason::Unreadable, e.to_string()),
+    }
+}
+
+/// What kind of thing a non-regular file is, for messages.
+pub fn file_kind(ft: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if ft.is_socket() {
+            return "a socket";
+        }
+        if ft.is_char_device() {
+            return "a character device";
+        }
+        if ft.is_block_device() {
+            return "a block device";
+        }
+    }
+    if ft.is_dir() {
+        "a folder"
+    } else if ft.is_symlink() {
+        "a symlink"
+    } else {
+        "not a regular file"
+    }
+}
+
+fn not_a_file(ft: &std::fs::FileType) -> Skip {
+    Skip::new(SkipReason::NotAFile, format!("is {}; only regular files are read", file_kind(ft)))
+}
+
+/// Reads the regular file at `path`, at most `limit` bytes: `(bytes, more)` where `more` says the
+/// file held more than `limit` (then `bytes` is its first `limit`). A FIFO, socket, device or
+/// folder is refused from its metadata before it is opened, and the file is opened non-blocking
+/// and checked again, so one swapped in meanwhile cannot hang the reader; the size is enforced
+/// by reading, not trusted from the metadata (`/proc` files report 0).
+pub fn read_regular(path: &Path, limit: u64) -> std::result::Result<(Vec<u8>, bool), Skip> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(io_skip)?;
+    if !meta.is_file() {
+        return Err(not_a_file(&meta.file_type()));
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = opts.open(path).map_err(io_skip)?;
+    let meta = file.metadata().map_err(io_skip)?;
+    if !meta.is_file() {
+        return Err(not_a_file(&meta.file_type()));
+    }
+    let mut buf = Vec::with_capacity(meta.len().min(limit) as usize + 1);
+    (&file).take(limit.saturating_add(1)).read_to_end(&mut buf).map_err(io_skip)?;
+    let more = buf.len() as u64 > limit;
+    buf.truncate(limit as usize);
+    Ok((buf, more))
+}
 
 /// A byte range of an archive: one tar member, read in place (never unpacked to disk).
 #[derive(Debug, Clone)]
@@ -25,6 +99,11 @@ pub struct Member {
 impl Member {
     pub fn read(&self) -> std::io::Result<Vec<u8>> {
         self.archive.read_at(self.offset, self.len)
+    }
+
+    /// The member's first `limit` bytes at most, and whether it holds more.
+    pub fn read_limited(&self, limit: u64) -> std::io::Result<(Vec<u8>, bool)> {
+        Ok((self.archive.read_at(self.offset, self.len.min(limit))?, self.len > limit))
     }
 }
 
@@ -207,6 +286,10 @@ pub struct InputSpec {
     pub image_col: Option<String>,
     pub caption_col: Option<String>,
     pub shard: Option<Shard>,
+    /// Follow symlinks in an input folder whose targets lie outside it (`--follow-links`).
+    pub follow_links: bool,
+    /// Captions longer than this many bytes are cut there (`--max-caption-bytes`).
+    pub max_caption_bytes: u64,
 }
 
 /// The records of an input, after sharding.
@@ -354,7 +437,7 @@ pub fn list(spec: &InputSpec) -> Result<Listing> {
     }
     let mut listing = Listing { format, paths: paths.clone(), image_col: None, caption_col: None, records: Vec::new() };
     match format {
-        InputFormat::Dir => listing.records = dir::scan(&paths[0])?,
+        InputFormat::Dir => listing.records = dir::scan_with(&paths[0], spec.follow_links)?,
         InputFormat::Wds => {
             let indices: Vec<usize> = match spec.shard {
                 Some(s) => {
@@ -377,7 +460,13 @@ pub fn list(spec: &InputSpec) -> Result<Listing> {
         InputFormat::Csv | InputFormat::Tsv | InputFormat::Jsonl | InputFormat::Parquet => {
             let mut cols = None;
             for p in &paths {
-                let m = manifest::scan(p, format, spec.image_col.as_deref(), spec.caption_col.as_deref())?;
+                let m = manifest::scan_with(
+                    p,
+                    format,
+                    spec.image_col.as_deref(),
+                    spec.caption_col.as_deref(),
+                    spec.max_caption_bytes,
+                )?;
                 let base = listing.records.len() as u64;
                 listing.records.extend(m.records.into_iter().map(|mut r| {
                     r.id += base;

@@ -31,6 +31,8 @@ fn split_key(name: &str) -> (&str, &str) {
 #[derive(Default)]
 struct Sample {
     images: Vec<(String, Member)>,
+    /// Image-named members that are not regular files (links, devices, FIFOs): listed, never read.
+    specials: Vec<(String, String)>,
     txt: Option<Member>,
     json: Option<Member>,
     first_member: String,
@@ -74,7 +76,24 @@ pub fn scan(path: &Path, index: u64) -> Result<Vec<Record>> {
                         break;
                     }
                 };
-                if !entry.header().entry_type().is_file() {
+                let kind = entry.header().entry_type();
+                if !kind.is_file() {
+                    let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                    let (key, ext) = split_key(&name);
+                    if !kind.is_dir() && IMAGE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()) {
+                        let what = if kind.is_symlink() {
+                            "a symlink"
+                        } else if kind.is_hard_link() {
+                            "a hard link"
+                        } else {
+                            "not a regular file"
+                        };
+                        let sample = samples.entry(key.to_string()).or_insert_with(|| {
+                            order.push(key.to_string());
+                            Sample { first_member: name.clone(), ..Default::default() }
+                        });
+                        sample.specials.push((name, format!("tar member is {what}; only regular members are read")));
+                    }
                     continue;
                 }
                 members += 1;
@@ -104,7 +123,21 @@ pub fn scan(path: &Path, index: u64) -> Result<Vec<Record>> {
             (None, Some(m)) => CaptionSource::JsonMember(m),
             (None, None) => CaptionSource::None,
         };
+        let had_specials = !s.specials.is_empty();
+        for (name, detail) in s.specials {
+            let id = base + records.len() as u64;
+            records.push(Record {
+                id,
+                uri: format!("{shown}/{name}"),
+                source: Source::None,
+                caption: CaptionSource::None,
+                skip: Some(Skip::new(SkipReason::NotAFile, detail)),
+            });
+        }
         if s.images.is_empty() {
+            if had_specials {
+                continue; // its image is listed above, as a link or device member
+            }
             if matches!(caption, CaptionSource::None) {
                 continue; // neither image nor caption (e.g. a lone .npy): not a sample
             }

@@ -13,12 +13,20 @@ pub struct Limits {
     pub max_bytes: u64,
     /// Largest width × height accepted (decompression-bomb guard).
     pub max_pixels: u64,
+    /// Longest caption kept, in bytes; longer ones are cut there and flagged (runs made before
+    /// the limit existed read as the default).
+    #[serde(default = "default_max_caption_bytes")]
+    pub max_caption_bytes: u64,
+}
+
+fn default_max_caption_bytes() -> u64 {
+    crate::ingest::DEFAULT_MAX_CAPTION_BYTES
 }
 
 impl Default for Limits {
     fn default() -> Self {
         // 2 × PIL's MAX_IMAGE_PIXELS, the size at which PIL raises DecompressionBombError.
-        Self { max_bytes: 256 << 20, max_pixels: 178_956_970 }
+        Self { max_bytes: 256 << 20, max_pixels: 178_956_970, max_caption_bytes: default_max_caption_bytes() }
     }
 }
 
@@ -45,6 +53,14 @@ pub enum SkipReason {
     CorruptArchive,
     /// The file a manifest names does not exist, or a tar sample has no image member.
     Missing,
+    /// Not a regular file (a FIFO, socket or device, or a tar member that is a link or device):
+    /// never opened for reading, so it cannot hang or exhaust memory.
+    NotAFile,
+    /// A symlink in the input folder whose target lies outside it (followed only with
+    /// `--follow-links`).
+    LinkOutsideInput,
+    /// The model produced NaN or infinite values for this record; nothing was stored.
+    NonFiniteEmbedding,
 }
 
 impl SkipReason {
@@ -60,6 +76,9 @@ impl SkipReason {
             SkipReason::BadManifestLine => "bad-manifest-line",
             SkipReason::CorruptArchive => "corrupt-archive",
             SkipReason::Missing => "missing",
+            SkipReason::NotAFile => "not-a-file",
+            SkipReason::LinkOutsideInput => "link-outside-input",
+            SkipReason::NonFiniteEmbedding => "non-finite-embedding",
         }
     }
 }

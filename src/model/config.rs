@@ -202,7 +202,19 @@ impl Default for PreprocessorConfig {
 impl PreprocessorConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
-        serde_json::from_str(&text).map_err(|source| Error::Json { path: path.into(), source })
+        let config: Self = serde_json::from_str(&text).map_err(|source| Error::Json { path: path.into(), source })?;
+        // A zero or non-finite std (or a non-finite mean) makes every pixel NaN or infinite.
+        let bad = |v: &[f32; 3], zero_ok: bool| v.iter().any(|x| !x.is_finite() || (!zero_ok && *x == 0.0));
+        if bad(&config.image_std, false) || bad(&config.image_mean, true) {
+            return Err(Error::ModelFile {
+                path: path.into(),
+                reason: format!(
+                    "image_mean {:?} / image_std {:?}: need finite values and a non-zero std",
+                    config.image_mean, config.image_std
+                ),
+            });
+        }
+        Ok(config)
     }
 
     /// Output (height, width) of the centre crop, or of the resize when no crop is configured.

@@ -209,6 +209,9 @@ pub struct QualityFlag {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Quality {
+    /// Records the stage read (absent in summaries of older runs).
+    #[serde(default)]
+    pub records: Option<u64>,
     pub flags: Vec<QualityFlag>,
     pub flagged: u64,
     pub flagged_image: u64,
@@ -523,24 +526,55 @@ fn nearest_neighbours(run: &Run, opts: &ReportOptions, dedup: &Stage<Dedup>) -> 
 impl Data {
     pub fn load(run: &Run, opts: &ReportOptions) -> Result<Self> {
         let dir = &run.dir;
+        // A stage output naming items this run does not hold was computed from another run
+        // (e.g. left behind by an older sieve's `embed --overwrite`): never shown beside this
+        // run's records.
+        let uri_of: HashMap<u64, &str> = run.meta.id.iter().copied().zip(run.meta.uri.iter().map(String::as_str)).collect();
+        let uris: std::collections::HashSet<&str> = run.meta.uri.iter().map(String::as_str).collect();
+        fn stale<T>(what: &str, cmd: &str) -> Stage<T> {
+            Stage::Failed(format!(
+                "{what} was computed from another run (it names items this run does not hold), so it is not shown; \
+                 run `sieve {cmd} RUN` again"
+            ))
+        }
         let dedup = match Stage::read(&dir.join("dedup/summary.json"), json::<DedupSummary>) {
-            Stage::Ready(summary) => Stage::read(&dir.join("dedup/groups.parquet"), read_groups)
-                .ready_or_failed()
-                .map(|groups| pick_groups(groups, summary, opts)),
+            Stage::Ready(summary) if summary.embedded.is_some_and(|n| n != run.manifest.counts.embedded) => {
+                stale("dedup/", "dedup")
+            }
+            Stage::Ready(summary) => match Stage::read(&dir.join("dedup/groups.parquet"), read_groups).ready_or_failed() {
+                Stage::Ready(groups)
+                    if groups.iter().flat_map(|g| &g.members).any(|m| m.source == "run" && !uris.contains(m.uri.as_str())) =>
+                {
+                    stale("dedup/", "dedup")
+                }
+                s => s.map(|groups| pick_groups(groups, summary, opts)),
+            },
             Stage::NotRun => Stage::NotRun,
             Stage::Failed(e) => Stage::Failed(e),
         };
         let captions: HashMap<u64, Option<String>> =
             run.meta.id.iter().copied().zip(run.meta.caption.iter().cloned()).collect();
         let pairs = match Stage::read(&dir.join("pairs_summary.json"), json::<PairsSummary>) {
-            Stage::Ready(summary) => Stage::read(&dir.join("pairs.parquet"), read_pairs)
-                .ready_or_failed()
-                .map(|all| pick_pairs(all, summary, &captions, opts.pairs)),
+            Stage::Ready(summary) => match Stage::read(&dir.join("pairs.parquet"), read_pairs).ready_or_failed() {
+                Stage::Ready(all) if all.iter().any(|p| uri_of.get(&p.id) != Some(&p.uri.as_str())) => {
+                    stale("pairs.parquet", "score")
+                }
+                s => s.map(|all| pick_pairs(all, summary, &captions, opts.pairs)),
+            },
             Stage::NotRun => Stage::NotRun,
             Stage::Failed(e) => Stage::Failed(e),
         };
-        let diversity = Stage::read(&dir.join("diversity.json"), json::<Diversity>);
-        let quality = Stage::read(&dir.join("quality_summary.json"), json::<Quality>);
+        let c = &run.manifest.counts;
+        let diversity = match Stage::read(&dir.join("diversity.json"), json::<Diversity>) {
+            Stage::Ready(d) if (d.embedded, d.with_caption) != (c.embedded, c.with_caption) => {
+                stale("diversity.json", "diversity")
+            }
+            s => s,
+        };
+        let quality = match Stage::read(&dir.join("quality_summary.json"), json::<Quality>) {
+            Stage::Ready(q) if q.records.is_some_and(|n| n != c.records) => stale("quality_summary.json", "quality"),
+            s => s,
+        };
         let nn = nearest_neighbours(run, opts, &dedup)?;
 
         let mut skipped = Vec::new();

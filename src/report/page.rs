@@ -97,13 +97,46 @@ fn file_name(uri: &str) -> &str {
     Path::new(uri).file_name().and_then(|n| n.to_str()).unwrap_or(uri)
 }
 
+/// Longest caption or path shown, in characters (the metadata keeps them whole).
+pub const MAX_SHOWN_CHARS: usize = 300;
+
+/// Text from the data as the page shows it: control characters (NUL included) and the bidi
+/// embedding, override and isolate characters removed, so a caption cannot reorder the text
+/// around it or hide what it says, and at most `max` characters (then `…`).
+pub fn shown(text: &str, max: usize) -> String {
+    let bidi = |c: char| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}');
+    let mut out = String::new();
+    let chars = text.chars().filter_map(|c| match c {
+        '\n' | '\r' | '\t' => Some(' '),
+        c if c.is_control() || bidi(c) => None,
+        c => Some(c),
+    });
+    for (n, c) in chars.enumerate() {
+        if n == max {
+            out.push('…');
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// [`shown`] text in its own bidi isolate: right-to-left text stays inside its element.
+fn isolated(text: &str) -> Markup {
+    html! { bdi { (shown(text, MAX_SHOWN_CHARS)) } }
+}
+
 type Thumbs = HashMap<String, Result<String, String>>;
 
 fn thumb(uri: &str, thumbs: &Thumbs) -> Markup {
     match thumbs.get(uri) {
-        Some(Ok(data)) => html! { img src=(data) alt=(file_name(uri)) title=(uri); },
-        Some(Err(why)) => html! { div.ph title=(format!("{uri}: {why}")) { "no preview" br; (why) } },
-        None => html! { div.ph title=(uri) { "no preview (thumbnail cap reached)" } },
+        Some(Ok(data)) => {
+            html! { img src=(data) alt=(shown(file_name(uri), MAX_SHOWN_CHARS)) title=(shown(uri, MAX_SHOWN_CHARS)); }
+        }
+        Some(Err(why)) => html! {
+            div.ph title=(shown(&format!("{uri}: {why}"), MAX_SHOWN_CHARS)) { "no preview" br; (isolated(why)) }
+        },
+        None => html! { div.ph title=(shown(uri, MAX_SHOWN_CHARS)) { "no preview (thumbnail cap reached)" } },
     }
 }
 
@@ -317,7 +350,7 @@ fn group(g: &DupGroup, thumbs: &Thumbs) -> Markup {
                             @if mem.kept { span.badge.kept { "kept" } } @else { (format!("{:.4}", mem.similarity)) }
                             @if mem.source != "run" { " " span.badge { (mem.source) } }
                         }
-                        figcaption title=(mem.uri) { (file_name(&mem.uri)) }
+                        figcaption title=(shown(&mem.uri, MAX_SHOWN_CHARS)) { (isolated(file_name(&mem.uri))) }
                     }
                 }
             }
@@ -355,10 +388,10 @@ fn duplicates(data: &Data, thumbs: &Thumbs) -> Markup {
 fn pair_card(p: &Pair, thumbs: &Thumbs) -> Markup {
     html! {
         div.pair {
-            figure { (thumb(&p.uri, thumbs)) figcaption title=(p.uri) { (file_name(&p.uri)) } }
+            figure { (thumb(&p.uri, thumbs)) figcaption title=(shown(&p.uri, MAX_SHOWN_CHARS)) { (isolated(file_name(&p.uri))) } }
             div.t {
                 p.cap {
-                    @match &p.caption { Some(c) => { "“" (c) "”" } None => { span.muted { "(caption not found)" } } }
+                    @match &p.caption { Some(c) => { "“" (isolated(c)) "”" } None => { span.muted { "(caption not found)" } } }
                 }
                 div.meta {
                     @if p.low_score { span.badge.flag { "low_score" } }
@@ -368,7 +401,7 @@ fn pair_card(p: &Pair, thumbs: &Thumbs) -> Markup {
                 }
                 @if let Some(s) = &p.suggested_caption {
                     div.sugg {
-                        "Better fit: “" (s) "” (cosine " (num(p.suggested_cosine.map(f64::from), 4))
+                        "Better fit: “" (isolated(s)) "” (cosine " (num(p.suggested_cosine.map(f64::from), 4))
                         @if let Some(id) = p.suggested_id { ", item " (id) } ")"
                     }
                 }
@@ -521,10 +554,32 @@ fn skipped(run: &Run, data: &Data, opts: &ReportOptions) -> Markup {
                 table {
                     tr { th { "uri" } th { "reason" } th { "detail" } }
                     @for s in &data.skipped {
-                        tr { td.u { (s.uri) } td { (s.reason) } td.u { (s.error.as_deref().unwrap_or("")) } }
+                        tr {
+                            td.u { (isolated(&s.uri)) }
+                            td { (isolated(&s.reason)) }
+                            td.u { (isolated(s.error.as_deref().unwrap_or(""))) }
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Captions reach the page without NULs or bidi controls (an RLO could make `gpj.exe` read
+    /// as `exe.jpg`), and shortened: the report stays bounded whatever the captions.
+    #[test]
+    fn shown_text_is_clean_and_bounded() {
+        assert_eq!(shown("a\u{0}b\u{202E}gpj.exe\u{2066}x\u{2069}\nnext", 100), "abgpj.exex next");
+        let long = "é".repeat(50_000_000 / 2);
+        let s = shown(&long, MAX_SHOWN_CHARS);
+        assert_eq!(s.chars().count(), MAX_SHOWN_CHARS + 1);
+        assert!(s.ends_with('…'));
+        let html = isolated("\u{5e9}\u{5dc}\u{5d5}\u{5dd}").into_string();
+        assert_eq!(html, "<bdi>\u{5e9}\u{5dc}\u{5d5}\u{5dd}</bdi>");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{read, read_manifest, RunManifest, RunWriter};
+use super::{read, read_manifest, RunManifest, RunWriter, Start};
 use crate::error::{Error, Result};
 
 /// Options of `sieve merge`.
@@ -56,6 +56,12 @@ fn id_range(dir: &Path, m: &RunManifest) -> Result<Option<(u64, u64)>> {
 
 /// Merges `opts.runs` into `opts.out`.
 pub fn merge(opts: &MergeOptions) -> Result<RunManifest> {
+    merge_run(opts).map(|o| o.manifest)
+}
+
+/// Merges `opts.runs` into `opts.out`, resuming a merge into the same --out that was
+/// interrupted, and doing nothing when it already finished (like `sieve embed`).
+pub fn merge_run(opts: &MergeOptions) -> Result<MergeOutcome> {
     if opts.runs.is_empty() {
         return Err(Error::InvalidArg { what: "RUN", reason: "name at least one run to merge".into() });
     }
@@ -144,13 +150,14 @@ pub fn merge(opts: &MergeOptions) -> Result<RunManifest> {
 
     let first = &runs[0].1;
     let part_size = opts.part_size.unwrap_or(first.part_size);
-    let mut writer = RunWriter::create(&opts.out, part_size, first.embed_dim, opts.overwrite)?;
-    let mut listing = Vec::new();
+    // The merged run's listing first (metadata only), so that its run.json can be written before
+    // any part: a merge killed midway is then resumed like `sieve embed`, and a finished one is
+    // recognised.
+    let mut listing: Vec<(u64, String)> = Vec::new();
     for (_, dir, m) in &ranged {
         for part in &m.parts {
-            let rows = read::read_part_rows(dir, part, m.embed_dim)?;
-            listing.extend(rows.iter().map(|r| (r.id, r.uri.clone())));
-            writer.push(rows)?;
+            let rows = read::read_rows(&dir.join("metadata").join(format!("{part}.parquet")))?;
+            listing.extend(rows.into_iter().map(|r| (r.id, r.uri)));
         }
     }
     let mut manifest = first.clone();
@@ -161,7 +168,39 @@ pub fn merge(opts: &MergeOptions) -> Result<RunManifest> {
     manifest.merged_from = opts.runs.iter().map(|p| p.display().to_string()).collect();
     manifest.counts = Default::default();
     manifest.parts = Vec::new();
-    writer.finish(manifest)
+    manifest.checksums = Default::default();
+    manifest.complete = false;
+    let ids: Vec<u64> = listing.iter().map(|(id, _)| *id).collect();
+    drop(listing);
+    let (mut writer, done) = match RunWriter::start(&opts.out, &manifest, &ids, opts.overwrite)? {
+        Start::Complete(m) => return Ok(MergeOutcome { manifest: *m, resumed_rows: 0, already_complete: true }),
+        Start::Fresh(w) => (w, 0),
+        Start::Resume(w, done) => (w, done),
+    };
+    let mut skip = done;
+    for (_, dir, m) in &ranged {
+        for part in &m.parts {
+            let rows = read::read_part_rows_checked(dir, part, m.embed_dim, Some(m))?;
+            if skip >= rows.len() {
+                skip -= rows.len();
+                continue;
+            }
+            writer.push(rows.into_iter().skip(skip))?;
+            skip = 0;
+        }
+    }
+    let manifest = writer.finish(manifest)?;
+    Ok(MergeOutcome { manifest, resumed_rows: done, already_complete: false })
+}
+
+/// What `sieve merge` did.
+#[derive(Debug, Clone)]
+pub struct MergeOutcome {
+    pub manifest: RunManifest,
+    /// Rows an interrupted merge into the same --out had already written.
+    pub resumed_rows: usize,
+    /// The same merge had already finished: nothing was done.
+    pub already_complete: bool,
 }
 
 /// The same digest as [`crate::ingest::Listing::fingerprint`], so merging every shard of an input

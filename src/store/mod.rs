@@ -3,6 +3,7 @@
 //! metadata row i (zero rows where nothing was embedded), and `run.json`. Every file is written
 //! to a temporary name and renamed into place, so a reader never sees half a part.
 
+pub mod lock;
 pub mod merge;
 pub mod npy;
 pub mod read;
@@ -105,13 +106,39 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// An error unless `found` (the SHA-256 of `path`) is `want`, the checksum run.json records.
+pub fn check_sha256(path: &Path, found: &str, want: &str) -> Result<()> {
+    if found == want {
+        return Ok(());
+    }
+    Err(Error::RunDir {
+        path: path.into(),
+        reason: format!(
+            "does not match its checksum in run.json (SHA-256 {}…, recorded {}…): the file was changed or damaged \
+             after it was written; embedding again (--overwrite) repairs the run",
+            &found[..found.len().min(12)],
+            &want[..want.len().min(12)]
+        ),
+    })
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes `contents` to `path` atomically: a temporary file in the same folder, fsync, rename.
+/// A temporary name next to `path`, unique to this process and call, so two processes (or
+/// threads) writing the same file never share one: `.NAME.PID.N.tmp`.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
+}
+
+/// Writes `contents` to `path` atomically: a temporary file in the same folder (see
+/// [`tmp_path`]), fsync, rename.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<fs::File>) -> std::io::Result<()>) -> Result<()> {
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    let tmp = tmp_path(path);
     let result = (|| {
         let mut w = BufWriter::new(fs::File::create(&tmp)?);
         write(&mut w)?;
@@ -243,6 +270,7 @@ pub struct RunWriter {
     pending: Vec<Row>,
     parts: Vec<String>,
     counts: Counts,
+    checksums: BTreeMap<String, String>,
 }
 
 impl RunWriter {
@@ -273,6 +301,7 @@ impl RunWriter {
             pending: Vec::new(),
             parts: Vec::new(),
             counts: Counts::default(),
+            checksums: BTreeMap::new(),
         })
     }
 
@@ -358,6 +387,10 @@ impl RunWriter {
             for row in &rows {
                 self.count(row, row.status == Status::Embedded && row.caption.is_some());
             }
+            for (sub, ext) in [("img_emb", "npy"), ("text_emb", "npy"), ("metadata", "parquet")] {
+                let rel = format!("{sub}/{}", part_name(index, ext));
+                self.checksums.insert(rel.clone(), sha256_file(&self.dir.join(&rel))?);
+            }
             done += rows.len();
             self.parts.push(format!("part-{index:05}"));
         }
@@ -433,12 +466,19 @@ impl RunWriter {
                     None => data.extend(std::iter::repeat_n(f16::ZERO, d)),
                 }
             }
-            let path = self.dir.join(sub).join(part_name(index, "npy"));
-            write_atomic(&path, |w| npy::write_f16(w, rows.len(), d, &data))?;
+            let rel = format!("{sub}/{}", part_name(index, "npy"));
+            let path = self.dir.join(&rel);
+            let mut bytes = Vec::with_capacity(128 + data.len() * 2);
+            npy::write_f16(&mut bytes, rows.len(), d, &data).map_err(|e| Error::io("writing", &path, e))?;
+            drop(data);
+            self.checksums.insert(rel, sha256_bytes(&bytes));
+            write_atomic(&path, |w| w.write_all(&bytes))?;
         }
-        let path = self.dir.join("metadata").join(part_name(index, "parquet"));
+        let rel = format!("metadata/{}", part_name(index, "parquet"));
+        let path = self.dir.join(&rel);
         let batch = metadata_batch(&rows).map_err(|e| Error::Parquet { path: path.clone(), source: e.into() })?;
         write_parquet_atomic(&path, &batch)?;
+        self.checksums.insert(rel, sha256_file(&path)?);
         self.parts.push(format!("part-{index:05}"));
         Ok(())
     }
@@ -448,6 +488,7 @@ impl RunWriter {
         self.flush_part()?;
         manifest.counts = self.counts.clone();
         manifest.parts = self.parts.clone();
+        manifest.checksums = std::mem::take(&mut self.checksums);
         manifest.complete = true;
         self.write_manifest(&manifest)?;
         Ok(manifest)
@@ -478,13 +519,31 @@ fn holds_run(dir: &Path) -> bool {
     dir.join("run.json").exists() || dir.join("metadata").exists()
 }
 
-/// Removes a run's own files from `dir` (later stages' outputs are left alone).
+/// What the later stages write into a run directory: computed from the run's embeddings, so
+/// removed with them when the run is replaced (`--overwrite`), never left to be read beside
+/// another run's records.
+pub const STAGE_OUTPUTS: &[&str] = &[
+    "dedup",
+    "pairs.parquet",
+    "pairs_summary.json",
+    "quality.parquet",
+    "quality_summary.json",
+    "diversity.json",
+    "selection",
+    "report.html",
+    "stages.json",
+];
+
+/// Removes a run's own files from `dir`, and the later stages' outputs computed from them.
 fn wipe(dir: &Path) -> Result<()> {
-    for sub in PART_DIRS {
+    for sub in PART_DIRS.iter().chain(STAGE_OUTPUTS) {
         let p = dir.join(sub);
-        if p.exists() {
-            fs::remove_dir_all(&p).map_err(|e| Error::io("removing", &p, e))?;
-        }
+        let removed = match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&p),
+            Ok(_) => fs::remove_file(&p),
+            Err(_) => continue,
+        };
+        removed.map_err(|e| Error::io("removing", &p, e))?;
     }
     let _ = fs::remove_file(dir.join("run.json"));
     Ok(())
@@ -541,6 +600,10 @@ pub struct RunManifest {
     /// The runs `sieve merge` combined into this one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
+    /// SHA-256 of every part file (`img_emb/part-00000.npy` → hex), checked whenever a part is
+    /// read and by `sieve verify`; empty in runs made before they were recorded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checksums: BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -574,5 +637,28 @@ pub struct InputInfo {
 pub fn read_manifest(dir: &Path) -> Result<RunManifest> {
     let path = dir.join("run.json");
     let text = fs::read_to_string(&path).map_err(|e| Error::io("reading", &path, e))?;
-    serde_json::from_str(&text).map_err(|source| Error::Json { path, source })
+    let m: RunManifest = serde_json::from_str(&text).map_err(|source| Error::Json { path: path.clone(), source })?;
+    check_manifest(&m).map_err(|reason| Error::RunDir { path, reason })?;
+    Ok(m)
+}
+
+/// The largest embedding dimension a run may declare (the widest CLIP models use 1280).
+pub const MAX_EMBED_DIM: usize = 1 << 16;
+
+/// What a run.json must satisfy before anything it names is read: a sane dimension and part
+/// size, and part names of the form `part-NNNNN` (never a path).
+fn check_manifest(m: &RunManifest) -> std::result::Result<(), String> {
+    if m.embed_dim == 0 || m.embed_dim > MAX_EMBED_DIM || m.model.embed_dim != m.embed_dim {
+        return Err(format!("embed_dim {} is not a dimension sieve writes (1 to {MAX_EMBED_DIM})", m.embed_dim));
+    }
+    if m.part_size == 0 {
+        return Err("part_size is 0".into());
+    }
+    for p in &m.parts {
+        let digits = p.strip_prefix("part-").unwrap_or("");
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("lists a part named {p:?}; parts are named part-NNNNN"));
+        }
+    }
+    Ok(())
 }

@@ -40,10 +40,16 @@ pub fn read_shape(path: &Path) -> Result<(usize, usize)> {
     }
     head.truncate(n);
     let (rows, cols, start) = parse_header(&head, path)?;
-    if len != (start + rows * cols * 2) as u64 {
+    if Some(len) != data_len(rows, cols, start) {
         return Err(Error::RunDir { path: path.into(), reason: "data length does not match the shape".into() });
     }
     Ok((rows, cols))
+}
+
+/// The file length a `rows × cols` array after a header of `start` bytes needs (`None`: more
+/// than any file can hold).
+fn data_len(rows: usize, cols: usize, start: usize) -> Option<u64> {
+    (rows as u64).checked_mul(cols as u64)?.checked_mul(2)?.checked_add(start as u64)
 }
 
 /// Parses the header: `(rows, cols, offset of the data)`.
@@ -53,12 +59,13 @@ fn parse_header(bytes: &[u8], path: &Path) -> Result<(usize, usize, usize)> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad("bad magic"));
     }
-    let (hlen, start) = match bytes[6] {
+    let (hlen, start): (usize, usize) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
         2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
         _ => return Err(bad("unknown version")),
     };
-    let header = std::str::from_utf8(bytes.get(start..start + hlen).ok_or_else(|| bad("short header"))?)
+    let end = start.checked_add(hlen).ok_or_else(|| bad("short header"))?;
+    let header = std::str::from_utf8(bytes.get(start..end).ok_or_else(|| bad("short header"))?)
         .map_err(|_| bad("header"))?;
     if !header.contains("'<f2'") || header.contains("'fortran_order': True") {
         return Err(bad("dtype is not little-endian float16 in C order"));
@@ -76,15 +83,23 @@ fn parse_header(bytes: &[u8], path: &Path) -> Result<(usize, usize, usize)> {
 
 /// Reads a 2-D `<f2` array written by [`write_f16`] (or by NumPy): `(rows, cols, values as f32)`.
 pub fn read_f16(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
+    read_f16_checked(path, None)
+}
+
+/// [`read_f16`], checking the file's SHA-256 against `sha256` when given (from run.json).
+pub fn read_f16_checked(path: &Path, sha256: Option<&str>) -> Result<(usize, usize, Vec<f32>)> {
     let bad =
         |reason: &str| Error::RunDir { path: path.into(), reason: format!("not a 2-D float16 .npy file: {reason}") };
     let mut bytes = Vec::new();
     std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| Error::io("reading", path, e))?;
+    if let Some(want) = sha256 {
+        super::check_sha256(path, &super::sha256_bytes(&bytes), want)?;
+    }
     let (rows, cols, start) = parse_header(&bytes, path)?;
-    let body = &bytes[start..];
-    if body.len() != rows * cols * 2 {
+    if Some(bytes.len() as u64) != data_len(rows, cols, start) {
         return Err(bad("data length does not match the shape"));
     }
+    let body = &bytes[start..];
     let values = body.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
     Ok((rows, cols, values))
 }

@@ -45,6 +45,42 @@ pub struct Run {
     pub dir: PathBuf,
     pub manifest: RunManifest,
     pub meta: Metadata,
+    /// Rows of each metadata part, in part order.
+    pub part_rows: Vec<usize>,
+}
+
+/// How far the norm of a stored embedding may be from 1: float16 rounding of a unit vector
+/// moves it by well under 1e-3, so anything further was damaged or written by something else.
+pub const NORM_TOLERANCE: f32 = 0.01;
+
+/// Checks the rows of one embedding part (`d` columns): every value finite, and each row `i`
+/// for which `has(i)` holds an embedding of unit norm. `ids` are the part's record ids, for
+/// the message, which names the file, the row and the id.
+pub fn check_embedding_rows(
+    path: &Path,
+    values: &[f32],
+    d: usize,
+    ids: &[u64],
+    has: impl Fn(usize) -> bool,
+) -> Result<()> {
+    let fix = "the run is damaged or was not written by sieve embed; `sieve verify RUN` checks every part, \
+               and embedding again (--overwrite) repairs it";
+    for (i, row) in values.chunks_exact(d.max(1)).enumerate() {
+        let id = ids.get(i).copied().unwrap_or(i as u64);
+        if let Some(j) = row.iter().position(|x| !x.is_finite()) {
+            return Err(bad(path, format!("row {i} (id {id}) holds {} at column {j}; {fix}", row[j])));
+        }
+        if has(i) {
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if (norm - 1.0).abs() > NORM_TOLERANCE {
+                return Err(bad(
+                    path,
+                    format!("row {i} (id {id}) has norm {norm}, not 1 (embeddings are stored L2-normalised); {fix}"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
@@ -150,13 +186,22 @@ impl Run {
             ));
         }
         let mut meta = Metadata { phash: Some(Vec::new()), fingerprint: Some(Vec::new()), ..Default::default() };
+        let mut part_rows = Vec::with_capacity(manifest.parts.len());
         for part in &manifest.parts {
-            read_metadata_part(&dir.join("metadata").join(format!("{part}.parquet")), &mut meta)?;
+            let path = dir.join("metadata").join(format!("{part}.parquet"));
+            verify_part_file(&manifest, dir, &format!("metadata/{part}.parquet"))?;
+            part_rows.push(read_metadata_part(&path, &mut meta)?);
         }
         if meta.len() as u64 != manifest.counts.records {
             return Err(bad(
                 dir,
                 format!("metadata holds {} rows but run.json counts {}", meta.len(), manifest.counts.records),
+            ));
+        }
+        if let Some(i) = meta.id.windows(2).position(|w| w[0] >= w[1]) {
+            return Err(bad(
+                dir,
+                format!("metadata ids are not increasing (id {} then {} at row {})", meta.id[i], meta.id[i + 1], i + 1),
             ));
         }
         if meta.phash.is_none() {
@@ -165,7 +210,7 @@ impl Run {
                 dir.display()
             );
         }
-        Ok(Self { dir: dir.into(), manifest, meta })
+        Ok(Self { dir: dir.into(), manifest, meta, part_rows })
     }
 
     /// Metadata column `name` as text, one entry per row (`None` where null): any string,
@@ -230,17 +275,25 @@ impl Run {
     }
 
     /// All rows of `img_emb` (`text = false`) or `text_emb`, concatenated: `(rows × dim)` f32.
+    /// Every part is checked as it is read: its shape against the metadata, every value finite,
+    /// and every embedded row (with a caption, for `text_emb`) of unit norm; a part that fails
+    /// is an error naming the file, the row and its id.
     pub fn embeddings(&self, text: bool) -> Result<Vec<f32>> {
         let sub = if text { "text_emb" } else { "img_emb" };
         let d = self.manifest.embed_dim;
-        let mut out = Vec::with_capacity(self.meta.len() * d);
-        for part in &self.manifest.parts {
+        let mut out = Vec::with_capacity(self.meta.len().saturating_mul(d));
+        let mut start = 0;
+        for (part, &n) in self.manifest.parts.iter().zip(&self.part_rows) {
             let path = self.dir.join(sub).join(format!("{part}.npy"));
-            let (_, cols, values) = npy::read_f16(&path)?;
-            if cols != d {
-                return Err(Error::DimMismatch { expected: d, found: cols });
+            let sha = self.manifest.checksums.get(&format!("{sub}/{part}.npy"));
+            let (rows, cols, values) = npy::read_f16_checked(&path, sha.map(String::as_str))?;
+            if (rows, cols) != (n, d) {
+                return Err(bad(&path, format!("holds {rows}×{cols}, but the metadata part has {n} rows of dimension {d}")));
             }
+            let has = |i: usize| self.meta.embedded[start + i] && (!text || self.meta.caption[start + i].is_some());
+            check_embedding_rows(&path, &values, d, &self.meta.id[start..start + n], has)?;
             out.extend(values);
+            start += n;
         }
         if out.len() != self.meta.len() * d {
             return Err(bad(&self.dir.join(sub), "embedding rows do not match the metadata rows"));
@@ -364,16 +417,48 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// Checks the file `rel` (e.g. `metadata/part-00000.parquet`) of the run in `dir` against the
+/// checksum its run.json records, if any.
+pub fn verify_part_file(manifest: &RunManifest, dir: &Path, rel: &str) -> Result<()> {
+    match manifest.checksums.get(rel) {
+        Some(want) => {
+            let path = dir.join(rel);
+            super::check_sha256(&path, &super::sha256_file(&path)?, want)
+        }
+        None => Ok(()),
+    }
+}
+
 /// Every row of part `part` (e.g. `part-00003`) of the run in `dir`, with its embeddings
 /// (`None` for the zero rows of records that have none).
 pub fn read_part_rows(dir: &Path, part: &str, embed_dim: usize) -> Result<Vec<Row>> {
+    read_part_rows_checked(dir, part, embed_dim, None)
+}
+
+/// [`read_part_rows`], checking each file against the checksums of `manifest` when given.
+pub fn read_part_rows_checked(
+    dir: &Path,
+    part: &str,
+    embed_dim: usize,
+    manifest: Option<&RunManifest>,
+) -> Result<Vec<Row>> {
+    if let Some(m) = manifest {
+        verify_part_file(m, dir, &format!("metadata/{part}.parquet"))?;
+    }
     let mut rows = read_rows(&dir.join("metadata").join(format!("{part}.parquet")))?;
     for (sub, text) in [("img_emb", false), ("text_emb", true)] {
         let path = dir.join(sub).join(format!("{part}.npy"));
-        let (n, d, values) = npy::read_f16(&path)?;
+        let sha = manifest.and_then(|m| m.checksums.get(&format!("{sub}/{part}.npy")));
+        let (n, d, values) = npy::read_f16_checked(&path, sha.map(String::as_str))?;
         if n != rows.len() || d != embed_dim {
             return Err(bad(&path, format!("holds {n}×{d}, expected {}×{embed_dim}", rows.len())));
         }
+        let ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
+        let has = |i: usize| {
+            let r = &rows[i];
+            r.status == Status::Embedded && (!text || r.caption.is_some())
+        };
+        check_embedding_rows(&path, &values, d, &ids, has)?;
         for (row, v) in rows.iter_mut().zip(values.chunks_exact(d.max(1))) {
             let has = match (text, row.status) {
                 (_, Status::Skipped) => false,
@@ -391,4 +476,32 @@ pub fn read_part_rows(dir: &Path, part: &str, embed_dim: usize) -> Result<Vec<Ro
         }
     }
     Ok(rows)
+}
+
+/// What `sieve verify` checked.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VerifySummary {
+    pub parts: usize,
+    pub rows: usize,
+    /// Part files checked against a checksum in run.json (0 for runs made before they were
+    /// recorded).
+    pub checksums: usize,
+}
+
+/// `sieve verify`: opens the run (every metadata part, checked against its checksum; row counts;
+/// increasing ids) and reads both embedding matrices (checksums, shapes, every value finite,
+/// every embedded row of unit norm). The first problem is the error, naming the file and row.
+pub fn verify(dir: &Path) -> Result<VerifySummary> {
+    let run = Run::open(dir)?;
+    for text in [false, true] {
+        run.embeddings(text)?;
+    }
+    let checksums = run
+        .manifest
+        .parts
+        .iter()
+        .flat_map(|p| [format!("metadata/{p}.parquet"), format!("img_emb/{p}.npy"), format!("text_emb/{p}.npy")])
+        .filter(|f| run.manifest.checksums.contains_key(f))
+        .count();
+    Ok(VerifySummary { parts: run.manifest.parts.len(), rows: run.meta.len(), checksums })
 }
