@@ -88,14 +88,18 @@ fn luma(p: &[u8]) -> u8 {
 pub fn image_signals(thumb: &RgbImage, colour_container: bool, frames: u32) -> ImageSignals {
     let (w, h) = thumb.dimensions();
     let mut hist = [0u32; 256];
+    // Each pixel's brightest and darkest channel, for exposure.
+    let (mut value, mut white) = ([0u32; 256], [0u32; 256]);
     let mut chroma = 0u8;
-    // One pass: luma, its histogram, and the largest channel spread.
+    // One pass: luma, its histogram, the channel extremes and the largest channel spread.
     let grey: Vec<u8> = thumb
         .as_raw()
         .chunks_exact(3)
         .map(|p| {
             let (lo, hi) = (p[0].min(p[1]).min(p[2]), p[0].max(p[1]).max(p[2]));
             chroma = chroma.max(hi - lo);
+            value[hi as usize] += 1;
+            white[lo as usize] += 1;
             let l = luma(p);
             hist[l as usize] += 1;
             l
@@ -114,7 +118,7 @@ pub fn image_signals(thumb: &RgbImage, colour_container: bool, frames: u32) -> I
     let mean = sum / n;
     let var = (sum2 / n - mean * mean).max(0.0);
     let (small, sw, sh) = fixed_size(&grey, w as usize, h as usize);
-    let (highlights, lightness) = exposure(thumb, &grey, &hist);
+    let (highlights, lightness) = exposure(thumb, &grey, [&hist, &value, &white]);
     ImageSignals {
         blur: laplacian_variance_f32(&small, sw, sh),
         sharpness: sharpness(&grey, w as usize, h as usize),
@@ -174,50 +178,77 @@ fn border_colour(thumb: &RgbImage) -> Option<[i32; 3]> {
     Some(sum.map(|s| (s / best_len as i64) as i32))
 }
 
-/// `(highlights, lightness)` of the thumbnail whose luma is `grey`, histogram `luma_hist`.
-fn exposure(thumb: &RgbImage, grey: &[u8], luma_hist: &[u32; 256]) -> (f32, f32) {
-    // Histograms of each pixel's brightest channel (HSV value) and darkest one (high only for
-    // near-white pixels), of the whole picture and of its content.
-    let (mut value_all, mut white_all) = ([0u32; 256], [0u32; 256]);
-    let (mut value_content, mut white_content, mut luma_content) = ([0u32; 256], [0u32; 256], [0u32; 256]);
-    let bg = border_colour(thumb);
-    let mut content = 0usize;
-    for (p, &l) in thumb.as_raw().chunks_exact(3).zip(grey) {
-        let (v, m) = (p[0].max(p[1]).max(p[2]), p[0].min(p[1]).min(p[2]));
-        value_all[v as usize] += 1;
-        white_all[m as usize] += 1;
-        let is_bg = bg.is_some_and(|b| (0..3).all(|c| (p[c] as i32 - b[c]).abs() <= BORDER_TOLERANCE));
-        if !is_bg {
-            value_content[v as usize] += 1;
-            white_content[m as usize] += 1;
-            luma_content[l as usize] += 1;
-            content += 1;
+/// `(highlights, lightness)` of the thumbnail whose luma is `grey`, given the whole picture's
+/// histograms of luma, of each pixel's brightest channel (HSV value) and of its darkest one
+/// (high only for near-white pixels).
+fn exposure(thumb: &RgbImage, grey: &[u8], [luma_all, value_all, white_all]: [&[u32; 256]; 3]) -> (f32, f32) {
+    let mut highlights = percentile(value_all, 0.95);
+    let (mut dark_quarter, mut white_half) = (percentile(luma_all, 0.25), percentile(white_all, 0.5));
+    // With a uniform border colour, the same over the content too (a second pass, only then).
+    if let Some(b) = border_colour(thumb) {
+        let (mut value, mut white, mut luma) = ([0u32; 256], [0u32; 256], [0u32; 256]);
+        let mut content = 0usize;
+        for (p, &l) in thumb.as_raw().chunks_exact(3).zip(grey) {
+            let d = |c: usize| (p[c] as i32 - b[c]).abs();
+            if d(0).max(d(1)).max(d(2)) > BORDER_TOLERANCE {
+                value[p[0].max(p[1]).max(p[2]) as usize] += 1;
+                white[p[0].min(p[1]).min(p[2]) as usize] += 1;
+                luma[l as usize] += 1;
+                content += 1;
+            }
         }
-    }
-    let mut highlights = percentile(&value_all, 0.95);
-    let (mut dark_quarter, mut white_half) = (percentile(luma_hist, 0.25), percentile(&white_all, 0.5));
-    // Under 2% content: a blank frame, judged whole.
-    if bg.is_some() && content as f64 >= 0.02 * grey.len() as f64 {
-        highlights = highlights.max(percentile(&value_content, 0.95));
-        dark_quarter = dark_quarter.min(percentile(&luma_content, 0.25));
-        white_half = white_half.min(percentile(&white_content, 0.5));
+        // Under 2% content: a blank frame, judged whole.
+        if content as f64 >= 0.02 * grey.len() as f64 {
+            highlights = highlights.max(percentile(&value, 0.95));
+            dark_quarter = dark_quarter.min(percentile(&luma, 0.25));
+            white_half = white_half.min(percentile(&white, 0.5));
+        }
     }
     // Over-exposed: even the darker quarter is light (washed out), or at least half the
     // picture is blown out to near white (a light yellow sun is neither).
     (highlights, dark_quarter.max(white_half))
 }
 
-/// `(L(grey) + F) / (L(half) + F)`: L the Laplacian variance, `half` the area-average of
-/// `grey` to half its size, F [`SHARPNESS_FLOOR`]; `None` under 6 px on a side.
+/// `(L(grey) + F) / (L(half) + F)`: L the Laplacian variance, `half` the 2 × 2 block average of
+/// `grey` (a last odd row or column left out), F [`SHARPNESS_FLOOR`]; `None` under 6 px on a
+/// side. In integers: the half copy is kept as block sums (4× the average, so 16× the variance).
 fn sharpness(grey: &[u8], w: usize, h: usize) -> Option<f32> {
     if w < 6 || h < 6 {
         return None;
     }
-    let fine: Vec<f32> = grey.iter().map(|&v| v as f32).collect();
-    let fine = laplacian_variance_f32(&fine, w, h)? as f64;
-    let (half, hw, hh) = area_resize(grey, w, h, w / 2, h / 2);
-    let coarse = laplacian_variance_f32(&half, hw, hh)? as f64;
+    let fine = laplacian_variance_int(grey, w, h)?;
+    let (hw, hh) = (w / 2, h / 2);
+    let mut half = vec![0u16; hw * hh];
+    for (y, dst) in half.chunks_exact_mut(hw).enumerate() {
+        let (r0, r1) = (&grey[2 * y * w..][..2 * hw], &grey[(2 * y + 1) * w..][..2 * hw]);
+        for (x, d) in dst.iter_mut().enumerate() {
+            *d = r0[2 * x] as u16 + r0[2 * x + 1] as u16 + r1[2 * x] as u16 + r1[2 * x + 1] as u16;
+        }
+    }
+    let coarse = laplacian_variance_int(&half, hw, hh)? / 16.0;
     Some(((fine + SHARPNESS_FLOOR) / (coarse + SHARPNESS_FLOOR)) as f32)
+}
+
+/// Variance of the 4-neighbour Laplacian over the interior pixels, in exact integer sums.
+fn laplacian_variance_int<T: Copy + Into<i32>>(px: &[T], w: usize, h: usize) -> Option<f64> {
+    if w < 3 || h < 3 {
+        return None;
+    }
+    let (mut sum, mut sum2) = (0i64, 0i64);
+    for y in 1..h - 1 {
+        let (up, row, down) = (&px[(y - 1) * w..][..w], &px[y * w..][..w], &px[(y + 1) * w..][..w]);
+        let (mut s, mut s2) = (0i64, 0i64);
+        for x in 1..w - 1 {
+            let l = row[x - 1].into() + row[x + 1].into() + up[x].into() + down[x].into() - 4 * row[x].into();
+            s += l as i64;
+            s2 += (l as i64) * (l as i64);
+        }
+        sum += s;
+        sum2 += s2;
+    }
+    let n = ((w - 2) * (h - 2)) as f64;
+    let mean = sum as f64 / n;
+    Some((sum2 as f64 / n - mean * mean).max(0.0))
 }
 
 /// `grey` (`w × h`) area-averaged to a longest side of [`BLUR_SIDE`], as floats; smaller images
