@@ -554,9 +554,9 @@ mod tests {
             })
             .collect();
         let box3 = |src: &[u8]| -> Vec<u8> {
-            (0..128 * 96)
+            (0..128 * 96i32)
                 .map(|i| {
-                    let (x, y) = ((i % 128) as i32, (i / 128) as i32);
+                    let (x, y) = (i % 128, i / 128);
                     let mut t = 0u32;
                     for (dx, dy) in (-1..=1).flat_map(|dx| (-1..=1).map(move |dy| (dx, dy))) {
                         let (xx, yy) = ((x + dx).clamp(0, 127), (y + dy).clamp(0, 95));
