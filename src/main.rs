@@ -100,13 +100,33 @@ fn print_score_summary(s: &sieve::analyze::pairs::Summary, run: &std::path::Path
 }
 
 fn print_quality_summary(s: &sieve::analyze::quality::Summary, run: &std::path::Path) {
+    // Image and caption problems apart, each with its flags' counts; a run without captions
+    // says so instead of counting every item as missing one.
+    let counts = |modality: &str| {
+        let parts: Vec<String> = s
+            .flags
+            .iter()
+            .filter(|f| f.modality == modality && f.count > 0)
+            .map(|f| format!("{} {}", f.name, f.count))
+            .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join(", "))
+        }
+    };
+    let captions = if s.with_caption == 0 {
+        "no captions in this run, caption flags not applied".to_string()
+    } else {
+        format!("{} with a caption problem{}", s.flagged_caption, counts("caption"))
+    };
     eprintln!(
-        "sieve quality: {} records, {} embedded; flagged {} ({} image, {} caption) -> {}",
+        "sieve quality: {} records, {} embedded; {} with an image problem{}; {} -> {}",
         s.records,
         s.embedded,
-        s.flagged,
         s.flagged_image,
-        s.flagged_caption,
+        counts("image"),
+        captions,
         run.join("quality.parquet").display()
     );
     for f in &s.flags {

@@ -72,7 +72,9 @@ fn checkerboard() -> RgbImage {
 fn write_corpus(dir: &Path) {
     let long_caption = (0..500).map(|i| format!("word{}", i % 37)).collect::<Vec<_>>().join(" ");
     let sharp = checkerboard();
-    let blurred = image::imageops::blur(&sharp, 16.0);
+    // Radius 8 on 512 px: heavy (1.6% of the side), but not so heavy that nothing is left to
+    // judge; a blur that leaves a flat smudge reads like a smooth gradient (low_contrast says).
+    let blurred = image::imageops::blur(&sharp, 8.0);
     let strip = RgbImage::from_fn(1, 400, |_, y| Rgb([(y % 256) as u8, 200, 50]));
     let items: Vec<(&str, RgbImage, Option<&str>)> = vec![
         ("checker.png", sharp, Some("a red and blue checkerboard pattern")),
@@ -127,9 +129,9 @@ fn known_images_and_captions_get_their_flags() {
     assert_eq!(q.len(), 6, "{q:#?}");
     let sig = |uri: &str, s: &str| q[uri].signals[s];
 
-    // Blur: the sharp checkerboard's Laplacian variance is far above its heavy blur's.
-    let (sharp, blurred) = (sig("checker.png", "blur").unwrap(), sig("checker_blur.png", "blur").unwrap());
-    assert!(sharp > 10.0 * blurred, "sharp {sharp} vs blurred {blurred}");
+    // Blur: the sharp checkerboard keeps its fine detail, its heavy blur loses it.
+    let (sharp, blurred) = (sig("checker.png", "sharpness").unwrap(), sig("checker_blur.png", "sharpness").unwrap());
+    assert!(sharp > 3.0 * blurred, "sharp {sharp} vs blurred {blurred}");
     assert!(!has(&q["checker.png"], "blur") && has(&q["checker_blur.png"], "blur"), "{q:#?}");
     assert!(
         q["checker.png"].flags.is_empty(),
@@ -147,13 +149,14 @@ fn known_images_and_captions_get_their_flags() {
     assert!(!has(black, "bright"));
     assert_eq!(black.boilerplate.as_deref(), Some("camera-default"));
 
-    // A uniform grey: no information and no colour, but neither dark nor bright.
+    // A uniform grey: no information and no colour, but neither dark nor bright, and not
+    // blurry either (nothing to be sharp about: low_information says what is wrong).
     let grey = &q["grey.png"];
     assert!((sig("grey.png", "brightness").unwrap() - 128.0).abs() < 0.5);
-    for f in ["low_information", "low_contrast", "grayscale", "blur", "boilerplate"] {
+    for f in ["low_information", "low_contrast", "grayscale", "boilerplate"] {
         assert!(has(grey, f), "grey.png lacks {f}: {:?}", grey.flags);
     }
-    assert!(!has(grey, "dark") && !has(grey, "bright"));
+    assert!(!has(grey, "dark") && !has(grey, "bright") && !has(grey, "blur"));
     assert_eq!(grey.boilerplate.as_deref(), Some("url"));
 
     // A 1×400 strip: tiny and odd, blur undefined (null, not flagged); its 500-word caption
@@ -162,6 +165,7 @@ fn known_images_and_captions_get_their_flags() {
     assert_eq!(sig("strip.png", "aspect"), Some(400.0));
     assert_eq!(sig("strip.png", "min_side"), Some(1.0));
     assert_eq!(sig("strip.png", "blur"), None);
+    assert_eq!(sig("strip.png", "sharpness"), None);
     for f in ["tiny", "odd_aspect", "truncated"] {
         assert!(has(strip, f), "strip.png lacks {f}: {:?}", strip.flags);
     }
@@ -180,8 +184,8 @@ fn known_images_and_captions_get_their_flags() {
     let count = |name: &str| {
         summary["flags"].as_array().unwrap().iter().find(|f| f["name"] == name).unwrap()["count"].as_u64().unwrap()
     };
-    // Flat images read as blurry too (low_information tells them apart).
-    assert_eq!(count("blur"), 3); // the blurred checkerboard, the black frame, the uniform grey
+    // Only the blurred checkerboard: flat frames are not blurry (low_information flags them).
+    assert_eq!(count("blur"), 1);
     assert_eq!(count("dark"), 1);
     assert_eq!(count("boilerplate"), 2);
     assert_eq!(summary["boilerplate"]["url"], 1);
@@ -199,6 +203,167 @@ fn known_images_and_captions_get_their_flags() {
     let q2 = read_quality(&run);
     assert!(q2.values().all(|r| !has(r, "blur")), "blur=0% flags nothing");
     assert!(has(&q2["grey.png"], "dark"), "dark under 200 includes the grey");
+    // The run has captions, so the GIF without one is a caption problem.
+    assert!(summary["flagged_caption"].as_u64().unwrap() >= 1);
+}
+
+/// A deterministic "dead leaves" picture (overlapping discs of power-law sizes and random
+/// colours: a standard model of natural images' scale-invariant detail), `w × h`.
+fn dead_leaves(w: u32, h: u32, seed: u64) -> RgbImage {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as f64) / (1u64 << 31) as f64
+    };
+    let mut img = RgbImage::from_pixel(w, h, Rgb([90, 120, 150]));
+    let scale = w.max(h) as f64 / 1024.0;
+    for _ in 0..1500 {
+        let (cx, cy) = (next() * w as f64, next() * h as f64);
+        let r = (3.0 + 150.0 * next().powi(3)) * scale;
+        let c = Rgb([(30.0 + 200.0 * next()) as u8, (30.0 + 200.0 * next()) as u8, (30.0 + 200.0 * next()) as u8]);
+        let (x0, x1) = ((cx - r).max(0.0) as u32, ((cx + r) as u32).min(w - 1));
+        let (y0, y1) = ((cy - r).max(0.0) as u32, ((cy + r) as u32).min(h - 1));
+        for y in y0..=y1 {
+            for x in x0..=x1 {
+                if (x as f64 - cx).powi(2) + (y as f64 - cy).powi(2) <= r * r {
+                    img.put_pixel(x, y, c);
+                }
+            }
+        }
+    }
+    img
+}
+
+fn scaled(img: &RgbImage, k: f32) -> RgbImage {
+    let mut out = img.clone();
+    out.pixels_mut().for_each(|p| p.0 = p.0.map(|v| (v as f32 * k).round().min(255.0) as u8));
+    out
+}
+
+/// A bird (a brown body, orange beak, dark eye) on a white background, `size` px square.
+fn bird_on_white(size: u32) -> RgbImage {
+    let s = size as f32;
+    RgbImage::from_fn(size, size, |x, y| {
+        let (x, y) = (x as f32 / s, y as f32 / s);
+        let body = ((x - 0.5) / 0.22).powi(2) + ((y - 0.55) / 0.15).powi(2) <= 1.0;
+        let head = (x - 0.68).powi(2) + (y - 0.38).powi(2) <= 0.09f32.powi(2);
+        let eye = (x - 0.7).powi(2) + (y - 0.36).powi(2) <= 0.015f32.powi(2);
+        let beak = x > 0.76 && x < 0.84 && (y - 0.39).abs() < 0.02;
+        if eye {
+            Rgb([20, 20, 25])
+        } else if beak {
+            Rgb([240, 150, 30])
+        } else if head || body {
+            let shade = (60.0 * (x * 20.0).sin() * (y * 17.0).cos()) as i32;
+            Rgb([(140 + shade) as u8, (95 + shade) as u8, (60 + shade / 2) as u8])
+        } else {
+            Rgb([255, 255, 255])
+        }
+    })
+}
+
+/// Traffic lights at night: three lit discs on a black background.
+fn stoplight(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        let (x, y) = (x as f32 / w as f32, y as f32 / h as f32);
+        let lamp = |cy: f32| (x - 0.5).powi(2) + (y - cy).powi(2) <= 0.07f32.powi(2);
+        if lamp(0.25) {
+            Rgb([255, 40, 30])
+        } else if lamp(0.5) {
+            Rgb([255, 190, 0])
+        } else if lamp(0.75) {
+            Rgb([30, 255, 120])
+        } else if (x - 0.5).abs() < 0.12 && (0.12..0.88).contains(&y) {
+            Rgb([28, 28, 30])
+        } else {
+            Rgb([0, 0, 0])
+        }
+    })
+}
+
+#[test]
+fn flags_match_what_a_person_sees() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let leaves = dead_leaves(1024, 768, 7);
+    let big = dead_leaves(2048, 1536, 11);
+    leaves.save(input.join("leaves.png")).unwrap();
+    save_jpeg(&image::imageops::blur(&leaves, 7.0), &input.join("leaves_blur.jpg"), 92);
+    // Blur is judged relative to the picture: the same 0.7% of the long side on a 2048-px one.
+    save_jpeg(&big, &input.join("big.jpg"), 92);
+    save_jpeg(&image::imageops::blur(&big, 14.0), &input.join("big_blur.jpg"), 92);
+    let gradient = RgbImage::from_fn(1024, 768, |x, y| Rgb([(x / 4) as u8, (y / 3) as u8, 160]));
+    gradient.save(input.join("gradient.png")).unwrap();
+    scaled(&leaves, 0.25).save(input.join("leaves_dark.png")).unwrap();
+    scaled(&leaves, 3.0).save(input.join("leaves_bright.png")).unwrap();
+    let bird = bird_on_white(400);
+    bird.save(input.join("bird.png")).unwrap();
+    scaled(&bird, 3.0).save(input.join("bird_bright.png")).unwrap();
+    stoplight(300, 600).save(input.join("stoplight.png")).unwrap();
+    image::DynamicImage::ImageRgb8(leaves.clone()).into_luma8().save(input.join("grey.png")).unwrap();
+    let grey_rgb = image::DynamicImage::ImageLuma8(image::DynamicImage::ImageRgb8(leaves).into_luma8()).into_rgb8();
+    save_jpeg(&grey_rgb, &input.join("grey_rgb.jpg"), 92);
+
+    let run = tmp.path().join("run");
+    let out = sieve()
+        .args(["embed", input.to_str().unwrap(), "--out", run.to_str().unwrap()])
+        .args(["--model", tiny_model_dir().to_str().unwrap(), "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "embed failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = sieve().args(["quality", run.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "quality failed: {}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let q = read_quality(&run);
+    let image_flags = |name: &str| -> Vec<&str> {
+        q[name]
+            .flags
+            .iter()
+            .map(String::as_str)
+            .filter(|f| ["blur", "dark", "bright", "grayscale"].contains(f))
+            .collect()
+    };
+    for (name, want) in [
+        ("leaves.png", vec![]),
+        ("leaves_blur.jpg", vec!["blur"]),
+        ("big.jpg", vec![]),
+        ("big_blur.jpg", vec!["blur"]),
+        ("gradient.png", vec![]),
+        ("leaves_dark.png", vec!["dark"]),
+        ("leaves_bright.png", vec!["bright"]),
+        ("bird.png", vec![]),
+        ("bird_bright.png", vec!["bright"]),
+        ("stoplight.png", vec![]),
+        ("grey.png", vec!["grayscale"]),
+        ("grey_rgb.jpg", vec!["grayscale"]),
+    ] {
+        assert_eq!(image_flags(name), want, "{name}: {:?}", q[name].signals);
+    }
+    // Why each grey one is grey.
+    let file = std::fs::File::open(run.join("quality.parquet")).unwrap();
+    let mut reasons = BTreeMap::new();
+    for batch in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+        let batch = batch.unwrap();
+        let uri = batch.column_by_name("uri").unwrap().as_string::<i32>().clone();
+        let reason = batch.column_by_name("grayscale_reason").unwrap().as_string::<i32>().clone();
+        for i in 0..batch.num_rows() {
+            reasons.insert(file_name(uri.value(i)), reason.is_valid(i).then(|| reason.value(i).to_string()));
+        }
+    }
+    assert_eq!(reasons["grey.png"].as_deref(), Some("stored-grey"));
+    assert_eq!(reasons["grey_rgb.jpg"].as_deref(), Some("grey-content"));
+    assert_eq!(reasons["leaves.png"], None);
+
+    // An image-only folder: a missing caption is no problem of the item, and the summary says
+    // there are no captions rather than counting every item under captions.
+    assert!(q.values().all(|r| !has(r, "no_caption")));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("quality_summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["flagged_caption"], 0);
+    assert_eq!(summary["flagged_image"], 7);
+    assert!(stderr.contains("no captions in this run"), "{stderr}");
+    assert!(stderr.contains("7 with an image problem"), "{stderr}");
 }
 
 #[test]
@@ -223,10 +388,10 @@ fn select_drops_the_flags_it_is_given() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let keep = std::fs::read_to_string(run.join("selection/keep.txt")).unwrap();
     let keep: Vec<String> = keep.lines().map(file_name).collect();
-    assert_eq!(keep, ["anim.gif", "checker.png", "strip.png"]);
+    assert_eq!(keep, ["anim.gif", "checker.png", "grey.png", "strip.png"]);
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("selection/summary.json")).unwrap()).unwrap();
-    assert_eq!(summary["dropped_quality"], 3);
+    assert_eq!(summary["dropped_quality"], 2); // the blurred checkerboard and the black frame
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! Image flags follow cleanvision's issue types (blurry, dark, light, low information, odd
 //! size and aspect ratio, grayscale) and DataComp's basic filter (aspect ratio over 3); caption
 //! flags cover what neither reports: missing, empty, short, truncated, boilerplate, not UTF-8.
-//! The defaults come from the distributions on real pictures in the README's table.
+//! The defaults come from the distributions on real pictures in the README's table; those of
+//! blur, dark, bright and grayscale from labelled real pictures (docs/quality.md).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -59,16 +60,53 @@ const fn yes_no(name: &'static str, modality: &'static str, doc: &'static str) -
     FlagDef { name, signal: None, side: Side::Above, default: 0.0, modality, doc }
 }
 
+/// Default thresholds of the image flags calibrated by `scripts/bench_quality.py` (see
+/// docs/quality.md): dark, bright and grayscale picked on its calibration half and checked on
+/// the held-out half; blur set above the step edges of clip art (its calibration pick, 0.2,
+/// sits in a narrow gap and misses blurred copies on the held-out half).
+pub const BLUR_DEFAULT: f64 = 0.3;
+pub const DARK_DEFAULT: f64 = 80.0;
+pub const BRIGHT_DEFAULT: f64 = 192.0;
+pub const GRAYSCALE_DEFAULT: f64 = 5.0;
+
 /// Every flag, in report order. Defaults: see the README's "Quality signals" table.
 pub const FLAGS: &[FlagDef] = &[
-    num("blur", "blur", Side::Below, 50.0, "image", "variance of the Laplacian on the 64-px grey copy"),
-    num("dark", "brightness", Side::Below, 40.0, "image", "mean luma (0-255)"),
-    num("bright", "brightness", Side::Above, 230.0, "image", "mean luma (0-255): washed out or blank white"),
+    num(
+        "blur",
+        "sharpness",
+        Side::Below,
+        BLUR_DEFAULT,
+        "image",
+        "detail on the thumbnail over detail at half its size (about 1: sharp or no detail)",
+    ),
+    num(
+        "dark",
+        "highlights",
+        Side::Below,
+        DARK_DEFAULT,
+        "image",
+        "95th percentile of the brightest channel, of the picture or its content (0-255)",
+    ),
+    num(
+        "bright",
+        "lightness",
+        Side::Above,
+        BRIGHT_DEFAULT,
+        "image",
+        "luma p25 or darkest-channel p50, of the picture or its content (0-255): over-exposed or washed out",
+    ),
     num("low_contrast", "contrast", Side::Below, 16.0, "image", "standard deviation of luma"),
     num("low_information", "entropy", Side::Below, 1.0, "image", "entropy of the luma histogram, bits (0-8)"),
     num("tiny", "min_side", Side::Below, 64.0, "image", "shorter side in pixels"),
     num("odd_aspect", "aspect", Side::Above, 3.0, "image", "longer side / shorter side"),
-    num("grayscale", "chroma", Side::Below, 5.0, "image", "largest channel spread, in a colour file"),
+    num(
+        "grayscale",
+        "chroma",
+        Side::Below,
+        GRAYSCALE_DEFAULT,
+        "image",
+        "largest channel spread (0 in a file that stores grey); grayscale_reason says which",
+    ),
     num("animated", "frames", Side::Above, 1.0, "image", "frames in the file"),
     yes_no("no_caption", "caption", "the record has no caption"),
     yes_no("empty_caption", "caption", "the caption is empty or whitespace"),
@@ -168,11 +206,14 @@ pub fn signal(row: &Row, name: &str) -> Option<f64> {
     };
     match name {
         "blur" => img.and_then(|s| s.blur).map(f64::from),
+        "sharpness" => img.and_then(|s| s.sharpness).map(f64::from),
+        "highlights" => img.and_then(|s| s.highlights).map(f64::from),
+        "lightness" => img.and_then(|s| s.lightness).map(f64::from),
         "brightness" => img.map(|s| s.brightness as f64),
         "contrast" => img.map(|s| s.contrast as f64),
         "entropy" => img.map(|s| s.entropy as f64),
-        // Grey pixels in a grey file are not a problem of the file; only colour files count.
-        "chroma" => img.filter(|s| s.colour_container).map(|s| s.chroma as f64),
+        // A file that stores grey has no colour, whatever its pixels.
+        "chroma" => img.map(|s| if s.colour_container { s.chroma as f64 } else { 0.0 }),
         "frames" => img.map(|s| s.frames as f64),
         "min_side" => side(false),
         "aspect" => Some(side(true)? / side(false)?.max(1.0)),
@@ -185,6 +226,9 @@ pub fn signal(row: &Row, name: &str) -> Option<f64> {
 
 /// Numeric signals reported in the summary.
 const SIGNALS: &[&str] = &[
+    "sharpness",
+    "highlights",
+    "lightness",
     "blur",
     "brightness",
     "contrast",
@@ -197,11 +241,19 @@ const SIGNALS: &[&str] = &[
     "caption_tokens",
 ];
 
-/// A yes/no flag's value for a row (`None`: not applicable).
-fn yes_no_value(row: &Row, name: &str) -> Option<bool> {
+/// Why a row is grayscale: `stored-grey` (the file stores one grey channel) or `grey-content`
+/// (a colour file whose pixels are grey), given whether its `grayscale` flag is raised.
+pub fn grayscale_reason(row: &Row, flagged: bool) -> Option<&'static str> {
+    let s = row.image_signals.as_ref().filter(|_| flagged)?;
+    Some(if s.colour_container { "grey-content" } else { "stored-grey" })
+}
+
+/// A yes/no flag's value for a row (`None`: not applicable). `captioned`: the run has captions
+/// at all; in an image-only run a missing caption is no problem of the item.
+fn yes_no_value(row: &Row, name: &str, captioned: bool) -> Option<bool> {
     let cap = row.caption_signals.as_ref();
     match name {
-        "no_caption" => Some(row.caption.is_none()),
+        "no_caption" => captioned.then_some(row.caption.is_none()),
         "empty_caption" => row.caption.as_ref().map(|c| c.trim().is_empty()),
         "truncated" => row.caption.as_ref().map(|_| row.caption_truncated),
         "boilerplate" => cap.map(|s| s.boilerplate.is_some()),
@@ -237,6 +289,7 @@ fn raised(side: Side, value: f64, t: f64) -> bool {
 
 /// Flags of every row: `flags[f][r]` for flag `FLAGS[f]` and row `r`, plus each flag's summary.
 pub fn flag_rows(rows: &[Row], cuts: &BTreeMap<String, Cut>) -> (Vec<Vec<bool>>, Vec<FlagSummary>) {
+    let captioned = rows.iter().any(|r| r.caption.is_some());
     let mut out = Vec::with_capacity(FLAGS.len());
     let mut summaries = Vec::with_capacity(FLAGS.len());
     for def in FLAGS {
@@ -250,7 +303,7 @@ pub fn flag_rows(rows: &[Row], cuts: &BTreeMap<String, Cut>) -> (Vec<Vec<bool>>,
                 (flags, present.len(), Some(t))
             }
             None => {
-                let vals: Vec<Option<bool>> = rows.iter().map(|r| yes_no_value(r, def.name)).collect();
+                let vals: Vec<Option<bool>> = rows.iter().map(|r| yes_no_value(r, def.name, captioned)).collect();
                 let flags: Vec<bool> = vals.iter().map(|v| v.unwrap_or(false)).collect();
                 (flags, vals.iter().flatten().count(), None)
             }
@@ -295,6 +348,7 @@ pub fn quality_schema() -> Arc<Schema> {
         fields.push(Field::new(*s, DataType::Float32, true));
     }
     fields.push(Field::new("colour_container", DataType::Boolean, true));
+    fields.push(Field::new("grayscale_reason", DataType::Utf8, true));
     fields.push(Field::new("caption_boilerplate", DataType::Utf8, true));
     fields.push(Field::new("caption_script", DataType::Utf8, true));
     for f in FLAGS {
@@ -325,6 +379,16 @@ pub fn quality(opts: &QualityOptions) -> Result<Summary> {
              to measure them; only caption flags are computed",
             opts.run.display()
         );
+    } else if rows
+        .iter()
+        .any(|r| r.status == Status::Embedded && r.image_signals.is_some_and(|s| s.highlights.is_none()))
+    {
+        tracing::warn!(
+            "{} was embedded by an older sieve, without the sharpness, highlights and lightness signals: \
+             the blur, dark and bright flags are not computed for those items; rerun sieve embed with \
+             --overwrite to measure them",
+            opts.run.display()
+        );
     }
     let (flags, summaries) = flag_rows(&rows, &opts.cuts);
 
@@ -343,6 +407,8 @@ pub fn quality(opts: &QualityOptions) -> Result<Summary> {
         cols.push(f32col(s));
     }
     cols.push(Arc::new(rows.iter().map(|r| r.image_signals.map(|s| s.colour_container)).collect::<BooleanArray>()));
+    let grey = &flags[FLAGS.iter().position(|f| f.name == "grayscale").expect("grayscale is a flag")];
+    cols.push(Arc::new(rows.iter().zip(grey).map(|(r, &g)| grayscale_reason(r, g)).collect::<StringArray>()));
     cols.push(Arc::new(
         rows.iter().map(|r| r.caption_signals.as_ref().and_then(|s| s.boilerplate.as_deref())).collect::<StringArray>(),
     ));

@@ -216,6 +216,13 @@ pub struct Quality {
     pub flagged: u64,
     pub flagged_image: u64,
     pub flagged_caption: u64,
+    /// Records with a caption (absent from older summaries: read as "some").
+    #[serde(default = "some_captions")]
+    pub with_caption: u64,
+}
+
+fn some_captions() -> u64 {
+    u64::MAX
 }
 
 /// One member of a duplicate group, as `dedup/groups.parquet` lists it.

@@ -520,8 +520,13 @@ fn quality(data: &Data) -> Markup {
             h2 { "Quality flags" }
             @match &data.quality {
                 Stage::Ready(q) => {
-                    p.muted { (count(q.flagged)) " items flagged (" (count(q.flagged_image)) " for the image, "
-                        (count(q.flagged_caption)) " for the caption)." }
+                    @if q.with_caption == 0 {
+                        p.muted { (count(q.flagged_image)) " items flagged for the image; no captions in this run, "
+                            "so no caption flags." }
+                    } @else {
+                        p.muted { (count(q.flagged)) " items flagged (" (count(q.flagged_image)) " for the image, "
+                            (count(q.flagged_caption)) " for the caption)." }
+                    }
                     table {
                         tr { th { "flag" } th { "rule" } th.n { "items" } th.n { "of measured" } th.n { "share" } }
                         @for f in &q.flags {

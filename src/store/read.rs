@@ -375,11 +375,16 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
         let (blur, brightness, contrast) = (opt_f32s("blur")?, opt_f32s("brightness")?, opt_f32s("contrast")?);
         let (entropy, chroma, colour, frames) =
             (opt_f32s("entropy")?, opt_f32s("chroma")?, opt_bools("colour_container")?, opt_u32s("frames")?);
+        let (sharpness, highlights, lightness) =
+            (opt_f32s("sharpness")?, opt_f32s("highlights")?, opt_f32s("lightness")?);
         let (chars, tokens) = (opt_u32s("caption_chars")?, opt_u32s("caption_tokens")?);
         let (boilerplate, script) = (opt_strs("caption_boilerplate")?, opt_strs("caption_script")?);
         for i in 0..n {
             let image_signals = brightness[i].map(|b| ImageSignals {
                 blur: blur[i],
+                sharpness: sharpness[i],
+                highlights: highlights[i],
+                lightness: lightness[i],
                 brightness: b,
                 contrast: contrast[i].unwrap_or(f32::NAN),
                 entropy: entropy[i].unwrap_or(f32::NAN),
