@@ -144,7 +144,9 @@ impl std::str::FromStr for BatchSize {
         match s.parse::<usize>() {
             Ok(n) if n > MAX_BATCH => Err(Error::InvalidArg {
                 what: "--batch-size",
-                reason: format!("{n} is over the bound of {MAX_BATCH} (pixel buffers of that many images are held at once)"),
+                reason: format!(
+                    "{n} is over the bound of {MAX_BATCH} (pixel buffers of that many images are held at once)"
+                ),
             }),
             Ok(n) if n > 0 => Ok(BatchSize::Fixed(n)),
             _ => Err(Error::InvalidArg {

@@ -236,6 +236,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_json(json, &m)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dedup(args) if args.calibrate => {
+            let opts = args.to_options()?;
+            let c = sieve::analyze::calibrate::calibrate(&opts)?;
+            eprintln!(
+                "sieve dedup --calibrate: {} embedded, {} removed at the default thresholds; removal rate by threshold \
+                 (* default):",
+                c.embedded, c.removed_at_defaults
+            );
+            for line in sieve::analyze::calibrate::sweep_lines(&c) {
+                eprintln!("{line}");
+            }
+            eprintln!("  see {}", opts.run.join("dedup/calibrate.html").display());
+            print_json(json, &c)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Dedup(args) => {
             let opts = args.to_options()?;
             let _lock = RunLock::acquire(&opts.run, Mode::Shared, "sieve dedup")?;

@@ -332,10 +332,15 @@ fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostP
                         .collect::<Vec<_>>();
                     if !bad.is_empty() {
                         // Never stored: a NaN would poison every later stage.
-                        tracing::warn!("skipped {}: the model's {} embedding is not finite", row.uri, bad.join(" and "));
+                        tracing::warn!(
+                            "skipped {}: the model's {} embedding is not finite",
+                            row.uri,
+                            bad.join(" and ")
+                        );
                         row.status = Status::Skipped;
                         row.reason = Some(SkipReason::NonFiniteEmbedding.code().to_string());
-                        row.error = Some(format!("the model's {} embedding holds NaN or infinite values", bad.join(" and ")));
+                        row.error =
+                            Some(format!("the model's {} embedding holds NaN or infinite values", bad.join(" and ")));
                         row.image_embedding = None;
                         row.text_embedding = None;
                     }

@@ -436,3 +436,43 @@ fn dedup_rejects_bad_arguments_with_exit_code_2() {
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains("not a sieve run directory") && err.contains("sieve embed"), "{err}");
 }
+
+#[test]
+fn calibrate_sweeps_the_threshold_and_agrees_with_dedup_at_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = edited_corpus(dir.path());
+    let run = dir.path().join("run");
+    let out = sieve()
+        .args(["embed", "-q", "--model"])
+        .arg(tiny_model_dir())
+        .arg(&input)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args = ["--kinds", "exact,perceptual", "--remove-kinds", "exact,perceptual"];
+    let out = sieve().args(["dedup", "--calibrate", "--json"]).args(args).arg(&run).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cal: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!run.join("dedup/keep.txt").exists(), "calibration decides nothing");
+    let printed = String::from_utf8_lossy(&out.stderr);
+    assert!(printed.contains("perceptual") && printed.contains("12*"), "{printed}");
+    let bands = cal["kinds"]["perceptual"]["bands"].as_array().unwrap();
+    assert_eq!(bands.len(), 19, "distances 0 to 12 + 6");
+    let removed: Vec<u64> = bands.iter().map(|b| b["removed"].as_u64().unwrap()).collect();
+    assert!(removed.windows(2).all(|w| w[0] <= w[1]), "a looser threshold never removes less: {removed:?}");
+    let pairs: u64 = bands.iter().map(|b| b["pairs"].as_u64().unwrap()).sum();
+    assert!(pairs > 30, "{pairs} pairs");
+    let default = bands.iter().find(|b| b["is_default"] == true).unwrap();
+    assert_eq!(default["distance"], 12);
+    // The sweep at the default threshold is the decision `sieve dedup` makes.
+    let out = sieve().args(["dedup", "--json"]).args(args).arg(&run).output().unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(default["removed"], s["removed"]);
+    assert_eq!(cal["removed_at_defaults"], s["removed"]);
+    // The page shows sample pairs as thumbnails and loads nothing.
+    let html = std::fs::read_to_string(run.join("dedup/calibrate.html")).unwrap();
+    assert!(html.matches("src=\"data:image/jpeg;base64,").count() >= 6, "sample thumbnails");
+    assert!(html.contains("default-src 'none'") && !html.contains("http://") && !html.contains("https://"));
+}

@@ -63,7 +63,10 @@ fn rows(run: &Path) -> Vec<sieve::store::Row> {
 }
 
 fn by_name(rows: &[sieve::store::Row], name: &str) -> sieve::store::Row {
-    rows.iter().find(|r| Path::new(&r.uri).file_name().unwrap() == name).unwrap_or_else(|| panic!("{name} not listed")).clone()
+    rows.iter()
+        .find(|r| Path::new(&r.uri).file_name().unwrap() == name)
+        .unwrap_or_else(|| panic!("{name} not listed"))
+        .clone()
 }
 
 /// Overwrites value `col` of row `row` of a 2-D float16 .npy with `value`.
@@ -170,7 +173,11 @@ fn a_model_that_yields_nan_fails_the_run() {
         std::fs::write(&p, v.to_string()).unwrap();
     });
     let mut c = sieve();
-    c.args(["embed", "-q", "--device", "cpu", "--model"]).arg(&zero_std).arg(&input).arg("--out").arg(dir.path().join("r1"));
+    c.args(["embed", "-q", "--device", "cpu", "--model"])
+        .arg(&zero_std)
+        .arg(&input)
+        .arg("--out")
+        .arg(dir.path().join("r1"));
     let o = run_within(c, Duration::from_secs(120));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("image_std"), "{}", stderr(&o));
@@ -303,7 +310,8 @@ fn an_unterminated_quote_does_not_swallow_rows() {
     use sieve::ingest::{manifest, InputFormat};
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("m.csv");
-    std::fs::write(&csv, "image,caption\na.jpg,\"a cat\nb.jpg,a dog\nc.jpg,\"a \"\"quoted\"\" bird\"\nd.jpg,x\n").unwrap();
+    std::fs::write(&csv, "image,caption\na.jpg,\"a cat\nb.jpg,a dog\nc.jpg,\"a \"\"quoted\"\" bird\"\nd.jpg,x\n")
+        .unwrap();
     let m = manifest::scan(&csv, InputFormat::Csv, None, None).unwrap();
     let got: Vec<(String, Option<&str>)> = m
         .records
@@ -340,7 +348,12 @@ fn an_unterminated_quote_does_not_swallow_rows() {
 #[test]
 fn oversized_settings_are_refused_up_front() {
     let dir = tempfile::tempdir().unwrap();
-    let o = sieve().args(["embed", "x", "--out"]).arg(dir.path().join("r")).args(["--batch-size", "100000"]).output().unwrap();
+    let o = sieve()
+        .args(["embed", "x", "--out"])
+        .arg(dir.path().join("r"))
+        .args(["--batch-size", "100000"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("2048"), "{}", stderr(&o));
     let o = sieve().args(["score", "x", "--top-k", "100000000"]).output().unwrap();
@@ -395,7 +408,11 @@ fn a_second_writer_is_refused() {
     let held = RunLock::acquire(&run, Mode::Exclusive, "test holder").unwrap();
     let o = embed(&input, &run, &["--overwrite"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("in use by another sieve process") && stderr(&o).contains("test holder"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("in use by another sieve process") && stderr(&o).contains("test holder"),
+        "{}",
+        stderr(&o)
+    );
     let o = sieve().args(["report", "-q"]).arg(&run).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "stages wait for the writer: {}", stderr(&o));
     drop(held);
@@ -445,7 +462,9 @@ fn stage_outputs_of_another_run_are_not_used() {
     let (run_a, run_b) = (dir.path().join("run_a"), dir.path().join("run_b"));
     embed_ok(&input_a, &run_a, &[]);
     embed_ok(&input_b, &run_b, &[]);
-    for args in [&["dedup", "-q", "--image-threshold=-1"][..], &["score", "-q"], &["quality", "-q"], &["diversity", "-q"]] {
+    for args in
+        [&["dedup", "-q", "--image-threshold=-1"][..], &["score", "-q"], &["quality", "-q"], &["diversity", "-q"]]
+    {
         let o = sieve().args(args).arg(&run_a).output().unwrap();
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     }
@@ -536,7 +555,13 @@ mod readers {
         P.get_or_init(|| {
             let dir = tempfile::tempdir().unwrap();
             let items: Vec<Planted> = (0..4)
-                .map(|i| Planted { image: at(0.5, i + 1, 8), caption: Some(at(0.5, 7 - i, 8)), size: (8, 8), sha: None, phash: Some(i as u64) })
+                .map(|i| Planted {
+                    image: at(0.5, i + 1, 8),
+                    caption: Some(at(0.5, 7 - i, 8)),
+                    size: (8, 8),
+                    sha: None,
+                    phash: Some(i as u64),
+                })
                 .collect();
             planted_run(dir.path(), &items, "w");
             std::fs::read(dir.path().join("metadata/part-00000.parquet")).unwrap()

@@ -240,7 +240,7 @@ pub(crate) struct Items {
     /// Items `0..n_new` are this run's, the rest the old run's.
     pub(crate) n_new: usize,
     pub(crate) id: Vec<u64>,
-    uri: Vec<String>,
+    pub(crate) uri: Vec<String>,
     sha256: Vec<Option<String>>,
     fingerprint: Vec<Option<Fingerprint>>,
     pixels: Vec<u64>,
@@ -316,7 +316,7 @@ pub(crate) fn load_items(new: &Run, old: Option<&Run>, need_text: bool) -> Resul
 }
 
 /// Global keep order: old items first (they are already in the corpus), then by policy.
-fn keep_rank(items: &Items, policy: KeepPolicy, centrality: Option<&[f32]>) -> Vec<u32> {
+pub(crate) fn keep_rank(items: &Items, policy: KeepPolicy, centrality: Option<&[f32]>) -> Vec<u32> {
     let n = items.len();
     let score: Vec<f32> = (0..n)
         .map(|i| match (&items.text, items.has_caption[i]) {

@@ -1,6 +1,7 @@
 //! Analyses over a run directory: pure functions over embeddings and metadata, each testable
 //! alone, plus the glue that reads a run and writes the results next to it.
 
+pub mod calibrate;
 pub mod common;
 pub mod decision;
 pub mod dedup;

@@ -462,7 +462,10 @@ impl ScoreArgs {
         if self.top_k > MAX_TOP_K {
             return Err(Error::InvalidArg {
                 what: "--top-k",
-                reason: format!("{} is over the bound of {MAX_TOP_K} (the rank test keeps k neighbours per item)", self.top_k),
+                reason: format!(
+                    "{} is over the bound of {MAX_TOP_K} (the rank test keeps k neighbours per item)",
+                    self.top_k
+                ),
             });
         }
         Ok(ScoreOptions {
@@ -761,6 +764,14 @@ pub struct DedupArgs {
     /// similarity; exact duplicates are groups of one hash and have no pairs).
     #[arg(long)]
     pub pairs: bool,
+
+    /// Choose thresholds by looking: search every kind at a looser threshold (cosine 0.10 lower,
+    /// perceptual distance 6 bits higher) and write RUN/dedup/calibrate.json (the similarity
+    /// histogram per kind, 0.01 bands or one per bit, and the removal rate a threshold at each
+    /// band would give, the other kinds at their defaults) and RUN/dedup/calibrate.html (sample
+    /// pairs of each band as thumbnails). keep.txt and remove.txt are left as they are.
+    #[arg(long)]
+    pub calibrate: bool,
 
     /// With --index hnsw: links per node (more: better recall, slower build, more memory).
     #[arg(long, default_value_t = crate::index::hnsw::HnswParams::default().m)]
@@ -1085,6 +1096,7 @@ impl RunArgs {
             keep: self.keep.clone(),
             device: device.clone(),
             pairs: false,
+            calibrate: false,
             hnsw_m: crate::index::hnsw::HnswParams::default().m,
             hnsw_ef_construction: crate::index::hnsw::HnswParams::default().ef_construction,
             hnsw_ef: crate::index::hnsw::HnswParams::default().ef_search,

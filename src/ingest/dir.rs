@@ -42,9 +42,8 @@ pub fn scan_with(root: &Path, follow_links: bool) -> Result<Vec<Record>> {
     // Folders reached through a symlink: only what lies under them, or is a link itself, can
     // resolve outside `root`, so only that is canonicalised.
     let linked_dirs: std::cell::RefCell<Vec<PathBuf>> = Default::default();
-    let via_link = |e: &walkdir::DirEntry| {
-        e.path_is_symlink() || linked_dirs.borrow().iter().any(|d| e.path().starts_with(d))
-    };
+    let via_link =
+        |e: &walkdir::DirEntry| e.path_is_symlink() || linked_dirs.borrow().iter().any(|d| e.path().starts_with(d));
     let leaves = |e: &walkdir::DirEntry| !follow_links && via_link(e) && !inside(e.path(), &real_root);
     let mut files: BTreeSet<PathBuf> = BTreeSet::new();
     let mut outside: BTreeSet<PathBuf> = BTreeSet::new();

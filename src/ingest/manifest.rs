@@ -218,7 +218,8 @@ fn scan_delimited(
         rb
     };
     let mut file = File::open(path).map_err(|e| Error::io("reading manifest", path, e))?;
-    let mut reader = builder(true).from_reader(BufReader::new(file.try_clone().map_err(|e| Error::io("reading manifest", path, e))?));
+    let mut reader = builder(true)
+        .from_reader(BufReader::new(file.try_clone().map_err(|e| Error::io("reading manifest", path, e))?));
     let headers = reader.byte_headers().map_err(read_err)?;
     let names: Vec<String> = headers
         .iter()
@@ -278,7 +279,8 @@ fn read_rows<R: std::io::Read>(
         if let Some((line, byte, index)) = prev.take() {
             // Only records spanning several lines can have swallowed rows.
             let ended = !matches!(next, Ok(true));
-            let next_line = if ended { line_now + 1 } else { record.position().map_or(line_now, |p| at.line + p.line()) };
+            let next_line =
+                if ended { line_now + 1 } else { record.position().map_or(line_now, |p| at.line + p.line()) };
             if cols.quoting && next_line > line + 1 {
                 let end = if ended { byte_now } else { record.position().map_or(byte_now, |p| at.byte + p.byte()) };
                 if let Some(nl) = malformed_quote(path, byte, end)? {

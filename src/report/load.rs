@@ -536,7 +536,8 @@ impl Data {
         // A stage output naming items this run does not hold was computed from another run
         // (e.g. left behind by an older sieve's `embed --overwrite`): never shown beside this
         // run's records.
-        let uri_of: HashMap<u64, &str> = run.meta.id.iter().copied().zip(run.meta.uri.iter().map(String::as_str)).collect();
+        let uri_of: HashMap<u64, &str> =
+            run.meta.id.iter().copied().zip(run.meta.uri.iter().map(String::as_str)).collect();
         let uris: std::collections::HashSet<&str> = run.meta.uri.iter().map(String::as_str).collect();
         fn stale<T>(what: &str, cmd: &str) -> Stage<T> {
             Stage::Failed(format!(
@@ -548,14 +549,19 @@ impl Data {
             Stage::Ready(summary) if summary.embedded.is_some_and(|n| n != run.manifest.counts.embedded) => {
                 stale("dedup/", "dedup")
             }
-            Stage::Ready(summary) => match Stage::read(&dir.join("dedup/groups.parquet"), read_groups).ready_or_failed() {
-                Stage::Ready(groups)
-                    if groups.iter().flat_map(|g| &g.members).any(|m| m.source == "run" && !uris.contains(m.uri.as_str())) =>
-                {
-                    stale("dedup/", "dedup")
+            Stage::Ready(summary) => {
+                match Stage::read(&dir.join("dedup/groups.parquet"), read_groups).ready_or_failed() {
+                    Stage::Ready(groups)
+                        if groups
+                            .iter()
+                            .flat_map(|g| &g.members)
+                            .any(|m| m.source == "run" && !uris.contains(m.uri.as_str())) =>
+                    {
+                        stale("dedup/", "dedup")
+                    }
+                    s => s.map(|groups| pick_groups(groups, summary, opts)),
                 }
-                s => s.map(|groups| pick_groups(groups, summary, opts)),
-            },
+            }
             Stage::NotRun => Stage::NotRun,
             Stage::Failed(e) => Stage::Failed(e),
         };

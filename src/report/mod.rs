@@ -112,6 +112,18 @@ impl ReportSummary {
     }
 }
 
+pub(crate) use page::{shown, CSP};
+
+/// Thumbnails (`data:` URIs, or why none) of `uris` of `run`, at most `size` px on a side, as the
+/// report makes them (`sieve dedup --calibrate` shows pairs with them).
+pub(crate) fn thumbnails(
+    run: &Run,
+    uris: &[String],
+    size: u32,
+) -> std::collections::HashMap<String, std::result::Result<String, String>> {
+    thumbs::Thumbnailer::new(run.manifest.limits, size).make_all(uris)
+}
+
 /// Writes the report page of the run in `opts.run` (see the module docs).
 pub fn report(opts: &ReportOptions) -> Result<ReportSummary> {
     let started = Instant::now();

@@ -13,7 +13,8 @@ use super::ReportOptions;
 use crate::store::Run;
 
 /// Nothing but inline styles, inline SVG and `data:` images may load.
-const CSP: &str = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'";
+pub(crate) const CSP: &str =
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'";
 
 const CSS: &str = r#"
 :root { --fg:#1d2330; --muted:#5d6675; --line:#e2e5ea; --bg:#f6f7f9; --card:#fff; --accent:#3f6fb6; --warn:#c96a12; --kept:#1f8a4c; }
@@ -104,7 +105,8 @@ pub const MAX_SHOWN_CHARS: usize = 300;
 /// embedding, override and isolate characters removed, so a caption cannot reorder the text
 /// around it or hide what it says, and at most `max` characters (then `…`).
 pub fn shown(text: &str, max: usize) -> String {
-    let bidi = |c: char| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}');
+    let bidi =
+        |c: char| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}');
     let mut out = String::new();
     let chars = text.chars().filter_map(|c| match c {
         '\n' | '\r' | '\t' => Some(' '),

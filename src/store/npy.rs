@@ -65,8 +65,8 @@ fn parse_header(bytes: &[u8], path: &Path) -> Result<(usize, usize, usize)> {
         _ => return Err(bad("unknown version")),
     };
     let end = start.checked_add(hlen).ok_or_else(|| bad("short header"))?;
-    let header = std::str::from_utf8(bytes.get(start..end).ok_or_else(|| bad("short header"))?)
-        .map_err(|_| bad("header"))?;
+    let header =
+        std::str::from_utf8(bytes.get(start..end).ok_or_else(|| bad("short header"))?).map_err(|_| bad("header"))?;
     if !header.contains("'<f2'") || header.contains("'fortran_order': True") {
         return Err(bad("dtype is not little-endian float16 in C order"));
     }

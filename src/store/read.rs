@@ -288,7 +288,10 @@ impl Run {
             let sha = self.manifest.checksums.get(&format!("{sub}/{part}.npy"));
             let (rows, cols, values) = npy::read_f16_checked(&path, sha.map(String::as_str))?;
             if (rows, cols) != (n, d) {
-                return Err(bad(&path, format!("holds {rows}×{cols}, but the metadata part has {n} rows of dimension {d}")));
+                return Err(bad(
+                    &path,
+                    format!("holds {rows}×{cols}, but the metadata part has {n} rows of dimension {d}"),
+                ));
             }
             let has = |i: usize| self.meta.embedded[start + i] && (!text || self.meta.caption[start + i].is_some());
             check_embedding_rows(&path, &values, d, &self.meta.id[start..start + n], has)?;
