@@ -155,6 +155,8 @@ fn report_of_a_full_run_shows_its_figures_and_is_self_contained() {
     assert!(html.contains("studio/broken.jpg") && html.contains("studio/empty.png"));
     assert!(html.contains("sieve quality RUN"), "quality is shown as not run");
 
+    // Group diagnostics: the bridging pairs per kind are a column of the kinds table.
+    assert!(html.contains("bridging pairs</th>"), "bridges column");
     // The exact-duplicate group: both copies shown, the kept one marked.
     let g = groups(&run);
     let exact: Vec<_> = g.iter().filter(|r| r.0 == "exact").collect();

@@ -73,6 +73,8 @@ pub struct KindCounts {
     pub items_in_groups: u64,
     pub duplicates: u64,
     pub largest_group: u64,
+    /// Pairs between two groups of the kind (`bridges.parquet`; 0 in older summaries).
+    pub bridges: u64,
 }
 
 /// `dedup/summary.json`.
@@ -247,6 +249,9 @@ pub struct DupGroup {
     pub size: usize,
     /// For a borderline group: its threshold, and how far its least similar member is above it.
     pub margin: Option<(f32, f32)>,
+    /// The lowest similarity between two members (`group_diameter`; absent in older runs and
+    /// for groups over 256 members).
+    pub diameter: Option<f32>,
 }
 
 /// Duplicate groups picked for the page.
@@ -362,6 +367,12 @@ fn read_groups(path: &Path) -> std::result::Result<Vec<DupGroup>, String> {
     for b in batches(path)? {
         let (uri, source, kind) = (strs(&b, "uri")?, strs(&b, "source")?, strs(&b, "kind")?);
         let (gid, kept, sim) = (u64s(&b, "group_id")?, bools(&b, "kept")?, f32s(&b, "similarity")?);
+        // Written since the group diagnostics exist; older runs have none.
+        let diameter = if b.column_by_name("group_diameter").is_some() {
+            f32s(&b, "group_diameter")?
+        } else {
+            vec![None; b.num_rows()]
+        };
         for i in 0..b.num_rows() {
             let kind = kind[i].clone().unwrap_or_default();
             let group_id = gid[i].unwrap_or_default();
@@ -373,7 +384,14 @@ fn read_groups(path: &Path) -> std::result::Result<Vec<DupGroup>, String> {
             };
             match groups.last_mut() {
                 Some(g) if g.kind == kind && g.group_id == group_id => g.members.push(member),
-                _ => groups.push(DupGroup { kind, group_id, members: vec![member], size: 0, margin: None }),
+                _ => groups.push(DupGroup {
+                    kind,
+                    group_id,
+                    members: vec![member],
+                    size: 0,
+                    margin: None,
+                    diameter: diameter[i],
+                }),
             }
         }
     }

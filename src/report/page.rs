@@ -242,12 +242,15 @@ fn summary(run: &Run, data: &Data) -> Markup {
                     @match &data.dedup {
                         Stage::Ready(d) => {
                             table {
-                                tr { th { "kind" } th.n { "groups" } th.n { "items in groups" } th.n { "duplicates" } th.n { "largest" } }
+                                tr {
+                                    th { "kind" } th.n { "groups" } th.n { "items in groups" } th.n { "duplicates" } th.n { "largest" }
+                                    th.n title="pairs of the kind between two of its groups: what chaining would have joined (dedup/bridges.parquet)" { "bridging pairs" }
+                                }
                                 @for (kind, k) in &d.summary.kinds {
                                     tr {
                                         td { (kind) @if d.summary.remove_kinds.contains(kind) { " " span.badge { "removed" } } }
                                         td.n { (count(k.groups)) } td.n { (count(k.items_in_groups)) }
-                                        td.n { (count(k.duplicates)) } td.n { (count(k.largest_group)) }
+                                        td.n { (count(k.duplicates)) } td.n { (count(k.largest_group)) } td.n { (count(k.bridges)) }
                                     }
                                 }
                             }
@@ -341,6 +344,9 @@ fn group(g: &DupGroup, thumbs: &Thumbs) -> Markup {
                 strong { (g.kind) } " group " (g.group_id) " · " (g.size) " items"
                 @if let Some((t, margin)) = g.margin {
                     " · threshold " (format!("{t:.3}")) ", least similar member " (format!("{:+.4}", margin)) " from it"
+                }
+                @if let Some(d) = g.diameter.filter(|_| g.size > 2) {
+                    " · least similar two members " (format!("{d:.3}"))
                 }
                 @if g.size > g.members.len() { span.muted { " · first " (g.members.len()) " shown" } }
             }
