@@ -55,7 +55,7 @@ pub struct Fingerprint {
     /// Byte 0: mean grey (0–255); byte 1: grey standard deviation (0–255, rounded, saturated);
     /// bytes 2..64: the AC coefficients of the 8 × 8 block in row-major order without the DC
     /// term and the highest (7, 7) one, orthonormally scaled, as `i8` scaled so the largest
-    /// magnitude is 127; bytes 64..72: the colour layout (see [`colour_distance`]).
+    /// magnitude is 127; bytes 64..72: the colour layout (see [`colour_distance`] and `grey_and_colour`).
     pub coeffs: [u8; BYTES],
 }
 
@@ -131,7 +131,8 @@ fn mirror_of(a: &Fingerprint, b: &Fingerprint) -> bool {
 /// The fingerprint of the picture whose CPU-stage thumbnail is `thumb`.
 pub fn fingerprint(thumb: &RgbImage) -> Fingerprint {
     let (x0, y0, x1, y1) = trim_borders(thumb);
-    let grey = area_resize(thumb, (x0, y0, x1, y1));
+    let (grey, colour) = grey_and_colour(thumb, (x0, y0, x1, y1));
+    let grey = area_resize(&grey, (x0, y0, x1, y1));
     let (mean, std) = mean_std(&grey);
     let dct = dct_low(&grey);
     let hash = hash_bits(&dct);
@@ -159,35 +160,14 @@ pub fn fingerprint(thumb: &RgbImage) -> Fingerprint {
             *dst = ((c / max * 127.0).round().clamp(-127.0, 127.0) as i8) as u8;
         }
     }
-    coeffs[64..].copy_from_slice(&colour_layout(thumb, (x0, y0, x1, y1)));
+    coeffs[64..].copy_from_slice(&colour);
     Fingerprint { hash, mirror, coeffs }
 }
 
-/// Bytes 64..72 of a fingerprint: the chromaticity `(r, g) = (R, G) / (R + G + B)`, × 255, of
-/// the mean colour of each quarter of the trimmed box (top left, top right, bottom left, bottom
-/// right). Grey is (85, 85) whatever its brightness.
-fn colour_layout(img: &RgbImage, (x0, y0, x1, y1): (u32, u32, u32, u32)) -> [u8; 8] {
-    let (xm, ym) = ((x0 + x1).div_ceil(2), (y0 + y1).div_ceil(2));
-    let mut sums = [[0u64; 3]; 4];
-    for y in y0..y1 {
-        for x in x0..x1 {
-            let cell = (y >= ym) as usize * 2 + (x >= xm) as usize;
-            let p = img.get_pixel(x, y).0;
-            for c in 0..3 {
-                sums[cell][c] += p[c] as u64;
-            }
-        }
-    }
-    let mut out = [85u8; 8];
-    for (cell, s) in sums.iter().enumerate() {
-        let total = s[0] + s[1] + s[2];
-        if total > 0 {
-            out[2 * cell] = (255 * s[0]).div_euclid(total).min(255) as u8;
-            out[2 * cell + 1] = (255 * s[1]).div_euclid(total).min(255) as u8;
-        }
-    }
-    out
-}
+// Bytes 64..72 of a fingerprint, the colour layout: the chromaticity `(r, g) = (R, G) /
+// (R + G + B)`, × 255, of the mean colour of each quarter of the trimmed box (top left, top
+// right, bottom left, bottom right), made by [`grey_and_colour`]. Grey is (85, 85) whatever its
+// brightness.
 
 /// The largest difference of chromaticity (either coordinate, 0–255) between corresponding
 /// quarters of two fingerprints, `b` mirrored (its left and right quarters swapped) when
@@ -212,9 +192,42 @@ fn hash_bits(dct: &[f32; K * K]) -> u64 {
     dct.iter().fold(0u64, |h, &c| (h << 1) | (c >= median) as u64)
 }
 
-fn pixel_luma(p: &[u8]) -> f32 {
-    // ITU-R 601, as Pillow's `L` conversion (which imagededup hashes).
-    (p[0] as f32 * 299.0 + p[1] as f32 * 587.0 + p[2] as f32 * 114.0) / 1000.0
+/// The grey copy (ITU-R 601 luma, as Pillow's `L` conversion that imagededup hashes) of the box
+/// of `img`, row by row, and the colour layout of the box (bytes 64..72 of a fingerprint), in one
+/// pass over its bytes.
+fn grey_and_colour(img: &RgbImage, (x0, y0, x1, y1): (u32, u32, u32, u32)) -> (Vec<f32>, [u8; 8]) {
+    let w = img.width() as usize;
+    let (x0, y0, x1, y1) = (x0 as usize, y0 as usize, x1 as usize, y1 as usize);
+    let (xm, ym) = ((x0 + x1).div_ceil(2), (y0 + y1).div_ceil(2));
+    let raw = img.as_raw();
+    let mut grey = Vec::with_capacity((x1 - x0) * (y1 - y0));
+    let mut sums = [[0u64; 3]; 4];
+    for y in y0..y1 {
+        let bottom = (y >= ym) as usize * 2;
+        for (half, (a, b)) in [(0, (x0, xm)), (1, (xm, x1))] {
+            let mut s = [0u32; 3];
+            for p in raw[(y * w + a) * 3..(y * w + b) * 3].chunks_exact(3) {
+                let (r, g, bl) = (p[0] as u32, p[1] as u32, p[2] as u32);
+                // Exact in f32 (at most 255 000), so the same value as summing the products in f32.
+                grey.push((r * 299 + g * 587 + bl * 114) as f32 / 1000.0);
+                s[0] += r;
+                s[1] += g;
+                s[2] += bl;
+            }
+            for c in 0..3 {
+                sums[bottom + half][c] += s[c] as u64;
+            }
+        }
+    }
+    let mut colour = [85u8; 8];
+    for (cell, s) in sums.iter().enumerate() {
+        let total = s[0] + s[1] + s[2];
+        if total > 0 {
+            colour[2 * cell] = (255 * s[0]).div_euclid(total).min(255) as u8;
+            colour[2 * cell + 1] = (255 * s[1]).div_euclid(total).min(255) as u8;
+        }
+    }
+    (grey, colour)
 }
 
 /// The box `(x0, y0, x1, y1)` (exclusive ends) left after peeling uniform borders: each round
@@ -273,10 +286,8 @@ fn trim_borders(img: &RgbImage) -> (u32, u32, u32, u32) {
 
 /// The grey copy of the box of `img`, area-averaged (each output pixel the mean of the source
 /// area it covers, fractional pixels weighted) to `N × N`.
-fn area_resize(img: &RgbImage, (x0, y0, x1, y1): (u32, u32, u32, u32)) -> Vec<f32> {
+fn area_resize(grey: &[f32], (x0, y0, x1, y1): (u32, u32, u32, u32)) -> Vec<f32> {
     let (bw, bh) = ((x1 - x0) as usize, (y1 - y0) as usize);
-    let grey: Vec<f32> =
-        (y0..y1).flat_map(|y| (x0..x1).map(move |x| (x, y))).map(|(x, y)| pixel_luma(&img.get_pixel(x, y).0)).collect();
     // Weights of source index `i` in output cell `o` for a side of `n` source pixels.
     let weights = |n: usize| -> Vec<Vec<(usize, f32)>> {
         let scale = n as f64 / N as f64;
