@@ -476,3 +476,42 @@ fn calibrate_sweeps_the_threshold_and_agrees_with_dedup_at_the_defaults() {
     assert!(html.matches("src=\"data:image/jpeg;base64,").count() >= 6, "sample thumbnails");
     assert!(html.contains("default-src 'none'") && !html.contains("http://") && !html.contains("https://"));
 }
+
+#[test]
+fn the_best_fitting_caption_survives_with_the_kept_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let d = 16;
+    // Three copies of one image: 0 the largest (kept) with a caption that fits it poorly, 1 a
+    // copy whose caption fits it well, 2 a copy without caption; 3 and 4 another pair whose
+    // kept item already has the better caption.
+    let p = |image, caption, size| Planted { image, caption, size, sha: None, phash: None };
+    let items = vec![
+        p(at(1.0, 1, d), Some(near(0, 0.1, 3, d)), (900, 900)),
+        p(at(0.99, 1, d), Some(near(0, 0.8, 4, d)), (100, 100)),
+        p(at(0.995, 2, d), None, (100, 100)),
+        p(near(5, 1.0, 6, d), Some(near(5, 0.9, 7, d)), (900, 900)),
+        p(near(5, 0.99, 6, d), Some(near(5, 0.3, 8, d)), (100, 100)),
+    ];
+    planted_run(&run, &items, "w");
+    let mut o = DedupOptions::new(&run);
+    o.kinds = vec![Kind::Image];
+    o.keep = KeepPolicy::Largest;
+    o.image_threshold = Some(0.95);
+    let s = dedup(&o).unwrap();
+    assert_eq!((s.removed, s.captions_replaced, s.captions_dropped), (3, 1, 1), "{s:?}");
+    let f = std::fs::File::open(run.join("dedup/captions.parquet")).unwrap();
+    let b = ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap().next().unwrap().unwrap();
+    assert_eq!(b.num_rows(), 1);
+    let u = |n: &str| b.column_by_name(n).unwrap().as_primitive::<UInt64Type>().value(0);
+    let st = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().value(0).to_string();
+    assert_eq!((u("id"), u("caption_from_id")), (0, 1));
+    assert_eq!((st("caption"), st("own_caption")), ("caption 1".to_string(), "caption 0".to_string()));
+    let score = b.column_by_name("score").unwrap().as_primitive::<Float32Type>().value(0);
+    let own = b.column_by_name("own_score").unwrap().as_primitive::<Float32Type>().value(0);
+    assert!((score - 0.8).abs() < 1e-3 && (own - 0.1).abs() < 1e-3, "{score} {own}");
+
+    o.caption_policy = sieve::analyze::dedup::CaptionPolicy::Kept;
+    let s = dedup(&o).unwrap();
+    assert_eq!((s.captions_replaced, s.captions_dropped, s.caption_policy.as_str()), (0, 2, "kept"));
+}

@@ -64,6 +64,8 @@ impl Adjacency {
 pub(crate) struct Decision {
     /// Items removed (never an `--against` item).
     pub(crate) removed: Vec<bool>,
+    /// For a removed item, the kept item it was removed in favour of; for a kept one, itself.
+    pub(crate) keeper: Vec<u32>,
 }
 
 /// Decides which items go, over every removal kind at once: items are visited in keep order
@@ -96,6 +98,7 @@ pub(crate) fn decide(n: usize, rank: &[u32], is_old: &dyn Fn(u32) -> bool, remov
     order.sort_unstable_by_key(|&i| rank[i as usize]);
     let mut kept = vec![false; n];
     let mut removed = vec![false; n];
+    let mut keeper: Vec<u32> = (0..n as u32).collect();
     for i in order {
         let mut best: Option<u32> = None;
         let mut consider = |c: u32| {
@@ -117,7 +120,10 @@ pub(crate) fn decide(n: usize, rank: &[u32], is_old: &dyn Fn(u32) -> bool, remov
             }
         }
         match best {
-            Some(_) if !is_old(i) => removed[i as usize] = true,
+            Some(b) if !is_old(i) => {
+                removed[i as usize] = true;
+                keeper[i as usize] = b;
+            }
             _ => {
                 kept[i as usize] = true;
                 for (set_of, set_kept) in &mut sets {
@@ -129,7 +135,7 @@ pub(crate) fn decide(n: usize, rank: &[u32], is_old: &dyn Fn(u32) -> bool, remov
             }
         }
     }
-    Decision { removed }
+    Decision { removed, keeper }
 }
 
 /// A group as written to `groups.parquet`: each member with the item kept in its place

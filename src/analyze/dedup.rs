@@ -130,6 +130,35 @@ impl FromStr for KeepPolicy {
     }
 }
 
+/// `--caption-policy`: which caption a kept item carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptionPolicy {
+    /// Its own.
+    Kept,
+    /// The caption that fits its image best (image–caption cosine) among its own and those of
+    /// the items removed in its favour; `dedup/captions.parquet` lists every replacement.
+    Best,
+}
+
+impl CaptionPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kept => "kept",
+            Self::Best => "best",
+        }
+    }
+}
+
+impl FromStr for CaptionPolicy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        [Self::Kept, Self::Best].into_iter().find(|k| k.as_str() == s).ok_or_else(|| Error::InvalidArg {
+            what: "--caption-policy",
+            reason: format!("`{s}`: expected kept or best"),
+        })
+    }
+}
+
 /// Everything `sieve dedup` needs, validated.
 #[derive(Debug, Clone)]
 pub struct DedupOptions {
@@ -158,6 +187,8 @@ pub struct DedupOptions {
     pub device: DeviceSpec,
     /// Also write every pair found to `dedup/pairs.parquet`.
     pub write_pairs: bool,
+    /// Which caption a kept item carries (`dedup/captions.parquet`).
+    pub caption_policy: CaptionPolicy,
     /// Graph settings for `--index hnsw`.
     pub hnsw: HnswParams,
 }
@@ -185,6 +216,7 @@ impl DedupOptions {
             keep: KeepPolicy::Auto,
             device: DeviceSpec::Auto,
             write_pairs: false,
+            caption_policy: CaptionPolicy::Best,
             hnsw: HnswParams::default(),
         }
     }
@@ -231,6 +263,12 @@ pub struct Summary {
     pub remove_kinds: Vec<String>,
     pub kept: usize,
     pub removed: usize,
+    /// `--caption-policy`.
+    pub caption_policy: String,
+    /// Kept items that carry a removed copy's better-fitting caption (`captions.parquet`).
+    pub captions_replaced: usize,
+    /// Captions of removed items that no kept item carries.
+    pub captions_dropped: usize,
     /// removed / embedded.
     pub duplicate_rate: f64,
 }
@@ -700,7 +738,8 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
         None => None,
     };
     let need_text = opts.kinds.iter().any(|k| matches!(k, Kind::Caption | Kind::Joint))
-        || matches!(opts.keep, KeepPolicy::Auto | KeepPolicy::BestScore);
+        || matches!(opts.keep, KeepPolicy::Auto | KeepPolicy::BestScore)
+        || opts.caption_policy == CaptionPolicy::Best;
     let items = load_items(&run, old.as_ref(), need_text)?;
     let items = &items;
     let n = items.len();
@@ -729,6 +768,13 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
     };
     let decision = decide(n, &rank, &|i| items.is_old(i), &removal);
     let removed = &decision.removed;
+    let captions = match opts.caption_policy {
+        CaptionPolicy::Best => best_captions(items, &decision.keeper, removed),
+        CaptionPolicy::Kept => Vec::new(),
+    };
+    let rows = embedded_rows(&run);
+    let captions_dropped =
+        (0..items.n_new).filter(|&i| removed[i] && run.meta.caption[rows[i]].is_some()).count() - captions.len();
 
     // 3. Each kind's groups, made from that decision.
     let results: Vec<KindResult> = relations
@@ -757,6 +803,7 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
     fs::create_dir_all(&out_dir).map_err(|e| Error::io("creating", &out_dir, e))?;
     write_groups(&out_dir.join("groups.parquet"), items, removed, &results)?;
     write_bridges(&out_dir.join("bridges.parquet"), items, &results)?;
+    write_captions(&out_dir.join("captions.parquet"), items, &run, &captions)?;
     let pairs_path = out_dir.join("pairs.parquet");
     if opts.write_pairs {
         write_pairs(&pairs_path, items, &results)?;
@@ -807,6 +854,9 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
         remove_kinds: opts.remove_kinds.iter().map(|k| k.as_str().to_string()).collect(),
         kept: items.n_new - n_removed,
         removed: n_removed,
+        caption_policy: opts.caption_policy.as_str().into(),
+        captions_replaced: captions.len(),
+        captions_dropped,
         duplicate_rate: if items.n_new == 0 { 0.0 } else { n_removed as f64 / items.n_new as f64 },
     };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
@@ -864,6 +914,69 @@ pub fn groups_schema() -> Arc<Schema> {
         Field::new("group_min_similarity", DataType::Float32, false),
         Field::new("group_diameter", DataType::Float32, true),
     ]))
+}
+
+/// A kept item that carries a removed copy's caption: it fits the kept image better than the
+/// kept item's own (or the kept item has none).
+pub(crate) struct CaptionChoice {
+    kept: u32,
+    from: u32,
+    score: f32,
+    own_score: Option<f32>,
+}
+
+/// For `--caption-policy best`: each kept item of this run whose image fits one of its removed
+/// copies' captions better than its own (image–caption cosine).
+fn best_captions(items: &Items, keeper: &[u32], removed: &[bool]) -> Vec<CaptionChoice> {
+    let Some(text) = items.text.as_ref() else { return Vec::new() };
+    let mut best: BTreeMap<u32, (u32, f32)> = BTreeMap::new();
+    for r in (0..items.n_new).filter(|&r| removed[r] && items.has_caption[r]) {
+        let k = keeper[r];
+        if items.is_old(k) {
+            continue; // the old corpus is kept as it is
+        }
+        let s = dot(items.image.row(k as usize), text.row(r));
+        if best.get(&k).is_none_or(|&(_, b)| s > b) {
+            best.insert(k, (r as u32, s));
+        }
+    }
+    best.into_iter()
+        .filter_map(|(k, (from, score))| {
+            let own = items.has_caption[k as usize].then(|| dot(items.image.row(k as usize), text.row(k as usize)));
+            (own.is_none_or(|o| score > o)).then_some(CaptionChoice { kept: k, from, score, own_score: own })
+        })
+        .collect()
+}
+
+/// The schema of `dedup/captions.parquet`: kept items and the caption they carry instead of
+/// their own.
+pub fn captions_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::UInt64, false),
+        Field::new("uri", DataType::Utf8, false),
+        Field::new("caption", DataType::Utf8, false),
+        Field::new("caption_from_id", DataType::UInt64, false),
+        Field::new("caption_from_uri", DataType::Utf8, false),
+        Field::new("score", DataType::Float32, false),
+        Field::new("own_caption", DataType::Utf8, true),
+        Field::new("own_score", DataType::Float32, true),
+    ]))
+}
+
+fn write_captions(path: &Path, items: &Items, run: &Run, choices: &[CaptionChoice]) -> Result<()> {
+    let rows = embedded_rows(run);
+    let caption = |i: u32| run.meta.caption[rows[i as usize]].as_deref();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from_iter_values(choices.iter().map(|c| items.id[c.kept as usize]))),
+        Arc::new(StringArray::from_iter_values(choices.iter().map(|c| items.uri[c.kept as usize].as_str()))),
+        Arc::new(StringArray::from_iter_values(choices.iter().map(|c| caption(c.from).unwrap_or_default()))),
+        Arc::new(UInt64Array::from_iter_values(choices.iter().map(|c| items.id[c.from as usize]))),
+        Arc::new(StringArray::from_iter_values(choices.iter().map(|c| items.uri[c.from as usize].as_str()))),
+        Arc::new(Float32Array::from_iter_values(choices.iter().map(|c| c.score))),
+        Arc::new(choices.iter().map(|c| caption(c.kept)).collect::<StringArray>()),
+        Arc::new(choices.iter().map(|c| c.own_score).collect::<Float32Array>()),
+    ];
+    write_parquet(path, captions_schema(), cols)
 }
 
 /// The schema of `dedup/bridges.parquet`: pairs of a kind whose items are in two different

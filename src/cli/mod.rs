@@ -756,6 +756,13 @@ pub struct DedupArgs {
     #[arg(long, default_value = "auto")]
     pub keep: String,
 
+    /// Which caption a kept item carries. best: the caption among its own and those of the
+    /// copies removed in its favour that fits its image best (image-caption cosine); every
+    /// replacement is listed in RUN/dedup/captions.parquet (id, uri, caption, caption_from_id,
+    /// score, own_caption, own_score) and the report. kept: its own.
+    #[arg(long, default_value = "best", value_name = "POLICY")]
+    pub caption_policy: String,
+
     /// Device for the search: auto (CUDA, then Metal, then CPU), cpu, cuda[:N] or metal[:N].
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -814,6 +821,7 @@ impl DedupArgs {
             from_partitions: None,
             grouping: self.grouping.parse()?,
             keep: self.keep.parse()?,
+            caption_policy: self.caption_policy.parse()?,
             device: self.device.parse()?,
             write_pairs: self.pairs,
             hnsw: crate::index::hnsw::HnswParams {
@@ -1027,6 +1035,10 @@ pub struct RunArgs {
     #[arg(long, default_value = "auto", help_heading = "Dedup")]
     pub keep: String,
 
+    /// Dedup: which caption a kept item carries: best or kept (see `sieve dedup --help`).
+    #[arg(long, default_value = "best", value_name = "POLICY", help_heading = "Dedup")]
+    pub caption_policy: String,
+
     /// Score: flag pairs whose image-caption cosine is under this [default: the model's].
     #[arg(long, conflicts_with = "bottom_percent", help_heading = "Score")]
     pub min_score: Option<f32>,
@@ -1094,6 +1106,7 @@ impl RunArgs {
             centroids: None,
             grouping: self.grouping.clone(),
             keep: self.keep.clone(),
+            caption_policy: self.caption_policy.clone(),
             device: device.clone(),
             pairs: false,
             calibrate: false,

@@ -92,6 +92,10 @@ pub struct DedupSummary {
     pub kept: Option<u64>,
     pub removed: Option<u64>,
     pub duplicate_rate: Option<f64>,
+    /// `--caption-policy` and its counts (absent in older summaries).
+    pub caption_policy: Option<String>,
+    pub captions_replaced: Option<u64>,
+    pub captions_dropped: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -258,6 +262,9 @@ pub struct DupGroup {
 #[derive(Debug, Default)]
 pub struct Dedup {
     pub summary: DedupSummary,
+    /// Kept items that carry a removed copy's caption (the first few of
+    /// `dedup/captions.parquet`): (uri, own caption, adopted caption, adopted from).
+    pub captions: Vec<CaptionSwap>,
     pub largest: Vec<DupGroup>,
     pub borderline: Vec<DupGroup>,
     pub total_groups: usize,
@@ -359,6 +366,34 @@ fn batches(path: &Path) -> std::result::Result<Vec<RecordBatch>, String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(|e| e.to_string())?;
     reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| e.to_string())
+}
+
+/// A kept image that carries a removed copy's caption: (uri, its own caption, the caption it
+/// carries, the uri that caption came from).
+pub type CaptionSwap = (String, Option<String>, String, String);
+
+/// Caption replacements shown on the page.
+const CAPTIONS_SHOWN: usize = 10;
+
+/// The first rows of `dedup/captions.parquet`.
+fn read_captions(path: &Path) -> std::result::Result<Vec<CaptionSwap>, String> {
+    let mut out = Vec::new();
+    for b in batches(path)? {
+        let (uri, own, caption, from) =
+            (strs(&b, "uri")?, strs(&b, "own_caption")?, strs(&b, "caption")?, strs(&b, "caption_from_uri")?);
+        for i in 0..b.num_rows() {
+            if out.len() == CAPTIONS_SHOWN {
+                return Ok(out);
+            }
+            out.push((
+                uri[i].clone().unwrap_or_default(),
+                own[i].clone(),
+                caption[i].clone().unwrap_or_default(),
+                from[i].clone().unwrap_or_default(),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// Every group of `dedup/groups.parquet`, in file order (kind, then group id).
@@ -483,7 +518,7 @@ fn pick_groups(mut all: Vec<DupGroup>, summary: DedupSummary, opts: &ReportOptio
             g
         })
         .collect();
-    Dedup { summary, largest, borderline, total_groups }
+    Dedup { summary, captions: Vec::new(), largest, borderline, total_groups }
 }
 
 fn pick_pairs(mut all: Vec<Pair>, summary: PairsSummary, captions: &HashMap<u64, Option<String>>, n: usize) -> Pairs {
@@ -577,7 +612,12 @@ impl Data {
                     {
                         stale("dedup/", "dedup")
                     }
-                    s => s.map(|groups| pick_groups(groups, summary, opts)),
+                    s => s.map(|groups| {
+                        let mut d = pick_groups(groups, summary, opts);
+                        // Older runs have no captions.parquet: nothing to show, not an error.
+                        d.captions = read_captions(&dir.join("dedup/captions.parquet")).unwrap_or_default();
+                        d
+                    }),
                 }
             }
             Stage::NotRun => Stage::NotRun,

@@ -260,6 +260,25 @@ fn summary(run: &Run, data: &Data) -> Markup {
                                 (num(d.summary.duplicate_rate.map(|r| 100.0 * r), 2)) "% of the embedded items; "
                                 "dedup/remove.txt lists them)."
                             }
+                            @if let (Some(replaced), Some(dropped)) = (d.summary.captions_replaced, d.summary.captions_dropped) {
+                                p.muted {
+                                    "Captions (--caption-policy " (d.summary.caption_policy.as_deref().unwrap_or("–")) "): "
+                                    (count(replaced)) " kept images carry a removed copy's better-fitting caption "
+                                    "(dedup/captions.parquet); " (count(dropped)) " captions of removed copies are dropped."
+                                }
+                                @if !d.captions.is_empty() {
+                                    table {
+                                        tr { th { "kept image" } th { "its own caption (dropped)" } th { "the caption it keeps, from" } }
+                                        @for (uri, own, caption, from) in &d.captions {
+                                            tr {
+                                                td { (isolated(file_name(uri))) }
+                                                td { @if let Some(o) = own { (isolated(o)) } @else { span.muted { "none" } } }
+                                                td { (isolated(caption)) br; span.muted { (isolated(file_name(from))) } }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
                         }
                         other => { (stage_note(other, "dedup")) }
                     }
