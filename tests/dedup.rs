@@ -347,11 +347,10 @@ pub fn edited_corpus(dir: &Path) -> PathBuf {
     input
 }
 
-#[test]
-fn edited_copies_group_with_their_original_and_reruns_are_identical() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = edited_corpus(dir.path());
-    let run = dir.path().join("run");
+/// [`edited_corpus`] in `dir`, embedded with the tiny model into `dir/run`.
+pub fn embedded_edited_corpus(dir: &Path) -> PathBuf {
+    let input = edited_corpus(dir);
+    let run = dir.join("run");
     let out = sieve()
         .args(["embed", "-q", "--model"])
         .arg(tiny_model_dir())
@@ -361,6 +360,13 @@ fn edited_copies_group_with_their_original_and_reruns_are_identical() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run
+}
+
+#[test]
+fn edited_copies_group_with_their_original_and_reruns_are_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = embedded_edited_corpus(dir.path());
     // The tiny model has random weights, so its image similarities mean nothing: judge the
     // perceptual and exact kinds here (planted-vector tests cover the semantic kinds).
     let dedup_cmd = || {
@@ -440,17 +446,7 @@ fn dedup_rejects_bad_arguments_with_exit_code_2() {
 #[test]
 fn calibrate_sweeps_the_threshold_and_agrees_with_dedup_at_the_defaults() {
     let dir = tempfile::tempdir().unwrap();
-    let input = edited_corpus(dir.path());
-    let run = dir.path().join("run");
-    let out = sieve()
-        .args(["embed", "-q", "--model"])
-        .arg(tiny_model_dir())
-        .arg(&input)
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = embedded_edited_corpus(dir.path());
     let args = ["--kinds", "exact,perceptual", "--remove-kinds", "exact,perceptual"];
     let out = sieve().args(["dedup", "--calibrate", "--json"]).args(args).arg(&run).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

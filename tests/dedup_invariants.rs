@@ -257,17 +257,7 @@ fn removal_decisions_hold_their_invariants_on_random_runs() {
 #[test]
 fn removal_decisions_hold_their_invariants_on_a_real_run() {
     let dir = tempfile::tempdir().unwrap();
-    let input = crate::dedup::edited_corpus(dir.path());
-    let run = dir.path().join("run");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sieve"))
-        .args(["embed", "-q", "--model"])
-        .arg(tiny_model_dir())
-        .arg(&input)
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = crate::dedup::embedded_edited_corpus(dir.path());
     for grouping in [Grouping::Star, Grouping::Components] {
         for keep in POLICIES {
             let mut o = DedupOptions::new(&run);
