@@ -204,15 +204,18 @@ fn grey_and_colour(img: &RgbImage, (x0, y0, x1, y1): (u32, u32, u32, u32)) -> (V
     let mut sums = [[0u64; 3]; 4];
     for y in y0..y1 {
         let bottom = (y >= ym) as usize * 2;
-        for (half, (a, b)) in [(0, (x0, xm)), (1, (xm, x1))] {
+        let row = &raw[(y * w + x0) * 3..(y * w + x1) * 3];
+        // Exact in f32 (at most 255 000), so the same value as summing the products in f32.
+        grey.extend(
+            row.chunks_exact(3).map(|p| (p[0] as u32 * 299 + p[1] as u32 * 587 + p[2] as u32 * 114) as f32 / 1000.0),
+        );
+        let (left, right) = row.split_at((xm - x0) * 3);
+        for (half, part) in [left, right].into_iter().enumerate() {
             let mut s = [0u32; 3];
-            for p in raw[(y * w + a) * 3..(y * w + b) * 3].chunks_exact(3) {
-                let (r, g, bl) = (p[0] as u32, p[1] as u32, p[2] as u32);
-                // Exact in f32 (at most 255 000), so the same value as summing the products in f32.
-                grey.push((r * 299 + g * 587 + bl * 114) as f32 / 1000.0);
-                s[0] += r;
-                s[1] += g;
-                s[2] += bl;
+            for p in part.chunks_exact(3) {
+                s[0] += p[0] as u32;
+                s[1] += p[1] as u32;
+                s[2] += p[2] as u32;
             }
             for c in 0..3 {
                 sums[bottom + half][c] += s[c] as u64;
@@ -309,10 +312,10 @@ fn area_resize(grey: &[f32], (x0, y0, x1, y1): (u32, u32, u32, u32)) -> Vec<f32>
     };
     let (wx, wy) = (weights(bw), weights(bh));
     let mut rows = vec![0f32; N * bw];
-    for (o, ws) in wy.iter().enumerate() {
+    for (dst, ws) in rows.chunks_exact_mut(bw).zip(&wy) {
         for &(i, k) in ws {
-            for x in 0..bw {
-                rows[o * bw + x] += grey[i * bw + x] * k;
+            for (d, &g) in dst.iter_mut().zip(&grey[i * bw..(i + 1) * bw]) {
+                *d += g * k;
             }
         }
     }
