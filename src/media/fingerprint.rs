@@ -185,10 +185,10 @@ pub fn colour_distance(a: &Fingerprint, b: &Fingerprint, mirror: bool) -> u8 {
 /// Bits of the 8 × 8 block (row-major, first coefficient in the highest bit): set where the
 /// coefficient is at least the median of the 63 AC coefficients (imagededup's `PHash`).
 fn hash_bits(dct: &[f32; K * K]) -> u64 {
-    let mut ac: Vec<f32> = dct[1..].to_vec();
-    ac.sort_unstable_by(f32::total_cmp);
-    // numpy's median of 63 values: the middle one.
-    let median = ac[ac.len() / 2];
+    let mut ac = [0f32; K * K - 1];
+    ac.copy_from_slice(&dct[1..]);
+    // numpy's median of 63 values: the middle one in sorted order (found without sorting).
+    let median = *ac.select_nth_unstable_by((K * K - 1) / 2, f32::total_cmp).1;
     dct.iter().fold(0u64, |h, &c| (h << 1) | (c >= median) as u64)
 }
 
