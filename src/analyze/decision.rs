@@ -156,15 +156,21 @@ fn finish(mut groups: Vec<OutGroup>, rank: &[u32]) -> Vec<OutGroup> {
     groups
 }
 
+/// The group of each of `n` items (`u32::MAX` for none).
+fn group_of(n: usize, groups: &[OutGroup]) -> Vec<u32> {
+    let mut of = vec![u32::MAX; n];
+    for (g, grp) in groups.iter().enumerate() {
+        for &(m, _) in &grp.rows {
+            of[m as usize] = g as u32;
+        }
+    }
+    of
+}
+
 /// Joins groups that share an edge of `pairs` (`--grouping components`), keeping each row's
 /// own kept item.
 fn join_components(n: usize, groups: Vec<OutGroup>, pairs: &[Pair]) -> Vec<OutGroup> {
-    let mut group_of = vec![u32::MAX; n];
-    for (g, grp) in groups.iter().enumerate() {
-        for &(m, _) in &grp.rows {
-            group_of[m as usize] = g as u32;
-        }
-    }
+    let group_of = group_of(n, &groups);
     let mut uf = groups::UnionFind::new(groups.len());
     for p in pairs {
         let (a, b) = (group_of[p.a as usize], group_of[p.b as usize]);
@@ -314,12 +320,7 @@ pub(crate) fn diagnostics(
     let bridges = match relation {
         Relation::Sets(_) => Vec::new(),
         Relation::Pairs(pairs) => {
-            let mut group_of = vec![u32::MAX; n];
-            for (g, grp) in groups.iter().enumerate() {
-                for &(m, _) in &grp.rows {
-                    group_of[m as usize] = g as u32;
-                }
-            }
+            let group_of = group_of(n, groups);
             pairs
                 .iter()
                 .filter_map(|p| {
