@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::ingest::{io_skip, CaptionSource, InputSpec, Record, Source};
 use crate::media::decode::{self, Limits, Skip, SkipReason};
 use crate::media::fingerprint::{self, Fingerprint};
-use crate::media::phash;
+use crate::media::thumbnail;
 use crate::media::preprocess::PixelsMut;
 use crate::media::quality::{self, CaptionSignals, ImageSignals};
 use crate::media::tokenize::Tokens;
@@ -48,7 +48,6 @@ struct ImageMeta {
     width: u32,
     height: u32,
     sha256: String,
-    phash: u64,
     fingerprint: Fingerprint,
     signals: Option<ImageSignals>,
 }
@@ -104,7 +103,7 @@ fn image_bytes(record: &Record, limits: &Limits) -> std::result::Result<Vec<u8>,
 }
 
 /// Reads, decodes and preprocesses one image into `out`; with `signals`, also measures its
-/// quality signals on the perceptual hash's thumbnail (no second pass over the pixels).
+/// perceptual fingerprint and quality signals on one small copy (no second pass over the pixels).
 fn read_image(
     record: &Record,
     limits: &Limits,
@@ -115,12 +114,11 @@ fn read_image(
     let bytes = image_bytes(record, limits)?;
     let decoded = decode::decode(&bytes, limits)?;
     clip.preprocessor.preprocess_pixels(&decoded.rgb, out);
-    let thumb = phash::thumbnail(&decoded.rgb);
+    let thumb = thumbnail::thumbnail(&decoded.rgb);
     Ok(ImageMeta {
         width: decoded.width,
         height: decoded.height,
         sha256: store::sha256_bytes(&bytes),
-        phash: phash::phash_thumbnail(&thumb),
         fingerprint: fingerprint::fingerprint(&thumb),
         signals: signals.then(|| quality::image_signals(&thumb, decoded.colour, decoded.frames)),
     })
@@ -317,7 +315,6 @@ fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostP
                     row.sha256 = Some(meta.sha256);
                     row.width = Some(meta.width);
                     row.height = Some(meta.height);
-                    row.phash = Some(meta.phash);
                     row.fingerprint = Some(meta.fingerprint);
                     row.image_signals = meta.signals;
                     row.image_embedding = img_it.next();

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use crate::index::Pair;
 use crate::media::fingerprint::{self, Fingerprint};
-use crate::media::phash::hamming;
+use crate::media::fingerprint::hamming;
 
 /// Bit masks of the `parts` ranges covering 64 bits.
 fn ranges(parts: u32) -> Vec<u64> {

@@ -21,7 +21,7 @@
 //!   against flat pictures of the same mean grey.
 //!
 //! Everything is computed from the ≤ 128-px area-averaged thumbnail the CPU stage already makes
-//! ([`super::phash::thumbnail`]), so it costs a few microseconds per image.
+//! ([`super::thumbnail::thumbnail`]), so it costs a few microseconds per image.
 
 use image::RgbImage;
 
@@ -81,6 +81,11 @@ impl Fingerprint {
 fn position(i: usize) -> (usize, usize) {
     let p = i + 1;
     (p / K, p % K)
+}
+
+/// Number of differing bits between two hashes.
+pub fn hamming(a: u64, b: u64) -> u32 {
+    (a ^ b).count_ones()
 }
 
 /// Cosine of two stored coefficient vectors, with `b` mirrored when `mirror`: the correlation

@@ -3,8 +3,8 @@
 pub mod decode;
 pub mod fingerprint;
 pub mod jpeg;
-pub mod phash;
 pub mod preprocess;
 pub mod quality;
 pub mod resample;
+pub mod thumbnail;
 pub mod tokenize;

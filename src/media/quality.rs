@@ -2,7 +2,7 @@
 //! nothing for them (`sieve quality` only thresholds what is stored here):
 //!
 //! - **image** signals come from the small thumbnail the perceptual hash already makes
-//!   ([`super::phash::thumbnail`], longest side at most 128 px, area-averaged), never from a
+//!   ([`super::thumbnail::thumbnail`], longest side at most 128 px, area-averaged), never from a
 //!   second pass over the full pixels: brightness (mean luma, ITU-R 601 as Pillow's `L`),
 //!   contrast (luma standard deviation), information (Shannon entropy of the 256-bin luma
 //!   histogram, 0–8 bits, as cleanvision's `low_information`), colour (the largest channel

@@ -61,7 +61,8 @@ pub struct Row {
     pub sha256: Option<String>,
     pub width: Option<u32>,
     pub height: Option<u32>,
-    /// 64-bit perceptual hash of the decoded image ([`crate::media::phash`]).
+    /// The 64-bit median hash older runs stored; new runs write null (dedup reads
+    /// [`Row::fingerprint`]), merge carries an older run's values over.
     pub phash: Option<u64>,
     /// DCT pHash, its mirror and the coefficients that confirm a match
     /// ([`crate::media::fingerprint`]); `None` in runs made before they were recorded.
