@@ -84,6 +84,9 @@ pub struct EmbedStage {
 /// `RUN/stages.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 struct StageRecords {
+    /// The fingerprint of the run the stages were computed from (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    run_fingerprint: Option<String>,
     stages: BTreeMap<String, StageRecord>,
 }
 
@@ -144,7 +147,16 @@ pub fn run(opts: &RunOptions, mut on_stage: impl FnMut(&str, &StageStatus)) -> R
         on_stage("embed", &StageStatus::Done);
     }
 
+    let run_fingerprint = store::read_manifest_and_fingerprint(&run)?.1;
     let mut records = if outcome.already_complete { StageRecords::load(&run) } else { StageRecords::default() };
+    if records.run_fingerprint.as_ref().is_some_and(|f| *f != run_fingerprint) {
+        tracing::warn!(
+            "{}: the stages recorded there were computed from another run; every stage runs again",
+            run.join(STAGES_FILE).display()
+        );
+        records = StageRecords::default();
+    }
+    records.run_fingerprint = Some(run_fingerprint);
     // Once a stage runs, every later one runs too (it may read what the earlier one wrote).
     let mut stale = !outcome.already_complete;
     if stale {

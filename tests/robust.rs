@@ -494,6 +494,81 @@ fn stage_outputs_of_another_run_are_not_used() {
     assert!(e.contains("quality_summary.json was computed from another run"), "{e}");
 }
 
+/// Every stage output names the run it was computed from (`run_fingerprint`, the SHA-256 of the
+/// run's manifest with its part checksums): outputs of a run with the same file names and counts
+/// but other pixels, which nothing they list gives away, are refused by `select`, not shown by
+/// `report`, and recomputed by `run`, each saying why.
+#[test]
+fn stage_outputs_name_their_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = small_input(dir.path());
+    let (input_a, input_b) = (&input, &input);
+    let (run_a, run_b) = (dir.path().join("run_a"), dir.path().join("run_b"));
+    let run = |input: &Path, out: &Path| {
+        let mut c = sieve();
+        c.args(["run", "-q", "--device", "cpu", "--model"]).arg(tiny_model_dir()).arg(input).arg("--out").arg(out);
+        run_within(c, Duration::from_secs(300))
+    };
+    let o = run(input_a, &run_a);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Then the same names, so the same uris and counts, but one picture's bytes differ.
+    std::fs::copy(input.join("wide.png"), input.join("palette.png")).unwrap();
+    embed_ok(input_b, &run_b, &[]);
+    let fingerprint = |path: &Path| -> String {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        v["run_fingerprint"].as_str().expect("run_fingerprint recorded").to_string()
+    };
+    let a = fingerprint(&run_a.join("dedup/summary.json"));
+    for f in ["pairs_summary.json", "quality_summary.json", "diversity.json"] {
+        assert_eq!(fingerprint(&run_a.join(f)), a, "{f}");
+    }
+    // Its own outputs are used: select applies dedup/remove.txt and the report shows them.
+    let o = sieve().args(["select", "-q", "--budget", "2", "--drop-flags", "dark"]).arg(&run_a).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = sieve().args(["report", "-q"]).arg(&run_a).output().unwrap();
+    assert!(o.status.success() && !stderr(&o).contains("another run"), "{}", stderr(&o));
+
+    std::fs::create_dir_all(run_b.join("dedup")).unwrap();
+    for f in [
+        "dedup/summary.json",
+        "dedup/groups.parquet",
+        "dedup/keep.txt",
+        "dedup/remove.txt",
+        "pairs.parquet",
+        "pairs_summary.json",
+        "diversity.json",
+        "quality_summary.json",
+        "quality.parquet",
+        "stages.json",
+    ] {
+        std::fs::copy(run_a.join(f), run_b.join(f)).unwrap();
+    }
+    for args in [
+        &["select", "-q", "--budget", "2"][..],
+        &["select", "-q", "--budget", "2", "--keep-duplicates", "--drop-flagged"],
+    ] {
+        let o = sieve().args(args).arg(&run_b).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("was computed from another run (its run fingerprint"), "{}", stderr(&o));
+    }
+    let o = sieve().args(["report", "-q"]).arg(&run_b).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["dedup/summary.json", "pairs_summary.json", "diversity.json", "quality_summary.json"] {
+        assert!(stderr(&o).contains(&format!("{f} was computed from another run")), "{f}: {}", stderr(&o));
+    }
+    // `run` recomputes every stage (stages.json names run A) and says so.
+    let o = run(input_b, &run_b);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("computed from another run; every stage runs again"), "{}", stderr(&o));
+    let b = fingerprint(&run_b.join("dedup/summary.json"));
+    assert_ne!(a, b);
+    for f in ["pairs_summary.json", "quality_summary.json", "diversity.json"] {
+        assert_eq!(fingerprint(&run_b.join(f)), b, "{f}");
+    }
+    let o = sieve().args(["select", "-q", "--budget", "2"]).arg(&run_b).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 /// A merge killed midway is resumed by rerunning it; a finished merge rerun does nothing.
 #[test]
 fn merge_resumes_and_a_finished_merge_is_a_no_op() {

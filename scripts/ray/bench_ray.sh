@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Wall time per stage of scripts/ray/sieve_ray.py with 1, 2 and 4 local Ray workers, next to one
 # process (sieve embed + sieve dedup --clusters, run after them), over COUNT bench JPEGs (500x375) with the tiny
-# test model on the CPU. The README's "Scaling out" table comes from this.
+# test model on the CPU. docs/performance.md's scaling table comes from this.
 #
 #   scripts/ray/bench_ray.sh [SIEVE_BINARY] [COUNT] [WORKERS...]   defaults: target/debug/sieve 2000 1 2 4
 #

@@ -249,6 +249,9 @@ pub struct KindSummary {
 pub struct Summary {
     pub sieve_version: String,
     pub run: String,
+    /// The fingerprint of the run this was computed from ([`crate::store::Run::fingerprint`]);
+    /// readers refuse or recompute an output whose fingerprint is not their run's.
+    pub run_fingerprint: String,
     pub against: Option<String>,
     pub model: String,
     pub records: u64,
@@ -841,6 +844,7 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
     let summary = Summary {
         sieve_version: env!("CARGO_PKG_VERSION").to_string(),
         run: run.dir.display().to_string(),
+        run_fingerprint: run.fingerprint.clone(),
         against: old.as_ref().map(|o| o.dir.display().to_string()),
         model: run.manifest.model.id.clone(),
         records: run.manifest.counts.records,

@@ -141,6 +141,9 @@ pub struct Group {
 pub struct Report {
     pub sieve_version: String,
     pub run: String,
+    /// The fingerprint of the run this was computed from ([`crate::store::Run::fingerprint`]);
+    /// readers refuse or recompute an output whose fingerprint is not their run's.
+    pub run_fingerprint: String,
     pub model: String,
     pub embedded: usize,
     pub with_caption: usize,
@@ -677,6 +680,7 @@ pub fn diversity(opts: &DiversityOptions) -> Result<Report> {
     let report = Report {
         sieve_version: env!("CARGO_PKG_VERSION").to_string(),
         run: opts.run.display().to_string(),
+        run_fingerprint: run.fingerprint.clone(),
         model: run.manifest.model.id.clone(),
         embedded: n,
         with_caption: captioned.len(),

@@ -87,6 +87,9 @@ pub struct PairScore {
 pub struct Summary {
     pub sieve_version: String,
     pub run: String,
+    /// The fingerprint of the run this was computed from ([`crate::store::Run::fingerprint`]);
+    /// readers refuse or recompute an output whose fingerprint is not their run's.
+    pub run_fingerprint: String,
     pub model: String,
     pub records: u64,
     pub embedded: usize,
@@ -296,6 +299,7 @@ pub fn score(opts: &ScoreOptions) -> Result<Summary> {
     let summary = Summary {
         sieve_version: env!("CARGO_PKG_VERSION").to_string(),
         run: opts.run.display().to_string(),
+        run_fingerprint: run.fingerprint.clone(),
         model: run.manifest.model.id.clone(),
         records: run.manifest.counts.records,
         embedded: items.len(),

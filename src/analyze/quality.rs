@@ -7,7 +7,7 @@
 //! Image flags follow cleanvision's issue types (blurry, dark, light, low information, odd
 //! size and aspect ratio, grayscale) and DataComp's basic filter (aspect ratio over 3); caption
 //! flags cover what neither reports: missing, empty, short, truncated, boilerplate, not UTF-8.
-//! The defaults come from the distributions on real pictures in the README's table; those of
+//! The defaults come from the distributions on real pictures in docs/guide.md's "Quality signals" table; those of
 //! blur, dark, bright and grayscale from labelled real pictures (docs/quality.md).
 
 use std::collections::BTreeMap;
@@ -69,7 +69,7 @@ pub const DARK_DEFAULT: f64 = 80.0;
 pub const BRIGHT_DEFAULT: f64 = 192.0;
 pub const GRAYSCALE_DEFAULT: f64 = 5.0;
 
-/// Every flag, in report order. Defaults: see the README's "Quality signals" table.
+/// Every flag, in report order. Defaults: see docs/guide.md, "Quality signals".
 pub const FLAGS: &[FlagDef] = &[
     num(
         "blur",
@@ -178,6 +178,9 @@ pub struct FlagSummary {
 pub struct Summary {
     pub sieve_version: String,
     pub run: String,
+    /// The fingerprint of the run this was computed from ([`crate::store::Run::fingerprint`]);
+    /// readers refuse or recompute an output whose fingerprint is not their run's.
+    pub run_fingerprint: String,
     pub records: usize,
     pub embedded: usize,
     /// Embedded images with image signals (0 for runs made before they were recorded).
@@ -452,6 +455,7 @@ pub fn quality(opts: &QualityOptions) -> Result<Summary> {
     let summary = Summary {
         sieve_version: env!("CARGO_PKG_VERSION").to_string(),
         run: opts.run.display().to_string(),
+        run_fingerprint: run.fingerprint.clone(),
         records: rows.len(),
         embedded,
         with_image_signals,

@@ -141,6 +141,9 @@ pub struct SubsetDiversity {
 pub struct Summary {
     pub sieve_version: String,
     pub run: String,
+    /// The fingerprint of the run this was computed from ([`crate::store::Run::fingerprint`]);
+    /// readers refuse or recompute an output whose fingerprint is not their run's.
+    pub run_fingerprint: String,
     pub strategy: String,
     pub embedding: String,
     pub budget: usize,
@@ -282,6 +285,7 @@ fn removed_uris(run: &Run) -> Result<Option<HashSet<String>>> {
     if !path.is_file() {
         return Ok(None);
     }
+    run.check_provenance("dedup/summary.json", "dedup")?;
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io("reading", &path, e))?;
     let removed: HashSet<String> = text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
     // Every uri dedup lists is one of this run's; any other means dedup/ was computed from
@@ -309,6 +313,7 @@ fn flagged_ids(run: &Run) -> Result<HashSet<u64>> {
             reason: "--drop-flagged needs pairs.parquet; make it with `sieve score RUN` first".into(),
         });
     }
+    run.check_provenance("pairs_summary.json", "score")?;
     let file = std::fs::File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
     let parquet_err = |source| Error::Parquet { path: path.clone(), source };
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?.build().map_err(parquet_err)?;
@@ -345,7 +350,16 @@ pub fn select(opts: &SelectOptions) -> Result<Summary> {
         );
     }
     let flagged = if opts.drop_flagged { Some(flagged_ids(&run)?) } else { None };
-    let low_quality = opts.drop_flags.as_ref().map(|f| super::quality::flagged_ids(&run.dir, f)).transpose()?;
+    let low_quality = opts
+        .drop_flags
+        .as_ref()
+        .map(|f| {
+            if run.dir.join("quality.parquet").is_file() {
+                run.check_provenance("quality_summary.json", "quality")?;
+            }
+            super::quality::flagged_ids(&run.dir, f)
+        })
+        .transpose()?;
     let needs_caption = opts.embedding != Embedding::Image;
     let (mut dropped_dup, mut dropped_flag, mut dropped_cap, mut dropped_quality) = (0, 0, 0, 0);
     let mut pool = Vec::with_capacity(n);
@@ -446,6 +460,7 @@ pub fn select(opts: &SelectOptions) -> Result<Summary> {
     let summary = Summary {
         sieve_version: env!("CARGO_PKG_VERSION").to_string(),
         run: opts.run.display().to_string(),
+        run_fingerprint: run.fingerprint.clone(),
         strategy: opts.strategy.as_str().into(),
         embedding: opts.embedding.as_str().into(),
         budget: opts.budget,

@@ -598,6 +598,14 @@ impl Data {
                  run `sieve {cmd} RUN` again"
             ))
         }
+        // An output whose summary names another run's fingerprint is never shown; outputs of
+        // older sieves (no fingerprint) are judged by what they list, below.
+        fn unless_foreign<T>(run: &Run, stage: Stage<T>, summary: &str, cmd: &str) -> Stage<T> {
+            match (stage, run.provenance(summary, cmd)) {
+                (Stage::Ready(_), crate::store::Provenance::Foreign(why)) => Stage::Failed(why),
+                (stage, _) => stage,
+            }
+        }
         let dedup = match Stage::read(&dir.join("dedup/summary.json"), json::<DedupSummary>) {
             Stage::Ready(summary) if summary.embedded.is_some_and(|n| n != run.manifest.counts.embedded) => {
                 stale("dedup/", "dedup")
@@ -623,6 +631,7 @@ impl Data {
             Stage::NotRun => Stage::NotRun,
             Stage::Failed(e) => Stage::Failed(e),
         };
+        let dedup = unless_foreign(run, dedup, "dedup/summary.json", "dedup");
         let captions: HashMap<u64, Option<String>> =
             run.meta.id.iter().copied().zip(run.meta.caption.iter().cloned()).collect();
         let pairs = match Stage::read(&dir.join("pairs_summary.json"), json::<PairsSummary>) {
@@ -635,6 +644,7 @@ impl Data {
             Stage::NotRun => Stage::NotRun,
             Stage::Failed(e) => Stage::Failed(e),
         };
+        let pairs = unless_foreign(run, pairs, "pairs_summary.json", "score");
         let c = &run.manifest.counts;
         let diversity = match Stage::read(&dir.join("diversity.json"), json::<Diversity>) {
             Stage::Ready(d) if (d.embedded, d.with_caption) != (c.embedded, c.with_caption) => {
@@ -642,10 +652,12 @@ impl Data {
             }
             s => s,
         };
+        let diversity = unless_foreign(run, diversity, "diversity.json", "diversity");
         let quality = match Stage::read(&dir.join("quality_summary.json"), json::<Quality>) {
             Stage::Ready(q) if q.records.is_some_and(|n| n != c.records) => stale("quality_summary.json", "quality"),
             s => s,
         };
+        let quality = unless_foreign(run, quality, "quality_summary.json", "quality");
         let nn = nearest_neighbours(run, opts, &dedup)?;
 
         let mut skipped = Vec::new();

@@ -1,5 +1,5 @@
 //! `sieve report`: one self-contained HTML page for people, made from what the other stages
-//! wrote to a run directory (DESIGN.md: "parquet/JSON for machines, one HTML page for people").
+//! wrote to a run directory (parquet/JSON for machines, one HTML page for people; docs/guide.md, "The report").
 //!
 //! The page shows samples and aggregates only — summary counts, a few duplicate groups and
 //! pairs as thumbnails, histograms, per-group diversity, a capped list of skipped files — so its

@@ -1,4 +1,4 @@
-//! The run directory (see DESIGN.md): `metadata/part-NNNNN.parquet` with one row per input
+//! The run directory (docs/run-directory.md lists every file and column): `metadata/part-NNNNN.parquet` with one row per input
 //! record, `img_emb/` and `text_emb/` `part-NNNNN.npy` float16 arrays whose row i belongs to
 //! metadata row i (zero rows where nothing was embedded), and `run.json`. Every file is written
 //! to a temporary name and renamed into place, so a reader never sees half a part.
@@ -8,7 +8,7 @@ pub mod merge;
 pub mod npy;
 pub mod read;
 
-pub use read::{Metadata, Run};
+pub use read::{Metadata, Provenance, Run};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -642,11 +642,20 @@ pub struct InputInfo {
 
 /// Reads a run's `run.json`.
 pub fn read_manifest(dir: &Path) -> Result<RunManifest> {
+    Ok(read_manifest_and_fingerprint(dir)?.0)
+}
+
+/// Reads a run's `run.json` and the run's fingerprint: the SHA-256 of that file (the model and
+/// its weights, the preprocessing, the input listing, the counts and every part's checksum).
+/// A complete run's run.json is never rewritten, so the fingerprint names its data; every stage
+/// output records it, and one computed from another run (a copied folder, a run replaced
+/// behind its back) is recognised and never used.
+pub fn read_manifest_and_fingerprint(dir: &Path) -> Result<(RunManifest, String)> {
     let path = dir.join("run.json");
-    let text = fs::read_to_string(&path).map_err(|e| Error::io("reading", &path, e))?;
-    let m: RunManifest = serde_json::from_str(&text).map_err(|source| Error::Json { path: path.clone(), source })?;
+    let bytes = fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
+    let m: RunManifest = serde_json::from_slice(&bytes).map_err(|source| Error::Json { path: path.clone(), source })?;
     check_manifest(&m).map_err(|reason| Error::RunDir { path, reason })?;
-    Ok(m)
+    Ok((m, sha256_bytes(&bytes)))
 }
 
 /// The largest embedding dimension a run may declare (the widest CLIP models use 1280).

@@ -8,7 +8,7 @@ use arrow_array::types::{Float32Type, Int32Type, Int64Type, UInt32Type, UInt64Ty
 use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::{npy, read_manifest, Row, RunManifest, Status};
+use super::{npy, Row, RunManifest, Status};
 use crate::error::{Error, Result};
 use crate::media::fingerprint::Fingerprint;
 use crate::media::quality::{CaptionSignals, ImageSignals};
@@ -44,6 +44,9 @@ impl Metadata {
 pub struct Run {
     pub dir: PathBuf,
     pub manifest: RunManifest,
+    /// The SHA-256 of `run.json`, recorded by every stage output computed from this run
+    /// ([`super::read_manifest_and_fingerprint`]).
+    pub fingerprint: String,
     pub meta: Metadata,
     /// Rows of each metadata part, in part order.
     pub part_rows: Vec<usize>,
@@ -169,7 +172,54 @@ fn read_metadata_part(path: &Path, meta: &mut Metadata) -> Result<usize> {
     Ok(rows)
 }
 
+/// Whether a stage output was computed from the run it sits in, judged by the run fingerprint
+/// its summary records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provenance {
+    /// It names this run.
+    Ours,
+    /// Written by a sieve older than the fingerprint: readers judge it by what it lists.
+    Unnamed,
+    /// It names another run; the message says which file and how to remake it.
+    Foreign(String),
+}
+
 impl Run {
+    /// Where the stage output summarised by `summary` (relative to the run, e.g.
+    /// `dedup/summary.json`, which a stage writes last) came from; `command` remakes it. An
+    /// output without a summary (written by hand, or by an older sieve) is `Unnamed`.
+    pub fn provenance(&self, summary: &str, command: &str) -> Provenance {
+        #[derive(serde::Deserialize)]
+        struct Named {
+            run_fingerprint: Option<String>,
+        }
+        let path = self.dir.join(summary);
+        let redo = format!("run `sieve {command} {}` again", self.dir.display());
+        let named = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Named>(&bytes),
+            Err(_) => return Provenance::Unnamed,
+        };
+        match named {
+            Ok(Named { run_fingerprint: None }) => Provenance::Unnamed,
+            Ok(Named { run_fingerprint: Some(f) }) if f == self.fingerprint => Provenance::Ours,
+            Ok(Named { run_fingerprint: Some(f) }) => Provenance::Foreign(format!(
+                "{summary} was computed from another run (its run fingerprint is {}…, this run's {}…), so it is not used; {redo}",
+                &f[..f.len().min(12)],
+                &self.fingerprint[..12],
+            )),
+            Err(e) => Provenance::Foreign(format!("{summary} is unreadable ({e}); {redo}")),
+        }
+    }
+
+    /// An error unless the stage output summarised by `summary` may be used with this run
+    /// (see [`Run::provenance`]).
+    pub fn check_provenance(&self, summary: &str, command: &str) -> Result<()> {
+        match self.provenance(summary, command) {
+            Provenance::Foreign(why) => Err(bad(&self.dir, why)),
+            _ => Ok(()),
+        }
+    }
+
     /// Opens `dir`: reads `run.json` and every metadata part it lists.
     pub fn open(dir: &Path) -> Result<Self> {
         if !dir.join("run.json").is_file() {
@@ -178,7 +228,7 @@ impl Run {
                 "is not a sieve run directory (no run.json); make one with `sieve embed INPUT --out RUN`",
             ));
         }
-        let manifest = read_manifest(dir)?;
+        let (manifest, fingerprint) = super::read_manifest_and_fingerprint(dir)?;
         if !manifest.complete {
             return Err(bad(
                 dir,
@@ -210,7 +260,7 @@ impl Run {
                 dir.display()
             );
         }
-        Ok(Self { dir: dir.into(), manifest, meta, part_rows })
+        Ok(Self { dir: dir.into(), manifest, fingerprint, meta, part_rows })
     }
 
     /// Metadata column `name` as text, one entry per row (`None` where null): any string,
