@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use crate::index::Pair;
-use crate::media::fingerprint::{self, Fingerprint};
 use crate::media::fingerprint::hamming;
+use crate::media::fingerprint::{self, Fingerprint};
 
 /// Bit masks of the `parts` ranges covering 64 bits.
 fn ranges(parts: u32) -> Vec<u64> {
