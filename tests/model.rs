@@ -250,3 +250,11 @@ fn folded_constants_the_gpu_layout_equal_the_reference_maths() {
     folded.model.fold_constants().unwrap();
     assert_same_embeddings(&tiny_clip(), &folded, 1e-4, "folded vs reference");
 }
+
+/// Problems with a model's configuration are model errors (exit 1), not usage errors (exit 2).
+#[test]
+fn model_config_problems_are_model_errors() {
+    use sieve::model::config::Activation;
+    assert!(matches!(Activation::parse("swish"), Err(sieve::Error::Model { .. })));
+    assert_eq!(Activation::parse("quick_gelu").unwrap(), Activation::QuickGelu);
+}
