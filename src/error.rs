@@ -11,8 +11,8 @@ pub enum Error {
     /// A model could be found neither in a local folder nor on the Hugging Face Hub.
     #[error(
         "cannot load model `{model}`: {reason}\n  \
-         hint: name a local folder holding config.json, preprocessor_config.json, tokenizer.json \
-         and model.safetensors as the model, or allow Hub downloads \
+         hint: pass a local folder holding config.json, preprocessor_config.json, tokenizer.json \
+         and model.safetensors with `--model /path/to/folder`, or allow Hub downloads \
          (unset HF_HUB_OFFLINE) on a machine with network access"
     )]
     ModelUnavailable { model: String, reason: String },
