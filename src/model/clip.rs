@@ -257,7 +257,7 @@ impl EncoderLayer {
     }
 
     /// Attention from the fused projection `qkv [b, s, 3h]` to `[b, s, h]` in one CUDA kernel
-    /// (see [`super::cuda::attention`]), where it applies.
+    /// (`model::cuda::attention`, in CUDA builds), where it applies.
     fn fused_attention(&self, qkv: &Tensor, causal: bool) -> Result<Option<Tensor>> {
         #[cfg(feature = "cuda")]
         if self.folded {
