@@ -4,11 +4,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use sieve::device::DeviceSpec;
-use sieve::model::FastPath;
 
-use super::common::device;
+use super::common::{device, disable_fast_paths, FastPathArg};
 use super::Global;
 
 #[derive(Debug, Args)]
@@ -65,22 +64,6 @@ pub struct BenchArgs {
     pub count: usize,
 }
 
-/// `--cuda-disable`: a CUDA fast path of sieve's model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FastPathArg {
-    Attention,
-    Layernorm,
-}
-
-impl From<FastPathArg> for FastPath {
-    fn from(p: FastPathArg) -> Self {
-        match p {
-            FastPathArg::Attention => FastPath::Attention,
-            FastPathArg::Layernorm => FastPath::LayerNorm,
-        }
-    }
-}
-
 pub fn execute(args: BenchArgs, g: Global) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if let Some(dir) = &args.write_jpegs {
@@ -111,9 +94,7 @@ pub fn execute(args: BenchArgs, g: Global) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    for &p in &args.cuda_disable {
-        sieve::model::disable_fast_path(p.into());
-    }
+    disable_fast_paths(&args.cuda_disable);
     let config = sieve::model::ClipConfig::from_file(&args.config)?;
     let device = sieve::device::open(args.device)?;
     let t = if args.stock {

@@ -7,7 +7,7 @@ use sieve::device::{BatchSize, DeviceSpec};
 use sieve::error::{Error, Result};
 use sieve::index::IndexChoice;
 use sieve::ingest::Shard;
-use sieve::model::DEFAULT_MODEL;
+use sieve::model::{FastPath, DEFAULT_MODEL};
 
 use super::invalid;
 
@@ -69,6 +69,34 @@ pub struct ModelArgs {
     /// Compute device: auto (CUDA, then Metal, then CPU), cpu, cuda[:N] or metal[:N].
     #[arg(long, default_value = "auto", value_parser = device)]
     pub device: DeviceSpec,
+
+    /// Turn off sieve's own CUDA kernels (comma-separated: attention, layernorm), to measure
+    /// them against candle's ops with the same binary.
+    #[arg(long, value_name = "KERNELS", value_delimiter = ',', env = "SIEVE_CUDA_DISABLE")]
+    pub cuda_disable: Vec<FastPathArg>,
+}
+
+/// `--cuda-disable`: a CUDA fast path of sieve's model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FastPathArg {
+    Attention,
+    Layernorm,
+}
+
+impl From<FastPathArg> for FastPath {
+    fn from(p: FastPathArg) -> Self {
+        match p {
+            FastPathArg::Attention => FastPath::Attention,
+            FastPathArg::Layernorm => FastPath::LayerNorm,
+        }
+    }
+}
+
+/// Turns off the CUDA kernels named by `--cuda-disable` (or `SIEVE_CUDA_DISABLE`) for the process.
+pub fn disable_fast_paths(paths: &[FastPathArg]) {
+    for &p in paths {
+        sieve::model::disable_fast_path(p.into());
+    }
 }
 
 /// Neighbour-search arguments of score.

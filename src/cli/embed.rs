@@ -154,6 +154,7 @@ impl TryFrom<&EmbedArgs> for EmbedOptions {
 
 pub fn execute(args: EmbedArgs, g: Global) -> anyhow::Result<()> {
     let opts = EmbedOptions { progress: !g.quiet, ..EmbedOptions::try_from(&args)? };
+    super::common::disable_fast_paths(&args.model.cuda_disable);
     let _lock = RunLock::acquire(&opts.out, Mode::Exclusive, "sieve embed")?;
     let outcome = sieve::pipeline::embed(&opts)?;
     if outcome.already_complete {

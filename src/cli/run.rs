@@ -102,6 +102,7 @@ impl TryFrom<&RunArgs> for RunOptions {
 pub fn execute(args: RunArgs, g: Global) -> anyhow::Result<()> {
     let mut opts = RunOptions::try_from(&args)?;
     opts.embed.progress = !g.quiet;
+    super::common::disable_fast_paths(&args.embed.model.cuda_disable);
     let run = opts.embed.out.clone();
     let _lock = RunLock::acquire(&run, Mode::Exclusive, "sieve run")?;
     let s = sieve::run::run(&opts, |stage, status| match status {
