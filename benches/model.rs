@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sieve::bench::random_inputs;
-use sieve::model::{random_model, ClipConfig};
+use sieve::model::ClipConfig;
+use sieve::testing::{random_inputs, random_model};
 
 const BATCH: usize = 8;
 

@@ -52,7 +52,7 @@ fi
 say "model only, batch $BATCH: sieve (ViT-B/32 shape, random weights, f16)"
 "$BIN" bench --device "$DEVICE" --batch-size "$BATCH" --iters "$ITERS" --parity --json | tee "$OUT/sieve_bench.json"
 say "model only, batch $BATCH: sieve with its attention and layer-norm kernels off (candle's ops)"
-SIEVE_CUDA_DISABLE=attention,layernorm "$BIN" bench --device "$DEVICE" --batch-size "$BATCH" --iters "$ITERS" --json |
+"$BIN" bench --cuda-disable attention,layernorm --device "$DEVICE" --batch-size "$BATCH" --iters "$ITERS" --json |
   tee "$OUT/sieve_bench_generic.json"
 say "model only, batch $BATCH: transformers CLIPModel fp16 SDPA"
 "$PY" scripts/torch_clip_bench.py "$BATCH" "$ITERS" | tee "$OUT/torch_bench.txt"

@@ -26,8 +26,8 @@ pub struct Throughput {
 }
 
 /// Random but valid inputs for a model: pixels in the normalised range and full-length token
-/// sequences ending in `<|endoftext|>`.
-pub fn random_inputs(config: &ClipConfig, batch: usize, seed: u64) -> Result<(Tensor, Vec<Vec<u32>>)> {
+/// sequences ending in `<|endoftext|>`. Benches reach it through `sieve::testing`.
+pub(crate) fn random_inputs(config: &ClipConfig, batch: usize, seed: u64) -> Result<(Tensor, Vec<Vec<u32>>)> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let s = config.vision_config.image_size;
@@ -213,7 +213,7 @@ pub fn write_jpegs(dir: &std::path::Path, count: usize) -> Result<()> {
         let mut buf = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 90)
             .write_image(img.as_raw(), 500, 375, image::ExtendedColorType::Rgb8)
-            .map_err(|e| crate::Error::InvalidArg { what: "--write-jpegs", reason: e.to_string() })?;
+            .map_err(|e| crate::Error::Pipeline(format!("encoding a synthetic JPEG: {e}")))?;
         let path = dir.join(format!("img-{i:06}.jpg"));
         std::fs::write(&path, buf).map_err(|e| crate::Error::io("writing", &path, e))
     })

@@ -19,7 +19,7 @@ impl std::str::FromStr for DeviceSpec {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let bad = |reason: &str| Error::InvalidArg { what: "--device", reason: format!("`{s}`: {reason}") };
+        let bad = |reason: &str| Error::InvalidArg { what: "device", reason: format!("`{s}`: {reason}") };
         let (kind, ordinal) = match s.split_once(':') {
             Some((k, n)) => (k, Some(n.parse::<usize>().map_err(|_| bad("the ordinal after `:` must be a number"))?)),
             None => (s, None),
@@ -143,14 +143,14 @@ impl std::str::FromStr for BatchSize {
         }
         match s.parse::<usize>() {
             Ok(n) if n > MAX_BATCH => Err(Error::InvalidArg {
-                what: "--batch-size",
+                what: "batch size",
                 reason: format!(
                     "{n} is over the bound of {MAX_BATCH} (pixel buffers of that many images are held at once)"
                 ),
             }),
             Ok(n) if n > 0 => Ok(BatchSize::Fixed(n)),
             _ => Err(Error::InvalidArg {
-                what: "--batch-size",
+                what: "batch size",
                 reason: format!("`{s}`: expected `auto` or a number from 1 to {MAX_BATCH}"),
             }),
         }

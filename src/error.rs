@@ -17,9 +17,15 @@ pub enum Error {
     )]
     ModelUnavailable { model: String, reason: String },
 
-    /// A model file exists but its contents are not what we expect.
+    /// A model file exists but its contents are not what we expect (a config value, the
+    /// weights' shapes). Not a usage error: no option fixes it, so it exits 1, not 2.
     #[error("invalid model file {path}: {reason}")]
     ModelFile { path: PathBuf, reason: String },
+
+    /// The model as a whole does not fit what was asked of it (its configuration against the
+    /// stock CLIP, inputs against its shape), with no single file to blame. Exits 1.
+    #[error("model: {reason}")]
+    Model { reason: String },
 
     /// A JSON file (config, run.json) could not be parsed.
     #[error("cannot parse {path}")]
@@ -46,7 +52,8 @@ pub enum Error {
     #[error("device `{spec}` is not available: {reason}")]
     Device { spec: String, reason: String },
 
-    /// A user-supplied setting is invalid.
+    /// A user-supplied setting is invalid (exit 2: fix the command and rerun). `what` names the
+    /// option or setting.
     #[error("invalid {what}: {reason}")]
     InvalidArg { what: &'static str, reason: String },
 

@@ -7,7 +7,6 @@
 
 pub mod analyze;
 pub mod bench;
-pub mod cli;
 pub mod device;
 pub mod error;
 pub mod index;
@@ -21,3 +20,23 @@ pub mod run;
 pub mod store;
 
 pub use error::{Error, Result};
+
+/// Hooks for sieve's own tests and benches, behind the `testing` feature (enabled for them by
+/// the self dev-dependency in Cargo.toml): random models and inputs. Not a stable API.
+#[cfg(feature = "testing")]
+pub mod testing {
+    use candle_core::{DType, Device, Tensor};
+
+    use crate::model::{ClipConfig, ClipModel};
+    use crate::Result;
+
+    /// A model of the shape in `config` with seeded random weights.
+    pub fn random_model(config: &ClipConfig, device: &Device, dtype: DType, seed: u64) -> Result<ClipModel> {
+        crate::model::random_model(config, device, dtype, seed)
+    }
+
+    /// Random but valid inputs for a model of `config`: pixels and token sequences.
+    pub fn random_inputs(config: &ClipConfig, batch: usize, seed: u64) -> Result<(Tensor, Vec<Vec<u32>>)> {
+        crate::bench::random_inputs(config, batch, seed)
+    }
+}

@@ -137,8 +137,7 @@ fn batch_size_auto_fits_device_memory() {
     assert_eq!("auto".parse::<BatchSize>().unwrap(), BatchSize::Auto);
     assert_eq!("96".parse::<BatchSize>().unwrap(), BatchSize::Fixed(96));
     assert!("0".parse::<BatchSize>().is_err() && "big".parse::<BatchSize>().is_err());
-    let cfg =
-        sieve::model::ClipConfig::from_file(std::path::Path::new("models/clip-vit-base-patch32/config.json")).unwrap();
+    let cfg = ClipConfig::from_file(std::path::Path::new("models/clip-vit-base-patch32/config.json")).unwrap();
     let per = bytes_per_item(&cfg, candle_core::DType::F16);
     // ViT-B/32: 50 tokens × (6·768 + 2·3072) f16 values, attention 3 × 12 × 50², pixels 6 B × 3·224².
     assert_eq!(per, 2 * (50 * (6 * 768 + 2 * 3072) + 3 * 12 * 50 * 50) + 6 * 3 * 224 * 224);
@@ -249,4 +248,12 @@ fn folded_constants_the_gpu_layout_equal_the_reference_maths() {
     let mut folded = tiny_clip();
     folded.model.fold_constants().unwrap();
     assert_same_embeddings(&tiny_clip(), &folded, 1e-4, "folded vs reference");
+}
+
+/// Problems with a model's configuration are model errors (exit 1), not usage errors (exit 2).
+#[test]
+fn model_config_problems_are_model_errors() {
+    use sieve::model::config::Activation;
+    assert!(matches!(Activation::parse("swish"), Err(sieve::Error::Model { .. })));
+    assert_eq!(Activation::parse("quick_gelu").unwrap(), Activation::QuickGelu);
 }

@@ -376,7 +376,7 @@ unsafe fn vertical_avx2(tmp: &[u8], row_len: usize, first: usize, y0: usize, ver
             let bytes = _mm256_packus_epi16(_mm256_packs_epi32(s[0], s[1]), _mm256_packs_epi32(s[2], s[3]));
             let d: &mut [u8; 32] = (&mut out_row[x..x + 32]).try_into().expect("32 bytes");
             // SAFETY: same size, and every bit pattern is a valid byte array.
-            *d = std::mem::transmute::<__m256i, [u8; 32]>(bytes);
+            *d = unsafe { std::mem::transmute::<__m256i, [u8; 32]>(bytes) };
         }
         if whole < row_len {
             acc.fill(HALF);
@@ -475,7 +475,7 @@ unsafe fn horizontal_avx2(src: &[u8], w: usize, first: usize, x0: usize, x1: usi
             // store and an extract-and-store.
             let d: &mut [__m128i; 2] = (&mut row2[i..i + 2]).try_into().expect("2 vectors");
             // SAFETY: same size, and every bit pattern is a valid vector.
-            *d = std::mem::transmute::<__m256i, [__m128i; 2]>(v);
+            *d = unsafe { std::mem::transmute::<__m256i, [__m128i; 2]>(v) };
             i += 2;
         }
         for (i, d) in row2.iter_mut().enumerate().take(span).skip(i) {

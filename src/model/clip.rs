@@ -257,7 +257,7 @@ impl EncoderLayer {
     }
 
     /// Attention from the fused projection `qkv [b, s, 3h]` to `[b, s, h]` in one CUDA kernel
-    /// (see [`super::cuda::attention`]), where it applies.
+    /// (`model::cuda::attention`, in CUDA builds), where it applies.
     fn fused_attention(&self, qkv: &Tensor, causal: bool) -> Result<Option<Tensor>> {
         #[cfg(feature = "cuda")]
         if self.folded {
@@ -416,9 +416,8 @@ impl TextTransformer {
     fn forward(&self, batch: &[Vec<u32>], device: &Device) -> Result<Tensor> {
         let seq = batch.iter().map(Vec::len).max().unwrap_or(0).max(1);
         if seq > self.max_len {
-            return Err(crate::Error::InvalidArg {
-                what: "token sequence",
-                reason: format!("{seq} tokens, more than the model's {} positions", self.max_len),
+            return Err(crate::Error::Model {
+                reason: format!("a token sequence of {seq} tokens, more than the model's {} positions", self.max_len),
             });
         }
         let b = batch.len();
@@ -525,10 +524,9 @@ impl VisionTransformer {
     fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let (b, c, hh, ww) = pixels.dims4()?;
         if c != self.channels || hh != self.image_size || ww != self.image_size {
-            return Err(crate::Error::InvalidArg {
-                what: "pixel tensor",
+            return Err(crate::Error::Model {
                 reason: format!(
-                    "shape {:?}, the model wants [_, {}, {}, {}]",
+                    "a pixel tensor of shape {:?}, the model wants [_, {}, {}, {}]",
                     pixels.dims(),
                     self.channels,
                     self.image_size,
@@ -644,13 +642,15 @@ impl ClipModel {
     }
 
     /// Turns the fused CPU kernels on (the default) or off, falling back to generic candle ops;
-    /// tests use it to check one against the other.
+    /// tests use it to check one against the other (the `testing` feature).
+    #[cfg(feature = "testing")]
     pub fn set_fused_cpu(&mut self, on: bool) {
         self.text.encoder.fused_cpu = on;
         self.vision.encoder.fused_cpu = on;
     }
 
-    /// The text tower's pooling position for one sequence (exposed for tests).
+    /// The text tower's pooling position for one sequence (the `testing` feature).
+    #[cfg(feature = "testing")]
     pub fn text_pool_position(&self, ids: &[u32]) -> usize {
         self.text.pool_position(ids)
     }

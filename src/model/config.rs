@@ -112,10 +112,9 @@ impl Activation {
             "quick_gelu" => Ok(Activation::QuickGelu),
             "gelu" => Ok(Activation::Gelu),
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
-            other => Err(Error::InvalidArg {
-                what: "hidden_act in config.json",
-                reason: format!("unsupported activation `{other}`"),
-            }),
+            other => {
+                Err(Error::Model { reason: format!("unsupported activation `{other}` (hidden_act in config.json)") })
+            }
         }
     }
 }

@@ -19,7 +19,7 @@
 //! - [`layer_norm`]: one warp per row, the row read once (candle's reads it twice, two bytes at
 //!   a time): a further 41.6k → 46.6k captions/s, 34.1k → 37.6k images/s.
 //!
-//! `SIEVE_CUDA_DISABLE=attention,layernorm` turns those two off, to measure them against
+//! `sieve bench --cuda-disable attention,layernorm` turns those two off, to measure them against
 //! candle's ops with the same binary. (Adding the residual through cuBLASLt's C matrix instead
 //! of a separate add was tried and measured 3% slower on both towers, so it is not here.)
 //!
@@ -429,17 +429,10 @@ fn attention_ptx() -> Option<&'static str> {
     .as_deref()
 }
 
-/// Fast paths named in `SIEVE_CUDA_DISABLE` (comma-separated: `attention`, `layernorm`) are
-/// skipped, so each one can be measured against candle's ops on the same build.
-fn disabled(what: &str) -> bool {
-    static OFF: OnceLock<Vec<String>> = OnceLock::new();
-    OFF.get_or_init(|| {
-        std::env::var("SIEVE_CUDA_DISABLE")
-            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
-            .unwrap_or_default()
-    })
-    .iter()
-    .any(|s| s == what)
+/// Fast paths turned off with [`super::disable_fast_path`] are skipped, so each one can be
+/// measured against candle's ops on the same build.
+fn disabled(path: super::FastPath) -> bool {
+    super::fast_path_disabled(path)
 }
 
 fn launch_cfg(units: usize) -> LaunchConfig {
@@ -561,7 +554,8 @@ const ATTENTION_MAX_SEQ: usize = 112;
 pub fn attention(qkv: &Tensor, heads: usize, causal: bool, scale: f64) -> Result<Option<Tensor>> {
     let Some(dev) = cuda_f16(qkv) else { return Ok(None) };
     let (b, s, h3) = qkv.dims3()?;
-    if disabled("attention") || h3 != 3 * heads * 64 || s == 0 || s > ATTENTION_MAX_SEQ || b * heads == 0 {
+    if disabled(super::FastPath::Attention) || h3 != 3 * heads * 64 || s == 0 || s > ATTENTION_MAX_SEQ || b * heads == 0
+    {
         return Ok(None);
     }
     let major = dev
@@ -606,7 +600,7 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Option
     let rows = x.elem_count() / n.max(1);
     let nu = n / 8;
     let per_lane = nu.div_ceil(32);
-    if disabled("layernorm")
+    if disabled(super::FastPath::LayerNorm)
         || n % 8 != 0
         || !(1..=8).contains(&per_lane)
         || rows == 0

@@ -23,6 +23,37 @@ use crate::error::{Error, Result};
 use crate::media::preprocess::Preprocessor;
 use crate::media::tokenize::ClipTokenizer;
 
+/// A CUDA fast path of sieve's own (`cuda.rs`) that can be turned off, to measure it against
+/// candle's ops with the same binary (`sieve bench --cuda-disable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastPath {
+    Attention,
+    LayerNorm,
+}
+
+impl FastPath {
+    fn bit(self) -> u8 {
+        match self {
+            FastPath::Attention => 1,
+            FastPath::LayerNorm => 2,
+        }
+    }
+}
+
+/// The fast paths turned off, one bit each; read on every kernel launch, so an atomic.
+static DISABLED_FAST_PATHS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Turns `path` off for the rest of the process (no effect in a build without CUDA).
+pub fn disable_fast_path(path: FastPath) {
+    DISABLED_FAST_PATHS.fetch_or(path.bit(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `path` was turned off.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn fast_path_disabled(path: FastPath) -> bool {
+    DISABLED_FAST_PATHS.load(std::sync::atomic::Ordering::Relaxed) & path.bit() != 0
+}
+
 /// The model sieve uses when `--model` is not given.
 pub const DEFAULT_MODEL: &str = "openai/clip-vit-base-patch32";
 
@@ -217,7 +248,7 @@ fn weights_builder(path: &Path, dtype: DType, device: &Device) -> Result<VarBuil
 
 /// A weight source that makes up seeded random tensors of whatever shape is asked for, for
 /// benchmarks that need a model of a real size but not its weights. Layer-norm scales are ones.
-pub struct RandomWeights {
+pub(crate) struct RandomWeights {
     seed: u64,
 }
 
@@ -267,7 +298,8 @@ impl SimpleBackend for RandomWeights {
     }
 }
 
-/// A model of the shape in `config` with random weights (benchmarks only).
-pub fn random_model(config: &ClipConfig, device: &Device, dtype: DType, seed: u64) -> Result<ClipModel> {
+/// A model of the shape in `config` with random weights (`sieve bench`; benches reach it
+/// through `sieve::testing`).
+pub(crate) fn random_model(config: &ClipConfig, device: &Device, dtype: DType, seed: u64) -> Result<ClipModel> {
     ClipModel::new(RandomWeights::new(seed).var_builder(dtype, device), config)
 }

@@ -13,9 +13,8 @@ pub fn stock_config(c: &ClipConfig) -> Result<clip::ClipConfig> {
     let (t, v) = (&c.text_config, &c.vision_config);
     for act in [&t.hidden_act, &v.hidden_act] {
         if Activation::parse(act)? != Activation::QuickGelu {
-            return Err(Error::InvalidArg {
-                what: "model for the stock CLIP",
-                reason: format!("candle-transformers' CLIP supports quick_gelu only, not {act}"),
+            return Err(Error::Model {
+                reason: format!("candle-transformers' stock CLIP supports quick_gelu only, not {act}"),
             });
         }
     }

@@ -1,0 +1,123 @@
+//! `sieve bench`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use sieve::device::DeviceSpec;
+
+use super::common::{device, disable_fast_paths, FastPathArg};
+use super::Global;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// CLIP config.json giving the model's shape.
+    #[arg(long, default_value = "models/clip-vit-base-patch32/config.json")]
+    pub config: PathBuf,
+
+    /// Batch size.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+
+    /// Timed iterations per tower (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+
+    /// Compute device: auto, cpu, cuda[:N] or metal[:N].
+    #[arg(long, default_value = "auto", value_parser = device)]
+    pub device: DeviceSpec,
+
+    /// Measure candle-transformers' stock CLIP instead of sieve's model (the baseline).
+    #[arg(long)]
+    pub stock: bool,
+
+    /// Also embed a few random inputs on the CPU in f32 and report the lowest cosine between
+    /// those and the device's embeddings (a GPU's f16 against the reference precision).
+    #[arg(long)]
+    pub parity: bool,
+
+    /// Turn off sieve's own CUDA kernels (comma-separated: attention, layernorm), to measure
+    /// them against candle's ops with the same binary.
+    #[arg(long, value_name = "KERNELS", value_delimiter = ',', env = "SIEVE_CUDA_DISABLE")]
+    pub cuda_disable: Vec<FastPathArg>,
+
+    /// Instead of the model, measure the CPU stage of `sieve embed` over the images in DIR
+    /// (read, decode, resize, normalise, hash, tokenise captions; all cores): the rate the
+    /// device can be fed at. Preprocessing follows --model's preprocessor_config.json. Every
+    /// batch runs with and without the quality signals (alternating), and both rates and their
+    /// ratio are printed.
+    #[arg(long, value_name = "DIR")]
+    pub decode: Option<PathBuf>,
+
+    /// Model whose preprocessing --decode uses (a folder or Hub id).
+    #[arg(long, default_value = "models/tiny-clip")]
+    pub model: String,
+
+    /// Write --count synthetic photo-like 500×375 JPEGs (quality 90) into DIR and exit; input
+    /// for --decode and end-to-end timing on machines without a dataset.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub write_jpegs: Option<PathBuf>,
+
+    /// Number of images for --write-jpegs.
+    #[arg(long, default_value_t = 2000, hide = true)]
+    pub count: usize,
+}
+
+pub fn execute(args: BenchArgs, g: Global) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if let Some(dir) = &args.write_jpegs {
+        sieve::bench::write_jpegs(dir, args.count)?;
+        eprintln!("sieve bench: wrote {} JPEGs to {}", args.count, dir.display());
+        return Ok(());
+    }
+    if let Some(dir) = &args.decode {
+        let model = sieve::model::ModelSpec::new(args.model.clone(), None);
+        let r = sieve::pipeline::cpu_stage_rate(dir, &model, Default::default(), args.batch_size)?;
+        if g.json {
+            writeln!(out, "{}", serde_json::to_string(&r)?)?;
+        } else {
+            writeln!(
+                out,
+                "CPU stage: {} records ({} decoded) on {} threads: {:.1} images/s with quality signals \
+                 ({:.2}s), {:.1} images/s without ({:.2}s): ratio {:.3} ({:+.1}%)",
+                r.records,
+                r.decoded,
+                r.threads,
+                r.images_per_s,
+                r.seconds,
+                r.images_per_s_without_signals,
+                r.seconds_without_signals,
+                r.signals_ratio,
+                100.0 * (r.signals_ratio - 1.0)
+            )?;
+        }
+        return Ok(());
+    }
+    disable_fast_paths(&args.cuda_disable);
+    let config = sieve::model::ClipConfig::from_file(&args.config)?;
+    let device = sieve::device::open(args.device)?;
+    let t = if args.stock {
+        sieve::bench::run_stock(&config, &device, args.batch_size, args.iters)
+    } else {
+        sieve::bench::run(&config, &device, args.batch_size, args.iters, args.parity)
+    }
+    .with_context(|| format!("benchmarking {}", args.config.display()))?;
+    if g.json {
+        writeln!(out, "{}", serde_json::to_string(&t)?)?;
+    } else {
+        writeln!(
+            out,
+            "{} {} batch {}: {:.1} images/s, {:.1} captions/s (text length {})",
+            t.device, t.dtype, t.batch_size, t.images_per_s, t.captions_per_s, t.text_seq_len
+        )?;
+        if let Some(p) = &t.parity {
+            writeln!(
+                out,
+                "parity with f32 on the CPU ({} items): lowest cosine {:.6} images, {:.6} captions",
+                p.items, p.min_cosine_images, p.min_cosine_captions
+            )?;
+        }
+    }
+    Ok(())
+}
