@@ -2,8 +2,8 @@
 //!
 //! A CLIP-style encoder (candle; CUDA, Metal or CPU) embeds images and captions into one space;
 //! later stages find duplicates, score caption fit, measure diversity and select a subset. This
-//! crate is the library behind the `sieve` binary; see DESIGN.md for the data flow and the run
-//! directory format.
+//! crate is the library behind the `sieve` binary; docs/architecture.md describes the rooms and the
+//! data flow, docs/run-directory.md the run directory format.
 
 pub mod analyze;
 pub mod bench;

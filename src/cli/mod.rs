@@ -158,12 +158,14 @@ pub enum Command {
     /// per flag, and `flags`, the raised ones comma-separated) and RUN/quality_summary.json
     /// (thresholds, counts per flag, percentiles of every signal, captions per script).
     ///
-    /// Image flags: blur (Laplacian variance < 50), dark (mean luma < 40), bright (> 230),
-    /// low_contrast (luma std < 16), low_information (histogram entropy < 1 bit), tiny
-    /// (shorter side < 64 px), odd_aspect (> 3:1), grayscale (no pixel with a channel spread of
-    /// 5 or more, in a colour file), animated (more than 1 frame). Caption flags: no_caption,
-    /// empty_caption, short_caption (< 5 tokens with start/end), truncated, boilerplate,
-    /// non_utf8. See the README's table for where the defaults come from.
+    /// Image flags: blur (sharpness < 0.3: detail on the thumbnail over detail at half its
+    /// size), dark (highlights < 80: 95th percentile of the brightest channel, of the picture
+    /// or its content), bright (lightness > 192: over-exposed or washed out), low_contrast (luma
+    /// std < 16), low_information (histogram entropy < 1 bit), tiny (shorter side < 64 px),
+    /// odd_aspect (> 3:1), grayscale (largest channel spread < 5, or a file that stores grey),
+    /// animated (more than 1 frame). Caption flags: no_caption, empty_caption, short_caption
+    /// (< 5 tokens with start/end), truncated, boilerplate, non_utf8. docs/guide.md ("Quality
+    /// signals") and docs/quality.md say where the defaults come from.
     Quality(quality::QualityArgs),
     /// Select a diverse subset of a run under a budget.
     ///
