@@ -410,6 +410,15 @@ fn string_values(col: &dyn Array) -> Option<Vec<Option<String>>> {
 }
 
 fn scan_parquet(path: &Path, image_col: Option<&str>, caption_col: Option<&str>, b: &mut Builder) -> Result<Picked> {
+    crate::store::guard_parquet(path, || scan_parquet_unguarded(path, image_col, caption_col, b))
+}
+
+fn scan_parquet_unguarded(
+    path: &Path,
+    image_col: Option<&str>,
+    caption_col: Option<&str>,
+    b: &mut Builder,
+) -> Result<Picked> {
     let file = File::open(path).map_err(|e| Error::io("reading manifest", path, e))?;
     let parquet_err = |source| Error::Parquet { path: path.into(), source };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;

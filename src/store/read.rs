@@ -128,6 +128,10 @@ fn fingerprints(batch: &RecordBatch, path: &Path) -> Result<Option<Vec<Option<Fi
 }
 
 fn read_metadata_part(path: &Path, meta: &mut Metadata) -> Result<usize> {
+    super::guard_parquet(path, || read_metadata_part_unguarded(path, meta))
+}
+
+fn read_metadata_part_unguarded(path: &Path, meta: &mut Metadata) -> Result<usize> {
     let file = File::open(path).map_err(|e| Error::io("reading", path, e))?;
     let parquet_err = |source| Error::Parquet { path: path.into(), source };
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?.build().map_err(parquet_err)?;
@@ -357,6 +361,10 @@ impl Run {
 
 /// Every row of one metadata part, without embeddings (see [`read_part_rows`]).
 pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
+    super::guard_parquet(path, || read_rows_unguarded(path))
+}
+
+fn read_rows_unguarded(path: &Path) -> Result<Vec<Row>> {
     let file = File::open(path).map_err(|e| Error::io("reading", path, e))?;
     let parquet_err = |source| Error::Parquet { path: path.into(), source };
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?.build().map_err(parquet_err)?;
