@@ -127,7 +127,12 @@ pub fn fingerprint_pairs_each(
                                 let b = e / 2;
                                 if seen[b as usize] != a as u32 {
                                     seen[b as usize] = a as u32;
-                                    cand.push(b);
+                                    // The hash distance first: sharing a bit range is common
+                                    // where hashes are skewed, and the correlation is dearer.
+                                    let fb = fps[b as usize].as_ref().expect("in a table");
+                                    if hamming(fa.hash, fb.hash).min(hamming(fa.hash, fb.mirror)) <= max_distance {
+                                        cand.push(b);
+                                    }
                                 }
                             }
                         }
