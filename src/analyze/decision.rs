@@ -440,7 +440,8 @@ pub(crate) fn diagnostics(
         })
         .collect();
     let mut bridges = Vec::new();
-    if let Relation::Pairs(pairs) = relation {
+    // A bridge joins two groups: with one group or none, no pass is needed.
+    if let (Relation::Pairs(pairs), true) = (relation, groups.len() > 1) {
         let group_of = group_of(n, groups);
         pairs.each(&mut |batch| {
             bridges.extend(batch.iter().filter_map(|p| {

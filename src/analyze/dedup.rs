@@ -684,6 +684,9 @@ pub(crate) fn find_relations<'a>(
                 };
                 if kind == Kind::Image {
                     Relation::Pairs(pairs)
+                } else if !items.has_caption.iter().any(|&c| c) {
+                    // No captions, no joint pairs: not worth a search.
+                    Relation::Pairs(Rc::new(PairSource::held(Vec::new())))
                 } else {
                     let t = items.text.as_ref().expect("text loaded for joint");
                     let threshold = thresholds.caption;
