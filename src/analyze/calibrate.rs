@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::decision::{decide, Relation};
 use super::dedup::{find_relations, keep_rank, load_items, resolve_thresholds, DedupOptions, Items, KeepPolicy, Kind};
+use super::stream::PairSource;
 use crate::device;
 use crate::error::{Error, Result};
 use crate::index::Pair;
@@ -28,6 +29,24 @@ pub const SAMPLES_PER_BAND: usize = 3;
 const COSINE_SLACK: f32 = 0.10;
 /// How many bits further than its default distance the perceptual kind is searched.
 const HAMMING_SLACK: u32 = 6;
+
+/// A kind's relation with every pair in memory, to cut at each band.
+enum Held {
+    Sets(Vec<Vec<u32>>),
+    Pairs(Vec<Pair>),
+}
+
+impl Held {
+    /// The relation of the pairs that pass `keep`.
+    fn filtered(&self, keep: impl Fn(&Pair) -> bool) -> Relation<'static> {
+        match self {
+            Held::Sets(s) => Relation::Sets(s.clone()),
+            Held::Pairs(p) => {
+                Relation::Pairs(std::rc::Rc::new(PairSource::held(p.iter().filter(|q| keep(q)).copied().collect())))
+            }
+        }
+    }
+}
 
 /// One band of a kind's histogram, with what a threshold at its lower edge would remove.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -113,16 +132,24 @@ pub fn calibrate(opts: &DedupOptions) -> Result<Calibration> {
         None => None,
     };
     let (relations, _) = find_relations(&items, &loose, opts, &dev, None, centroids.as_ref())?;
+    // The sweep cuts each kind's pairs at every band: all of them, in memory.
+    let relations: Vec<(Kind, Held)> = relations
+        .into_iter()
+        .map(|(k, r)| {
+            Ok((
+                k,
+                match r {
+                    Relation::Sets(s) => Held::Sets(s),
+                    Relation::Pairs(p) => Held::Pairs(p.collect()?),
+                },
+            ))
+        })
+        .collect::<Result<_>>()?;
     let n = items.id.len();
     let never_old = |_| false;
 
     // A kind's relation cut at a threshold band (pairs of bands ≤ `band`).
-    let cut = |kind: Kind, rel: &Relation, band: u32| -> Relation {
-        match rel {
-            Relation::Sets(s) => Relation::Sets(s.clone()),
-            Relation::Pairs(p) => Relation::Pairs(p.iter().filter(|q| band_of(kind, q.sim) <= band).copied().collect()),
-        }
-    };
+    let cut = |kind: Kind, rel: &Held, band: u32| -> Relation { rel.filtered(|q| band_of(kind, q.sim) <= band) };
     let default_band = |kind: Kind| match kind {
         Kind::Perceptual => defaults.perceptual_distance,
         Kind::Image => band_of(kind, defaults.image),
@@ -140,14 +167,10 @@ pub fn calibrate(opts: &DedupOptions) -> Result<Calibration> {
                 Kind::Caption => q.sim >= defaults.caption,
                 Kind::Exact => true,
             };
-            let cut = match r {
-                Relation::Sets(s) => Relation::Sets(s.clone()),
-                Relation::Pairs(p) => Relation::Pairs(p.iter().filter(keep).copied().collect()),
-            };
-            (*k, cut)
+            (*k, r.filtered(|q| keep(&q)))
         })
         .collect();
-    let removal_at = |swept: Option<(Kind, &Relation)>| -> usize {
+    let removal_at = |swept: Option<(Kind, &Relation)>| -> Result<usize> {
         let rels: Vec<&Relation> = at_defaults
             .iter()
             .filter(|(k, _)| opts.remove_kinds.contains(k))
@@ -156,13 +179,13 @@ pub fn calibrate(opts: &DedupOptions) -> Result<Calibration> {
                 _ => r,
             })
             .collect();
-        decide(n, &rank, &never_old, &rels).removed.iter().filter(|&&r| r).count()
+        Ok(decide(n, &rank, &never_old, &rels)?.removed.iter().filter(|&&r| r).count())
     };
-    let removed_at_defaults = removal_at(None);
+    let removed_at_defaults = removal_at(None)?;
 
     let mut kinds = BTreeMap::new();
     for (kind, rel) in &relations {
-        let Relation::Pairs(pairs) = rel else { continue };
+        let Held::Pairs(pairs) = rel else { continue };
         let mut by_band: BTreeMap<u32, Vec<&Pair>> = BTreeMap::new();
         for p in pairs {
             by_band.entry(band_of(*kind, p.sim)).or_default().push(p);
@@ -177,7 +200,7 @@ pub fn calibrate(opts: &DedupOptions) -> Result<Calibration> {
             .map(|b| {
                 let in_band = by_band.get(&b).map(Vec::as_slice).unwrap_or(&[]);
                 let removed =
-                    if removes { removal_at(Some((*kind, &cut(*kind, rel, b)))) } else { removed_at_defaults };
+                    if removes { removal_at(Some((*kind, &cut(*kind, rel, b))))? } else { removed_at_defaults };
                 // Evenly spaced samples of the band, so a rerun shows the same pairs.
                 let step = (in_band.len() / SAMPLES_PER_BAND).max(1);
                 let samples = in_band
@@ -189,7 +212,7 @@ pub fn calibrate(opts: &DedupOptions) -> Result<Calibration> {
                         (items.id[a], items.uri[a].clone(), items.id[c], items.uri[c].clone(), p.sim)
                     })
                     .collect();
-                Band {
+                Ok(Band {
                     from: if *kind == Kind::Perceptual { 1.0 - b as f32 / 64.0 } else { 1.0 - b as f32 / 100.0 },
                     distance: (*kind == Kind::Perceptual).then_some(b),
                     pairs: in_band.len(),
@@ -197,9 +220,9 @@ pub fn calibrate(opts: &DedupOptions) -> Result<Calibration> {
                     removal_rate: if n == 0 { 0.0 } else { removed as f64 / n as f64 },
                     is_default: b == default_band(*kind),
                     samples,
-                }
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let measure = if *kind == Kind::Perceptual { "hamming" } else { "cosine" };
         kinds.insert(kind.as_str().to_string(), KindCalibration { measure: measure.into(), removes, bands });
     }

@@ -16,18 +16,21 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::rc::Rc;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Instant;
 
-use arrow_array::{ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, UInt64Array};
-use arrow_schema::{DataType, Field, Schema};
 use serde::Serialize;
 
-use super::decision::{decide, diagnostics, removal_groups, report_groups, Bridge, GroupStats, OutGroup, Relation};
+use super::decision::{
+    decide, degree_centrality, diagnostics, removal_groups, report_groups, Bridge, GroupStats, OutGroup, Relation,
+};
+pub use super::dedup_out::{bridges_schema, captions_schema, groups_schema, pairs_schema};
+use super::dedup_out::{write_bridges, write_captions, write_groups, write_pairs};
 use super::groups::Grouping;
 use super::perceptual;
+use super::stream::PairSource;
 use crate::device::{self, DeviceSpec};
 use crate::error::{Error, Result};
 use crate::index::clustered::DEFAULT_BORDER;
@@ -296,12 +299,12 @@ impl Items {
         self.id.len()
     }
 
-    fn is_old(&self, i: u32) -> bool {
+    pub(crate) fn is_old(&self, i: u32) -> bool {
         i as usize >= self.n_new
     }
 }
 
-fn embedded_rows(run: &Run) -> Vec<usize> {
+pub(crate) fn embedded_rows(run: &Run) -> Vec<usize> {
     (0..run.meta.len()).filter(|&r| run.meta.embedded[r]).collect()
 }
 
@@ -388,29 +391,6 @@ pub(crate) fn keep_rank(items: &Items, policy: KeepPolicy, centrality: Option<&[
     rank
 }
 
-/// Summed similarity of each item to its duplicates under the removal kinds (for `central`).
-fn degree_centrality(n: usize, removal: &[&Relation]) -> Vec<f32> {
-    let mut c = vec![0f32; n];
-    for r in removal {
-        match r {
-            Relation::Pairs(pairs) => {
-                for p in pairs {
-                    c[p.a as usize] += p.sim;
-                    c[p.b as usize] += p.sim;
-                }
-            }
-            Relation::Sets(sets) => {
-                for s in sets {
-                    for &m in s {
-                        c[m as usize] += (s.len() - 1) as f32;
-                    }
-                }
-            }
-        }
-    }
-    c
-}
-
 /// A kind's similarity between two items.
 type SimFn<'a> = Box<dyn Fn(u32, u32) -> f32 + 'a>;
 
@@ -441,15 +421,13 @@ fn similarity_fn(kind: Kind, items: &Items) -> SimFn<'_> {
 }
 
 /// The result of one kind.
-struct KindResult {
-    kind: Kind,
-    groups: Vec<OutGroup>,
-    /// The pairs found (empty for `exact`, which groups by hash), kept only for `--pairs`.
-    pairs: Vec<Pair>,
+pub(crate) struct KindResult {
+    pub(crate) kind: Kind,
+    pub(crate) groups: Vec<OutGroup>,
     /// Each group row's similarity to the item kept in its place.
-    sims: Vec<Vec<f32>>,
-    stats: Vec<GroupStats>,
-    bridges: Vec<Bridge>,
+    pub(crate) sims: Vec<Vec<f32>>,
+    pub(crate) stats: Vec<GroupStats>,
+    pub(crate) bridges: Vec<Bridge>,
 }
 
 /// A vector space searched for near-duplicate pairs.
@@ -508,30 +486,54 @@ pub(crate) fn kmeans_params(k: usize, rows: usize, opts: &DedupOptions) -> KMean
 }
 
 /// The pairs of `space` among the items, in item indices, and the name of the index used:
-/// searched here, or read from `sieve dedup-partition` results.
-fn space_pairs(
-    items: &Items,
+/// searched here, or read from `sieve dedup-partition` results. Exact search of one run streams
+/// (each read searches again once the pairs outgrow the source's budget); the other searches
+/// (clusters, HNSW, `--against`) and partition files give all their pairs at once, held.
+fn space_source<'a>(
+    items: &'a Items,
     space: Space,
     threshold: f32,
     opts: &DedupOptions,
     device: &candle_core::Device,
     fixed: Option<&super::partition::Fixed>,
     centroids: Option<&super::partition::Centroids>,
-) -> Result<(Vec<Pair>, String)> {
+) -> Result<(PairSource<'a>, String)> {
     if let Some(f) = fixed {
-        return f.pairs(space, items);
+        let (pairs, name) = f.pairs(space, items)?;
+        return Ok((PairSource::held(pairs), name));
     }
     let (vectors, rows) = space_vectors(items, space);
     if vectors.rows() == 0 {
-        return Ok((Vec::new(), String::from("none")));
+        return Ok((PairSource::held(Vec::new()), String::from("none")));
     }
     let n_new = match &rows {
         Some(with) => with.iter().filter(|&&i| i < items.n_new).count(),
         None => items.n_new,
     };
     let centroids = centroids.map(|c| c.space(space)).transpose()?;
+    let exact = vectors.rows() < 2
+        || (opts.clusters.is_none()
+            && !matches!(opts.index.resolve(vectors.rows(), device), IndexChoice::Hnsw | IndexChoice::Clusters));
+    if n_new == vectors.rows() && centroids.is_none() && exact {
+        let name = ExactIndex::new(&vectors, device.clone()).name();
+        let device = device.clone();
+        let n = items.len();
+        let produce = move |f: &mut dyn FnMut(Vec<Pair>) -> Result<()>| {
+            ExactIndex::new(&vectors, device.clone()).self_pairs_each(threshold, &mut |batch| {
+                // Rows map to items in ascending order, so each batch stays sorted.
+                f(match &rows {
+                    Some(with) => batch
+                        .into_iter()
+                        .map(|p| Pair { a: with[p.a as usize] as u32, b: with[p.b as usize] as u32, sim: p.sim })
+                        .collect(),
+                    None => batch,
+                })
+            })
+        };
+        return Ok((PairSource::new(n, Box::new(produce)), name));
+    }
     let (pairs, name) = search_pairs(&vectors, n_new, threshold, opts, device, centroids.as_ref())?;
-    Ok((to_items(pairs, rows.as_deref()), name))
+    Ok((PairSource::held(to_items(pairs, rows.as_deref())), name))
 }
 
 fn search_pairs(
@@ -623,19 +625,20 @@ pub(crate) fn resolve_thresholds(run: &Run, opts: &DedupOptions) -> Result<Thres
 }
 
 /// Each kind of `opts.kinds` as a [`Relation`] among `items` at `thresholds`, and the name of the
-/// neighbour index used.
-pub(crate) fn find_relations(
-    items: &Items,
+/// neighbour index used. Pairs are read once here (to count them); see [`PairSource`].
+pub(crate) fn find_relations<'a>(
+    items: &'a Items,
     thresholds: &Thresholds,
     opts: &DedupOptions,
     dev: &candle_core::Device,
     fixed: Option<&super::partition::Fixed>,
     centroids: Option<&super::partition::Centroids>,
-) -> Result<(Vec<(Kind, Relation)>, String)> {
+) -> Result<(Vec<(Kind, Relation<'a>)>, String)> {
     let allowed = move |a: u32, b: u32| !(items.is_old(a) && items.is_old(b));
+    let n = items.len();
 
     let mut index_name = String::from("none");
-    let mut image_pairs: Option<Vec<Pair>> = None;
+    let mut image_pairs: Option<Rc<PairSource<'a>>> = None;
     let mut relations: Vec<(Kind, Relation)> = Vec::new();
     for &kind in &opts.kinds {
         let t0 = Instant::now();
@@ -662,49 +665,58 @@ pub(crate) fn find_relations(
                     );
                     continue;
                 }
-                Relation::Pairs(perceptual::fingerprint_pairs(
-                    &items.fingerprint,
-                    thresholds.perceptual_distance,
-                    thresholds.perceptual_correlation,
-                    allowed,
-                ))
+                let (distance, correlation) = (thresholds.perceptual_distance, thresholds.perceptual_correlation);
+                Relation::Pairs(Rc::new(PairSource::new(
+                    n,
+                    Box::new(move |f| {
+                        perceptual::fingerprint_pairs_each(&items.fingerprint, distance, correlation, allowed, f)
+                    }),
+                )))
             }
             Kind::Image | Kind::Joint => {
                 let pairs = match &image_pairs {
                     Some(p) => p.clone(),
                     None => {
                         let (p, name) =
-                            space_pairs(items, Space::Image, thresholds.image, opts, dev, fixed, centroids)?;
+                            space_source(items, Space::Image, thresholds.image, opts, dev, fixed, centroids)?;
                         index_name = name;
+                        let p = Rc::new(p);
                         image_pairs = Some(p.clone());
                         p
                     }
                 };
                 if kind == Kind::Image {
                     Relation::Pairs(pairs)
+                } else if !items.has_caption.iter().any(|&c| c) {
+                    // No captions, no joint pairs: not worth a search.
+                    Relation::Pairs(Rc::new(PairSource::held(Vec::new())))
                 } else {
                     let t = items.text.as_ref().expect("text loaded for joint");
-                    Relation::Pairs(
-                        pairs
-                            .into_iter()
-                            .filter(|p| items.has_caption[p.a as usize] && items.has_caption[p.b as usize])
-                            .filter_map(|p| {
-                                let c = dot(t.row(p.a as usize), t.row(p.b as usize));
-                                (c >= thresholds.caption).then_some(Pair { sim: p.sim.min(c), ..p })
-                            })
-                            .collect(),
-                    )
+                    let threshold = thresholds.caption;
+                    let joint = move |f: &mut dyn FnMut(Vec<Pair>) -> Result<()>| {
+                        pairs.each(&mut |batch| {
+                            f(batch
+                                .iter()
+                                .filter(|p| items.has_caption[p.a as usize] && items.has_caption[p.b as usize])
+                                .filter_map(|p| {
+                                    let c = dot(t.row(p.a as usize), t.row(p.b as usize));
+                                    (c >= threshold).then_some(Pair { sim: p.sim.min(c), ..*p })
+                                })
+                                .collect())
+                        })
+                    };
+                    Relation::Pairs(Rc::new(PairSource::new(n, Box::new(joint))))
                 }
             }
             Kind::Caption => {
-                let (p, name) = space_pairs(items, Space::Caption, thresholds.caption, opts, dev, fixed, centroids)?;
+                let (p, name) = space_source(items, Space::Caption, thresholds.caption, opts, dev, fixed, centroids)?;
                 if index_name == "none" {
                     index_name = name;
                 }
-                Relation::Pairs(p)
+                Relation::Pairs(Rc::new(p))
             }
         };
-        tracing::info!("{}: {} ({:.2}s)", kind.as_str(), relation.describe(), t0.elapsed().as_secs_f64());
+        tracing::info!("{}: {} ({:.2}s)", kind.as_str(), relation.describe()?, t0.elapsed().as_secs_f64());
         relations.push((kind, relation));
     }
 
@@ -766,10 +778,10 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
     let removal: Vec<&Relation> =
         relations.iter().filter(|(k, _)| opts.remove_kinds.contains(k)).map(|(_, r)| r).collect();
     let rank = match policy {
-        KeepPolicy::Central => keep_rank(items, KeepPolicy::Central, Some(&degree_centrality(n, &removal))),
+        KeepPolicy::Central => keep_rank(items, KeepPolicy::Central, Some(&degree_centrality(n, &removal)?)),
         p => keep_rank(items, p, None),
     };
-    let decision = decide(n, &rank, &|i| items.is_old(i), &removal);
+    let decision = decide(n, &rank, &|i| items.is_old(i), &removal)?;
     let removed = &decision.removed;
     let captions = match opts.caption_policy {
         CaptionPolicy::Best => best_captions(items, &decision.keeper, removed),
@@ -781,26 +793,23 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
 
     // 3. Each kind's groups, made from that decision.
     let results: Vec<KindResult> = relations
-        .into_iter()
+        .iter()
         .map(|(kind, relation)| {
+            let kind = *kind;
             let groups = if opts.remove_kinds.contains(&kind) {
-                removal_groups(n, &relation, &rank, removed, opts.grouping)
+                removal_groups(n, relation, &rank, removed, opts.grouping)?
             } else {
-                report_groups(n, &relation, &rank, removed, opts.grouping)
+                report_groups(n, relation, &rank, removed, opts.grouping)?
             };
             let sim = similarity_fn(kind, items);
             let sims: Vec<Vec<f32>> = groups
                 .iter()
                 .map(|g| g.rows.iter().map(|&(m, k)| if m == k { 1.0 } else { sim(k, m) }).collect())
                 .collect();
-            let (stats, bridges) = diagnostics(n, &relation, &groups, &sims, &*sim);
-            let pairs = match relation {
-                Relation::Pairs(p) if opts.write_pairs => p,
-                _ => Vec::new(),
-            };
-            KindResult { kind, groups, pairs, sims, stats, bridges }
+            let (stats, bridges) = diagnostics(n, relation, &groups, &sims, &*sim)?;
+            Ok(KindResult { kind, groups, sims, stats, bridges })
         })
-        .collect();
+        .collect::<Result<_>>()?;
 
     let out_dir = run.dir.join("dedup");
     fs::create_dir_all(&out_dir).map_err(|e| Error::io("creating", &out_dir, e))?;
@@ -809,7 +818,7 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
     write_captions(&out_dir.join("captions.parquet"), items, &run, &captions)?;
     let pairs_path = out_dir.join("pairs.parquet");
     if opts.write_pairs {
-        write_pairs(&pairs_path, items, &results)?;
+        write_pairs(&pairs_path, items, &relations)?;
     } else if pairs_path.exists() {
         fs::remove_file(&pairs_path).map_err(|e| Error::io("removing", &pairs_path, e))?;
     }
@@ -900,33 +909,13 @@ fn check_same_model(new: &Run, old: &Run) -> Result<()> {
     Ok(())
 }
 
-/// The schema of `dedup/groups.parquet`.
-pub fn groups_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("id", DataType::UInt64, false),
-        Field::new("uri", DataType::Utf8, false),
-        Field::new("source", DataType::Utf8, false),
-        Field::new("kind", DataType::Utf8, false),
-        Field::new("group_id", DataType::UInt64, false),
-        Field::new("kept", DataType::Boolean, false),
-        Field::new("kept_id", DataType::UInt64, false),
-        Field::new("kept_uri", DataType::Utf8, false),
-        Field::new("kept_source", DataType::Utf8, false),
-        Field::new("similarity", DataType::Float32, false),
-        // Group diagnostics: the lowest similarity of a member to its kept item, and the lowest
-        // between any two members (null for groups over 256 members).
-        Field::new("group_min_similarity", DataType::Float32, false),
-        Field::new("group_diameter", DataType::Float32, true),
-    ]))
-}
-
 /// A kept item that carries a removed copy's caption: it fits the kept image better than the
 /// kept item's own (or the kept item has none).
 pub(crate) struct CaptionChoice {
-    kept: u32,
-    from: u32,
-    score: f32,
-    own_score: Option<f32>,
+    pub(crate) kept: u32,
+    pub(crate) from: u32,
+    pub(crate) score: f32,
+    pub(crate) own_score: Option<f32>,
 }
 
 /// For `--caption-policy best`: each kept item of this run whose image fits one of its removed
@@ -950,138 +939,4 @@ fn best_captions(items: &Items, keeper: &[u32], removed: &[bool]) -> Vec<Caption
             (own.is_none_or(|o| score > o)).then_some(CaptionChoice { kept: k, from, score, own_score: own })
         })
         .collect()
-}
-
-/// The schema of `dedup/captions.parquet`: kept items and the caption they carry instead of
-/// their own.
-pub fn captions_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("id", DataType::UInt64, false),
-        Field::new("uri", DataType::Utf8, false),
-        Field::new("caption", DataType::Utf8, false),
-        Field::new("caption_from_id", DataType::UInt64, false),
-        Field::new("caption_from_uri", DataType::Utf8, false),
-        Field::new("score", DataType::Float32, false),
-        Field::new("own_caption", DataType::Utf8, true),
-        Field::new("own_score", DataType::Float32, true),
-    ]))
-}
-
-fn write_captions(path: &Path, items: &Items, run: &Run, choices: &[CaptionChoice]) -> Result<()> {
-    let rows = embedded_rows(run);
-    let caption = |i: u32| run.meta.caption[rows[i as usize]].as_deref();
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from_iter_values(choices.iter().map(|c| items.id[c.kept as usize]))),
-        Arc::new(StringArray::from_iter_values(choices.iter().map(|c| items.uri[c.kept as usize].as_str()))),
-        Arc::new(StringArray::from_iter_values(choices.iter().map(|c| caption(c.from).unwrap_or_default()))),
-        Arc::new(UInt64Array::from_iter_values(choices.iter().map(|c| items.id[c.from as usize]))),
-        Arc::new(StringArray::from_iter_values(choices.iter().map(|c| items.uri[c.from as usize].as_str()))),
-        Arc::new(Float32Array::from_iter_values(choices.iter().map(|c| c.score))),
-        Arc::new(choices.iter().map(|c| caption(c.kept)).collect::<StringArray>()),
-        Arc::new(choices.iter().map(|c| c.own_score).collect::<Float32Array>()),
-    ];
-    write_parquet(path, captions_schema(), cols)
-}
-
-/// The schema of `dedup/bridges.parquet`: pairs of a kind whose items are in two different
-/// groups of that kind (what chaining would have joined).
-pub fn bridges_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("kind", DataType::Utf8, false),
-        Field::new("a_id", DataType::UInt64, false),
-        Field::new("a_source", DataType::Utf8, false),
-        Field::new("a_group_id", DataType::UInt64, false),
-        Field::new("b_id", DataType::UInt64, false),
-        Field::new("b_source", DataType::Utf8, false),
-        Field::new("b_group_id", DataType::UInt64, false),
-        Field::new("similarity", DataType::Float32, false),
-    ]))
-}
-
-fn write_bridges(path: &Path, items: &Items, results: &[KindResult]) -> Result<()> {
-    let source = |i: u32| if items.is_old(i) { "against" } else { "run" };
-    let all = || results.iter().flat_map(|r| r.bridges.iter().map(move |b| (r.kind, b)));
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(all().map(|(k, _)| k.as_str()))),
-        Arc::new(UInt64Array::from_iter_values(all().map(|(_, b)| items.id[b.pair.a as usize]))),
-        Arc::new(StringArray::from_iter_values(all().map(|(_, b)| source(b.pair.a)))),
-        Arc::new(UInt64Array::from_iter_values(all().map(|(_, b)| b.groups.0 as u64))),
-        Arc::new(UInt64Array::from_iter_values(all().map(|(_, b)| items.id[b.pair.b as usize]))),
-        Arc::new(StringArray::from_iter_values(all().map(|(_, b)| source(b.pair.b)))),
-        Arc::new(UInt64Array::from_iter_values(all().map(|(_, b)| b.groups.1 as u64))),
-        Arc::new(Float32Array::from_iter_values(all().map(|(_, b)| b.pair.sim))),
-    ];
-    write_parquet(path, bridges_schema(), cols)
-}
-
-fn write_groups(path: &Path, items: &Items, removed: &[bool], results: &[KindResult]) -> Result<()> {
-    let source = |i: u32| if items.is_old(i) { "against" } else { "run" };
-    let (mut id, mut uri, mut src, mut kind, mut gid) = (vec![], vec![], vec![], vec![], vec![]);
-    let (mut kept, mut kept_id, mut kept_uri, mut kept_src, mut simv) = (vec![], vec![], vec![], vec![], vec![]);
-    let (mut min_to_kept, mut diameter) = (vec![], vec![]);
-    for r in results {
-        for (g_idx, ((g, s), st)) in r.groups.iter().zip(&r.sims).zip(&r.stats).enumerate() {
-            for (&(m, k), &sim) in g.rows.iter().zip(s) {
-                min_to_kept.push(st.min_to_kept);
-                diameter.push(st.diameter);
-                id.push(items.id[m as usize]);
-                uri.push(items.uri[m as usize].as_str());
-                src.push(source(m));
-                kind.push(r.kind.as_str());
-                gid.push(g_idx as u64);
-                kept.push(!removed[m as usize]);
-                kept_id.push(items.id[k as usize]);
-                kept_uri.push(items.uri[k as usize].as_str());
-                kept_src.push(source(k));
-                simv.push(sim);
-            }
-        }
-    }
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from(id)),
-        Arc::new(StringArray::from(uri)),
-        Arc::new(StringArray::from(src)),
-        Arc::new(StringArray::from(kind)),
-        Arc::new(UInt64Array::from(gid)),
-        Arc::new(BooleanArray::from(kept)),
-        Arc::new(UInt64Array::from(kept_id)),
-        Arc::new(StringArray::from(kept_uri)),
-        Arc::new(StringArray::from(kept_src)),
-        Arc::new(Float32Array::from(simv)),
-        Arc::new(Float32Array::from(min_to_kept)),
-        Arc::new(Float32Array::from(diameter)),
-    ];
-    write_parquet(path, groups_schema(), cols)
-}
-
-/// The schema of `dedup/pairs.parquet` (written with `--pairs`).
-pub fn pairs_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("kind", DataType::Utf8, false),
-        Field::new("a_id", DataType::UInt64, false),
-        Field::new("a_source", DataType::Utf8, false),
-        Field::new("b_id", DataType::UInt64, false),
-        Field::new("b_source", DataType::Utf8, false),
-        Field::new("similarity", DataType::Float32, false),
-    ]))
-}
-
-fn write_pairs(path: &Path, items: &Items, results: &[KindResult]) -> Result<()> {
-    let source = |i: u32| if items.is_old(i) { "against" } else { "run" };
-    let all = || results.iter().flat_map(|r| r.pairs.iter().map(move |p| (r.kind, p)));
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(all().map(|(k, _)| k.as_str()))),
-        Arc::new(UInt64Array::from_iter_values(all().map(|(_, p)| items.id[p.a as usize]))),
-        Arc::new(StringArray::from_iter_values(all().map(|(_, p)| source(p.a)))),
-        Arc::new(UInt64Array::from_iter_values(all().map(|(_, p)| items.id[p.b as usize]))),
-        Arc::new(StringArray::from_iter_values(all().map(|(_, p)| source(p.b)))),
-        Arc::new(Float32Array::from_iter_values(all().map(|(_, p)| p.sim))),
-    ];
-    write_parquet(path, pairs_schema(), cols)
-}
-
-fn write_parquet(path: &Path, schema: Arc<Schema>, cols: Vec<ArrayRef>) -> Result<()> {
-    let batch =
-        RecordBatch::try_new(schema, cols).map_err(|e| Error::Parquet { path: path.into(), source: e.into() })?;
-    crate::store::write_parquet_atomic(path, &batch)
 }

@@ -160,6 +160,32 @@ pub fn group(n: usize, pairs: &[Pair], rank: &[u32], grouping: Grouping) -> Vec<
     }
 }
 
+/// Connected components of the pairs of `pairs` as groups (`--grouping components`), read as a
+/// stream: a union-find over the items, never every pair at once. The same groups as
+/// [`group`] with [`Grouping::Components`].
+pub(crate) fn components(
+    n: usize,
+    pairs: &crate::analyze::stream::PairSource,
+    rank: &[u32],
+) -> crate::error::Result<Vec<Group>> {
+    let mut uf = UnionFind::new(n);
+    let mut touched = vec![false; n];
+    pairs.each(&mut |batch| {
+        for p in batch {
+            uf.union(p.a, p.b);
+            touched[p.a as usize] = true;
+            touched[p.b as usize] = true;
+        }
+        Ok(())
+    })?;
+    let mut by_root: std::collections::HashMap<u32, Vec<u32>> = std::collections::HashMap::new();
+    for i in (0..n as u32).filter(|&i| touched[i as usize]) {
+        let r = uf.find(i);
+        by_root.entry(r).or_default().push(i);
+    }
+    Ok(from_sets(by_root.into_values().collect(), rank))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

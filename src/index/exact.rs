@@ -61,33 +61,57 @@ fn scan_tile(
 
 /// CPU search of `queries` against `data`; with `self_join` only pairs a < b (queries == data).
 fn cpu_search(queries: &Matrix, data: &Matrix, threshold: f32, self_join: bool) -> Vec<Pair> {
+    let mut all = Vec::new();
+    cpu_search_each(queries, data, threshold, self_join, &mut |b| {
+        all.extend(b);
+        Ok(())
+    })
+    .expect("collecting cannot fail");
+    all
+}
+
+/// [`cpu_search`] handing each block of query rows' pairs to `f` in row order, searching one
+/// block per thread at a time, so only those blocks' pairs are held (at most
+/// `CPU_ROWS × data rows` each, however many pairs the whole search finds).
+fn cpu_search_each(
+    queries: &Matrix,
+    data: &Matrix,
+    threshold: f32,
+    self_join: bool,
+    f: &mut dyn FnMut(Vec<Pair>) -> Result<()>,
+) -> Result<()> {
     let d = data.dim();
     let (nq, nd) = (queries.rows(), data.rows());
     let blocks: Vec<usize> = (0..nq).step_by(CPU_ROWS).collect();
     let progress = Progress::new(blocks.len() as u64, "exact search", "blocks");
-    let per_block: Vec<Vec<Pair>> = blocks
-        .par_iter()
-        .map_init(
-            || vec![0f32; CPU_ROWS * CPU_COLS],
-            |tile, &r0| {
-                let r1 = (r0 + CPU_ROWS).min(nq);
-                let mut out = Vec::new();
-                let first_col = if self_join { r0 } else { 0 };
-                let mut c0 = first_col;
-                while c0 < nd {
-                    let c1 = (c0 + CPU_COLS).min(nd);
-                    let (m, n) = (r1 - r0, c1 - c0);
-                    matmul_wt(tile, queries.block(r0, r1), data.block(c0, c1), m, n, d, false, Parallelism::None);
-                    scan_tile(&tile[..m * n], m, n, r0, c0, threshold, self_join, &mut out);
-                    c0 = c1;
-                }
-                out.sort_unstable_by_key(|p| (p.a, p.b));
-                progress.inc(1);
-                out
-            },
-        )
-        .collect();
-    per_block.into_iter().flatten().collect()
+    for wave in blocks.chunks(rayon::current_num_threads().max(1)) {
+        let per_block: Vec<Vec<Pair>> = wave
+            .par_iter()
+            .map_init(
+                || vec![0f32; CPU_ROWS * CPU_COLS],
+                |tile, &r0| {
+                    let r1 = (r0 + CPU_ROWS).min(nq);
+                    let mut out = Vec::new();
+                    let first_col = if self_join { r0 } else { 0 };
+                    let mut c0 = first_col;
+                    while c0 < nd {
+                        let c1 = (c0 + CPU_COLS).min(nd);
+                        let (m, n) = (r1 - r0, c1 - c0);
+                        matmul_wt(tile, queries.block(r0, r1), data.block(c0, c1), m, n, d, false, Parallelism::None);
+                        scan_tile(&tile[..m * n], m, n, r0, c0, threshold, self_join, &mut out);
+                        c0 = c1;
+                    }
+                    out.sort_unstable_by_key(|p| (p.a, p.b));
+                    progress.inc(1);
+                    out
+                },
+            )
+            .collect();
+        for block in per_block {
+            f(block)?;
+        }
+    }
+    Ok(())
 }
 
 /// Device search with candle tiles.
@@ -98,16 +122,33 @@ fn device_search(
     self_join: bool,
     device: &Device,
 ) -> Result<Vec<Pair>> {
+    let mut out = Vec::new();
+    device_search_each(queries, data, threshold, self_join, device, &mut |b| {
+        out.extend(b);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// [`device_search`] handing each block of query rows' pairs to `f` in row order.
+fn device_search_each(
+    queries: &Matrix,
+    data: &Matrix,
+    threshold: f32,
+    self_join: bool,
+    device: &Device,
+    f: &mut dyn FnMut(Vec<Pair>) -> Result<()>,
+) -> Result<()> {
     let d = data.dim();
     let (nq, nd) = (queries.rows(), data.rows());
     let db = Tensor::from_slice(data.as_slice(), (nd, d), device)?;
     let qs = if self_join { db.clone() } else { Tensor::from_slice(queries.as_slice(), (nq, d), device)? };
-    let mut out = Vec::new();
     let progress = Progress::new(nq.div_ceil(DEV_ROWS) as u64, "exact search", "blocks");
     for r0 in (0..nq).step_by(DEV_ROWS) {
         progress.inc(1);
         let r1 = (r0 + DEV_ROWS).min(nq);
         let q = qs.narrow(0, r0, r1 - r0)?;
+        let mut out = Vec::new();
         let mut c0 = if self_join { r0 } else { 0 };
         while c0 < nd {
             let c1 = (c0 + DEV_COLS).min(nd);
@@ -119,9 +160,11 @@ fn device_search(
             }
             c0 = c1;
         }
+        // Rows of one block only: sorting each block sorts the whole stream.
+        sort_dedup(&mut out);
+        f(out)?;
     }
-    sort_dedup(&mut out);
-    Ok(out)
+    Ok(())
 }
 
 /// Device k-NN with candle tiles copied back and scanned on the CPU.
@@ -167,6 +210,14 @@ impl NeighbourIndex for ExactIndex<'_> {
             Ok(cpu_search(self.data, self.data, threshold, true))
         } else {
             device_search(self.data, self.data, threshold, true, &self.device)
+        }
+    }
+
+    fn self_pairs_each(&self, threshold: f32, f: &mut dyn FnMut(Vec<Pair>) -> Result<()>) -> Result<()> {
+        if self.device.is_cpu() {
+            cpu_search_each(self.data, self.data, threshold, true, f)
+        } else {
+            device_search_each(self.data, self.data, threshold, true, &self.device, f)
         }
     }
 

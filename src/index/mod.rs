@@ -182,6 +182,12 @@ pub trait NeighbourIndex: Send + Sync {
     /// Every pair `a < b` of indexed vectors with cosine ≥ `threshold`, sorted by `(a, b)`.
     fn self_pairs(&self, threshold: f32) -> Result<Vec<Pair>>;
 
+    /// [`Self::self_pairs`] handed to `f` in batches, in the same order; an index that can
+    /// search piece by piece (exact search) holds only a batch at a time.
+    fn self_pairs_each(&self, threshold: f32, f: &mut dyn FnMut(Vec<Pair>) -> Result<()>) -> Result<()> {
+        f(self.self_pairs(threshold)?)
+    }
+
     /// Every (query row, indexed row) with cosine ≥ `threshold`, sorted by `(a, b)`.
     fn range_search(&self, queries: &Matrix, threshold: f32) -> Result<Vec<Pair>>;
 
