@@ -451,6 +451,26 @@ fn overwriting_a_run_removes_its_stage_outputs() {
     }
 }
 
+/// Copies the later stages' outputs (and `extra`) of run `from` into run `to`, as a user
+/// copying folders around would.
+fn copy_stage_outputs(from: &Path, to: &Path, extra: &[&str]) {
+    std::fs::create_dir_all(to.join("dedup")).unwrap();
+    let files = [
+        "dedup/summary.json",
+        "dedup/groups.parquet",
+        "dedup/keep.txt",
+        "dedup/remove.txt",
+        "pairs.parquet",
+        "pairs_summary.json",
+        "diversity.json",
+        "quality_summary.json",
+        "quality.parquet",
+    ];
+    for f in files.iter().chain(extra) {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+}
+
 /// Outputs computed from another run (copied in, or left by an older sieve) are refused by
 /// `select` and not shown by `report`, which says why.
 #[test]
@@ -468,20 +488,7 @@ fn stage_outputs_of_another_run_are_not_used() {
         let o = sieve().args(args).arg(&run_a).output().unwrap();
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     }
-    std::fs::create_dir_all(run_b.join("dedup")).unwrap();
-    for f in [
-        "dedup/summary.json",
-        "dedup/groups.parquet",
-        "dedup/keep.txt",
-        "dedup/remove.txt",
-        "pairs.parquet",
-        "pairs_summary.json",
-        "diversity.json",
-        "quality_summary.json",
-        "quality.parquet",
-    ] {
-        std::fs::copy(run_a.join(f), run_b.join(f)).unwrap();
-    }
+    copy_stage_outputs(&run_a, &run_b, &[]);
     let o = sieve().args(["select", "-q", "--budget", "2"]).arg(&run_b).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("computed from another run"), "{}", stderr(&o));
@@ -528,21 +535,7 @@ fn stage_outputs_name_their_run() {
     let o = sieve().args(["report", "-q"]).arg(&run_a).output().unwrap();
     assert!(o.status.success() && !stderr(&o).contains("another run"), "{}", stderr(&o));
 
-    std::fs::create_dir_all(run_b.join("dedup")).unwrap();
-    for f in [
-        "dedup/summary.json",
-        "dedup/groups.parquet",
-        "dedup/keep.txt",
-        "dedup/remove.txt",
-        "pairs.parquet",
-        "pairs_summary.json",
-        "diversity.json",
-        "quality_summary.json",
-        "quality.parquet",
-        "stages.json",
-    ] {
-        std::fs::copy(run_a.join(f), run_b.join(f)).unwrap();
-    }
+    copy_stage_outputs(&run_a, &run_b, &["stages.json"]);
     for args in [
         &["select", "-q", "--budget", "2"][..],
         &["select", "-q", "--budget", "2", "--keep-duplicates", "--drop-flagged"],

@@ -167,7 +167,7 @@ pub(crate) fn components(
     n: usize,
     pairs: &crate::analyze::stream::PairSource,
     rank: &[u32],
-) -> crate::error::Result<Vec<Group>> {
+) -> Result<Vec<Group>> {
     let mut uf = UnionFind::new(n);
     let mut touched = vec![false; n];
     pairs.each(&mut |batch| {
