@@ -163,11 +163,7 @@ pub fn group(n: usize, pairs: &[Pair], rank: &[u32], grouping: Grouping) -> Vec<
 /// Connected components of the pairs of `pairs` as groups (`--grouping components`), read as a
 /// stream: a union-find over the items, never every pair at once. The same groups as
 /// [`group`] with [`Grouping::Components`].
-pub(crate) fn components(
-    n: usize,
-    pairs: &crate::analyze::stream::PairSource,
-    rank: &[u32],
-) -> Result<Vec<Group>> {
+pub(crate) fn components(n: usize, pairs: &crate::analyze::stream::PairSource, rank: &[u32]) -> Result<Vec<Group>> {
     let mut uf = UnionFind::new(n);
     let mut touched = vec![false; n];
     pairs.each(&mut |batch| {
