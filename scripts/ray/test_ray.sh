@@ -86,7 +86,7 @@ RAY_ADDRESS= "$PY" scripts/ray/sieve_ray.py "$W/in" --out "$W/ray" --workers "$W
 
 echo "== compare"
 "$PY" - "$W/single" "$W/ray/run" <<'EOF'
-import json, sys
+import hashlib, json, sys
 from pathlib import Path
 a, b = Path(sys.argv[1]), Path(sys.argv[2])
 fail = []
@@ -106,9 +106,14 @@ if keep != lines(b / "dedup/keep.txt") or remove != lines(b / "dedup/remove.txt"
 if (a / "dedup/groups.parquet").read_bytes() != (b / "dedup/groups.parquet").read_bytes():
     fail.append("dedup/groups.parquet differs")
 sa, sb = (json.loads((r / "dedup/summary.json").read_text()) for r in (a, b))
-sa.pop("run"), sb.pop("run")
+# The run path and the run's fingerprint (the SHA-256 of its run.json, which names the merged
+# shards in the Ray run) differ by design; each must name its own run.
+for s, r in ((sa, a), (sb, b)):
+    s.pop("run")
+    if s.pop("run_fingerprint") != hashlib.sha256((r / "run.json").read_bytes()).hexdigest():
+        fail.append(f"{r}/dedup/summary.json does not name its run's fingerprint")
 if sa != sb:
-    fail.append(f"summary.json differs beyond the run path:\n{sa}\n{sb}")
+    fail.append(f"summary.json differs beyond the run path and fingerprint:\n{sa}\n{sb}")
 groups = {k: v["groups"] for k, v in sa["kinds"].items()}
 if len(remove) < 5 or not len(keep) > 10 or not all(groups.get(k) for k in ("exact", "caption", "perceptual")) or not groups.get("image", 0) > 1:
     fail.append(f"the corpus should have duplicates: removed {len(remove)}, groups {groups}")
