@@ -49,12 +49,6 @@ pub fn default_partitions_dir(run: &Path) -> PathBuf {
     run.join("dedup").join("partitions")
 }
 
-/// A fingerprint of a run: the SHA-256 of its `run.json` (model, weights, input listing, parts,
-/// counts), so results computed from one run are never applied to another.
-fn run_sha256(run: &Run) -> Result<String> {
-    sha256_file(&run.dir.join("run.json"))
-}
-
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }
@@ -114,8 +108,8 @@ impl Centroids {
         let text = fs::read_to_string(&path).map_err(|e| Error::io("reading", &path, e))?;
         let manifest: CentroidsManifest =
             serde_json::from_str(&text).map_err(|source| Error::Json { path: path.clone(), source })?;
-        let want = run_sha256(run)?;
-        if manifest.run_sha256 != want {
+        let want = &run.fingerprint;
+        if manifest.run_sha256 != *want {
             return Err(bad_centroids(
                 dir,
                 format!(
@@ -124,7 +118,7 @@ impl Centroids {
                     manifest.run,
                     short(&manifest.run_sha256),
                     run.dir.display(),
-                    short(&want),
+                    short(want),
                     run.dir.display()
                 ),
             ));
@@ -205,7 +199,7 @@ pub fn compute_centroids(opts: &DedupOptions, out: &Path) -> Result<CentroidsMan
     let manifest = CentroidsManifest {
         sieve_version: env!("CARGO_PKG_VERSION").to_string(),
         run: run.dir.display().to_string(),
-        run_sha256: run_sha256(&run)?,
+        run_sha256: run.fingerprint.clone(),
         embed_dim: run.manifest.embed_dim,
         clusters: k,
         sample: opts.sample,
@@ -327,7 +321,7 @@ pub fn partition(opts: &DedupOptions, centroids_dir: &Path, part: Shard, out: &P
     write_parquet_atomic(&path, &batch)?;
     let info = PartitionInfo {
         sieve_version: env!("CARGO_PKG_VERSION").to_string(),
-        run_sha256: run_sha256(&run)?,
+        run_sha256: run.fingerprint.clone(),
         centroids_sha256: centroids.sha256.clone(),
         partition: part.index,
         partitions: part.count,
@@ -391,17 +385,17 @@ impl Fixed {
             ));
         }
         infos.sort_by_key(|p| p.partition);
-        let want = run_sha256(run)?;
+        let want = &run.fingerprint;
         let kinds: Vec<String> = opts.kinds.iter().map(|k| k.as_str().to_string()).collect();
         for p in &infos {
             let which = format!("partition {}/{n}", p.partition);
-            if p.run_sha256 != want {
+            if p.run_sha256 != *want {
                 return Err(bad_partitions(
                     dir,
                     format!(
                         "{which} was computed from another run (run.json sha256 {}…, this run's is {}…)",
                         short(&p.run_sha256),
-                        short(&want)
+                        short(want)
                     ),
                 ));
             }
