@@ -560,6 +560,14 @@ fn stage_outputs_name_their_run() {
     }
     let o = sieve().args(["select", "-q", "--budget", "2"]).arg(&run_b).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
+    // A hostile fingerprint (multi-byte characters where the message cuts it) is refused, not a panic.
+    let summary = run_b.join("dedup/summary.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    v["run_fingerprint"] = serde_json::json!("aéééééééééééé");
+    std::fs::write(&summary, serde_json::to_vec(&v).unwrap()).unwrap();
+    let o = sieve().args(["select", "-q", "--budget", "2"]).arg(&run_b).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("computed from another run"), "{}", stderr(&o));
 }
 
 /// A merge killed midway is resumed by rerunning it; a finished merge rerun does nothing.

@@ -208,7 +208,7 @@ impl Run {
             Ok(Named { run_fingerprint: Some(f) }) if f == self.fingerprint => Provenance::Ours,
             Ok(Named { run_fingerprint: Some(f) }) => Provenance::Foreign(format!(
                 "{summary} was computed from another run (its run fingerprint is {}…, this run's {}…), so it is not used; {redo}",
-                &f[..f.len().min(12)],
+                f.chars().take(12).collect::<String>(),
                 &self.fingerprint[..12],
             )),
             Err(e) => Provenance::Foreign(format!("{summary} is unreadable ({e}); {redo}")),
