@@ -17,10 +17,10 @@ use crate::analyze::{dedup, diversity, pairs, quality};
 use crate::error::Result;
 use crate::pipeline::{self, EmbedOptions};
 use crate::report;
-use crate::store::{self, RunManifest};
+use crate::store::{self, layout, Layout, RunManifest};
 
 /// File in the run directory recording the finished stages.
-pub const STAGES_FILE: &str = "stages.json";
+pub const STAGES_FILE: &str = layout::STAGES_JSON;
 
 /// The stages after embedding, in the order they run.
 pub const STAGES: [&str; 5] = ["dedup", "score", "quality", "diversity", "report"];
@@ -102,7 +102,7 @@ struct StageRecord {
 
 impl StageRecords {
     fn load(run: &Path) -> Self {
-        let path = run.join(STAGES_FILE);
+        let path = Layout::new(run).stages_json();
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!("{}: unreadable ({e}); every stage runs again", path.display());
@@ -114,7 +114,7 @@ impl StageRecords {
 
     fn save(&self, run: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("stage records serialise");
-        store::write_atomic(&run.join(STAGES_FILE), |w| std::io::Write::write_all(w, &json))
+        store::write_atomic(&Layout::new(run).stages_json(), |w| std::io::Write::write_all(w, &json))
     }
 
     /// Whether `stage` finished with `options` and its output is still the one it wrote.
@@ -152,7 +152,7 @@ pub fn run(opts: &RunOptions, mut on_stage: impl FnMut(&str, &StageStatus)) -> R
     if records.run_fingerprint.as_ref().is_some_and(|f| *f != run_fingerprint) {
         tracing::warn!(
             "{}: the stages recorded there were computed from another run; every stage runs again",
-            run.join(STAGES_FILE).display()
+            Layout::new(&run).stages_json().display()
         );
         records = StageRecords::default();
     }
@@ -184,7 +184,7 @@ pub fn run(opts: &RunOptions, mut on_stage: impl FnMut(&str, &StageStatus)) -> R
                         let summary = $call(o)?;
                         let seconds = t.elapsed().as_secs_f64();
                         let output: &str = $output;
-                        let output_sha256 = store::sha256_file(&run.join(output))?;
+                        let output_sha256 = store::sha256_file(&Layout::new(&run).file(output))?;
                         records.stages.insert(
                             $name.to_string(),
                             StageRecord { options, output: output.to_string(), output_sha256, seconds },
@@ -197,10 +197,10 @@ pub fn run(opts: &RunOptions, mut on_stage: impl FnMut(&str, &StageStatus)) -> R
         }};
     }
 
-    let dedup = stage!("dedup", &opts.dedup, "dedup/summary.json", dedup::dedup);
-    let score = stage!("score", &opts.score, "pairs_summary.json", pairs::score);
-    let quality = stage!("quality", &opts.quality, "quality_summary.json", quality::quality);
-    let diversity = stage!("diversity", &opts.diversity, "diversity.json", diversity::diversity);
+    let dedup = stage!("dedup", &opts.dedup, layout::DEDUP_SUMMARY, dedup::dedup);
+    let score = stage!("score", &opts.score, layout::PAIRS_SUMMARY, pairs::score);
+    let quality = stage!("quality", &opts.quality, layout::QUALITY_SUMMARY, quality::quality);
+    let diversity = stage!("diversity", &opts.diversity, layout::DIVERSITY, diversity::diversity);
     let report_out = opts.report.as_ref().map(|o| o.out_path()).unwrap_or_default();
     let report_out = report_out.strip_prefix(&run).unwrap_or(&report_out).to_string_lossy().into_owned();
     let report = stage!("report", &opts.report, &report_out, report::report);

@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::index::kmeans::{self, KMeansParams, Top2};
 use crate::index::{ClusteredIndex, ExactIndex, Matrix, NeighbourIndex, AUTO_EXACT_MAX_CPU, AUTO_EXACT_MAX_GPU};
 use crate::model::cpu::matmul_tn;
-use crate::store::{write_atomic, Run};
+use crate::store::{write_atomic, Layout, Run};
 
 /// Default number of k-means clusters for entropy and coverage.
 pub const DEFAULT_CLUSTERS: usize = 100;
@@ -693,7 +693,7 @@ pub fn diversity(opts: &DiversityOptions) -> Result<Report> {
         groups,
     };
     let json = serde_json::to_vec_pretty(&report).expect("report serialises");
-    write_atomic(&opts.run.join("diversity.json"), |w| std::io::Write::write_all(w, &json))?;
+    write_atomic(&Layout::new(&opts.run).diversity(), |w| std::io::Write::write_all(w, &json))?;
     tracing::info!("diversity: done in {:.1?}", started.elapsed());
     Ok(report)
 }

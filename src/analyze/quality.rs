@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::common::Distribution;
 use crate::error::{Error, Result};
-use crate::store::{read, write_atomic, write_parquet_atomic, Row, Status};
+use crate::store::{read, write_atomic, write_parquet_atomic, Layout, Row, Status};
 
 /// Which side of its threshold a flag is raised on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,7 +364,7 @@ pub fn quality_schema() -> Arc<Schema> {
 fn all_rows(run: &crate::store::Run) -> Result<Vec<Row>> {
     let mut rows = Vec::with_capacity(run.meta.len());
     for part in &run.manifest.parts {
-        rows.extend(read::read_rows(&run.dir.join("metadata").join(format!("{part}.parquet")))?);
+        rows.extend(read::read_rows(&Layout::new(&run.dir).metadata_part(part))?);
     }
     Ok(rows)
 }
@@ -395,7 +395,7 @@ pub fn quality(opts: &QualityOptions) -> Result<Summary> {
     }
     let (flags, summaries) = flag_rows(&rows, &opts.cuts);
 
-    let path = opts.run.join("quality.parquet");
+    let path = Layout::new(&opts.run).quality();
     let f32col = |name: &str| -> ArrayRef {
         Arc::new(rows.iter().map(|r| signal(r, name).map(|v| v as f32)).collect::<Float32Array>())
     };
@@ -469,7 +469,7 @@ pub fn quality(opts: &QualityOptions) -> Result<Summary> {
         boilerplate,
     };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
-    write_atomic(&opts.run.join("quality_summary.json"), |w| std::io::Write::write_all(w, &json))?;
+    write_atomic(&Layout::new(&opts.run).quality_summary(), |w| std::io::Write::write_all(w, &json))?;
     Ok(summary)
 }
 
@@ -478,7 +478,7 @@ pub fn flagged_ids(run: &std::path::Path, names: &[String]) -> Result<std::colle
     use arrow_array::cast::AsArray;
     use arrow_array::types::UInt64Type;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let path = run.join("quality.parquet");
+    let path = Layout::new(run).quality();
     if !path.is_file() {
         return Err(Error::RunDir {
             path: run.into(),

@@ -21,7 +21,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::store::{write_atomic, Run};
+use crate::store::{write_atomic, Layout, Run};
 
 /// Default number of duplicate groups in each list (largest, borderline).
 pub const DEFAULT_GROUPS: usize = 6;
@@ -77,7 +77,7 @@ impl ReportOptions {
 
     /// The page's path: `out`, or `RUN/report.html`.
     pub fn out_path(&self) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| self.run.join("report.html"))
+        self.out.clone().unwrap_or_else(|| Layout::new(&self.run).report())
     }
 }
 
