@@ -105,7 +105,7 @@ fn band_of(kind: Kind, sim: f32) -> u32 {
 pub fn calibrate(opts: &DedupOptions) -> Result<Calibration> {
     if opts.against.is_some() || opts.from_partitions.is_some() {
         return Err(Error::InvalidArg {
-            what: "--calibrate",
+            what: "dedup calibration",
             reason: "calibrates one run on its own; drop --against and partitioned inputs".into(),
         });
     }

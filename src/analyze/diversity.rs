@@ -642,7 +642,7 @@ pub fn diversity(opts: &DiversityOptions) -> Result<Report> {
             }
             if map.len() > MAX_GROUPS {
                 return Err(Error::InvalidArg {
-                    what: "--by",
+                    what: "diversity option by",
                     reason: format!(
                         "column `{col}` has {} distinct values among the embedded rows; at most {MAX_GROUPS} groups \
                          (group by something coarser, such as the source folder)",

@@ -33,7 +33,10 @@ impl FromStr for Grouping {
         match s {
             "components" => Ok(Self::Components),
             "star" => Ok(Self::Star),
-            _ => Err(Error::InvalidArg { what: "--grouping", reason: format!("`{s}`: expected components or star") }),
+            _ => Err(Error::InvalidArg {
+                what: "dedup option grouping",
+                reason: format!("`{s}`: expected components or star"),
+            }),
         }
     }
 }

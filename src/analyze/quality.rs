@@ -517,7 +517,7 @@ pub fn parse_flag_list(s: &str) -> Result<Vec<String>> {
     for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         if flag(name).is_none() {
             return Err(Error::InvalidArg {
-                what: "--drop-flags",
+                what: "select option drop_flags",
                 reason: format!("unknown flag `{name}`; flags: {}", flag_names()),
             });
         }
@@ -525,7 +525,7 @@ pub fn parse_flag_list(s: &str) -> Result<Vec<String>> {
     }
     if out.is_empty() {
         return Err(Error::InvalidArg {
-            what: "--drop-flags",
+            what: "select option drop_flags",
             reason: format!("no flags given; flags: {}", flag_names()),
         });
     }

@@ -55,7 +55,7 @@ impl FromStr for Strategy {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         [Self::ClusterBalanced, Self::KCenter].into_iter().find(|k| k.as_str() == s).ok_or_else(|| Error::InvalidArg {
-            what: "--strategy",
+            what: "select option strategy",
             reason: format!("`{s}`: expected cluster-balanced or k-center"),
         })
     }
@@ -83,7 +83,7 @@ impl FromStr for Embedding {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         [Self::Image, Self::Text, Self::Joint].into_iter().find(|k| k.as_str() == s).ok_or_else(|| Error::InvalidArg {
-            what: "--embedding",
+            what: "select option embedding",
             reason: format!("`{s}`: expected image, text or joint"),
         })
     }

@@ -143,7 +143,7 @@ pub fn report(opts: &ReportOptions) -> Result<ReportSummary> {
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
             return Err(Error::InvalidArg {
-                what: "--out",
+                what: "report option out",
                 reason: format!("folder {} does not exist", parent.display()),
             });
         }

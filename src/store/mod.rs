@@ -298,7 +298,7 @@ impl RunWriter {
     /// Prepares `dir` (created if missing). It must not already hold a run unless `overwrite`.
     pub fn create(dir: &Path, part_size: usize, embed_dim: usize, overwrite: bool) -> Result<Self> {
         if part_size == 0 {
-            return Err(Error::InvalidArg { what: "--part-size", reason: "must be at least 1".into() });
+            return Err(Error::InvalidArg { what: "embed option part_size", reason: "must be at least 1".into() });
         }
         if holds_run(dir) {
             if !overwrite {
@@ -345,7 +345,7 @@ impl RunWriter {
     pub fn start(dir: &Path, manifest: &RunManifest, ids: &[u64], overwrite: bool) -> Result<Start> {
         let part_size = manifest.part_size;
         if part_size == 0 {
-            return Err(Error::InvalidArg { what: "--part-size", reason: "must be at least 1".into() });
+            return Err(Error::InvalidArg { what: "embed option part_size", reason: "must be at least 1".into() });
         }
         let refuse = |reason: String| Error::RunDir { path: dir.into(), reason };
         if overwrite && holds_run(dir) {

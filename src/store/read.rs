@@ -292,7 +292,7 @@ impl Run {
                 let c = batch.column_by_name(name).ok_or_else(|| {
                     let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
                     Error::InvalidArg {
-                        what: "--by",
+                        what: "metadata column",
                         reason: format!("no metadata column `{name}`; columns: folder, {}", names.join(", ")),
                     }
                 })?;
@@ -310,7 +310,7 @@ impl Run {
                     a.iter().map(|v| v.map(|x| x.to_string())).collect()
                 } else {
                     return Err(Error::InvalidArg {
-                        what: "--by",
+                        what: "metadata column",
                         reason: format!("column `{name}` is {}; expected text, integers or booleans", c.data_type()),
                     });
                 };
