@@ -45,7 +45,7 @@ pub const DEFAULT_NN_QUERIES: usize = 10_000;
 pub const MAX_GROUPS: usize = 1000;
 
 /// Everything `sieve diversity` needs, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DiversityOptions {
     pub run: PathBuf,
     /// Metadata column to group by (`folder`: the folder part of the uri).

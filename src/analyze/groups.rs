@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::index::Pair;
 
 /// `--grouping`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Grouping {
     Components,
     Star,

@@ -31,7 +31,7 @@ use crate::store::{write_atomic, write_parquet_atomic, Layout, Run};
 pub const DEFAULT_TOP_K: usize = 10;
 
 /// Where the low-score threshold comes from.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum Threshold {
     /// The model's default from the registry.
     Model,
@@ -42,7 +42,7 @@ pub enum Threshold {
 }
 
 /// Everything `sieve score` needs, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ScoreOptions {
     pub run: PathBuf,
     pub threshold: Threshold,

@@ -131,7 +131,7 @@ pub fn flag_names() -> String {
 }
 
 /// Where a flag's threshold comes from.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum Cut {
     Default,
     /// `--threshold NAME=VALUE`.
@@ -141,7 +141,7 @@ pub enum Cut {
 }
 
 /// Everything `sieve quality` needs, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct QualityOptions {
     pub run: PathBuf,
     /// Overrides by flag name (absent: the default).

@@ -35,7 +35,7 @@ pub const DEFAULT_MAX_THUMBNAILS: usize = 300;
 pub const DEFAULT_NN_SAMPLE: usize = 1000;
 
 /// Everything `sieve report` needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ReportOptions {
     pub run: PathBuf,
     /// Where to write the page; `None`: `RUN/report.html`.
