@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::common::Distribution;
 use crate::error::{Error, Result};
@@ -155,7 +155,8 @@ impl QualityOptions {
 }
 
 /// One flag's line of the summary.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct FlagSummary {
     pub name: String,
     pub modality: String,
@@ -173,30 +174,45 @@ pub struct FlagSummary {
     pub doc: String,
 }
 
-/// `RUN/quality_summary.json`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// `RUN/quality_summary.json`. The report reads it back leniently: a field an older sieve did
+/// not write takes its default, and `signals` is not read back.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Summary {
     pub sieve_version: String,
     pub run: String,
     /// The fingerprint of the run this was computed from ([`crate::store::Run::fingerprint`]);
     /// readers refuse or recompute an output whose fingerprint is not their run's.
     pub run_fingerprint: String,
+    /// Records read ([`UNKNOWN`] when read from a summary of an older sieve, which did not
+    /// record it).
+    #[serde(default = "unknown")]
     pub records: usize,
     pub embedded: usize,
     /// Embedded images with image signals (0 for runs made before they were recorded).
     pub with_image_signals: usize,
+    /// Records with a caption ([`UNKNOWN`] when read from an older summary: read as "some").
+    #[serde(default = "unknown")]
     pub with_caption: usize,
     pub flags: Vec<FlagSummary>,
     /// Items with at least one flag, of each modality and of either.
     pub flagged_image: usize,
     pub flagged_caption: usize,
     pub flagged: usize,
-    /// Distribution of each numeric signal over the items that have it.
+    /// Distribution of each numeric signal over the items that have it (not read back).
+    #[serde(skip_deserializing)]
     pub signals: BTreeMap<String, Distribution>,
     /// Captions per dominant script (`none`: no letters).
     pub scripts: BTreeMap<String, usize>,
     /// Captions per kind of boilerplate.
     pub boilerplate: BTreeMap<String, usize>,
+}
+
+/// A count absent from a summary read back.
+pub const UNKNOWN: usize = usize::MAX;
+
+fn unknown() -> usize {
+    UNKNOWN
 }
 
 /// The numeric signal `name` of a row (derived ones included), if it has it.

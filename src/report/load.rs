@@ -1,8 +1,9 @@
 //! Reading what each stage wrote, leniently: a file that is missing means the stage was not run,
 //! one that cannot be read is reported in its section, and fields a newer or older sieve did
-//! not write (or wrote as `null`, as serde_json does for NaN) are simply absent. The summaries
-//! are mirrored here with optional fields rather than deserialised into the stages' own types
-//! for that reason.
+//! not write (or wrote as `null`, as serde_json does for NaN) are simply absent. The quality
+//! summary is read into the stage's own type (`#[serde(default)]` there); the others are still
+//! mirrored here with optional fields, because their writers' types hold floats that serde_json
+//! writes as `null` for NaN (and dedup's is in a file being restructured).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 
 use super::{ReportOptions, Section};
 use crate::analyze::common::Distribution;
+use crate::analyze::quality;
 use crate::error::Result;
 use crate::index::{ExactIndex, Matrix, NeighbourIndex};
 use crate::model::registry;
@@ -202,35 +204,9 @@ pub struct Diversity {
     pub groups: Vec<DiversityGroup>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct QualityFlag {
-    pub name: String,
-    pub modality: String,
-    pub rule: String,
-    pub measured: u64,
-    pub count: u64,
-}
-
-/// `quality_summary.json`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Quality {
-    /// Records the stage read (absent in summaries of older runs).
-    #[serde(default)]
-    pub records: Option<u64>,
-    pub flags: Vec<QualityFlag>,
-    pub flagged: u64,
-    pub flagged_image: u64,
-    pub flagged_caption: u64,
-    /// Records with a caption (absent from older summaries: read as "some").
-    #[serde(default = "some_captions")]
-    pub with_caption: u64,
-}
-
-fn some_captions() -> u64 {
-    u64::MAX
-}
+/// `quality_summary.json`, read into the stage's own type (fields an older sieve did not write
+/// take their defaults; `records` and `with_caption` then read as unknown).
+pub type Quality = quality::Summary;
 
 /// One member of a duplicate group, as `dedup/groups.parquet` lists it.
 #[derive(Debug, Clone)]
@@ -655,7 +631,9 @@ impl Data {
         };
         let diversity = unless_foreign(run, diversity, layout::DIVERSITY, "diversity");
         let quality = match Stage::read(&files.quality_summary(), json::<Quality>) {
-            Stage::Ready(q) if q.records.is_some_and(|n| n != c.records) => stale(layout::QUALITY_SUMMARY, "quality"),
+            Stage::Ready(q) if q.records != quality::UNKNOWN && q.records as u64 != c.records => {
+                stale(layout::QUALITY_SUMMARY, "quality")
+            }
             s => s,
         };
         let quality = unless_foreign(run, quality, layout::QUALITY_SUMMARY, "quality");
