@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::media::preprocess::PixelsMut;
 
 /// A parsed `--device` value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum DeviceSpec {
     Auto,
     Cpu,

@@ -17,10 +17,10 @@ use crate::analyze::{dedup, diversity, pairs, quality};
 use crate::error::Result;
 use crate::pipeline::{self, EmbedOptions};
 use crate::report;
-use crate::store::{self, RunManifest};
+use crate::store::{self, layout, Layout, RunManifest};
 
 /// File in the run directory recording the finished stages.
-pub const STAGES_FILE: &str = "stages.json";
+pub const STAGES_FILE: &str = layout::STAGES_JSON;
 
 /// The stages after embedding, in the order they run.
 pub const STAGES: [&str; 5] = ["dedup", "score", "quality", "diversity", "report"];
@@ -49,9 +49,9 @@ pub enum StageStatus {
     Skipped,
 }
 
-/// The summary of one stage, as its own command reports it.
+/// The outcome of one stage, as its own command reports it.
 #[derive(Debug, Clone, Serialize)]
-pub struct Stage<T> {
+pub struct StageOutcome<T> {
     pub status: StageStatus,
     pub seconds: f64,
     /// The stage's summary (absent when skipped, or done earlier: then read its output file).
@@ -64,11 +64,11 @@ pub struct Stage<T> {
 pub struct RunSummary {
     pub run: PathBuf,
     pub embed: EmbedStage,
-    pub dedup: Stage<dedup::Summary>,
-    pub score: Stage<pairs::Summary>,
-    pub quality: Stage<quality::Summary>,
-    pub diversity: Stage<diversity::Report>,
-    pub report: Stage<report::ReportSummary>,
+    pub dedup: StageOutcome<dedup::Summary>,
+    pub score: StageOutcome<pairs::Summary>,
+    pub quality: StageOutcome<quality::Summary>,
+    pub diversity: StageOutcome<diversity::Report>,
+    pub report: StageOutcome<report::ReportSummary>,
 }
 
 /// The embedding stage's outcome.
@@ -92,7 +92,7 @@ struct StageRecords {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct StageRecord {
-    /// The stage's options, as `{:?}` prints them (the run path left out).
+    /// The stage's options as JSON (the run path written `RUN`), see [`fingerprint`].
     options: String,
     /// The file the stage writes last, relative to the run.
     output: String,
@@ -102,7 +102,7 @@ struct StageRecord {
 
 impl StageRecords {
     fn load(run: &Path) -> Self {
-        let path = run.join(STAGES_FILE);
+        let path = Layout::new(run).stages_json();
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!("{}: unreadable ({e}); every stage runs again", path.display());
@@ -114,7 +114,7 @@ impl StageRecords {
 
     fn save(&self, run: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("stage records serialise");
-        store::write_atomic(&run.join(STAGES_FILE), |w| std::io::Write::write_all(w, &json))
+        store::write_atomic(&Layout::new(run).stages_json(), |w| std::io::Write::write_all(w, &json))
     }
 
     /// Whether `stage` finished with `options` and its output is still the one it wrote.
@@ -124,10 +124,62 @@ impl StageRecords {
     }
 }
 
-/// The options of a stage as recorded: their `Debug` form with the run path left out, so that a
-/// moved run directory still matches.
-fn fingerprint(options: &impl std::fmt::Debug, run: &Path) -> String {
-    format!("{options:?}").replace(&format!("{:?}", run), "RUN")
+/// The options of a stage as recorded: their JSON (fields in declaration order, so stable across
+/// builds, unlike `Debug`), with the run path written `RUN` so that a moved run directory still
+/// matches. Records written by sieves that used the `Debug` form never match: a rerun over such
+/// a run recomputes its stages once.
+fn fingerprint(options: &impl Serialize, run: &Path) -> String {
+    let json = serde_json::to_string(options).expect("stage options serialise");
+    let run = serde_json::to_string(&run.to_string_lossy()).expect("a string serialises");
+    json.replace(&run, "\"RUN\"")
+}
+
+/// A stage after embedding, as [`run`] drives it: its name (as `stages.json` and `--skip` know
+/// it), its options (`None`: left out), the file it writes last (relative to the run; its
+/// checksum tells whether the output is still the one recorded) and the call that runs it.
+pub struct Stage<'a, O, S> {
+    pub name: &'static str,
+    pub options: Option<&'a O>,
+    pub output: String,
+    pub call: fn(&O) -> Result<S>,
+}
+
+/// What the stages share while [`run`] drives them: the run, its records, and whether an
+/// earlier stage ran (then every later one runs too: it may read what the earlier one wrote).
+struct Driver<'r, F> {
+    run: &'r Path,
+    records: StageRecords,
+    stale: bool,
+    on_stage: F,
+}
+
+impl<F: FnMut(&str, &StageStatus)> Driver<'_, F> {
+    /// Runs `stage` unless an earlier invocation finished it with the same options and its
+    /// output is unchanged; records it in `stages.json` when it runs.
+    fn drive<O: Serialize, S>(&mut self, stage: Stage<'_, O, S>) -> Result<StageOutcome<S>> {
+        let Some(o) = stage.options else {
+            (self.on_stage)(stage.name, &StageStatus::Skipped);
+            return Ok(StageOutcome { status: StageStatus::Skipped, seconds: 0.0, summary: None });
+        };
+        let options = fingerprint(o, self.run);
+        if !self.stale && self.records.is_done(self.run, stage.name, &options) {
+            (self.on_stage)(stage.name, &StageStatus::Done);
+            return Ok(StageOutcome { status: StageStatus::Done, seconds: 0.0, summary: None });
+        }
+        self.stale = true;
+        (self.on_stage)(stage.name, &StageStatus::Ran);
+        self.records.stages.remove(stage.name);
+        self.records.save(self.run)?;
+        let t = Instant::now();
+        let summary = (stage.call)(o)?;
+        let seconds = t.elapsed().as_secs_f64();
+        let output_sha256 = store::sha256_file(&Layout::new(self.run).file(&stage.output))?;
+        self.records
+            .stages
+            .insert(stage.name.to_string(), StageRecord { options, output: stage.output, output_sha256, seconds });
+        self.records.save(self.run)?;
+        Ok(StageOutcome { status: StageStatus::Ran, seconds, summary: Some(summary) })
+    }
 }
 
 /// Runs every stage of `opts` in order, skipping what an earlier invocation of the same command
@@ -152,58 +204,50 @@ pub fn run(opts: &RunOptions, mut on_stage: impl FnMut(&str, &StageStatus)) -> R
     if records.run_fingerprint.as_ref().is_some_and(|f| *f != run_fingerprint) {
         tracing::warn!(
             "{}: the stages recorded there were computed from another run; every stage runs again",
-            run.join(STAGES_FILE).display()
+            Layout::new(&run).stages_json().display()
         );
         records = StageRecords::default();
     }
     records.run_fingerprint = Some(run_fingerprint);
     // Once a stage runs, every later one runs too (it may read what the earlier one wrote).
-    let mut stale = !outcome.already_complete;
+    let stale = !outcome.already_complete;
     if stale {
         records.save(&run)?;
     }
 
-    macro_rules! stage {
-        ($name:literal, $opts:expr, $output:expr, $call:expr) => {{
-            match $opts {
-                None => {
-                    on_stage($name, &StageStatus::Skipped);
-                    Stage { status: StageStatus::Skipped, seconds: 0.0, summary: None }
-                }
-                Some(o) => {
-                    let options = fingerprint(o, &run);
-                    if !stale && records.is_done(&run, $name, &options) {
-                        on_stage($name, &StageStatus::Done);
-                        Stage { status: StageStatus::Done, seconds: 0.0, summary: None }
-                    } else {
-                        stale = true;
-                        on_stage($name, &StageStatus::Ran);
-                        records.stages.remove($name);
-                        records.save(&run)?;
-                        let t = Instant::now();
-                        let summary = $call(o)?;
-                        let seconds = t.elapsed().as_secs_f64();
-                        let output: &str = $output;
-                        let output_sha256 = store::sha256_file(&run.join(output))?;
-                        records.stages.insert(
-                            $name.to_string(),
-                            StageRecord { options, output: output.to_string(), output_sha256, seconds },
-                        );
-                        records.save(&run)?;
-                        Stage { status: StageStatus::Ran, seconds, summary: Some(summary) }
-                    }
-                }
-            }
-        }};
-    }
-
-    let dedup = stage!("dedup", &opts.dedup, "dedup/summary.json", dedup::dedup);
-    let score = stage!("score", &opts.score, "pairs_summary.json", pairs::score);
-    let quality = stage!("quality", &opts.quality, "quality_summary.json", quality::quality);
-    let diversity = stage!("diversity", &opts.diversity, "diversity.json", diversity::diversity);
+    let mut driver = Driver { run: &run, records, stale, on_stage };
+    let dedup = driver.drive(Stage {
+        name: "dedup",
+        options: opts.dedup.as_ref(),
+        output: layout::DEDUP_SUMMARY.into(),
+        call: dedup::dedup,
+    })?;
+    let score = driver.drive(Stage {
+        name: "score",
+        options: opts.score.as_ref(),
+        output: layout::PAIRS_SUMMARY.into(),
+        call: pairs::score,
+    })?;
+    let quality = driver.drive(Stage {
+        name: "quality",
+        options: opts.quality.as_ref(),
+        output: layout::QUALITY_SUMMARY.into(),
+        call: quality::quality,
+    })?;
+    let diversity = driver.drive(Stage {
+        name: "diversity",
+        options: opts.diversity.as_ref(),
+        output: layout::DIVERSITY.into(),
+        call: diversity::diversity,
+    })?;
+    // The page goes where --out says; recorded relative to the run when it is inside it.
     let report_out = opts.report.as_ref().map(|o| o.out_path()).unwrap_or_default();
     let report_out = report_out.strip_prefix(&run).unwrap_or(&report_out).to_string_lossy().into_owned();
-    let report = stage!("report", &opts.report, &report_out, report::report);
-    let _ = stale;
+    let report = driver.drive(Stage {
+        name: "report",
+        options: opts.report.as_ref(),
+        output: report_out,
+        call: report::report,
+    })?;
     Ok(RunSummary { run, embed, dedup, score, quality, diversity, report })
 }

@@ -21,7 +21,7 @@ use super::stream::PairSource;
 use crate::device;
 use crate::error::{Error, Result};
 use crate::index::Pair;
-use crate::store::{write_atomic, Run};
+use crate::store::{write_atomic, Layout, Run};
 
 /// Sample pairs shown per band.
 pub const SAMPLES_PER_BAND: usize = 3;
@@ -105,7 +105,7 @@ fn band_of(kind: Kind, sim: f32) -> u32 {
 pub fn calibrate(opts: &DedupOptions) -> Result<Calibration> {
     if opts.against.is_some() || opts.from_partitions.is_some() {
         return Err(Error::InvalidArg {
-            what: "--calibrate",
+            what: "dedup calibration",
             reason: "calibrates one run on its own; drop --against and partitioned inputs".into(),
         });
     }
@@ -233,15 +233,16 @@ pub fn calibrate(opts: &DedupOptions) -> Result<Calibration> {
         removed_at_defaults,
         kinds,
     };
-    let out = run.dir.join("dedup");
+    let files = Layout::new(&run.dir);
+    let out = files.dedup_dir();
     std::fs::create_dir_all(&out).map_err(|e| Error::io("creating", &out, e))?;
     let json = serde_json::to_vec_pretty(&cal).expect("calibration serialises");
-    write_atomic(&out.join("calibrate.json"), |w| {
+    write_atomic(&files.calibrate_json(), |w| {
         w.write_all(&json)?;
         w.write_all(b"\n")
     })?;
     let page = page(&cal, &items, &run);
-    write_atomic(&out.join("calibrate.html"), |w| w.write_all(page.as_bytes()))?;
+    write_atomic(&files.calibrate_html(), |w| w.write_all(page.as_bytes()))?;
     Ok(cal)
 }
 

@@ -13,7 +13,7 @@ use crate::index::{ClusteredIndex, ExactIndex, HnswIndex, IndexChoice, Matrix, N
 use crate::store::Run;
 
 /// How a command searches for neighbours (`--index`, `--clusters`, `--probes`, `--seed`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct SearchOptions {
     pub index: IndexChoice,
     /// k-means clusters for clustered search [default: [`knn_clusters`]].

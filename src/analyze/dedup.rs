@@ -44,7 +44,7 @@ use crate::model::registry;
 use crate::store::{write_atomic, Run};
 
 /// A kind of duplicate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Kind {
     Exact,
     Perceptual,
@@ -93,7 +93,7 @@ impl FromStr for Kind {
 }
 
 /// `--keep`: which item of a group is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum KeepPolicy {
     /// `best-score` when the run has captions, else `largest`.
     Auto,
@@ -134,7 +134,7 @@ impl FromStr for KeepPolicy {
 }
 
 /// `--caption-policy`: which caption a kept item carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum CaptionPolicy {
     /// Its own.
     Kept,
@@ -163,7 +163,7 @@ impl FromStr for CaptionPolicy {
 }
 
 /// Everything `sieve dedup` needs, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DedupOptions {
     pub run: PathBuf,
     pub against: Option<PathBuf>,

@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::index::kmeans::{self, KMeansParams, Top2};
 use crate::index::{ClusteredIndex, ExactIndex, Matrix, NeighbourIndex, AUTO_EXACT_MAX_CPU, AUTO_EXACT_MAX_GPU};
 use crate::model::cpu::matmul_tn;
-use crate::store::{write_atomic, Run};
+use crate::store::{write_atomic, Layout, Run};
 
 /// Default number of k-means clusters for entropy and coverage.
 pub const DEFAULT_CLUSTERS: usize = 100;
@@ -45,7 +45,7 @@ pub const DEFAULT_NN_QUERIES: usize = 10_000;
 pub const MAX_GROUPS: usize = 1000;
 
 /// Everything `sieve diversity` needs, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DiversityOptions {
     pub run: PathBuf,
     /// Metadata column to group by (`folder`: the folder part of the uri).
@@ -642,7 +642,7 @@ pub fn diversity(opts: &DiversityOptions) -> Result<Report> {
             }
             if map.len() > MAX_GROUPS {
                 return Err(Error::InvalidArg {
-                    what: "--by",
+                    what: "diversity option by",
                     reason: format!(
                         "column `{col}` has {} distinct values among the embedded rows; at most {MAX_GROUPS} groups \
                          (group by something coarser, such as the source folder)",
@@ -693,7 +693,7 @@ pub fn diversity(opts: &DiversityOptions) -> Result<Report> {
         groups,
     };
     let json = serde_json::to_vec_pretty(&report).expect("report serialises");
-    write_atomic(&opts.run.join("diversity.json"), |w| std::io::Write::write_all(w, &json))?;
+    write_atomic(&Layout::new(&opts.run).diversity(), |w| std::io::Write::write_all(w, &json))?;
     tracing::info!("diversity: done in {:.1?}", started.elapsed());
     Ok(report)
 }

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::index::Pair;
 
 /// `--grouping`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Grouping {
     Components,
     Star,
@@ -33,7 +33,10 @@ impl FromStr for Grouping {
         match s {
             "components" => Ok(Self::Components),
             "star" => Ok(Self::Star),
-            _ => Err(Error::InvalidArg { what: "--grouping", reason: format!("`{s}`: expected components or star") }),
+            _ => Err(Error::InvalidArg {
+                what: "dedup option grouping",
+                reason: format!("`{s}`: expected components or star"),
+            }),
         }
     }
 }

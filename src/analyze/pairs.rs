@@ -25,13 +25,13 @@ use crate::device::{self, DeviceSpec};
 use crate::error::{Error, Result};
 use crate::index::{dot, Matrix, Neighbours};
 use crate::model::registry;
-use crate::store::{write_atomic, write_parquet_atomic, Run};
+use crate::store::{write_atomic, write_parquet_atomic, Layout, Run};
 
 /// Default `k` of the rank test.
 pub const DEFAULT_TOP_K: usize = 10;
 
 /// Where the low-score threshold comes from.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum Threshold {
     /// The model's default from the registry.
     Model,
@@ -42,7 +42,7 @@ pub enum Threshold {
 }
 
 /// Everything `sieve score` needs, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ScoreOptions {
     pub run: PathBuf,
     pub threshold: Threshold,
@@ -290,8 +290,8 @@ pub fn score(opts: &ScoreOptions) -> Result<Summary> {
             Arc::new(scores.iter().map(|s| s.suggestion.map(|(_, c)| c)).collect::<Float32Array>()),
         ],
     )
-    .map_err(|e| Error::Parquet { path: opts.run.join("pairs.parquet"), source: e.into() })?;
-    write_parquet_atomic(&opts.run.join("pairs.parquet"), &batch)?;
+    .map_err(|e| Error::Parquet { path: Layout::new(&opts.run).pairs(), source: e.into() })?;
+    write_parquet_atomic(&Layout::new(&opts.run).pairs(), &batch)?;
 
     let cos: Vec<f32> = scores.iter().map(|s| s.cosine).collect();
     let clip: Vec<f32> = cos.iter().map(|&c| clip_score(c)).collect();
@@ -319,7 +319,7 @@ pub fn score(opts: &ScoreOptions) -> Result<Summary> {
         better_caption_found: count(&|s| s.suggestion.is_some_and(|(_, c)| c > s.cosine)),
     };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
-    write_atomic(&opts.run.join("pairs_summary.json"), |w| std::io::Write::write_all(w, &json))?;
+    write_atomic(&Layout::new(&opts.run).pairs_summary(), |w| std::io::Write::write_all(w, &json))?;
     tracing::info!("score: {} pairs in {:.1?}", summary.pairs, started.elapsed());
     Ok(summary)
 }

@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::common::Distribution;
 use crate::error::{Error, Result};
-use crate::store::{read, write_atomic, write_parquet_atomic, Row, Status};
+use crate::store::{read, write_atomic, write_parquet_atomic, Layout, Row, Status};
 
 /// Which side of its threshold a flag is raised on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +131,7 @@ pub fn flag_names() -> String {
 }
 
 /// Where a flag's threshold comes from.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum Cut {
     Default,
     /// `--threshold NAME=VALUE`.
@@ -141,7 +141,7 @@ pub enum Cut {
 }
 
 /// Everything `sieve quality` needs, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct QualityOptions {
     pub run: PathBuf,
     /// Overrides by flag name (absent: the default).
@@ -155,7 +155,8 @@ impl QualityOptions {
 }
 
 /// One flag's line of the summary.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct FlagSummary {
     pub name: String,
     pub modality: String,
@@ -173,30 +174,45 @@ pub struct FlagSummary {
     pub doc: String,
 }
 
-/// `RUN/quality_summary.json`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// `RUN/quality_summary.json`. The report reads it back leniently: a field an older sieve did
+/// not write takes its default, and `signals` is not read back.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Summary {
     pub sieve_version: String,
     pub run: String,
     /// The fingerprint of the run this was computed from ([`crate::store::Run::fingerprint`]);
     /// readers refuse or recompute an output whose fingerprint is not their run's.
     pub run_fingerprint: String,
+    /// Records read ([`UNKNOWN`] when read from a summary of an older sieve, which did not
+    /// record it).
+    #[serde(default = "unknown")]
     pub records: usize,
     pub embedded: usize,
     /// Embedded images with image signals (0 for runs made before they were recorded).
     pub with_image_signals: usize,
+    /// Records with a caption ([`UNKNOWN`] when read from an older summary: read as "some").
+    #[serde(default = "unknown")]
     pub with_caption: usize,
     pub flags: Vec<FlagSummary>,
     /// Items with at least one flag, of each modality and of either.
     pub flagged_image: usize,
     pub flagged_caption: usize,
     pub flagged: usize,
-    /// Distribution of each numeric signal over the items that have it.
+    /// Distribution of each numeric signal over the items that have it (not read back).
+    #[serde(skip_deserializing)]
     pub signals: BTreeMap<String, Distribution>,
     /// Captions per dominant script (`none`: no letters).
     pub scripts: BTreeMap<String, usize>,
     /// Captions per kind of boilerplate.
     pub boilerplate: BTreeMap<String, usize>,
+}
+
+/// A count absent from a summary read back.
+pub const UNKNOWN: usize = usize::MAX;
+
+fn unknown() -> usize {
+    UNKNOWN
 }
 
 /// The numeric signal `name` of a row (derived ones included), if it has it.
@@ -364,7 +380,7 @@ pub fn quality_schema() -> Arc<Schema> {
 fn all_rows(run: &crate::store::Run) -> Result<Vec<Row>> {
     let mut rows = Vec::with_capacity(run.meta.len());
     for part in &run.manifest.parts {
-        rows.extend(read::read_rows(&run.dir.join("metadata").join(format!("{part}.parquet")))?);
+        rows.extend(read::read_rows(&Layout::new(&run.dir).metadata_part(part))?);
     }
     Ok(rows)
 }
@@ -395,7 +411,7 @@ pub fn quality(opts: &QualityOptions) -> Result<Summary> {
     }
     let (flags, summaries) = flag_rows(&rows, &opts.cuts);
 
-    let path = opts.run.join("quality.parquet");
+    let path = Layout::new(&opts.run).quality();
     let f32col = |name: &str| -> ArrayRef {
         Arc::new(rows.iter().map(|r| signal(r, name).map(|v| v as f32)).collect::<Float32Array>())
     };
@@ -469,7 +485,7 @@ pub fn quality(opts: &QualityOptions) -> Result<Summary> {
         boilerplate,
     };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
-    write_atomic(&opts.run.join("quality_summary.json"), |w| std::io::Write::write_all(w, &json))?;
+    write_atomic(&Layout::new(&opts.run).quality_summary(), |w| std::io::Write::write_all(w, &json))?;
     Ok(summary)
 }
 
@@ -478,7 +494,7 @@ pub fn flagged_ids(run: &std::path::Path, names: &[String]) -> Result<std::colle
     use arrow_array::cast::AsArray;
     use arrow_array::types::UInt64Type;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let path = run.join("quality.parquet");
+    let path = Layout::new(run).quality();
     if !path.is_file() {
         return Err(Error::RunDir {
             path: run.into(),
@@ -517,7 +533,7 @@ pub fn parse_flag_list(s: &str) -> Result<Vec<String>> {
     for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         if flag(name).is_none() {
             return Err(Error::InvalidArg {
-                what: "--drop-flags",
+                what: "select option drop_flags",
                 reason: format!("unknown flag `{name}`; flags: {}", flag_names()),
             });
         }
@@ -525,7 +541,7 @@ pub fn parse_flag_list(s: &str) -> Result<Vec<String>> {
     }
     if out.is_empty() {
         return Err(Error::InvalidArg {
-            what: "--drop-flags",
+            what: "select option drop_flags",
             reason: format!("no flags given; flags: {}", flag_names()),
         });
     }

@@ -32,6 +32,7 @@ use super::diversity::{self, Clustered, MeasureParams};
 use crate::device::{self, DeviceSpec};
 use crate::error::{Error, Result};
 use crate::index::{dot, Matrix};
+use crate::store::layout::{self, Layout};
 use crate::store::{write_atomic, Run};
 
 /// `--strategy`.
@@ -54,7 +55,7 @@ impl FromStr for Strategy {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         [Self::ClusterBalanced, Self::KCenter].into_iter().find(|k| k.as_str() == s).ok_or_else(|| Error::InvalidArg {
-            what: "--strategy",
+            what: "select option strategy",
             reason: format!("`{s}`: expected cluster-balanced or k-center"),
         })
     }
@@ -82,7 +83,7 @@ impl FromStr for Embedding {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         [Self::Image, Self::Text, Self::Joint].into_iter().find(|k| k.as_str() == s).ok_or_else(|| Error::InvalidArg {
-            what: "--embedding",
+            what: "select option embedding",
             reason: format!("`{s}`: expected image, text or joint"),
         })
     }
@@ -281,11 +282,11 @@ fn subset_diversity(c: &Clustered, rows: &[usize], p: &MeasureParams) -> SubsetD
 
 /// `RUN/dedup/remove.txt` as a set of uris, if it exists.
 fn removed_uris(run: &Run) -> Result<Option<HashSet<String>>> {
-    let path = run.dir.join("dedup/remove.txt");
+    let path = Layout::new(&run.dir).dedup_remove();
     if !path.is_file() {
         return Ok(None);
     }
-    run.check_provenance("dedup/summary.json", "dedup")?;
+    run.check_provenance(layout::DEDUP_SUMMARY, "dedup")?;
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io("reading", &path, e))?;
     let removed: HashSet<String> = text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
     // Every uri dedup lists is one of this run's; any other means dedup/ was computed from
@@ -306,14 +307,14 @@ fn removed_uris(run: &Run) -> Result<Option<HashSet<String>>> {
 
 /// Ids of the pairs flagged in `RUN/pairs.parquet`.
 fn flagged_ids(run: &Run) -> Result<HashSet<u64>> {
-    let path = run.dir.join("pairs.parquet");
+    let path = Layout::new(&run.dir).pairs();
     if !path.is_file() {
         return Err(Error::RunDir {
             path: run.dir.clone(),
             reason: "--drop-flagged needs pairs.parquet; make it with `sieve score RUN` first".into(),
         });
     }
-    run.check_provenance("pairs_summary.json", "score")?;
+    run.check_provenance(layout::PAIRS_SUMMARY, "score")?;
     let file = std::fs::File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
     let parquet_err = |source| Error::Parquet { path: path.clone(), source };
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?.build().map_err(parquet_err)?;
@@ -354,8 +355,8 @@ pub fn select(opts: &SelectOptions) -> Result<Summary> {
         .drop_flags
         .as_ref()
         .map(|f| {
-            if run.dir.join("quality.parquet").is_file() {
-                run.check_provenance("quality_summary.json", "quality")?;
+            if Layout::new(&run.dir).quality().is_file() {
+                run.check_provenance(layout::QUALITY_SUMMARY, "quality")?;
             }
             super::quality::flagged_ids(&run.dir, f)
         })
@@ -449,14 +450,15 @@ pub fn select(opts: &SelectOptions) -> Result<Summary> {
     let measured = Clustered::new(vectors, diversity::DEFAULT_CLUSTERS, opts.seed.wrapping_add(1), &dev)?;
     let all: Vec<usize> = (0..pool.len()).collect();
 
-    let out_dir = opts.run.join("selection");
+    let files = Layout::new(&opts.run);
+    let out_dir = files.selection_dir();
     std::fs::create_dir_all(&out_dir).map_err(|e| Error::io("creating", &out_dir, e))?;
     let mut lines = String::new();
     for &j in &chosen {
         lines.push_str(&meta.uri[items.rows[pool[j]]]);
         lines.push('\n');
     }
-    write_atomic(&out_dir.join("keep.txt"), |w| std::io::Write::write_all(w, lines.as_bytes()))?;
+    write_atomic(&files.selection_keep(), |w| std::io::Write::write_all(w, lines.as_bytes()))?;
     let summary = Summary {
         sieve_version: env!("CARGO_PKG_VERSION").to_string(),
         run: opts.run.display().to_string(),
@@ -481,7 +483,7 @@ pub fn select(opts: &SelectOptions) -> Result<Summary> {
         random_diversity: subset_diversity(&measured, &random, &p),
     };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
-    write_atomic(&out_dir.join("summary.json"), |w| std::io::Write::write_all(w, &json))?;
+    write_atomic(&files.selection_summary(), |w| std::io::Write::write_all(w, &json))?;
     tracing::info!("select: {} of {} in {:.1?}", summary.selected, summary.pool, started.elapsed());
     Ok(summary)
 }

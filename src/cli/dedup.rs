@@ -9,6 +9,7 @@ use sieve::device::DeviceSpec;
 use sieve::error::{Error, Result};
 use sieve::index::hnsw::HnswParams;
 use sieve::store::lock::{Mode, RunLock};
+use sieve::store::Layout;
 
 use super::common::{device, IndexArg};
 use super::{cosine_arg, invalid, print_json, Global};
@@ -302,7 +303,7 @@ pub fn execute(args: DedupArgs, g: Global) -> anyhow::Result<()> {
         for line in sieve::analyze::calibrate::sweep_lines(&c) {
             eprintln!("{line}");
         }
-        eprintln!("  see {}", opts.run.join("dedup/calibrate.html").display());
+        eprintln!("  see {}", Layout::new(&opts.run).calibrate_html().display());
         return print_json(g, &c);
     }
     let _lock = RunLock::acquire(&opts.run, Mode::Shared, "sieve dedup")?;
@@ -319,7 +320,7 @@ pub fn print_summary(what: &str, s: &Summary, run: &Path) {
         s.kept,
         s.removed,
         100.0 * s.duplicate_rate,
-        run.join("dedup").display()
+        Layout::new(run).dedup_dir().display()
     );
     for (kind, k) in &s.kinds {
         eprintln!("  {kind:<10} {:>8} groups {:>8} duplicates", k.groups, k.duplicates);

@@ -7,6 +7,7 @@ use sieve::analyze::diversity::{DiversityOptions, Report};
 use sieve::device::DeviceSpec;
 use sieve::error::{Error, Result};
 use sieve::store::lock::{Mode, RunLock};
+use sieve::store::Layout;
 
 use super::common::device;
 use super::{at_least_1, invalid, print_json, Global};
@@ -98,7 +99,7 @@ pub fn print_summary(r: &Report, run: &Path) {
         "sieve diversity: {} embedded ({} with captions) -> {}",
         r.embedded,
         r.with_caption,
-        run.join("diversity.json").display()
+        Layout::new(run).diversity().display()
     );
     for (name, m) in [("image", &r.overall.image), ("caption", &r.overall.text), ("joint", &r.overall.joint)] {
         if let Some(m) = m {

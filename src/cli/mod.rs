@@ -204,8 +204,41 @@ pub struct Global {
     pub json: bool,
 }
 
-/// Runs the parsed command.
+/// Runs the parsed command; a usage error names the flag, not the library's option.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    dispatch(cli).map_err(with_flag_names)
+}
+
+/// The library's errors name options and files (`select option strategy`); the command line
+/// names the flag that sets each one. Options whose library error already names a flag (in
+/// files still being restructured: dedup, partition, index) pass through unchanged.
+const FLAGS: &[(&str, &str)] = &[
+    ("dedup calibration", "--calibrate"),
+    ("dedup option grouping", "--grouping"),
+    ("diversity option by", "--by"),
+    ("metadata column", "--by"),
+    ("select option strategy", "--strategy"),
+    ("select option embedding", "--embedding"),
+    ("select option drop_flags", "--drop-flags"),
+    ("input option image_col", "--image-col"),
+    ("input option caption_col", "--caption-col"),
+    ("input option format", "--input-format"),
+    ("input option shard", "--shard"),
+    ("embed option part_size", "--part-size"),
+    ("report option out", "--out"),
+];
+
+/// `err`, its [`Error::InvalidArg`] (if any) naming the flag instead of the library's option.
+fn with_flag_names(mut err: anyhow::Error) -> anyhow::Error {
+    if let Some(Error::InvalidArg { what, .. }) = err.downcast_mut::<Error>() {
+        if let Some(&(_, flag)) = FLAGS.iter().find(|(option, _)| option == what) {
+            *what = flag;
+        }
+    }
+    err
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
     sieve::progress::set_quiet(cli.quiet);
     let g = Global { quiet: cli.quiet, json: cli.json };
     match cli.command {

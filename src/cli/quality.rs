@@ -6,6 +6,7 @@ use clap::Args;
 use sieve::analyze::quality::{flag, flag_names, Cut, QualityOptions, Summary};
 use sieve::error::{Error, Result};
 use sieve::store::lock::{Mode, RunLock};
+use sieve::store::Layout;
 
 use super::{print_json, Global};
 
@@ -94,7 +95,7 @@ pub fn print_summary(s: &Summary, run: &Path) {
         s.flagged_image,
         counts("image"),
         captions,
-        run.join("quality.parquet").display()
+        Layout::new(run).quality().display()
     );
     for f in &s.flags {
         eprintln!("  {:<16} {:>8} of {:>8}  {}", f.name, f.count, f.measured, f.rule);

@@ -8,6 +8,7 @@ use sieve::analyze::pairs::{ScoreOptions, Summary, Threshold};
 use sieve::device::DeviceSpec;
 use sieve::error::{Error, Result};
 use sieve::store::lock::{Mode, RunLock};
+use sieve::store::Layout;
 
 use super::common::SearchArgs;
 use super::{invalid, print_json, Global};
@@ -95,7 +96,7 @@ pub fn print_summary(s: &Summary, run: &Path) {
     if s.pairs == 0 {
         eprintln!(
             "sieve score: no image-caption pairs (no embedded item has a caption) -> {}",
-            run.join("pairs.parquet").display()
+            Layout::new(run).pairs().display()
         );
         return;
     }
@@ -107,6 +108,6 @@ pub fn print_summary(s: &Summary, run: &Path) {
         s.low_score,
         s.min_cosine,
         s.outranked,
-        run.join("pairs.parquet").display()
+        Layout::new(run).pairs().display()
     );
 }

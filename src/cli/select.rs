@@ -7,6 +7,7 @@ use sieve::analyze::select::{Embedding, SelectOptions, Strategy};
 use sieve::device::DeviceSpec;
 use sieve::error::{Error, Result};
 use sieve::store::lock::{Mode, RunLock};
+use sieve::store::Layout;
 
 use super::common::device;
 use super::{invalid, print_json, Global};
@@ -118,7 +119,7 @@ pub fn execute(args: SelectArgs, g: Global) -> anyhow::Result<()> {
         s.dropped_duplicates,
         s.dropped_flagged,
         s.dropped_quality,
-        opts.run.join("selection/keep.txt").display()
+        Layout::new(&opts.run).selection_keep().display()
     );
     let (a, b) = (&s.selection_diversity, &s.random_diversity);
     eprintln!(

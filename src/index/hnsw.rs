@@ -29,7 +29,7 @@ impl Distance<f32> for CosineDistance {
 
 /// Graph parameters. The defaults reach recall 0.996 of exact pairs on 100k planted 512-d
 /// vectors (`scripts/bench_vs_faiss.py`); M = 16, ef 64 reached only 0.72 there.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct HnswParams {
     /// Links per node (hnsw_rs's `max_nb_connection`).
     pub m: usize,

@@ -198,7 +198,7 @@ pub trait NeighbourIndex: Send + Sync {
 }
 
 /// `--index`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum IndexChoice {
     Auto,
     Exact,

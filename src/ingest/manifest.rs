@@ -65,8 +65,8 @@ fn columns(
     caption: Option<&str>,
     path: &Path,
 ) -> Result<(usize, Option<usize>)> {
-    let img = pick(names, image, IMAGE_COLUMNS, "--image-col", path)?.ok_or_else(|| Error::InvalidArg {
-        what: "--image-col",
+    let img = pick(names, image, IMAGE_COLUMNS, "input option image_col", path)?.ok_or_else(|| Error::InvalidArg {
+        what: "input option image_col",
         reason: format!(
             "{} has none of the usual image columns ({}); its columns are: {}. Name one with --image-col",
             path.display(),
@@ -74,7 +74,7 @@ fn columns(
             names.join(", ")
         ),
     })?;
-    let cap = pick(names, caption, CAPTION_COLUMNS, "--caption-col", path)?;
+    let cap = pick(names, caption, CAPTION_COLUMNS, "input option caption_col", path)?;
     if cap.is_none() {
         tracing::info!("{} has no caption column; embedding images only", path.display());
     }

@@ -231,7 +231,7 @@ impl std::str::FromStr for InputFormat {
             "wds" | "webdataset" | "tar" => InputFormat::Wds,
             other => {
                 return Err(Error::InvalidArg {
-                    what: "--input-format",
+                    what: "input option format",
                     reason: format!("unknown format `{other}`; use dir, csv, tsv, jsonl, parquet or wds"),
                 })
             }
@@ -265,7 +265,7 @@ impl std::str::FromStr for Shard {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let bad = |reason: String| Error::InvalidArg { what: "--shard", reason };
+        let bad = |reason: String| Error::InvalidArg { what: "input option shard", reason };
         let (i, n) = s.split_once('/').ok_or_else(|| bad(format!("`{s}` is not of the form i/n, e.g. 0/4")))?;
         let index: u32 = i.trim().parse().map_err(|_| bad(format!("`{i}` is not a shard index")))?;
         let count: u32 = n.trim().parse().map_err(|_| bad(format!("`{n}` is not a shard count")))?;

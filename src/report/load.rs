@@ -1,8 +1,9 @@
 //! Reading what each stage wrote, leniently: a file that is missing means the stage was not run,
 //! one that cannot be read is reported in its section, and fields a newer or older sieve did
-//! not write (or wrote as `null`, as serde_json does for NaN) are simply absent. The summaries
-//! are mirrored here with optional fields rather than deserialised into the stages' own types
-//! for that reason.
+//! not write (or wrote as `null`, as serde_json does for NaN) are simply absent. The quality
+//! summary is read into the stage's own type (`#[serde(default)]` there); the others are still
+//! mirrored here with optional fields, because their writers' types hold floats that serde_json
+//! writes as `null` for NaN (and dedup's is in a file being restructured).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -20,9 +21,11 @@ use serde::Deserialize;
 
 use super::{ReportOptions, Section};
 use crate::analyze::common::Distribution;
+use crate::analyze::quality;
 use crate::error::Result;
 use crate::index::{ExactIndex, Matrix, NeighbourIndex};
 use crate::model::registry;
+use crate::store::layout::{self, Layout};
 use crate::store::Run;
 
 /// A stage's output: not run, unreadable (why), or read.
@@ -201,35 +204,9 @@ pub struct Diversity {
     pub groups: Vec<DiversityGroup>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct QualityFlag {
-    pub name: String,
-    pub modality: String,
-    pub rule: String,
-    pub measured: u64,
-    pub count: u64,
-}
-
-/// `quality_summary.json`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Quality {
-    /// Records the stage read (absent in summaries of older runs).
-    #[serde(default)]
-    pub records: Option<u64>,
-    pub flags: Vec<QualityFlag>,
-    pub flagged: u64,
-    pub flagged_image: u64,
-    pub flagged_caption: u64,
-    /// Records with a caption (absent from older summaries: read as "some").
-    #[serde(default = "some_captions")]
-    pub with_caption: u64,
-}
-
-fn some_captions() -> u64 {
-    u64::MAX
-}
+/// `quality_summary.json`, read into the stage's own type (fields an older sieve did not write
+/// take their defaults; `records` and `with_caption` then read as unknown).
+pub type Quality = quality::Summary;
 
 /// One member of a duplicate group, as `dedup/groups.parquet` lists it.
 #[derive(Debug, Clone)]
@@ -585,7 +562,7 @@ fn nearest_neighbours(run: &Run, opts: &ReportOptions, dedup: &Stage<Dedup>) -> 
 
 impl Data {
     pub fn load(run: &Run, opts: &ReportOptions) -> Result<Self> {
-        let dir = &run.dir;
+        let files = Layout::new(&run.dir);
         // A stage output naming items this run does not hold was computed from another run
         // (e.g. left behind by an older sieve's `embed --overwrite`): never shown beside this
         // run's records.
@@ -606,24 +583,24 @@ impl Data {
                 (stage, _) => stage,
             }
         }
-        let dedup = match Stage::read(&dir.join("dedup/summary.json"), json::<DedupSummary>) {
+        let dedup = match Stage::read(&files.dedup_summary(), json::<DedupSummary>) {
             Stage::Ready(summary) if summary.embedded.is_some_and(|n| n != run.manifest.counts.embedded) => {
-                stale("dedup/", "dedup")
+                stale(&format!("{}/", layout::DEDUP_DIR), "dedup")
             }
             Stage::Ready(summary) => {
-                match Stage::read(&dir.join("dedup/groups.parquet"), read_groups).ready_or_failed() {
+                match Stage::read(&files.dedup_groups(), read_groups).ready_or_failed() {
                     Stage::Ready(groups)
                         if groups
                             .iter()
                             .flat_map(|g| &g.members)
                             .any(|m| m.source == "run" && !uris.contains(m.uri.as_str())) =>
                     {
-                        stale("dedup/", "dedup")
+                        stale(&format!("{}/", layout::DEDUP_DIR), "dedup")
                     }
                     s => s.map(|groups| {
                         let mut d = pick_groups(groups, summary, opts);
                         // Older runs have no captions.parquet: nothing to show, not an error.
-                        d.captions = read_captions(&dir.join("dedup/captions.parquet")).unwrap_or_default();
+                        d.captions = read_captions(&files.dedup_captions()).unwrap_or_default();
                         d
                     }),
                 }
@@ -631,33 +608,35 @@ impl Data {
             Stage::NotRun => Stage::NotRun,
             Stage::Failed(e) => Stage::Failed(e),
         };
-        let dedup = unless_foreign(run, dedup, "dedup/summary.json", "dedup");
+        let dedup = unless_foreign(run, dedup, layout::DEDUP_SUMMARY, "dedup");
         let captions: HashMap<u64, Option<String>> =
             run.meta.id.iter().copied().zip(run.meta.caption.iter().cloned()).collect();
-        let pairs = match Stage::read(&dir.join("pairs_summary.json"), json::<PairsSummary>) {
-            Stage::Ready(summary) => match Stage::read(&dir.join("pairs.parquet"), read_pairs).ready_or_failed() {
+        let pairs = match Stage::read(&files.pairs_summary(), json::<PairsSummary>) {
+            Stage::Ready(summary) => match Stage::read(&files.pairs(), read_pairs).ready_or_failed() {
                 Stage::Ready(all) if all.iter().any(|p| uri_of.get(&p.id) != Some(&p.uri.as_str())) => {
-                    stale("pairs.parquet", "score")
+                    stale(layout::PAIRS, "score")
                 }
                 s => s.map(|all| pick_pairs(all, summary, &captions, opts.pairs)),
             },
             Stage::NotRun => Stage::NotRun,
             Stage::Failed(e) => Stage::Failed(e),
         };
-        let pairs = unless_foreign(run, pairs, "pairs_summary.json", "score");
+        let pairs = unless_foreign(run, pairs, layout::PAIRS_SUMMARY, "score");
         let c = &run.manifest.counts;
-        let diversity = match Stage::read(&dir.join("diversity.json"), json::<Diversity>) {
+        let diversity = match Stage::read(&files.diversity(), json::<Diversity>) {
             Stage::Ready(d) if (d.embedded, d.with_caption) != (c.embedded, c.with_caption) => {
-                stale("diversity.json", "diversity")
+                stale(layout::DIVERSITY, "diversity")
             }
             s => s,
         };
-        let diversity = unless_foreign(run, diversity, "diversity.json", "diversity");
-        let quality = match Stage::read(&dir.join("quality_summary.json"), json::<Quality>) {
-            Stage::Ready(q) if q.records.is_some_and(|n| n != c.records) => stale("quality_summary.json", "quality"),
+        let diversity = unless_foreign(run, diversity, layout::DIVERSITY, "diversity");
+        let quality = match Stage::read(&files.quality_summary(), json::<Quality>) {
+            Stage::Ready(q) if q.records != quality::UNKNOWN && q.records as u64 != c.records => {
+                stale(layout::QUALITY_SUMMARY, "quality")
+            }
             s => s,
         };
-        let quality = unless_foreign(run, quality, "quality_summary.json", "quality");
+        let quality = unless_foreign(run, quality, layout::QUALITY_SUMMARY, "quality");
         let nn = nearest_neighbours(run, opts, &dedup)?;
 
         let mut skipped = Vec::new();

@@ -21,7 +21,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::store::{write_atomic, Run};
+use crate::store::{write_atomic, Layout, Run};
 
 /// Default number of duplicate groups in each list (largest, borderline).
 pub const DEFAULT_GROUPS: usize = 6;
@@ -35,7 +35,7 @@ pub const DEFAULT_MAX_THUMBNAILS: usize = 300;
 pub const DEFAULT_NN_SAMPLE: usize = 1000;
 
 /// Everything `sieve report` needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ReportOptions {
     pub run: PathBuf,
     /// Where to write the page; `None`: `RUN/report.html`.
@@ -77,7 +77,7 @@ impl ReportOptions {
 
     /// The page's path: `out`, or `RUN/report.html`.
     pub fn out_path(&self) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| self.run.join("report.html"))
+        self.out.clone().unwrap_or_else(|| Layout::new(&self.run).report())
     }
 }
 
@@ -143,7 +143,7 @@ pub fn report(opts: &ReportOptions) -> Result<ReportSummary> {
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
             return Err(Error::InvalidArg {
-                what: "--out",
+                what: "report option out",
                 reason: format!("folder {} does not exist", parent.display()),
             });
         }

@@ -548,17 +548,17 @@ fn quality(data: &Data) -> Markup {
             @match &data.quality {
                 Stage::Ready(q) => {
                     @if q.with_caption == 0 {
-                        p.muted { (count(q.flagged_image)) " items flagged for the image; no captions in this run, "
+                        p.muted { (count(q.flagged_image as u64)) " items flagged for the image; no captions in this run, "
                             "so no caption flags." }
                     } @else {
-                        p.muted { (count(q.flagged)) " items flagged (" (count(q.flagged_image)) " for the image, "
-                            (count(q.flagged_caption)) " for the caption)." }
+                        p.muted { (count(q.flagged as u64)) " items flagged (" (count(q.flagged_image as u64)) " for the image, "
+                            (count(q.flagged_caption as u64)) " for the caption)." }
                     }
                     table {
                         tr { th { "flag" } th { "rule" } th.n { "items" } th.n { "of measured" } th.n { "share" } }
                         @for f in &q.flags {
-                            tr { td { (f.name) " " span.muted { (f.modality) } } td { (f.rule) } td.n { (count(f.count)) }
-                                 td.n { (count(f.measured)) } td.n { (share(f.count, f.measured)) } }
+                            tr { td { (f.name) " " span.muted { (f.modality) } } td { (f.rule) } td.n { (count(f.count as u64)) }
+                                 td.n { (count(f.measured as u64)) } td.n { (share(f.count as u64, f.measured as u64)) } }
                         }
                     }
                 }

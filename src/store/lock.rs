@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// The lock file's name inside a run directory.
-pub const LOCK_FILE: &str = ".sieve.lock";
+pub const LOCK_FILE: &str = super::layout::LOCK;
 
 /// A held lock; dropping it releases it.
 #[derive(Debug)]

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{read, read_manifest, RunManifest, RunWriter, Start};
+use super::{read, read_manifest, Layout, RunManifest, RunWriter, Start};
 use crate::error::{Error, Result};
 
 /// Options of `sieve merge`.
@@ -45,12 +45,8 @@ fn incompatibilities(a: &RunManifest, b: &RunManifest) -> Vec<String> {
 /// The first and last id of a run (`None` when it holds no rows).
 fn id_range(dir: &Path, m: &RunManifest) -> Result<Option<(u64, u64)>> {
     let (Some(first), Some(last)) = (m.parts.first(), m.parts.last()) else { return Ok(None) };
-    let head = read::read_rows(&dir.join("metadata").join(format!("{first}.parquet")))?;
-    let tail = if first == last {
-        head.clone()
-    } else {
-        read::read_rows(&dir.join("metadata").join(format!("{last}.parquet")))?
-    };
+    let head = read::read_rows(&Layout::new(dir).metadata_part(first))?;
+    let tail = if first == last { head.clone() } else { read::read_rows(&Layout::new(dir).metadata_part(last))? };
     Ok(head.first().zip(tail.last()).map(|(a, b)| (a.id, b.id)))
 }
 
@@ -67,7 +63,7 @@ pub fn merge_run(opts: &MergeOptions) -> Result<MergeOutcome> {
     }
     let mut runs: Vec<(PathBuf, RunManifest)> = Vec::new();
     for dir in &opts.runs {
-        if !dir.join("run.json").is_file() {
+        if !Layout::new(dir).run_json().is_file() {
             return Err(Error::RunDir {
                 path: dir.clone(),
                 reason: "is not a sieve run directory (no run.json)".into(),
@@ -156,7 +152,7 @@ pub fn merge_run(opts: &MergeOptions) -> Result<MergeOutcome> {
     let mut listing: Vec<(u64, String)> = Vec::new();
     for (_, dir, m) in &ranged {
         for part in &m.parts {
-            let rows = read::read_rows(&dir.join("metadata").join(format!("{part}.parquet")))?;
+            let rows = read::read_rows(&Layout::new(dir).metadata_part(part))?;
             listing.extend(rows.into_iter().map(|r| (r.id, r.uri)));
         }
     }

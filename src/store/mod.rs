@@ -3,11 +3,13 @@
 //! metadata row i (zero rows where nothing was embedded), and `run.json`. Every file is written
 //! to a temporary name and renamed into place, so a reader never sees half a part.
 
+pub mod layout;
 pub mod lock;
 pub mod merge;
 pub mod npy;
 pub mod read;
 
+pub use layout::{Layout, STAGE_OUTPUTS};
 pub use read::{Metadata, Provenance, Run};
 
 use std::collections::BTreeMap;
@@ -279,10 +281,7 @@ fn metadata_batch(rows: &[Row]) -> std::result::Result<RecordBatch, arrow_schema
     )
 }
 
-/// Names of the run directory's parts.
-pub fn part_name(index: usize, ext: &str) -> String {
-    format!("part-{index:05}.{ext}")
-}
+pub use layout::part as part_name;
 
 /// Writes rows into a run directory, one set of part files per `part_size` rows.
 pub struct RunWriter {
@@ -299,7 +298,7 @@ impl RunWriter {
     /// Prepares `dir` (created if missing). It must not already hold a run unless `overwrite`.
     pub fn create(dir: &Path, part_size: usize, embed_dim: usize, overwrite: bool) -> Result<Self> {
         if part_size == 0 {
-            return Err(Error::InvalidArg { what: "--part-size", reason: "must be at least 1".into() });
+            return Err(Error::InvalidArg { what: "embed option part_size", reason: "must be at least 1".into() });
         }
         if holds_run(dir) {
             if !overwrite {
@@ -329,7 +328,7 @@ impl RunWriter {
 
     fn create_part_dirs(&self) -> Result<()> {
         for sub in PART_DIRS {
-            let p = self.dir.join(sub);
+            let p = Layout::new(&self.dir).part_dir(sub);
             fs::create_dir_all(&p).map_err(|e| Error::io("creating", &p, e))?;
         }
         Ok(())
@@ -346,13 +345,13 @@ impl RunWriter {
     pub fn start(dir: &Path, manifest: &RunManifest, ids: &[u64], overwrite: bool) -> Result<Start> {
         let part_size = manifest.part_size;
         if part_size == 0 {
-            return Err(Error::InvalidArg { what: "--part-size", reason: "must be at least 1".into() });
+            return Err(Error::InvalidArg { what: "embed option part_size", reason: "must be at least 1".into() });
         }
         let refuse = |reason: String| Error::RunDir { path: dir.into(), reason };
         if overwrite && holds_run(dir) {
             wipe(dir)?;
         }
-        if dir.join("run.json").is_file() {
+        if Layout::new(dir).run_json().is_file() {
             let old = read_manifest(dir)?;
             let diff = job_differences(&old, manifest);
             if !diff.is_empty() {
@@ -369,8 +368,9 @@ impl RunWriter {
             let done = w.keep_complete_parts(ids)?;
             return Ok(Start::Resume(w, done));
         }
-        let has_parts =
-            PART_DIRS.iter().any(|sub| fs::read_dir(dir.join(sub)).is_ok_and(|mut entries| entries.any(|e| e.is_ok())));
+        let has_parts = PART_DIRS.iter().any(|sub| {
+            fs::read_dir(Layout::new(dir).part_dir(sub)).is_ok_and(|mut entries| entries.any(|e| e.is_ok()))
+        });
         if has_parts {
             return Err(refuse(
                 "holds parts but no run.json, so it cannot be resumed safely; pass --overwrite to start again".into(),
@@ -388,10 +388,13 @@ impl RunWriter {
     /// part's rows, ids as expected) and removes every other file under the part folders.
     fn keep_complete_parts(&mut self, ids: &[u64]) -> Result<usize> {
         let d = self.embed_dim;
+        let dir = self.dir.clone();
+        let files = Layout::new(&dir);
         let mut done = 0;
         loop {
             let index = self.parts.len();
-            let meta = self.dir.join("metadata").join(part_name(index, "parquet"));
+            let part = part_name(index);
+            let meta = files.metadata_part(&part);
             if !meta.is_file() || done + self.part_size > ids.len() {
                 break;
             }
@@ -400,26 +403,26 @@ impl RunWriter {
             if rows.len() != self.part_size || rows.iter().map(|r| r.id).ne(want.iter().copied()) {
                 break;
             }
-            let shapes_ok = ["img_emb", "text_emb"].iter().all(|sub| {
-                npy::read_shape(&self.dir.join(sub).join(part_name(index, "npy"))).ok() == Some((rows.len(), d))
-            });
+            let shapes_ok = [false, true]
+                .iter()
+                .all(|&text| npy::read_shape(&files.emb_part(text, &part)).ok() == Some((rows.len(), d)));
             if !shapes_ok {
                 break;
             }
             for row in &rows {
                 self.count(row, row.status == Status::Embedded && row.caption.is_some());
             }
-            for (sub, ext) in [("img_emb", "npy"), ("text_emb", "npy"), ("metadata", "parquet")] {
-                let rel = format!("{sub}/{}", part_name(index, ext));
-                self.checksums.insert(rel.clone(), sha256_file(&self.dir.join(&rel))?);
+            for sub in [layout::IMG_EMB, layout::TEXT_EMB, layout::METADATA] {
+                let rel = layout::part_file(sub, &part);
+                self.checksums.insert(rel.clone(), sha256_file(&files.file(&rel))?);
             }
             done += rows.len();
-            self.parts.push(format!("part-{index:05}"));
+            self.parts.push(part);
         }
         let keep: std::collections::HashSet<String> =
             self.parts.iter().flat_map(|p| [format!("{p}.parquet"), format!("{p}.npy")]).collect();
         for sub in PART_DIRS {
-            let folder = self.dir.join(sub);
+            let folder = files.part_dir(sub);
             let entries = fs::read_dir(&folder).map_err(|e| Error::io("reading", &folder, e))?;
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -480,7 +483,8 @@ impl RunWriter {
         let index = self.parts.len();
         let d = self.embed_dim;
         // Embeddings first, metadata last: a part counts as written once its metadata exists.
-        for (sub, pick) in [("img_emb", true), ("text_emb", false)] {
+        let part = part_name(index);
+        for (sub, pick) in [(layout::IMG_EMB, true), (layout::TEXT_EMB, false)] {
             let mut data = Vec::with_capacity(rows.len() * d);
             for r in &rows {
                 match if pick { &r.image_embedding } else { &r.text_embedding } {
@@ -488,7 +492,7 @@ impl RunWriter {
                     None => data.extend(std::iter::repeat_n(f16::ZERO, d)),
                 }
             }
-            let rel = format!("{sub}/{}", part_name(index, "npy"));
+            let rel = layout::part_file(sub, &part);
             let path = self.dir.join(&rel);
             let mut bytes = Vec::with_capacity(128 + data.len() * 2);
             npy::write_f16(&mut bytes, rows.len(), d, &data).map_err(|e| Error::io("writing", &path, e))?;
@@ -496,12 +500,12 @@ impl RunWriter {
             self.checksums.insert(rel, sha256_bytes(&bytes));
             write_atomic(&path, |w| w.write_all(&bytes))?;
         }
-        let rel = format!("metadata/{}", part_name(index, "parquet"));
+        let rel = layout::part_file(layout::METADATA, &part);
         let path = self.dir.join(&rel);
         let batch = metadata_batch(&rows).map_err(|e| Error::Parquet { path: path.clone(), source: e.into() })?;
         write_parquet_atomic(&path, &batch)?;
         self.checksums.insert(rel, sha256_file(&path)?);
-        self.parts.push(format!("part-{index:05}"));
+        self.parts.push(part);
         Ok(())
     }
 
@@ -517,7 +521,7 @@ impl RunWriter {
     }
 
     fn write_manifest(&self, manifest: &RunManifest) -> Result<()> {
-        let path = self.dir.join("run.json");
+        let path = Layout::new(&self.dir).run_json();
         let json = serde_json::to_vec_pretty(manifest).expect("run manifest serialises");
         write_atomic(&path, |w| {
             w.write_all(&json)?;
@@ -535,31 +539,17 @@ pub enum Start {
     Complete(Box<RunManifest>),
 }
 
-const PART_DIRS: [&str; 3] = ["metadata", "img_emb", "text_emb"];
+use layout::PART_DIRS;
 
 fn holds_run(dir: &Path) -> bool {
-    dir.join("run.json").exists() || dir.join("metadata").exists()
+    let files = Layout::new(dir);
+    files.run_json().exists() || files.part_dir(layout::METADATA).exists()
 }
-
-/// What the later stages write into a run directory: computed from the run's embeddings, so
-/// removed with them when the run is replaced (`--overwrite`), never left to be read beside
-/// another run's records.
-pub const STAGE_OUTPUTS: &[&str] = &[
-    "dedup",
-    "pairs.parquet",
-    "pairs_summary.json",
-    "quality.parquet",
-    "quality_summary.json",
-    "diversity.json",
-    "selection",
-    "report.html",
-    "stages.json",
-];
 
 /// Removes a run's own files from `dir`, and the later stages' outputs computed from them.
 fn wipe(dir: &Path) -> Result<()> {
     for sub in PART_DIRS.iter().chain(STAGE_OUTPUTS) {
-        let p = dir.join(sub);
+        let p = Layout::new(dir).file(sub);
         let removed = match fs::symlink_metadata(&p) {
             Ok(m) if m.is_dir() => fs::remove_dir_all(&p),
             Ok(_) => fs::remove_file(&p),
@@ -567,7 +557,7 @@ fn wipe(dir: &Path) -> Result<()> {
         };
         removed.map_err(|e| Error::io("removing", &p, e))?;
     }
-    let _ = fs::remove_file(dir.join("run.json"));
+    let _ = fs::remove_file(Layout::new(dir).run_json());
     Ok(())
 }
 
@@ -666,7 +656,7 @@ pub fn read_manifest(dir: &Path) -> Result<RunManifest> {
 /// output records it, and one computed from another run (a copied folder, a run replaced
 /// behind its back) is recognised and never used.
 pub fn read_manifest_and_fingerprint(dir: &Path) -> Result<(RunManifest, String)> {
-    let path = dir.join("run.json");
+    let path = Layout::new(dir).run_json();
     let bytes = fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
     let m: RunManifest = serde_json::from_slice(&bytes).map_err(|source| Error::Json { path: path.clone(), source })?;
     check_manifest(&m).map_err(|reason| Error::RunDir { path, reason })?;

@@ -8,6 +8,7 @@ use arrow_array::types::{Float32Type, Int32Type, Int64Type, UInt32Type, UInt64Ty
 use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use super::layout::{self, Layout};
 use super::{npy, Row, RunManifest, Status};
 use crate::error::{Error, Result};
 use crate::media::fingerprint::Fingerprint;
@@ -226,7 +227,7 @@ impl Run {
 
     /// Opens `dir`: reads `run.json` and every metadata part it lists.
     pub fn open(dir: &Path) -> Result<Self> {
-        if !dir.join("run.json").is_file() {
+        if !Layout::new(dir).run_json().is_file() {
             return Err(bad(
                 dir,
                 "is not a sieve run directory (no run.json); make one with `sieve embed INPUT --out RUN`",
@@ -242,8 +243,8 @@ impl Run {
         let mut meta = Metadata { phash: Some(Vec::new()), fingerprint: Some(Vec::new()), ..Default::default() };
         let mut part_rows = Vec::with_capacity(manifest.parts.len());
         for part in &manifest.parts {
-            let path = dir.join("metadata").join(format!("{part}.parquet"));
-            verify_part_file(&manifest, dir, &format!("metadata/{part}.parquet"))?;
+            let path = Layout::new(dir).metadata_part(part);
+            verify_part_file(&manifest, dir, &layout::part_file(layout::METADATA, part))?;
             part_rows.push(read_metadata_part(&path, &mut meta)?);
         }
         if meta.len() as u64 != manifest.counts.records {
@@ -281,7 +282,7 @@ impl Run {
         }
         let mut out = Vec::with_capacity(self.meta.len());
         for part in &self.manifest.parts {
-            let path = self.dir.join("metadata").join(format!("{part}.parquet"));
+            let path = Layout::new(&self.dir).metadata_part(part);
             let file = File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
             let parquet_err = |source| Error::Parquet { path: path.clone(), source };
             let reader =
@@ -291,7 +292,7 @@ impl Run {
                 let c = batch.column_by_name(name).ok_or_else(|| {
                     let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
                     Error::InvalidArg {
-                        what: "--by",
+                        what: "metadata column",
                         reason: format!("no metadata column `{name}`; columns: folder, {}", names.join(", ")),
                     }
                 })?;
@@ -309,7 +310,7 @@ impl Run {
                     a.iter().map(|v| v.map(|x| x.to_string())).collect()
                 } else {
                     return Err(Error::InvalidArg {
-                        what: "--by",
+                        what: "metadata column",
                         reason: format!("column `{name}` is {}; expected text, integers or booleans", c.data_type()),
                     });
                 };
@@ -321,7 +322,7 @@ impl Run {
 
     fn has_column(&self, name: &str) -> Result<bool> {
         let Some(part) = self.manifest.parts.first() else { return Ok(false) };
-        let path = self.dir.join("metadata").join(format!("{part}.parquet"));
+        let path = Layout::new(&self.dir).metadata_part(part);
         let file = File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|source| Error::Parquet { path: path.clone(), source })?;
@@ -333,13 +334,13 @@ impl Run {
     /// and every embedded row (with a caption, for `text_emb`) of unit norm; a part that fails
     /// is an error naming the file, the row and its id.
     pub fn embeddings(&self, text: bool) -> Result<Vec<f32>> {
-        let sub = if text { "text_emb" } else { "img_emb" };
+        let sub = layout::emb_dir(text);
         let d = self.manifest.embed_dim;
         let mut out = Vec::with_capacity(self.meta.len().saturating_mul(d));
         let mut start = 0;
         for (part, &n) in self.manifest.parts.iter().zip(&self.part_rows) {
-            let path = self.dir.join(sub).join(format!("{part}.npy"));
-            let sha = self.manifest.checksums.get(&format!("{sub}/{part}.npy"));
+            let path = Layout::new(&self.dir).emb_part(text, part);
+            let sha = self.manifest.checksums.get(&layout::part_file(sub, part));
             let (rows, cols, values) = npy::read_f16_checked(&path, sha.map(String::as_str))?;
             if (rows, cols) != (n, d) {
                 return Err(bad(
@@ -509,12 +510,13 @@ pub fn read_part_rows_checked(
     manifest: Option<&RunManifest>,
 ) -> Result<Vec<Row>> {
     if let Some(m) = manifest {
-        verify_part_file(m, dir, &format!("metadata/{part}.parquet"))?;
+        verify_part_file(m, dir, &layout::part_file(layout::METADATA, part))?;
     }
-    let mut rows = read_rows(&dir.join("metadata").join(format!("{part}.parquet")))?;
-    for (sub, text) in [("img_emb", false), ("text_emb", true)] {
-        let path = dir.join(sub).join(format!("{part}.npy"));
-        let sha = manifest.and_then(|m| m.checksums.get(&format!("{sub}/{part}.npy")));
+    let files = Layout::new(dir);
+    let mut rows = read_rows(&files.metadata_part(part))?;
+    for text in [false, true] {
+        let path = files.emb_part(text, part);
+        let sha = manifest.and_then(|m| m.checksums.get(&layout::part_file(layout::emb_dir(text), part)));
         let (n, d, values) = npy::read_f16_checked(&path, sha.map(String::as_str))?;
         if n != rows.len() || d != embed_dim {
             return Err(bad(&path, format!("holds {n}×{d}, expected {}×{embed_dim}", rows.len())));
@@ -566,7 +568,7 @@ pub fn verify(dir: &Path) -> Result<VerifySummary> {
         .manifest
         .parts
         .iter()
-        .flat_map(|p| [format!("metadata/{p}.parquet"), format!("img_emb/{p}.npy"), format!("text_emb/{p}.npy")])
+        .flat_map(|p| layout::PART_DIRS.map(|sub| layout::part_file(sub, p)))
         .filter(|f| run.manifest.checksums.contains_key(f))
         .count();
     Ok(VerifySummary { parts: run.manifest.parts.len(), rows: run.meta.len(), checksums })
