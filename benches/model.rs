@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sieve::model::ClipConfig;
+use sieve::model::clip::ClipConfig;
 use sieve::testing::{random_inputs, random_model};
 
 const BATCH: usize = 8;

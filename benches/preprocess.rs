@@ -4,7 +4,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sieve::media::decode::{decode, Limits};
 use sieve::media::preprocess::Preprocessor;
-use sieve::model::PreprocessorConfig;
+use sieve::media::preprocess::PreprocessorConfig;
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/tests/fixtures/images/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture exists")

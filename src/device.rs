@@ -168,36 +168,15 @@ pub const AUTO_BATCH_CPU: usize = 64;
 /// saturated at 256 for ViT-B/32) while latency and host memory do.
 pub const AUTO_BATCH_GPU_MAX: usize = 512;
 
-/// Device memory one item needs in the forward pass of the larger tower, in bytes: the widest
-/// activations alive at once (input, MLP hidden and its activation, residual, Q/K/V and
-/// context) plus the attention scores and probabilities, and the pixels in f32 and the
-/// compute dtype.
-pub fn bytes_per_item(config: &crate::model::ClipConfig, dtype: DType) -> u64 {
-    let e = dtype.size_in_bytes() as u64;
-    let per =
-        |seq: u64, hidden: u64, inter: u64, heads: u64| e * (seq * (6 * hidden + 2 * inter) + 3 * heads * seq * seq);
-    let v = &config.vision_config;
-    let seq_v = ((v.image_size / v.patch_size).pow(2) + 1) as u64;
-    let vision = per(seq_v, v.hidden_size as u64, v.intermediate_size as u64, v.num_attention_heads as u64)
-        + (4 + e) * (v.num_channels * v.image_size * v.image_size) as u64;
-    let t = &config.text_config;
-    let text = per(
-        t.max_position_embeddings as u64,
-        t.hidden_size as u64,
-        t.intermediate_size as u64,
-        t.num_attention_heads as u64,
-    );
-    vision.max(text)
-}
-
 /// Resolves `--batch-size auto`: on a GPU the largest multiple of 32 (up to
 /// [`AUTO_BATCH_GPU_MAX`]) whose activations fit in half the free memory (the rest is left for
 /// the allocator's caching and other processes), on the CPU [`AUTO_BATCH_CPU`].
-pub fn resolve_batch_size(spec: BatchSize, device: &Device, config: &crate::model::ClipConfig, dtype: DType) -> usize {
+/// `per_item` is the model's [`crate::model::Encoder::bytes_per_item`].
+pub fn resolve_batch_size(spec: BatchSize, device: &Device, per_item: u64) -> usize {
     match spec {
         BatchSize::Fixed(n) => n,
         BatchSize::Auto => match memory_info(device) {
-            Some((free, _)) => auto_gpu_batch(free, bytes_per_item(config, dtype)),
+            Some((free, _)) => auto_gpu_batch(free, per_item),
             None if device.is_cpu() => AUTO_BATCH_CPU,
             None => 256, // a GPU that does not report its memory (Metal)
         },

@@ -11,6 +11,7 @@ pub mod device;
 pub mod error;
 pub mod index;
 pub mod ingest;
+pub mod linalg;
 pub mod media;
 pub mod model;
 pub mod pipeline;
@@ -27,16 +28,16 @@ pub use error::{Error, Result};
 pub mod testing {
     use candle_core::{DType, Device, Tensor};
 
-    use crate::model::{ClipConfig, ClipModel};
+    use crate::model::clip::{ClipConfig, ClipModel};
     use crate::Result;
 
     /// A model of the shape in `config` with seeded random weights.
     pub fn random_model(config: &ClipConfig, device: &Device, dtype: DType, seed: u64) -> Result<ClipModel> {
-        crate::model::random_model(config, device, dtype, seed)
+        crate::model::clip::random_model(config, device, dtype, seed)
     }
 
     /// Random but valid inputs for a model of `config`: pixels and token sequences.
     pub fn random_inputs(config: &ClipConfig, batch: usize, seed: u64) -> Result<(Tensor, Vec<Vec<u32>>)> {
-        crate::bench::random_inputs(config, batch, seed)
+        crate::model::clip::bench::random_inputs(config, batch, seed)
     }
 }

@@ -15,8 +15,7 @@ use crate::media::fingerprint::{self, Fingerprint};
 use crate::media::preprocess::PixelsMut;
 use crate::media::quality::{self, CaptionSignals, ImageSignals};
 use crate::media::thumbnail;
-use crate::media::tokenize::Tokens;
-use crate::model::{l2_normalize, Clip, ModelSpec};
+use crate::model::{Encoder, ModelSpec};
 use crate::store::{self, InputInfo, Row, RunManifest, RunWriter, Start, Status};
 
 /// Pixel buffers in flight: one being embedded, one ready, one being filled.
@@ -55,7 +54,11 @@ struct ImageMeta {
 struct PreparedCaption {
     text: String,
     lossy: bool,
-    tokens: Tokens,
+    /// Token ids for the text tower; `None` with an image-only model, which keeps the caption's
+    /// text and signals but embeds no text.
+    ids: Option<Vec<u32>>,
+    /// Cut to fit `--max-caption-bytes` or the model's context.
+    truncated: bool,
     signals: Option<CaptionSignals>,
 }
 
@@ -107,13 +110,13 @@ fn image_bytes(record: &Record, limits: &Limits) -> std::result::Result<Vec<u8>,
 fn read_image(
     record: &Record,
     limits: &Limits,
-    clip: &Clip,
+    encoder: &dyn Encoder,
     out: PixelsMut<'_>,
     signals: bool,
 ) -> std::result::Result<ImageMeta, Skip> {
     let bytes = image_bytes(record, limits)?;
     let decoded = decode::decode(&bytes, limits)?;
-    clip.preprocessor.preprocess_pixels(&decoded.rgb, out);
+    encoder.preprocessor().preprocess_pixels(&decoded.rgb, out);
     let thumb = thumbnail::thumbnail(&decoded.rgb);
     Ok(ImageMeta {
         width: decoded.width,
@@ -173,7 +176,7 @@ fn cut_caption(text: &mut String, limit: u64) -> bool {
     true
 }
 
-fn read_caption(record: &Record, clip: &Clip, limits: &Limits, signals: bool) -> Option<PreparedCaption> {
+fn read_caption(record: &Record, encoder: &dyn Encoder, limits: &Limits, signals: bool) -> Option<PreparedCaption> {
     let limit = limits.max_caption_bytes;
     let cut = std::cell::Cell::new(false);
     let read_file = |path: &PathBuf| match crate::ingest::read_regular(path, limit) {
@@ -219,11 +222,14 @@ fn read_caption(record: &Record, clip: &Clip, limits: &Limits, signals: bool) ->
         );
     }
     let text = text.trim().to_string();
-    match clip.tokenizer.encode(&text) {
-        Ok(mut tokens) => {
+    let Some(tokenizer) = encoder.tokenizer() else {
+        let signals = signals.then(|| quality::caption_signals(&text, 0));
+        return Some(PreparedCaption { text, lossy, ids: None, truncated: cut, signals });
+    };
+    match tokenizer.encode(&text) {
+        Ok(tokens) => {
             let signals = signals.then(|| quality::caption_signals(&text, tokens.len));
-            tokens.truncated |= cut;
-            Some(PreparedCaption { text, lossy, tokens, signals })
+            Some(PreparedCaption { text, lossy, truncated: tokens.truncated | cut, ids: Some(tokens.ids), signals })
         }
         Err(e) => {
             tracing::warn!("cannot tokenise the caption of {}: {e}", record.uri);
@@ -237,15 +243,15 @@ fn read_caption(record: &Record, clip: &Clip, limits: &Limits, signals: bool) ->
 /// quality signals (always, in `sieve embed`; off only to time what they cost).
 fn prepare_batch(
     records: &[Record],
-    clip: &Clip,
+    encoder: &dyn Encoder,
     limits: &Limits,
     mut pixels: HostPixels,
     signals: bool,
 ) -> Result<Batch> {
-    let len = clip.preprocessor.output_len();
+    let len = encoder.preprocessor().output_len();
     let results = pixels.fill(records.len(), len, |i, out| {
         let rec = &records[i];
-        (read_image(rec, limits, clip, out, signals), read_caption(rec, clip, limits, signals))
+        (read_image(rec, limits, encoder, out, signals), read_caption(rec, encoder, limits, signals))
     })?;
     // Pack the pixels of decoded images to the front, keeping order.
     let decoded: Vec<bool> = results.iter().map(|(image, _)| image.is_ok()).collect();
@@ -261,23 +267,22 @@ fn prepare_batch(
 
 /// Embeds a prepared batch and turns it into output rows.
 /// The pixel buffer goes back to `free` as soon as its copy to the device is queued.
-fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostPixels>) -> Result<Vec<Row>> {
-    let (h, w) = clip.preprocessor.output_size();
+fn embed_batch(batch: Batch, encoder: &dyn Encoder, free: &crossbeam_channel::Sender<HostPixels>) -> Result<Vec<Row>> {
+    let (h, w) = encoder.preprocessor().output_size();
     let pixels = (batch.ok > 0)
-        .then(|| batch.pixels.to_tensor(batch.ok, (3, h as usize, w as usize), clip.model.device()))
+        .then(|| batch.pixels.to_tensor(batch.ok, (3, h as usize, w as usize), encoder.device()))
         .transpose()?;
     let _ = free.send(batch.pixels);
-    let img_emb = pixels.map(|p| clip.model.embed_images(&p).and_then(|e| l2_normalize(&e))).transpose()?;
+    let img_emb = pixels.map(|p| encoder.embed_images(&p)).transpose()?;
     let token_batch: Vec<Vec<u32>> = batch
         .items
         .iter()
         .filter(|p| p.image.is_ok())
-        .filter_map(|p| p.caption.as_ref().map(|c| c.tokens.ids.clone()))
+        .filter_map(|p| p.caption.as_ref().and_then(|c| c.ids.clone()))
         .collect();
     // Both towers are queued before either result is read back, so the device runs them
     // back to back.
-    let text_emb =
-        if token_batch.is_empty() { None } else { Some(l2_normalize(&clip.model.embed_texts(&token_batch)?)?) };
+    let text_emb = if token_batch.is_empty() { None } else { Some(encoder.embed_texts(&token_batch)?) };
     let img_emb: Vec<Vec<f32>> = img_emb.map(|t| t.to_vec2()).transpose()?.unwrap_or_default();
     let text_emb: Vec<Vec<f32>> = text_emb.map(|t| t.to_vec2()).transpose()?.unwrap_or_default();
     let mut img_it = img_emb.into_iter();
@@ -286,9 +291,9 @@ fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostP
         .items
         .into_iter()
         .map(|p| {
-            let (caption, lossy, truncated, caption_signals) = match p.caption {
-                Some(c) => (Some(c.text), c.lossy, c.tokens.truncated, c.signals),
-                None => (None, false, false, None),
+            let (caption, lossy, truncated, caption_signals, embeds_text) = match p.caption {
+                Some(c) => (Some(c.text), c.lossy, c.truncated, c.signals, c.ids.is_some()),
+                None => (None, false, false, None, false),
             };
             let mut row = Row {
                 id: p.record.id,
@@ -318,7 +323,7 @@ fn embed_batch(batch: Batch, clip: &Clip, free: &crossbeam_channel::Sender<HostP
                     row.fingerprint = Some(meta.fingerprint);
                     row.image_signals = meta.signals;
                     row.image_embedding = img_it.next();
-                    if row.caption.is_some() {
+                    if embeds_text {
                         row.text_embedding = text_it.next();
                     }
                     let finite = |e: &Option<Vec<f32>>| e.as_ref().is_none_or(|v| v.iter().all(|x| x.is_finite()));
@@ -360,11 +365,11 @@ const NON_FINITE_PROBE: u64 = 32;
 /// Fails the run when the model has given non-finite embeddings for at least `probe` records
 /// and a finite one for none: its weights or configuration are broken (e.g. `image_std` of 0,
 /// NaN weights), and every record would otherwise end as `non-finite-embedding`.
-fn check_model_output(counts: &store::Counts, probe: u64, clip: &Clip) -> Result<()> {
+fn check_model_output(counts: &store::Counts, probe: u64, encoder: &dyn Encoder) -> Result<()> {
     let bad = counts.skipped_by_reason.get(SkipReason::NonFiniteEmbedding.code()).copied().unwrap_or(0);
     if counts.embedded == 0 && bad >= probe.max(1) {
         return Err(crate::Error::ModelFile {
-            path: clip.info.source.clone().into(),
+            path: encoder.info().source.clone().into(),
             reason: format!(
                 "the model gives NaN or infinite embeddings for all {bad} records so far; its weights or \
                  configuration (e.g. a zero image_std in preprocessor_config.json) are broken"
@@ -391,18 +396,19 @@ pub fn embed(opts: &EmbedOptions) -> Result<EmbedOutcome> {
     tracing::info!("{} records in {} input(s) ({})", listing.records.len(), listing.paths.len(), listing.format.name());
     let device = device::open(opts.device)?;
     let dtype = device::compute_dtype(&device);
-    let clip = Clip::load(&opts.model, &device, dtype)?;
-    let batch_size = device::resolve_batch_size(opts.batch_size, &device, clip.model.config(), dtype);
-    tracing::info!("model {} on {} ({dtype:?}), batch size {batch_size}", clip.info.id, device::describe(&device));
+    let encoder = crate::model::load(&opts.model, &device, dtype)?;
+    let encoder = &*encoder;
+    let batch_size = device::resolve_batch_size(opts.batch_size, &device, encoder.bytes_per_item());
+    tracing::info!("model {} on {} ({dtype:?}), batch size {batch_size}", encoder.info().id, device::describe(&device));
     let manifest = RunManifest {
         sieve_version: env!("CARGO_PKG_VERSION").to_string(),
-        model: clip.info.clone(),
+        model: encoder.info().clone(),
         device: device::describe(&device),
         compute_dtype: format!("{dtype:?}").to_lowercase(),
         storage_dtype: "float16".into(),
-        embed_dim: clip.model.embed_dim(),
-        preprocessing: clip.preprocessor.config().clone(),
-        text_max_tokens: clip.tokenizer.max_len(),
+        embed_dim: encoder.embed_dim(),
+        preprocessing: encoder.preprocessor().config().clone(),
+        text_max_tokens: encoder.tokenizer().map_or(0, |t| t.max_len()),
         input: InputInfo {
             paths: listing.paths.iter().map(|p| p.display().to_string()).collect(),
             format: listing.format.name().into(),
@@ -438,7 +444,7 @@ pub fn embed(opts: &EmbedOptions) -> Result<EmbedOutcome> {
         // Part of loading: otherwise the first batch compiles kernels while the decoders,
         // which can run only a few batches ahead, stall.
         let t = Instant::now();
-        clip.model.warm_up()?;
+        encoder.warm_up()?;
         tracing::info!("device warmed up in {:.2}s", t.elapsed().as_secs_f64());
     }
 
@@ -446,19 +452,19 @@ pub fn embed(opts: &EmbedOptions) -> Result<EmbedOutcome> {
     let started = Instant::now();
     let (tx, rx) = crossbeam_channel::bounded::<Result<Batch>>(1);
     let (free_tx, free_rx) = crossbeam_channel::bounded::<HostPixels>(PIXEL_BUFFERS);
-    let item_len = clip.preprocessor.output_len();
+    let item_len = encoder.preprocessor().output_len();
     for _ in 0..PIXEL_BUFFERS.min(records.len().div_ceil(batch_size)) {
         let _ = free_tx.send(HostPixels::new(&device, dtype, batch_size * item_len));
     }
     std::thread::scope(|s| -> Result<()> {
         // Owned here so that an early return drops them and unblocks the producer.
         let (rx, free_tx) = (rx, free_tx);
-        let clip_ref = &clip;
+        let encoder_ref = encoder;
         let limits = opts.limits;
         s.spawn(move || {
             for chunk in records.chunks(batch_size) {
                 let Ok(buf) = free_rx.recv() else { break };
-                if tx.send(prepare_batch(chunk, clip_ref, &limits, buf, true)).is_err() {
+                if tx.send(prepare_batch(chunk, encoder_ref, &limits, buf, true)).is_err() {
                     break; // the embedding side stopped (with an error it reports)
                 }
             }
@@ -466,15 +472,15 @@ pub fn embed(opts: &EmbedOptions) -> Result<EmbedOutcome> {
         for batch in rx.iter() {
             let batch = batch?;
             let n = batch.items.len() as u64;
-            let rows = embed_batch(batch, &clip, &free_tx)?;
+            let rows = embed_batch(batch, encoder, &free_tx)?;
             writer.push(rows)?;
             pb.inc(n);
-            check_model_output(writer.counts(), NON_FINITE_PROBE, &clip)?;
+            check_model_output(writer.counts(), NON_FINITE_PROBE, encoder)?;
         }
         Ok(())
     })?;
     drop(pb);
-    check_model_output(writer.counts(), 1, &clip)?;
+    check_model_output(writer.counts(), 1, encoder)?;
     let elapsed = started.elapsed().as_secs_f64();
     let manifest = writer.finish(manifest)?;
     tracing::info!(
@@ -516,8 +522,9 @@ pub fn cpu_stage_rate(
     batch_size: usize,
 ) -> Result<CpuStageRate> {
     let records = crate::ingest::dir::scan(input)?;
-    let clip = Clip::load(model, &candle_core::Device::Cpu, candle_core::DType::F32)?;
-    let len = clip.preprocessor.output_len();
+    let encoder = crate::model::load(model, &candle_core::Device::Cpu, candle_core::DType::F32)?;
+    let encoder = &*encoder;
+    let len = encoder.preprocessor().output_len();
     let mut buf = HostPixels::F16(vec![half::f16::ZERO; batch_size * len]);
     {
         use rayon::prelude::*;
@@ -530,7 +537,7 @@ pub fn cpu_stage_rate(
     for (k, chunk) in records.chunks(batch_size.max(1)).enumerate() {
         for signals in [k % 2 == 1, k % 2 == 0] {
             let started = Instant::now();
-            let batch = prepare_batch(chunk, &clip, &limits, buf, signals)?;
+            let batch = prepare_batch(chunk, encoder, &limits, buf, signals)?;
             let t = started.elapsed().as_secs_f64();
             if signals {
                 with += t;

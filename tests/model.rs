@@ -1,8 +1,10 @@
 //! Model loading: config.json defaults, folder vs Hub resolution and its errors, the registry.
 
 use sieve::device::DeviceSpec;
-use sieve::model::config::{ClipConfig, SizeSpec};
-use sieve::model::{registry, ModelFiles, ModelSpec, PreprocessorConfig};
+use sieve::media::preprocess::PreprocessorConfig;
+use sieve::media::preprocess::SizeSpec;
+use sieve::model::clip::ClipConfig;
+use sieve::model::{registry, ModelFiles, ModelSpec};
 
 use crate::util::*;
 
@@ -133,7 +135,8 @@ fn device_specs_parse() {
 
 #[test]
 fn batch_size_auto_fits_device_memory() {
-    use sieve::device::{auto_gpu_batch, bytes_per_item, resolve_batch_size, BatchSize};
+    use sieve::device::{auto_gpu_batch, resolve_batch_size, BatchSize};
+    use sieve::model::clip::bytes_per_item;
     assert_eq!("auto".parse::<BatchSize>().unwrap(), BatchSize::Auto);
     assert_eq!("96".parse::<BatchSize>().unwrap(), BatchSize::Fixed(96));
     assert!("0".parse::<BatchSize>().is_err() && "big".parse::<BatchSize>().is_err());
@@ -147,8 +150,8 @@ fn batch_size_auto_fits_device_memory() {
     assert_eq!(auto_gpu_batch(10 << 20, per), 2, "below 32 it still fits what it can");
     assert_eq!(auto_gpu_batch(1, per), 1);
     let cpu = candle_core::Device::Cpu;
-    assert_eq!(resolve_batch_size(BatchSize::Auto, &cpu, &cfg, candle_core::DType::F32), 64);
-    assert_eq!(resolve_batch_size(BatchSize::Fixed(7), &cpu, &cfg, candle_core::DType::F32), 7);
+    assert_eq!(resolve_batch_size(BatchSize::Auto, &cpu, bytes_per_item(&cfg, candle_core::DType::F32)), 64);
+    assert_eq!(resolve_batch_size(BatchSize::Fixed(7), &cpu, bytes_per_item(&cfg, candle_core::DType::F32)), 7);
 }
 
 #[test]
@@ -197,7 +200,7 @@ fn agrees_with_candle_transformers_stock_clip() {
         )
     }
     .unwrap();
-    let stock = sieve::model::stock::stock_model(vb, clip.model.config()).unwrap();
+    let stock = sieve::model::clip::stock::stock_model(vb, clip.model.config()).unwrap();
     let g = golden();
     let pixels: Vec<Tensor> = g.images.iter().map(|f| golden_pixels(stem(f))).collect();
     let pixels = Tensor::stack(&pixels, 0).unwrap();
@@ -253,7 +256,7 @@ fn folded_constants_the_gpu_layout_equal_the_reference_maths() {
 /// Problems with a model's configuration are model errors (exit 1), not usage errors (exit 2).
 #[test]
 fn model_config_problems_are_model_errors() {
-    use sieve::model::config::Activation;
+    use sieve::model::Activation;
     assert!(matches!(Activation::parse("swish"), Err(sieve::Error::Model { .. })));
     assert_eq!(Activation::parse("quick_gelu").unwrap(), Activation::QuickGelu);
 }

@@ -117,3 +117,41 @@ fn batched_equals_one_at_a_time() {
         assert!(d <= 1e-5, "caption {i}: batched vs single max-abs {d}");
     }
 }
+
+/// Pillow's own bicubic resizes (scripts/make_resample_golden.py, Pillow 13), byte for byte:
+/// both of its pass orders (vertical first when the height shrinks by more than twice as many
+/// pixels as the width), the boundary between them, and a window of each equal to the same
+/// part of the whole.
+#[test]
+fn resizes_match_pillow_in_both_pass_orders() {
+    use sieve::media::resample::{resize_rgb8, resize_rgb8_window, Filter, Window};
+    #[derive(serde::Deserialize)]
+    struct Case {
+        image: String,
+        width: usize,
+        height: usize,
+        file: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        cases: Vec<Case>,
+    }
+    let dir = fixtures().join("golden/resample");
+    let m: Manifest = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert!(m.cases.len() >= 7);
+    for c in &m.cases {
+        let bytes = std::fs::read(fixtures().join("images").join(&c.image)).unwrap();
+        let rgb = decode(&bytes, &Limits::default()).unwrap().rgb;
+        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+        let want = Tensor::read_npy(dir.join(&c.file)).unwrap().flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        let got = resize_rgb8(rgb.as_raw(), w, h, c.width, c.height, Filter::Bicubic);
+        let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert_eq!(differ, 0, "{} to {}x{}: {differ} values differ from Pillow", c.image, c.width, c.height);
+        let win = Window { x0: c.width / 4, x1: c.width * 3 / 4 + 1, y0: c.height / 3, y1: c.height - 1 };
+        let part = resize_rgb8_window(rgb.as_raw(), w, h, c.width, c.height, Filter::Bicubic, win);
+        let crop: Vec<u8> = (win.y0..win.y1)
+            .flat_map(|y| got[(y * c.width + win.x0) * 3..(y * c.width + win.x1) * 3].to_vec())
+            .collect();
+        assert_eq!(part, crop, "{} to {}x{}: window", c.image, c.width, c.height);
+    }
+}

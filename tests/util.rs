@@ -152,6 +152,7 @@ pub fn planted_run_with_uris(dir: &Path, items: &[Planted], weights_sha256: &str
             source: "test".into(),
             weights_sha256: weights_sha256.into(),
             embed_dim: dim,
+            family: Default::default(),
         },
         device: "cpu".into(),
         compute_dtype: "f32".into(),

@@ -32,7 +32,7 @@ use crate::device::{self, DeviceSpec};
 use crate::error::{Error, Result};
 use crate::index::kmeans::{self, KMeansParams, Top2};
 use crate::index::{ClusteredIndex, ExactIndex, Matrix, NeighbourIndex, AUTO_EXACT_MAX_CPU, AUTO_EXACT_MAX_GPU};
-use crate::model::cpu::matmul_tn;
+use crate::linalg::matmul_tn;
 use crate::store::{write_atomic, Layout, Run};
 
 /// Default number of k-means clusters for entropy and coverage.

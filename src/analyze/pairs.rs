@@ -250,6 +250,12 @@ fn flag_of(s: &PairScore) -> Option<&'static str> {
 pub fn score(opts: &ScoreOptions) -> Result<Summary> {
     let started = Instant::now();
     let run = Run::open(&opts.run)?;
+    if !run.manifest.model.family.has_text() {
+        tracing::warn!(
+            "{} is an image-only model: the run holds no caption embeddings, so there is no caption fit to score",
+            run.manifest.model.id
+        );
+    }
     let items = Embedded::load(&run)?;
     let dev = device::open(opts.device)?;
     let model_default = registry::score_defaults(&run.manifest.model.id).min_cosine;

@@ -238,7 +238,9 @@ pub fn signal(row: &Row, name: &str) -> Option<f64> {
         "aspect" => Some(side(true)? / side(false)?.max(1.0)),
         "caption_chars" => cap.map(|s| s.chars as f64),
         // Empty captions have their own flag.
-        "caption_tokens" => cap.filter(|s| s.chars > 0).map(|s| s.tokens as f64),
+        // 0 tokens: an image-only model tokenised nothing (any tokenised caption has its start
+        // and end tokens), so the signal is unknown rather than short.
+        "caption_tokens" => cap.filter(|s| s.chars > 0 && s.tokens > 0).map(|s| s.tokens as f64),
         _ => None,
     }
 }

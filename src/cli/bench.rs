@@ -95,12 +95,12 @@ pub fn execute(args: BenchArgs, g: Global) -> anyhow::Result<()> {
         return Ok(());
     }
     disable_fast_paths(&args.cuda_disable);
-    let config = sieve::model::ClipConfig::from_file(&args.config)?;
+    let config = sieve::model::clip::ClipConfig::from_file(&args.config)?;
     let device = sieve::device::open(args.device)?;
     let t = if args.stock {
-        sieve::bench::run_stock(&config, &device, args.batch_size, args.iters)
+        sieve::model::clip::bench::run_stock(&config, &device, args.batch_size, args.iters)
     } else {
-        sieve::bench::run(&config, &device, args.batch_size, args.iters, args.parity)
+        sieve::model::clip::bench::run(&config, &device, args.batch_size, args.iters, args.parity)
     }
     .with_context(|| format!("benchmarking {}", args.config.display()))?;
     if g.json {

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::topk::{self, Neighbours, TopK};
 use super::{sort_dedup, Matrix, NeighbourIndex, Pair};
 use crate::error::Result;
-use crate::model::cpu::matmul_wt;
+use crate::linalg::matmul_wt;
 use crate::progress::Progress;
 
 /// Query rows per CPU tile.

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::Matrix;
 use crate::error::{Error, Result};
-use crate::model::cpu::matmul_wt;
+use crate::linalg::matmul_wt;
 
 /// k-means settings.
 #[derive(Debug, Clone, Copy)]

@@ -5,7 +5,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::Matrix;
-use crate::model::cpu::matmul_wt;
+use crate::linalg::matmul_wt;
 
 /// One query's nearest indexed rows, most similar first: `(row, cosine)`.
 pub type Neighbours = Vec<(u32, f32)>;

@@ -4,6 +4,7 @@ pub mod decode;
 pub mod fingerprint;
 pub mod jpeg;
 pub mod preprocess;
+pub mod preprocess_config;
 pub mod quality;
 pub mod resample;
 pub mod thumbnail;

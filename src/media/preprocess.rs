@@ -17,7 +17,7 @@ pub enum PixelsMut<'a> {
     F16(&'a mut [half::f16]),
 }
 
-use crate::model::config::{PreprocessorConfig, SizeSpec};
+pub use super::preprocess_config::{PreprocessorConfig, SizeSpec};
 
 /// Turns RGB images into the model's normalised pixel tensors.
 #[derive(Debug, Clone)]

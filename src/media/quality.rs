@@ -329,7 +329,8 @@ pub struct CaptionSignals {
     /// Length in Unicode scalar values.
     pub chars: u32,
     /// Tokens the caption takes with the start and end tokens, before truncation (over the
-    /// model's window, run.json's `text_max_tokens`, means it was truncated).
+    /// model's window, run.json's `text_max_tokens`, means it was truncated); 0 with an
+    /// image-only model, which tokenises nothing.
     pub tokens: u32,
     /// Why the caption looks like boilerplate: `url`, `camera-default`, `file-name`, `id`,
     /// `placeholder` or `repeated-word`; `None` when it does not.

@@ -21,18 +21,18 @@ pub struct Tokens {
 }
 
 #[derive(Clone)]
-pub struct ClipTokenizer {
+pub struct TextTokenizer {
     inner: Tokenizer,
     max_len: usize,
 }
 
-impl std::fmt::Debug for ClipTokenizer {
+impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClipTokenizer").field("max_len", &self.max_len).finish()
+        f.debug_struct("TextTokenizer").field("max_len", &self.max_len).finish()
     }
 }
 
-impl ClipTokenizer {
+impl TextTokenizer {
     /// Loads `tokenizer.json`; `max_len` is the text tower's `max_position_embeddings`.
     pub fn from_file(path: &Path, max_len: usize) -> Result<Self> {
         let mut inner = Tokenizer::from_file(path)

@@ -7,10 +7,12 @@
 //! `tests/model.rs` checks it against the generic path.
 
 use candle_core::{CpuStorage, Device, Storage, StorageRef, Tensor};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use gemm::Parallelism;
+
+use crate::linalg::{matmul_wt, threads};
 
 /// A borrowed, contiguous f32 CPU tensor.
 pub(crate) struct F32View<'a> {
@@ -36,101 +38,6 @@ impl<'a> F32View<'a> {
             Storage::Cpu(CpuStorage::F32(v)) => &v[self.start..self.start + self.len],
             _ => unreachable!("checked in new"),
         }
-    }
-}
-
-pub(crate) fn threads() -> Parallelism {
-    match rayon::current_num_threads() {
-        0 | 1 => Parallelism::None,
-        n => Parallelism::Rayon(n),
-    }
-}
-
-/// `dst[m×n] (+)= x[m×k] · Wᵀ` with `W` row-major `[n×k]` (a PyTorch linear weight, or a
-/// block of vectors to compare `x` against). The one wrapper over `gemm` for both the model and
-/// the neighbour search.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_wt(
-    dst: &mut [f32],
-    x: &[f32],
-    w: &[f32],
-    m: usize,
-    n: usize,
-    k: usize,
-    accumulate: bool,
-    parallelism: Parallelism,
-) {
-    assert!(dst.len() >= m * n && x.len() >= m * k && w.len() >= n * k, "gemm operands too small");
-    // SAFETY: bounds checked above; strides describe row-major dst/x and Wᵀ read from W.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
-}
-
-/// `dst[da×db] = Aᵀ · B` for `a[rows×da]` and `b[rows×db]`, each row-major with its own row
-/// stride (`ld*`, ≥ the width), so blocks of columns of wider matrices are read in place: the
-/// Gram (or cross) matrix of two blocks of vectors through gemm's strides.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_tn(
-    dst: &mut [f32],
-    ldd: usize,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    rows: usize,
-    da: usize,
-    db: usize,
-) {
-    let fits = |len: usize, ld: usize, r: usize, w: usize| r == 0 || w == 0 || (ld >= w && len >= (r - 1) * ld + w);
-    assert!(
-        fits(dst.len(), ldd, da, db) && fits(a.len(), lda, rows, da) && fits(b.len(), ldb, rows, db),
-        "gemm operands too small"
-    );
-    // SAFETY: bounds checked above; lhs(i, r) = a[r·lda + i], rhs(r, j) = b[r·ldb + j],
-    // dst(i, j) = dst[i·ldd + j].
-    unsafe {
-        gemm::gemm(
-            da,
-            db,
-            rows,
-            dst.as_mut_ptr(),
-            1,
-            ldd as isize,
-            false,
-            a.as_ptr(),
-            lda as isize,
-            1,
-            b.as_ptr(),
-            1,
-            ldb as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        )
     }
 }
 

@@ -597,7 +597,7 @@ pub struct RunManifest {
     /// Embeddings are stored as this dtype, L2-normalised.
     pub storage_dtype: String,
     pub embed_dim: usize,
-    pub preprocessing: crate::model::PreprocessorConfig,
+    pub preprocessing: crate::media::preprocess::PreprocessorConfig,
     pub text_max_tokens: usize,
     pub input: InputInfo,
     pub limits: crate::media::decode::Limits,

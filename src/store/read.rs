@@ -348,7 +348,11 @@ impl Run {
                     format!("holds {rows}×{cols}, but the metadata part has {n} rows of dimension {d}"),
                 ));
             }
-            let has = |i: usize| self.meta.embedded[start + i] && (!text || self.meta.caption[start + i].is_some());
+            // An image-only model stores a zero text row for every item, captioned or not.
+            let has = |i: usize| {
+                self.meta.embedded[start + i]
+                    && (!text || (self.meta.caption[start + i].is_some() && self.manifest.model.family.has_text()))
+            };
             check_embedding_rows(&path, &values, d, &self.meta.id[start..start + n], has)?;
             out.extend(values);
             start += n;

@@ -1,36 +1,60 @@
-//! CLIP image and text towers (Radford et al. 2021), written against Hugging Face's
-//! `modeling_clip.py` weight names so any `CLIPModel` checkpoint loads unchanged.
+//! The transformer blocks the encoder families share, written against Hugging Face's weight
+//! names (`self_attn.{q,k,v,out}_proj`, `layer_norm1/2`, `mlp.fc1/fc2`, as CLIP and SigLIP
+//! checkpoints name them): linear and layer-norm layers, the pre-norm encoder layer with fused
+//! Q/K/V, and the encoder that pools one row per sequence.
 //!
-//! Differences from candle-transformers' stock CLIP, all for speed with identical maths:
+//! Differences from candle-transformers' stock layers, all for speed with identical maths:
 //! Q/K/V are one fused matmul (weights concatenated at load); activations stay in the compute
 //! dtype; softmax and layer norm use candle's fused single-kernel ops; linear layers run as one
-//! 2-D GEMM over `batch * seq` rows; the patch embedding is a reshape + GEMM instead of a
-//! convolution; and text pooling positions are computed on the host from the token ids we
-//! already hold, so no per-row device sync is needed.
+//! 2-D GEMM over `batch * seq` rows; on the CPU in f32 a layer runs through the fused kernels of
+//! [`super::cpu`], on CUDA through sieve's kernels in `super::cuda`.
 
 use std::cell::OnceCell;
 
-use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::VarBuilder;
 
-use super::config::{Activation, ClipConfig, TextConfig, VisionConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// The activation functions the encoder families use (`hidden_act` in their configs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `x * sigmoid(1.702 x)`, OpenAI's CLIP.
+    QuickGelu,
+    /// Exact (erf) GELU, used by some re-trained CLIPs.
+    Gelu,
+    /// tanh-approximated GELU.
+    GeluTanh,
+}
+
+impl Activation {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "quick_gelu" => Ok(Activation::QuickGelu),
+            "gelu" => Ok(Activation::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
+            other => {
+                Err(Error::Model { reason: format!("unsupported activation `{other}` (hidden_act in config.json)") })
+            }
+        }
+    }
+}
 
 /// `y = x W^T + b`, applied to the last dimension of a tensor of any rank as one 2-D GEMM.
 /// (Every linear layer inside CLIP's encoders has a bias; the projections are bare matrices.)
 #[derive(Debug, Clone)]
-struct Linear {
+pub(crate) struct Linear {
     weight: Tensor,
     bias: Tensor,
 }
 
 impl Linear {
-    fn load(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+    pub(crate) fn load(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
         Ok(Self { weight: vb.get((out_dim, in_dim), "weight")?, bias: vb.get(out_dim, "bias")? })
     }
 
     /// One layer out of several `[out, in]` layers stacked along the output dimension.
-    fn fused(parts: &[Linear]) -> Result<Self> {
+    pub(crate) fn fused(parts: &[Linear]) -> Result<Self> {
         let weights: Vec<&Tensor> = parts.iter().map(|l| &l.weight).collect();
         let biases: Vec<&Tensor> = parts.iter().map(|l| &l.bias).collect();
         Ok(Self { weight: Tensor::cat(&weights, 0)?, bias: Tensor::cat(&biases, 0)? })
@@ -55,14 +79,14 @@ impl Module for Linear {
 }
 
 #[derive(Debug, Clone)]
-struct LayerNorm {
+pub(crate) struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f32,
 }
 
 impl LayerNorm {
-    fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+    pub(crate) fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")?, eps: eps as f32 })
     }
 }
@@ -91,7 +115,7 @@ impl Module for Activation {
 
 /// Shape of one transformer encoder, shared by both towers.
 #[derive(Debug, Clone, Copy)]
-struct EncoderShape {
+pub(crate) struct EncoderShape {
     hidden: usize,
     intermediate: usize,
     layers: usize,
@@ -101,35 +125,46 @@ struct EncoderShape {
 }
 
 impl EncoderShape {
-    fn new(hidden: usize, intermediate: usize, layers: usize, heads: usize, eps: f64, act: &str) -> Result<Self> {
+    pub(crate) fn new(
+        hidden: usize,
+        intermediate: usize,
+        layers: usize,
+        heads: usize,
+        eps: f64,
+        act: &str,
+    ) -> Result<Self> {
         Ok(Self { hidden, intermediate, layers, heads, eps, act: Activation::parse(act)? })
-    }
-
-    fn text(c: &TextConfig) -> Result<Self> {
-        Self::new(
-            c.hidden_size,
-            c.intermediate_size,
-            c.num_hidden_layers,
-            c.num_attention_heads,
-            c.layer_norm_eps,
-            &c.hidden_act,
-        )
-    }
-
-    fn vision(c: &VisionConfig) -> Result<Self> {
-        Self::new(
-            c.hidden_size,
-            c.intermediate_size,
-            c.num_hidden_layers,
-            c.num_attention_heads,
-            c.layer_norm_eps,
-            &c.hidden_act,
-        )
     }
 }
 
+/// Where a family's checkpoints keep one encoder layer's tensors, relative to the layer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerNames {
+    pub q: &'static str,
+    pub k: &'static str,
+    pub v: &'static str,
+    pub out: &'static str,
+    pub ln1: &'static str,
+    pub ln2: &'static str,
+    pub fc1: &'static str,
+    pub fc2: &'static str,
+}
+
+/// transformers' CLIP (and SigLIP) names: `self_attn.{q,k,v,out}_proj`, `layer_norm1/2`,
+/// `mlp.fc1/fc2`.
+pub(crate) const HF_CLIP_LAYER: LayerNames = LayerNames {
+    q: "self_attn.q_proj",
+    k: "self_attn.k_proj",
+    v: "self_attn.v_proj",
+    out: "self_attn.out_proj",
+    ln1: "layer_norm1",
+    ln2: "layer_norm2",
+    fc1: "mlp.fc1",
+    fc2: "mlp.fc2",
+};
+
 #[derive(Debug, Clone)]
-struct EncoderLayer {
+pub(crate) struct EncoderLayer {
     qkv: Linear,
     out_proj: Linear,
     ln1: LayerNorm,
@@ -145,26 +180,41 @@ struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    fn load(vb: VarBuilder, s: &EncoderShape) -> Result<Self> {
+    pub(crate) fn load(vb: VarBuilder, s: &EncoderShape, names: &LayerNames) -> Result<Self> {
         let h = s.hidden;
-        let attn = vb.pp("self_attn");
         let qkv = Linear::fused(&[
-            Linear::load(attn.pp("q_proj"), h, h)?,
-            Linear::load(attn.pp("k_proj"), h, h)?,
-            Linear::load(attn.pp("v_proj"), h, h)?,
+            Linear::load(vb.pp(names.q), h, h)?,
+            Linear::load(vb.pp(names.k), h, h)?,
+            Linear::load(vb.pp(names.v), h, h)?,
         ])?;
         Ok(Self {
             qkv,
-            out_proj: Linear::load(attn.pp("out_proj"), h, h)?,
-            ln1: LayerNorm::load(vb.pp("layer_norm1"), h, s.eps)?,
-            ln2: LayerNorm::load(vb.pp("layer_norm2"), h, s.eps)?,
-            fc1: Linear::load(vb.pp("mlp").pp("fc1"), h, s.intermediate)?,
-            fc2: Linear::load(vb.pp("mlp").pp("fc2"), s.intermediate, h)?,
+            out_proj: Linear::load(vb.pp(names.out), h, h)?,
+            ln1: LayerNorm::load(vb.pp(names.ln1), h, s.eps)?,
+            ln2: LayerNorm::load(vb.pp(names.ln2), h, s.eps)?,
+            fc1: Linear::load(vb.pp(names.fc1), h, s.intermediate)?,
+            fc2: Linear::load(vb.pp(names.fc2), s.intermediate, h)?,
             act: s.act,
             heads: s.heads,
             scale: ((h / s.heads) as f64).powf(-0.5),
             folded: false,
         })
+    }
+
+    /// Multiplies the attention block's output by `attn` and the MLP's by `mlp` (per channel,
+    /// `[hidden]`), folded into `out_proj` and `fc2`: DINOv2's layer scale, `x + γ ⊙ f(x)`, is
+    /// then the plain pre-norm layer. Computed in f32 and cast back to the weights' dtype.
+    pub(crate) fn scale_outputs(&mut self, attn: &Tensor, mlp: &Tensor) -> Result<()> {
+        let scale = |l: &Linear, g: &Tensor| -> Result<Linear> {
+            let dt = l.weight.dtype();
+            let g = g.to_dtype(DType::F32)?;
+            let weight = l.weight.to_dtype(DType::F32)?.broadcast_mul(&g.unsqueeze(1)?)?.to_dtype(dt)?;
+            let bias = (l.bias.to_dtype(DType::F32)? * &g)?.to_dtype(dt)?;
+            Ok(Linear { weight, bias })
+        };
+        self.out_proj = scale(&self.out_proj, attn)?;
+        self.fc2 = scale(&self.fc2, mlp)?;
+        Ok(())
     }
 
     /// Folds the attention scale into Q's weights and bias, and for QuickGELU
@@ -318,23 +368,28 @@ impl EncoderLayer {
 }
 
 #[derive(Debug, Clone)]
-struct Encoder {
+pub(crate) struct Encoder {
     layers: Vec<EncoderLayer>,
     /// Use the fused CPU kernels where they apply (on by default).
-    fused_cpu: bool,
+    pub(crate) fused_cpu: bool,
 }
 
 impl Encoder {
-    fn load(vb: VarBuilder, s: &EncoderShape) -> Result<Self> {
-        let vb = vb.pp("layers");
-        let layers = (0..s.layers).map(|i| EncoderLayer::load(vb.pp(i), s)).collect::<Result<_>>()?;
+    /// The encoder whose layer `i` is under `vb`'s `i` with the tensor names `names`.
+    pub(crate) fn load(vb: VarBuilder, s: &EncoderShape, names: &LayerNames) -> Result<Self> {
+        let layers = (0..s.layers).map(|i| EncoderLayer::load(vb.pp(i), s, names)).collect::<Result<_>>()?;
         Ok(Self { layers, fused_cpu: true })
+    }
+
+    /// The layers, for a family that adjusts their weights after loading.
+    pub(crate) fn layers_mut(&mut self) -> &mut [EncoderLayer] {
+        &mut self.layers
     }
 
     /// Runs the encoder and returns only the row each sequence is pooled at (`pick[i]` for
     /// batch item `i`), `[batch, hidden]`. The fused CPU path skips the other rows' work in
     /// the last layer, where nothing reads them.
-    fn forward_pooled(&self, xs: &Tensor, causal: bool, pick: &[usize]) -> Result<Tensor> {
+    pub(crate) fn forward_pooled(&self, xs: &Tensor, causal: bool, pick: &[usize]) -> Result<Tensor> {
         let (b, s, h) = xs.dims3()?;
         let mut x = xs.clone();
         let mut mask = None;
@@ -362,84 +417,13 @@ impl Encoder {
         Ok(x.reshape((b * s, h))?.index_select(&pooled_rows(pick, s, x.device())?, 0)?)
     }
 
-    fn fold(&mut self) -> Result<()> {
+    pub(crate) fn fold(&mut self) -> Result<()> {
         self.layers.iter_mut().try_for_each(EncoderLayer::fold)
     }
 }
 
-/// The text tower: token + position embeddings, causal encoder, final layer norm, pooled at the
-/// end-of-text token exactly as transformers' `CLIPTextTransformer` does.
-#[derive(Debug, Clone)]
-pub struct TextTransformer {
-    token_embedding: Tensor,
-    position_embedding: Tensor,
-    encoder: Encoder,
-    final_layer_norm: LayerNorm,
-    eos_token_id: u32,
-    max_len: usize,
-}
-
-impl TextTransformer {
-    fn load(vb: VarBuilder, c: &TextConfig) -> Result<Self> {
-        let shape = EncoderShape::text(c)?;
-        let emb = vb.pp("embeddings");
-        Ok(Self {
-            token_embedding: emb.pp("token_embedding").get((c.vocab_size, c.hidden_size), "weight")?,
-            position_embedding: emb
-                .pp("position_embedding")
-                .get((c.max_position_embeddings, c.hidden_size), "weight")?,
-            encoder: Encoder::load(vb.pp("encoder"), &shape)?,
-            final_layer_norm: LayerNorm::load(vb.pp("final_layer_norm"), c.hidden_size, c.layer_norm_eps)?,
-            eos_token_id: c.eos_token_id,
-            max_len: c.max_position_embeddings,
-        })
-    }
-
-    /// Where transformers pools: old configs (eos_token_id == 2) take the highest id, which is
-    /// `<|endoftext|>` in CLIP's vocabulary; newer ones take the first `eos_token_id`, or 0.
-    pub fn pool_position(&self, ids: &[u32]) -> usize {
-        if self.eos_token_id == 2 {
-            let mut best = 0;
-            for (i, &id) in ids.iter().enumerate() {
-                if id > ids[best] {
-                    best = i;
-                }
-            }
-            best
-        } else {
-            ids.iter().position(|&id| id == self.eos_token_id).unwrap_or(0)
-        }
-    }
-
-    /// Pooled (pre-projection) features for a batch of token-id sequences. Sequences are padded
-    /// to the longest; the causal mask keeps padding from reaching the pooled position.
-    fn forward(&self, batch: &[Vec<u32>], device: &Device) -> Result<Tensor> {
-        let seq = batch.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        if seq > self.max_len {
-            return Err(crate::Error::Model {
-                reason: format!("a token sequence of {seq} tokens, more than the model's {} positions", self.max_len),
-            });
-        }
-        let b = batch.len();
-        let pad = self.eos_token_id.min(self.token_embedding.dim(0)? as u32 - 1);
-        let mut flat = Vec::with_capacity(b * seq);
-        let mut pool = Vec::with_capacity(b);
-        for ids in batch {
-            flat.extend_from_slice(ids);
-            flat.extend(std::iter::repeat_n(pad, seq - ids.len()));
-            pool.push(self.pool_position(ids));
-        }
-        let ids = Tensor::from_vec(flat, (b * seq,), device)?;
-        let h = self.token_embedding.dim(1)?;
-        let x = self.token_embedding.index_select(&ids, 0)?.reshape((b, seq, h))?;
-        let x = x.broadcast_add(&self.position_embedding.narrow(0, 0, seq)?)?;
-        let x = self.encoder.forward_pooled(&x, true, &pool)?;
-        Ok(self.final_layer_norm.forward(&x)?)
-    }
-}
-
 /// `a + b` (same shapes), through sieve's vectorised CUDA kernel where it applies.
-fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub(crate) fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if let Some(t) = super::cuda::add(a, b)? {
         return Ok(t);
@@ -448,7 +432,7 @@ fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 /// `x · sigmoid(x)`, through sieve's vectorised CUDA kernel where it applies.
-fn silu(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn silu(x: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if let Some(t) = super::cuda::silu(x)? {
         return Ok(t);
@@ -457,7 +441,7 @@ fn silu(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Attention output `[b, heads, s, hd]` as `[b, s, heads·hd]`.
-fn merge_heads(ctx: &Tensor) -> Result<Tensor> {
+pub(crate) fn merge_heads(ctx: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if let Some(t) = super::cuda::merge_heads(ctx)? {
         return Ok(t);
@@ -467,197 +451,17 @@ fn merge_heads(ctx: &Tensor) -> Result<Tensor> {
 }
 
 /// Row `i * seq + pick[i]` of a `[b * seq, _]` matrix for each item `i`, as an index tensor.
-fn pooled_rows(pick: &[usize], seq: usize, device: &Device) -> Result<Tensor> {
+pub(crate) fn pooled_rows(pick: &[usize], seq: usize, device: &Device) -> Result<Tensor> {
     let rows: Vec<u32> = pick.iter().enumerate().map(|(i, &t)| (i * seq + t) as u32).collect();
     Ok(Tensor::from_vec(rows, (pick.len(),), device)?)
 }
 
 /// Additive causal mask `[seq, seq]` in `like`'s dtype and device, when `causal`.
-fn causal_mask_if(causal: bool, seq: usize, like: &Tensor) -> Result<Option<Tensor>> {
+pub(crate) fn causal_mask_if(causal: bool, seq: usize, like: &Tensor) -> Result<Option<Tensor>> {
     if !causal {
         return Ok(None);
     }
     let mask: Vec<f32> =
         (0..seq).flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
     Ok(Some(Tensor::from_vec(mask, (seq, seq), like.device())?.to_dtype(like.dtype())?))
-}
-
-/// The vision tower: patch + class + position embeddings, pre-norm, encoder, post-norm of the
-/// class token.
-#[derive(Debug, Clone)]
-pub struct VisionTransformer {
-    class_embedding: Tensor,
-    patch_weight: Tensor,
-    position_embedding: Tensor,
-    pre_layrnorm: LayerNorm,
-    encoder: Encoder,
-    post_layernorm: LayerNorm,
-    patch: usize,
-    image_size: usize,
-    channels: usize,
-}
-
-impl VisionTransformer {
-    fn load(vb: VarBuilder, c: &VisionConfig) -> Result<Self> {
-        let shape = EncoderShape::vision(c)?;
-        let emb = vb.pp("embeddings");
-        let h = c.hidden_size;
-        let patches = (c.image_size / c.patch_size).pow(2);
-        let patch_weight = emb
-            .pp("patch_embedding")
-            .get((h, c.num_channels, c.patch_size, c.patch_size), "weight")?
-            .reshape((h, c.num_channels * c.patch_size * c.patch_size))?;
-        Ok(Self {
-            class_embedding: emb.get(h, "class_embedding")?,
-            patch_weight,
-            position_embedding: emb.pp("position_embedding").get((patches + 1, h), "weight")?,
-            pre_layrnorm: LayerNorm::load(vb.pp("pre_layrnorm"), h, c.layer_norm_eps)?,
-            encoder: Encoder::load(vb.pp("encoder"), &shape)?,
-            post_layernorm: LayerNorm::load(vb.pp("post_layernorm"), h, c.layer_norm_eps)?,
-            patch: c.patch_size,
-            image_size: c.image_size,
-            channels: c.num_channels,
-        })
-    }
-
-    /// Pooled (pre-projection) features for pixels `[batch, channels, size, size]`.
-    fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
-        let (b, c, hh, ww) = pixels.dims4()?;
-        if c != self.channels || hh != self.image_size || ww != self.image_size {
-            return Err(crate::Error::Model {
-                reason: format!(
-                    "a pixel tensor of shape {:?}, the model wants [_, {}, {}, {}]",
-                    pixels.dims(),
-                    self.channels,
-                    self.image_size,
-                    self.image_size
-                ),
-            });
-        }
-        let p = self.patch;
-        let g = hh / p;
-        let h = self.patch_weight.dim(0)?;
-        // A stride-p, p×p convolution without bias is a GEMM over flattened patches.
-        let patches = pixels
-            .reshape((b, c, g, p, g, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b * g * g, c * p * p))?;
-        let x = patches.matmul(&self.patch_weight.t()?)?.reshape((b, g * g, h))?;
-        let cls = self.class_embedding.reshape((1, 1, h))?.broadcast_as((b, 1, h))?;
-        let x = Tensor::cat(&[&cls, &x], 1)?.broadcast_add(&self.position_embedding)?;
-        let x = self.pre_layrnorm.forward(&x)?;
-        let x = self.encoder.forward_pooled(&x, false, &vec![0; b])?;
-        Ok(self.post_layernorm.forward(&x)?)
-    }
-}
-
-/// A CLIP model: both towers and their projections into the shared embedding space.
-#[derive(Debug, Clone)]
-pub struct ClipModel {
-    text: TextTransformer,
-    vision: VisionTransformer,
-    text_projection: Tensor,
-    visual_projection: Tensor,
-    config: ClipConfig,
-    device: Device,
-    dtype: DType,
-}
-
-impl ClipModel {
-    /// Builds the model from a `VarBuilder` over Hugging Face `CLIPModel` weights; the weights
-    /// are cast to the builder's dtype.
-    pub fn new(vb: VarBuilder, config: &ClipConfig) -> Result<Self> {
-        let t = &config.text_config;
-        let v = &config.vision_config;
-        let mut model = Self {
-            text: TextTransformer::load(vb.pp("text_model"), t)?,
-            vision: VisionTransformer::load(vb.pp("vision_model"), v)?,
-            text_projection: vb.pp("text_projection").get((config.projection_dim, t.hidden_size), "weight")?,
-            visual_projection: vb.pp("visual_projection").get((config.projection_dim, v.hidden_size), "weight")?,
-            config: config.clone(),
-            device: vb.device().clone(),
-            dtype: vb.dtype(),
-        };
-        if !model.device.is_cpu() {
-            model.fold_constants()?;
-        }
-        Ok(model)
-    }
-
-    /// Folds the attention scale and QuickGELU's constant into the weights (see
-    /// `EncoderLayer::fold`) and so turns the fused CPU kernels off. Done at load on GPUs;
-    /// tests call it on the CPU to check the folded maths against the reference.
-    pub fn fold_constants(&mut self) -> Result<()> {
-        self.text.encoder.fold()?;
-        self.vision.encoder.fold()
-    }
-
-    pub fn config(&self) -> &ClipConfig {
-        &self.config
-    }
-
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
-    pub fn dtype(&self) -> DType {
-        self.dtype
-    }
-
-    /// Dimension of the shared embedding space.
-    pub fn embed_dim(&self) -> usize {
-        self.config.projection_dim
-    }
-
-    /// Projected image features, `[batch, embed_dim]` in f32, not normalised. `pixels` is a
-    /// preprocessed `[batch, 3, size, size]` f32 tensor on any device.
-    pub fn embed_images(&self, pixels: &Tensor) -> Result<Tensor> {
-        let x = pixels.to_device(&self.device)?.to_dtype(self.dtype)?;
-        let pooled = self.vision.forward(&x)?;
-        Ok(pooled.matmul(&self.visual_projection.t()?)?.to_dtype(DType::F32)?)
-    }
-
-    /// Projected text features, `[batch, embed_dim]` in f32, not normalised, for token ids as
-    /// produced by [`crate::media::tokenize::ClipTokenizer`].
-    pub fn embed_texts(&self, batch: &[Vec<u32>]) -> Result<Tensor> {
-        if batch.is_empty() {
-            return Ok(Tensor::zeros((0, self.embed_dim()), DType::F32, &self.device)?);
-        }
-        let pooled = self.text.forward(batch, &self.device)?;
-        Ok(pooled.matmul(&self.text_projection.t()?)?.to_dtype(DType::F32)?)
-    }
-
-    /// Runs both towers once on one dummy input, so that a GPU's one-off costs (compiling
-    /// sieve's kernels with NVRTC, loading candle's kernel modules, creating library handles)
-    /// are paid at load time rather than while the first batches wait.
-    pub fn warm_up(&self) -> Result<()> {
-        let s = self.config.vision_config.image_size;
-        let pixels = Tensor::zeros((1, self.config.vision_config.num_channels, s, s), DType::F32, &Device::Cpu)?;
-        self.embed_images(&pixels)?.to_vec2::<f32>()?;
-        let t = &self.config.text_config;
-        let eos = if t.eos_token_id == 2 { t.vocab_size as u32 - 1 } else { t.eos_token_id };
-        self.embed_texts(&[vec![eos.min(t.vocab_size as u32 - 1)]])?.to_vec2::<f32>()?;
-        Ok(())
-    }
-
-    /// Turns the fused CPU kernels on (the default) or off, falling back to generic candle ops;
-    /// tests use it to check one against the other (the `testing` feature).
-    #[cfg(feature = "testing")]
-    pub fn set_fused_cpu(&mut self, on: bool) {
-        self.text.encoder.fused_cpu = on;
-        self.vision.encoder.fused_cpu = on;
-    }
-
-    /// The text tower's pooling position for one sequence (the `testing` feature).
-    #[cfg(feature = "testing")]
-    pub fn text_pool_position(&self, ids: &[u32]) -> usize {
-        self.text.pool_position(ids)
-    }
-}
-
-/// Row-wise L2 normalisation; all-zero rows stay zero.
-pub fn l2_normalize(xs: &Tensor) -> Result<Tensor> {
-    let norm = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-    Ok(xs.broadcast_div(&norm)?)
 }

@@ -5,8 +5,9 @@
 use candle_nn::VarBuilder;
 use candle_transformers::models::clip::{self, text_model, vision_model};
 
-use super::config::{Activation, ClipConfig};
+use super::config::ClipConfig;
 use crate::error::{Error, Result};
+use crate::model::layers::Activation;
 
 /// The stock model's configuration for `c`. It supports QuickGELU only.
 pub fn stock_config(c: &ClipConfig) -> Result<clip::ClipConfig> {

@@ -1,0 +1,84 @@
+//! An image processor's `preprocessor_config.json` (transformers' `CLIPImageProcessor` keys;
+//! other families' processors use the same keys). Missing keys take `CLIPImageProcessor`'s
+//! defaults. [`super::preprocess::Preprocessor`] runs it; `run.json` records it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A size given as `{"shortest_edge": n}` or `{"height": h, "width": w}` (or, in old files, a bare number).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum SizeSpec {
+    ShortestEdge { shortest_edge: u32 },
+    HeightWidth { height: u32, width: u32 },
+    Square(u32),
+}
+
+/// `preprocessor_config.json` of a CLIP model (`CLIPImageProcessor`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PreprocessorConfig {
+    pub do_resize: bool,
+    pub size: SizeSpec,
+    /// PIL resampling filter id; CLIP uses 3 (bicubic).
+    pub resample: u32,
+    pub do_center_crop: bool,
+    pub crop_size: SizeSpec,
+    pub do_rescale: bool,
+    pub rescale_factor: f64,
+    pub do_normalize: bool,
+    pub image_mean: [f32; 3],
+    pub image_std: [f32; 3],
+    pub do_convert_rgb: bool,
+}
+
+impl Default for PreprocessorConfig {
+    fn default() -> Self {
+        Self {
+            do_resize: true,
+            size: SizeSpec::ShortestEdge { shortest_edge: 224 },
+            resample: 3,
+            do_center_crop: true,
+            crop_size: SizeSpec::HeightWidth { height: 224, width: 224 },
+            do_rescale: true,
+            rescale_factor: 1.0 / 255.0,
+            do_normalize: true,
+            image_mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
+            #[allow(clippy::excessive_precision)] // CLIP's published constants, digit for digit
+            image_std: [0.268_629_54, 0.261_302_58, 0.275_777_1],
+            do_convert_rgb: true,
+        }
+    }
+}
+
+impl PreprocessorConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+        let config: Self = serde_json::from_str(&text).map_err(|source| Error::Json { path: path.into(), source })?;
+        // A zero or non-finite std (or a non-finite mean) makes every pixel NaN or infinite.
+        let bad = |v: &[f32; 3], zero_ok: bool| v.iter().any(|x| !x.is_finite() || (!zero_ok && *x == 0.0));
+        if bad(&config.image_std, false) || bad(&config.image_mean, true) {
+            return Err(Error::ModelFile {
+                path: path.into(),
+                reason: format!(
+                    "image_mean {:?} / image_std {:?}: need finite values and a non-zero std",
+                    config.image_mean, config.image_std
+                ),
+            });
+        }
+        Ok(config)
+    }
+
+    /// Output (height, width) of the centre crop, or of the resize when no crop is configured.
+    pub fn output_size(&self) -> (u32, u32) {
+        let spec = if self.do_center_crop { self.crop_size } else { self.size };
+        match spec {
+            SizeSpec::ShortestEdge { shortest_edge } => (shortest_edge, shortest_edge),
+            SizeSpec::HeightWidth { height, width } => (height, width),
+            SizeSpec::Square(n) => (n, n),
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Where a model's files come from: a local folder, or the Hugging Face Hub through hf-hub's
+//! cache (`--revision`, `HF_HUB_OFFLINE`), and the weights as a candle `VarBuilder`.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+
+use super::{registry, Family, ModelSpec};
+use crate::error::{Error, Result};
+
+/// The files of a model in Hugging Face layout (`config.json`, `preprocessor_config.json`,
+/// `tokenizer.json` unless the family is image-only, weights), resolved to local paths, and the
+/// family its `config.json` declares.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    pub family: Family,
+    pub config: PathBuf,
+    pub preprocessor: PathBuf,
+    /// `None` for an image-only family.
+    pub tokenizer: Option<PathBuf>,
+    pub weights: PathBuf,
+}
+
+const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
+
+pub(crate) fn hub_offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .map(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes" | "ON" | "on"))
+        .unwrap_or(false)
+}
+
+impl ModelFiles {
+    /// Finds the model's files: in `spec.name` when it is a folder, else in the Hub cache, else
+    /// (unless `HF_HUB_OFFLINE` is set) by downloading from the Hub.
+    pub fn resolve(spec: &ModelSpec) -> Result<Self> {
+        let path = Path::new(&spec.name);
+        if path.is_dir() {
+            return Self::from_dir(path);
+        }
+        if path.exists() {
+            return Err(Error::ModelUnavailable {
+                model: spec.name.clone(),
+                reason: "it is a file, not a model folder".into(),
+            });
+        }
+        if spec.name.starts_with('.') || spec.name.starts_with('/') || spec.name.matches('/').count() > 1 {
+            return Err(Error::ModelUnavailable {
+                model: spec.name.clone(),
+                reason: "no such folder (and it does not look like a Hub repo id such as openai/clip-vit-base-patch32)"
+                    .into(),
+            });
+        }
+        Self::from_hub(spec)
+    }
+
+    /// The files of a model folder.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let need = |name: &str| {
+            let p = dir.join(name);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(Error::ModelUnavailable {
+                    model: dir.display().to_string(),
+                    reason: format!("the folder has no {name}"),
+                })
+            }
+        };
+        let weights =
+            WEIGHT_FILES.iter().map(|f| dir.join(f)).find(|p| p.is_file()).ok_or_else(|| Error::ModelUnavailable {
+                model: dir.display().to_string(),
+                reason: "the folder has neither model.safetensors nor pytorch_model.bin".into(),
+            })?;
+        let config = need("config.json")?;
+        let family = Family::from_config(&config)?;
+        let preprocessor = need("preprocessor_config.json")?;
+        let tokenizer = if family.has_text() { Some(need("tokenizer.json")?) } else { None };
+        Ok(Self { family, config, preprocessor, tokenizer, weights })
+    }
+
+    fn from_hub(spec: &ModelSpec) -> Result<Self> {
+        use hf_hub::{Repo, RepoType};
+        let revision = spec.revision.clone().unwrap_or_else(|| registry::default_revision(&spec.name));
+        let repo = Repo::with_revision(spec.name.clone(), RepoType::Model, revision.clone());
+        let unavailable =
+            |reason: String| Error::ModelUnavailable { model: format!("{}@{revision}", spec.name), reason };
+        let cache = hf_hub::Cache::from_env().repo(repo.clone());
+        let offline = hub_offline();
+        let api = if offline {
+            None
+        } else {
+            Some(
+                hf_hub::api::sync::ApiBuilder::from_env()
+                    .with_progress(false)
+                    .build()
+                    .map_err(|e| unavailable(format!("cannot set up the Hub client: {e}")))?,
+            )
+        };
+        let fetch = |name: &str| -> Result<PathBuf> {
+            if let Some(p) = cache.get(name) {
+                return Ok(p);
+            }
+            match &api {
+                None => Err(unavailable(format!("{name} is not in the Hub cache and HF_HUB_OFFLINE is set"))),
+                Some(api) => {
+                    tracing::info!("downloading {name} from {}@{revision}", spec.name);
+                    api.repo(repo.clone()).get(name).map_err(|e| unavailable(format!("downloading {name}: {e}")))
+                }
+            }
+        };
+        let config = fetch("config.json")?;
+        let family = Family::from_config(&config)?;
+        let preprocessor = fetch("preprocessor_config.json")?;
+        let tokenizer = if family.has_text() { Some(fetch("tokenizer.json")?) } else { None };
+        let weights = match fetch(WEIGHT_FILES[0]) {
+            Ok(p) => p,
+            Err(first) => fetch(WEIGHT_FILES[1]).map_err(|_| first)?,
+        };
+        Ok(Self { family, config, preprocessor, tokenizer, weights })
+    }
+}
+
+/// The weights at `path` (safetensors, memory-mapped, or a PyTorch pickle), cast to `dtype`.
+pub(crate) fn weights_builder(path: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+    let bad = |e: candle_core::Error| Error::ModelFile { path: path.into(), reason: e.to_string() };
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        // SAFETY: the file is memory-mapped read-only; sieve never writes model files.
+        unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device).map_err(bad) }
+    } else {
+        VarBuilder::from_pth(path, dtype, device).map_err(bad)
+    }
+}
