@@ -1,4 +1,6 @@
-//! Image and text tower throughput at ViT-B/32 size with random weights on the CPU.
+//! Image and text tower throughput at ViT-B/32 size, and DINOv2's ViT-B/14 image tower at 224
+//! px, with random weights on the CPU. Per-FLOP speed of the two families: divide each
+//! throughput by the tower's FLOPs per image (printed by this bench).
 //! `cargo bench --bench model`. For a ratio against PyTorch on the same machine, run
 //! `scripts/bench_vs_torch.py`.
 
@@ -7,7 +9,8 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sieve::model::clip::ClipConfig;
-use sieve::testing::{random_inputs, random_model};
+use sieve::model::dinov2::Dinov2Config;
+use sieve::testing::{random_dinov2, random_inputs, random_model};
 
 const BATCH: usize = 8;
 
@@ -43,6 +46,38 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // DINOv2 ViT-B/14 (facebook/dinov2-base's shape: 518 px position grid, 224 px crops).
+    let dino = Dinov2Config { image_size: 518, ..Dinov2Config::default() };
+    let dmodel = random_dinov2(&dino, 224, 0).unwrap();
+    let dpixels = pixels.clone();
+    let mut g = c.benchmark_group("cpu/dinov2-b-14");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.bench_function(format!("image-tower/batch{BATCH}"), |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                dmodel.embed_images(&dpixels).unwrap().to_vec2::<f32>().unwrap();
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+    // Multiply-adds ×2 per image of a ViT: per layer 4h² (Q, K, V, out) + 2·h·inter (MLP) per
+    // token and 2·tokens·h for attention, plus the patch embedding.
+    let flops = |tokens: usize, h: usize, inter: usize, layers: usize, patch_in: usize| {
+        2.0 * (layers * (tokens * (4 * h * h + 2 * h * inter) + 2 * tokens * tokens * h) + (tokens - 1) * patch_in * h)
+            as f64
+    };
+    let v = &config.vision_config;
+    let clip_tokens = (v.image_size / v.patch_size).pow(2) + 1;
+    eprintln!(
+        "GFLOPs per image: clip vit-b-32 image tower {:.2}, dinov2 vit-b-14 at 224 {:.2}",
+        flops(clip_tokens, v.hidden_size, v.intermediate_size, v.num_hidden_layers, 3 * v.patch_size * v.patch_size)
+            / 1e9,
+        flops(257, 768, 3072, 12, 3 * 14 * 14) / 1e9
+    );
 }
 
 criterion_group!(benches, bench);

@@ -36,6 +36,17 @@ pub mod testing {
         crate::model::clip::random_model(config, device, dtype, seed)
     }
 
+    /// A DINOv2 model of the shape in `config` with seeded random weights, for square inputs
+    /// of `input_size` pixels.
+    pub fn random_dinov2(
+        config: &crate::model::dinov2::Dinov2Config,
+        input_size: usize,
+        seed: u64,
+    ) -> Result<crate::model::dinov2::Dinov2Model> {
+        let vb = crate::model::random::RandomWeights::new(seed).var_builder(DType::F32, &Device::Cpu);
+        crate::model::dinov2::Dinov2Model::new(vb, config, input_size)
+    }
+
     /// Random but valid inputs for a model of `config`: pixels and token sequences.
     pub fn random_inputs(config: &ClipConfig, batch: usize, seed: u64) -> Result<(Tensor, Vec<Vec<u32>>)> {
         crate::model::clip::bench::random_inputs(config, batch, seed)

@@ -215,3 +215,23 @@ fn clip_runs_do_not_record_a_family() {
     let text = std::fs::read_to_string(out.join("run.json")).unwrap();
     assert!(!text.contains("\"family\""), "{text}");
 }
+
+/// The fused CPU layer (GELU, layer scale folded) and candle's generic ops give the same
+/// embeddings, and both match transformers.
+#[test]
+fn dinov2_fused_and_generic_cpu_paths_agree() {
+    let spec = ModelSpec::new(dinov2_dir().display().to_string(), None);
+    let files = sieve::model::ModelFiles::resolve(&spec).unwrap();
+    let mut m = sieve::model::dinov2::Dinov2::from_files(&spec, &files, &Device::Cpu, DType::F32).unwrap();
+    let g = dino_golden();
+    let want = dino_rows("image_embeds.npy");
+    let pixels: Vec<Tensor> = g.images.iter().map(|f| dino_pixels(stem(f))).collect();
+    let batch = Tensor::stack(&pixels, 0).unwrap();
+    let fused = m.model.embed_images(&batch).unwrap().to_vec2::<f32>().unwrap();
+    m.model.set_fused_cpu(false);
+    let generic = m.model.embed_images(&batch).unwrap().to_vec2::<f32>().unwrap();
+    for i in 0..g.images.len() {
+        assert!(max_abs(&fused[i], &generic[i]) < 1e-4, "{}: fused vs generic", g.images[i]);
+        assert!(cosine(&generic[i], &want[i]) >= COSINE_MIN, "{}: generic vs transformers", g.images[i]);
+    }
+}

@@ -3,7 +3,7 @@
 //! transpose copy, residual add) and most of them on one core. Here the GEMMs (the `gemm` crate
 //! that candle itself uses) write straight into buffers pre-filled with bias and residual, the
 //! attention runs per (batch, head) on the rayon pool reading Q/K/V in place from the fused
-//! projection, and layer norm and QuickGELU are single parallel passes. The maths is the same;
+//! projection, and layer norm and the activation are single parallel passes. The maths is the same;
 //! `tests/model.rs` checks it against the generic path.
 
 use candle_core::{CpuStorage, Device, Storage, StorageRef, Tensor};
@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use gemm::Parallelism;
 
 use crate::linalg::{matmul_wt, threads};
+use crate::model::layers::Activation;
 
 /// A borrowed, contiguous f32 CPU tensor.
 pub(crate) struct F32View<'a> {
@@ -68,11 +69,18 @@ fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
     out
 }
 
-fn quick_gelu_inplace(x: &mut [f32]) {
-    x.par_chunks_mut(4096).for_each(|c| {
-        for v in c {
-            *v /= 1.0 + (-1.702 * *v).exp();
-        }
+/// The MLP's activation in place, in parallel: the same per-element f32 formulas as candle's
+/// ops (`gelu_erf` through candle's own `erf_f32`, so the two paths agree).
+fn activation_inplace(x: &mut [f32], act: Activation) {
+    x.par_chunks_mut(4096).for_each(|c| match act {
+        Activation::QuickGelu => c.iter_mut().for_each(|v| *v /= 1.0 + (-1.702 * *v).exp()),
+        Activation::Gelu => c
+            .iter_mut()
+            .for_each(|v| *v = (candle_core::cpu::erf::erf_f32(*v * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5 * *v),
+        Activation::GeluTanh => c.iter_mut().for_each(|v| {
+            const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
+            *v = 0.5 * *v * (1.0 + (SQRT_TWO_OVER_PI * *v * (1.0 + 0.044715 * *v * *v)).tanh())
+        }),
     });
 }
 
@@ -213,9 +221,11 @@ pub(crate) struct LayerWeights<'a> {
     pub eps: f32,
     pub heads: usize,
     pub scale: f32,
+    pub act: Activation,
 }
 
-/// One pre-norm CLIP encoder layer with QuickGELU on `x` (`[b, s, h]`). With `pick` (one
+/// One pre-norm encoder layer (CLIP's, DINOv2's once its layer scale is folded) on `x`
+/// (`[b, s, h]`). With `pick` (one
 /// position per batch item) only those rows are computed past attention — what the last layer
 /// needs, since CLIP pools one token — and the result is `[b, 1, h]`.
 pub(crate) fn encoder_layer(
@@ -252,7 +262,7 @@ pub(crate) fn encoder_layer(
     let mut mid = vec![0f32; rows * inter];
     fill_rows(&mut mid, None, w.fc1.1);
     matmul_wt(&mut mid, &xn2, w.fc1.0, rows, inter, h, true, threads());
-    quick_gelu_inplace(&mut mid);
+    activation_inplace(&mut mid, w.act);
     let mut out = vec![0f32; rows * h];
     fill_rows(&mut out, Some(&x2), w.fc2.1);
     matmul_wt(&mut out, &mid, w.fc2.0, rows, h, inter, true, threads());

@@ -268,7 +268,7 @@ impl EncoderLayer {
 
     /// Whether [`Self::forward_fused_cpu`] can run this layer on `xs`.
     fn can_fuse(&self, xs: &Tensor) -> bool {
-        !self.folded && xs.device().is_cpu() && xs.dtype() == DType::F32 && self.act == Activation::QuickGelu
+        !self.folded && xs.device().is_cpu() && xs.dtype() == DType::F32
     }
 
     /// The same layer through the fused CPU kernels of [`super::cpu`].
@@ -302,6 +302,7 @@ impl EncoderLayer {
             eps: self.ln1.eps,
             heads: self.heads,
             scale: self.scale as f32,
+            act: self.act,
         };
         encoder_layer(x.get(), b, s, &w, causal, pick)
     }

@@ -121,6 +121,13 @@ impl Dinov2Model {
         &self.device
     }
 
+    /// Turns the fused CPU kernels on (the default) or off, falling back to generic candle ops;
+    /// tests check one against the other (the `testing` feature).
+    #[cfg(feature = "testing")]
+    pub fn set_fused_cpu(&mut self, on: bool) {
+        self.encoder.fused_cpu = on;
+    }
+
     pub fn hidden_size(&self) -> usize {
         self.hidden
     }
