@@ -183,6 +183,8 @@ pub(crate) fn interpolate_positions(pos: &Tensor, from: usize, to: usize) -> Res
     out.extend_from_slice(&src[0]);
     for (ys, yw) in &taps {
         for (xs, xw) in &taps {
+            // `ch` indexes sixteen different source rows, which no single iterator walks.
+            #[allow(clippy::needless_range_loop)]
             for ch in 0..h {
                 let at = |y: usize, x: usize| src[1 + y * from + x][ch];
                 let row = |y: usize| {
