@@ -31,11 +31,15 @@ use super::dedup_out::{write_bridges, write_captions, write_groups, write_pairs}
 use super::groups::Grouping;
 use super::perceptual;
 use super::stream::PairSource;
+pub use super::stream::CACHE_PAIRS_PER_ITEM;
 use crate::device::{self, DeviceSpec};
 use crate::error::{Error, Result};
+use crate::index::clustered::cluster_pieces;
 use crate::index::clustered::DEFAULT_BORDER;
+use crate::index::exact::ExactBlocks;
 use crate::index::hnsw::HnswParams;
 use crate::index::kmeans::{self, KMeansParams};
+use crate::index::merge::{merge_each, Held, ShiftB, SortedBatches};
 use crate::index::{
     default_clusters, dot, ClusteredIndex, ExactIndex, HnswIndex, IndexChoice, Matrix, NeighbourIndex, Pair,
 };
@@ -194,6 +198,10 @@ pub struct DedupOptions {
     pub caption_policy: CaptionPolicy,
     /// Graph settings for `--index hnsw`.
     pub hnsw: HnswParams,
+    /// Pairs per item a kind's pair stream may keep in memory to replay instead of searching
+    /// again (`--cache-pairs-per-item`; 0 searches again on every pass). Outputs do not depend
+    /// on it, only time and memory.
+    pub cache_pairs_per_item: usize,
 }
 
 impl DedupOptions {
@@ -221,6 +229,7 @@ impl DedupOptions {
             write_pairs: false,
             caption_policy: CaptionPolicy::Best,
             hnsw: HnswParams::default(),
+            cache_pairs_per_item: CACHE_PAIRS_PER_ITEM,
         }
     }
 }
@@ -486,9 +495,10 @@ pub(crate) fn kmeans_params(k: usize, rows: usize, opts: &DedupOptions) -> KMean
 }
 
 /// The pairs of `space` among the items, in item indices, and the name of the index used:
-/// searched here, or read from `sieve dedup-partition` results. Exact search of one run streams
-/// (each read searches again once the pairs outgrow the source's budget); the other searches
-/// (clusters, HNSW, `--against`) and partition files give all their pairs at once, held.
+/// searched here, or read from `sieve dedup-partition` results. Exact and clustered search, also
+/// with `--against`, stream (each read searches again once the pairs outgrow the source's
+/// budget; the k-means clusters are trained and assigned once); HNSW's pairs and partition files
+/// are given all at once, held.
 fn space_source<'a>(
     items: &'a Items,
     space: Space,
@@ -498,6 +508,7 @@ fn space_source<'a>(
     fixed: Option<&super::partition::Fixed>,
     centroids: Option<&super::partition::Centroids>,
 ) -> Result<(PairSource<'a>, String)> {
+    let per_item = opts.cache_pairs_per_item;
     if let Some(f) = fixed {
         let (pairs, name) = f.pairs(space, items)?;
         return Ok((PairSource::held(pairs), name));
@@ -511,58 +522,125 @@ fn space_source<'a>(
         None => items.n_new,
     };
     let centroids = centroids.map(|c| c.space(space)).transpose()?;
-    let exact = vectors.rows() < 2
-        || (opts.clusters.is_none()
-            && !matches!(opts.index.resolve(vectors.rows(), device), IndexChoice::Hnsw | IndexChoice::Clusters));
-    if n_new == vectors.rows() && centroids.is_none() && exact {
-        let name = ExactIndex::new(&vectors, device.clone()).name();
-        let device = device.clone();
-        let n = items.len();
-        let produce = move |f: &mut dyn FnMut(Vec<Pair>) -> Result<()>| {
-            ExactIndex::new(&vectors, device.clone()).self_pairs_each(threshold, &mut |batch| {
-                // Rows map to items in ascending order, so each batch stays sorted.
-                f(match &rows {
-                    Some(with) => batch
-                        .into_iter()
-                        .map(|p| Pair { a: with[p.a as usize] as u32, b: with[p.b as usize] as u32, sim: p.sim })
-                        .collect(),
-                    None => batch,
-                })
-            })
-        };
-        return Ok((PairSource::new(n, Box::new(produce)), name));
-    }
-    let (pairs, name) = search_pairs(&vectors, n_new, threshold, opts, device, centroids.as_ref())?;
-    Ok((PairSource::held(to_items(pairs, rows.as_deref())), name))
-}
-
-fn search_pairs(
-    vectors: &Matrix,
-    n_new: usize,
-    threshold: f32,
-    opts: &DedupOptions,
-    device: &candle_core::Device,
-    centroids: Option<&Matrix>,
-) -> Result<(Vec<Pair>, String)> {
-    // Self-search over this run's items, then this run's items against the old run's.
+    let n = items.len();
+    let device = device.clone();
+    // Rows of the space map to items in ascending order, so each batch stays sorted.
+    let to_items = move |batch: Vec<Pair>| -> Vec<Pair> {
+        match &rows {
+            Some(with) => batch
+                .into_iter()
+                .map(|p| Pair { a: with[p.a as usize] as u32, b: with[p.b as usize] as u32, sim: p.sim })
+                .collect(),
+            None => batch,
+        }
+    };
     if n_new == vectors.rows() {
-        let index = build_index(vectors, opts, device, centroids)?;
-        return Ok((index.self_pairs(threshold)?, index.name()));
+        // Self-search over this run's items.
+        let (search, name) = settle(build_index(&vectors, opts, &device, centroids.as_ref())?, threshold, None)?;
+        let search = match search {
+            Search::Held(pairs) => return Ok((PairSource::held(to_items(pairs)), name)),
+            s => s,
+        };
+        let produce = move |f: &mut dyn FnMut(Vec<Pair>) -> Result<()>| match &search {
+            Search::Exact => {
+                ExactIndex::new(&vectors, device.clone()).self_pairs_each(threshold, &mut |b| f(to_items(b)))
+            }
+            Search::Clusters(members, _) => {
+                let pieces = cluster_pieces(&vectors, &vectors, None, members, threshold, &device, &|_| true);
+                merge_each(pieces, &mut |b| f(to_items(b)))
+            }
+            Search::Held(_) => unreachable!("held pairs returned above"),
+        };
+        return Ok((PairSource::new(n, per_item, Box::new(produce)), name));
     }
+    // This run's items among themselves, and against the old run's.
     let d = vectors.dim();
     let new = Matrix::new(d, vectors.block(0, n_new).to_vec())?;
     let old = Matrix::new(d, vectors.as_slice()[n_new * d..].to_vec())?;
-    let index_new = build_index(&new, opts, device, None)?;
-    let name = index_new.name();
-    let mut pairs = index_new.self_pairs(threshold)?;
-    drop(index_new);
-    if old.rows() > 0 && new.rows() > 0 {
-        let index_old = build_index(&old, opts, device, None)?;
-        let cross = index_old.range_search(&new, threshold)?;
-        pairs.extend(cross.into_iter().map(|p| Pair { a: p.a, b: p.b + n_new as u32, sim: p.sim }));
-        crate::index::sort_dedup(&mut pairs);
-    }
-    Ok((pairs, name))
+    drop(vectors);
+    let (within, name) = settle(build_index(&new, opts, &device, None)?, threshold, None)?;
+    let across = if old.rows() > 0 && new.rows() > 0 {
+        Some(settle(build_index(&old, opts, &device, None)?, threshold, Some(&new))?.0)
+    } else {
+        None
+    };
+    let produce = move |f: &mut dyn FnMut(Vec<Pair>) -> Result<()>| {
+        let mut pieces: Vec<Box<dyn SortedBatches + '_>> = Vec::new();
+        match &within {
+            Search::Exact => pieces.push(Box::new(ExactBlocks::new(&new, &new, threshold, true, device.clone()))),
+            Search::Clusters(members, _) => {
+                pieces.extend(cluster_pieces(&new, &new, None, members, threshold, &device, &|_| true))
+            }
+            Search::Held(pairs) => pieces.push(Box::new(Held::new(pairs.clone()))),
+        }
+        // The old run's rows are numbered after this run's.
+        let offset = n_new as u32;
+        match &across {
+            None => {}
+            Some(Search::Exact) => {
+                pieces.push(shift(Box::new(ExactBlocks::new(&new, &old, threshold, false, device.clone())), offset))
+            }
+            Some(Search::Clusters(members, q_members)) => pieces.extend(
+                cluster_pieces(&new, &old, q_members.as_deref(), members, threshold, &device, &|_| true)
+                    .into_iter()
+                    .map(|p| shift(p, offset)),
+            ),
+            Some(Search::Held(pairs)) => pieces.push(shift(Box::new(Held::new(pairs.clone())), offset)),
+        }
+        merge_each(pieces, &mut |b| f(to_items(b)))
+    };
+    Ok((PairSource::new(n, per_item, Box::new(produce)), name))
+}
+
+/// `inner`'s pairs with `b` moved up by `offset`.
+fn shift<'s>(inner: Box<dyn SortedBatches + 's>, offset: u32) -> Box<dyn SortedBatches + 's> {
+    Box::new(ShiftB { inner, offset })
+}
+
+/// The index [`build_index`] chose for a collection.
+enum Built<'a> {
+    Exact(ExactIndex<'a>),
+    Clusters(ClusteredIndex<'a>),
+    Hnsw(HnswIndex<'a>),
+}
+
+/// A search settled once, so each read of its pairs only searches.
+enum Search {
+    /// Exact search, run in full on each read.
+    Exact,
+    /// The clusters' members (k-means trained and rows assigned once), and for a search of
+    /// queries against them, the queries in each cluster; each cluster is searched on each read.
+    Clusters(Vec<Vec<u32>>, Option<Vec<Vec<u32>>>),
+    /// HNSW's pairs (its search gives them all at once), held.
+    Held(Vec<Pair>),
+}
+
+/// Settles `built` for the self-search of its collection, or for searching `queries` against it;
+/// with the index's name.
+fn settle(built: Built<'_>, threshold: f32, queries: Option<&Matrix>) -> Result<(Search, String)> {
+    Ok(match built {
+        Built::Exact(i) => (Search::Exact, i.name()),
+        Built::Clusters(i) => {
+            let name = i.name();
+            let q_members = queries.map(|q| i.query_members(q)).transpose()?;
+            (Search::Clusters(i.into_members(), q_members), name)
+        }
+        Built::Hnsw(i) => {
+            let pairs = match queries {
+                Some(q) => i.range_search(q, threshold)?,
+                None => i.self_pairs(threshold)?,
+            };
+            if pairs.len() > CACHE_PAIRS_PER_ITEM.saturating_mul(i.len()) {
+                tracing::warn!(
+                    "--index hnsw: {} pairs held in memory ({} MB): HNSW gives its pairs all at once; exact and \
+                     clustered search (--index exact or clusters) hand them over a block at a time",
+                    pairs.len(),
+                    pairs.len() * size_of::<Pair>() / 1_000_000
+                );
+            }
+            (Search::Held(pairs), i.name())
+        }
+    })
 }
 
 fn build_index<'a>(
@@ -570,25 +648,31 @@ fn build_index<'a>(
     opts: &DedupOptions,
     device: &candle_core::Device,
     centroids: Option<&Matrix>,
-) -> Result<Box<dyn NeighbourIndex + 'a>> {
+) -> Result<Built<'a>> {
     if let Some(c) = centroids {
         let assigned = kmeans::assign(m, c, device)?;
-        return Ok(Box::new(ClusteredIndex::from_assignment(m, c.clone(), &assigned, opts.border, device.clone())));
+        return Ok(Built::Clusters(ClusteredIndex::from_assignment(
+            m,
+            c.clone(),
+            &assigned,
+            opts.border,
+            device.clone(),
+        )));
     }
-    let clustered = |k: usize| -> Result<Box<dyn NeighbourIndex + 'a>> {
-        Ok(Box::new(ClusteredIndex::build(m, kmeans_params(k, m.rows(), opts), opts.border, device.clone())?))
+    let clustered = |k: usize| -> Result<Built<'a>> {
+        Ok(Built::Clusters(ClusteredIndex::build(m, kmeans_params(k, m.rows(), opts), opts.border, device.clone())?))
     };
     if m.rows() < 2 {
         // Nothing to cluster (e.g. the caption kind of a run without captions).
-        return Ok(Box::new(ExactIndex::new(m, device.clone())));
+        return Ok(Built::Exact(ExactIndex::new(m, device.clone())));
     }
     if let Some(k) = opts.clusters {
         return clustered(k);
     }
     Ok(match opts.index.resolve(m.rows(), device) {
-        IndexChoice::Hnsw => Box::new(HnswIndex::build(m, opts.hnsw)),
+        IndexChoice::Hnsw => Built::Hnsw(HnswIndex::build(m, opts.hnsw)),
         IndexChoice::Clusters => return clustered(default_clusters(m.rows())),
-        _ => Box::new(ExactIndex::new(m, device.clone())),
+        _ => Built::Exact(ExactIndex::new(m, device.clone())),
     })
 }
 
@@ -668,6 +752,7 @@ pub(crate) fn find_relations<'a>(
                 let (distance, correlation) = (thresholds.perceptual_distance, thresholds.perceptual_correlation);
                 Relation::Pairs(Rc::new(PairSource::new(
                     n,
+                    opts.cache_pairs_per_item,
                     Box::new(move |f| {
                         perceptual::fingerprint_pairs_each(&items.fingerprint, distance, correlation, allowed, f)
                     }),
@@ -705,7 +790,7 @@ pub(crate) fn find_relations<'a>(
                                 .collect())
                         })
                     };
-                    Relation::Pairs(Rc::new(PairSource::new(n, Box::new(joint))))
+                    Relation::Pairs(Rc::new(PairSource::new(n, opts.cache_pairs_per_item, Box::new(joint))))
                 }
             }
             Kind::Caption => {
