@@ -5,11 +5,12 @@
 //! Each piece is a [`SortedBatches`]: batches sorted by `(a, b)`, pulled on demand, with a
 //! lower bound on the `a` of the pairs it has not handed yet. [`merge_each`] hands on every
 //! buffered pair whose `a` is below the least of those bounds (all of them are in by then),
-//! sorted, repeats dropped as [`sort_dedup`] drops them, then pulls the pieces holding the
-//! bound back. So at most one pulled batch per piece waits, besides the batch handed on.
+//! sorted, repeats dropped as [`sort_dedup`] drops them, in batches of at most [`BATCH`] pairs,
+//! then pulls the pieces holding the bound back. So at most one pulled batch per piece waits
+//! (in chunks, freed as they are handed on), besides the batch handed on.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 use rayon::prelude::*;
 
@@ -69,58 +70,137 @@ impl SortedBatches for ShiftB<'_> {
     }
 }
 
+/// Pairs handed on per batch at most (more only when one item's pairs alone are more).
+const BATCH: usize = 1 << 20;
+/// Pulled pairs wait in chunks of at most this many, so the ones handed on are freed as they go.
+const CHUNK: usize = 1 << 16;
+
+/// A piece's pulled pairs not handed on yet, in order.
+#[derive(Default)]
+struct Waiting {
+    chunks: VecDeque<Vec<Pair>>,
+}
+
+impl Waiting {
+    fn first_a(&self) -> Option<u32> {
+        self.chunks.front().map(|c| c[0].a)
+    }
+
+    fn push(&mut self, pairs: Vec<Pair>) {
+        if pairs.len() <= CHUNK {
+            if !pairs.is_empty() {
+                self.chunks.push_back(pairs);
+            }
+        } else {
+            self.chunks.extend(pairs.chunks(CHUNK).map(<[Pair]>::to_vec));
+        }
+    }
+
+    /// How many waiting pairs have `a < x`.
+    fn count_below(&self, x: u32) -> usize {
+        let mut n = 0;
+        for c in &self.chunks {
+            if c[c.len() - 1].a < x {
+                n += c.len();
+            } else {
+                return n + c.partition_point(|p| p.a < x);
+            }
+        }
+        n
+    }
+
+    /// Moves the waiting pairs with `a < x` to `out`.
+    fn take_below(&mut self, x: u32, out: &mut Vec<Pair>) {
+        while let Some(c) = self.chunks.front_mut() {
+            if c[c.len() - 1].a < x {
+                out.extend_from_slice(c);
+                self.chunks.pop_front();
+            } else {
+                let k = c.partition_point(|p| p.a < x);
+                out.extend_from_slice(&c[..k]);
+                c.drain(..k);
+                return;
+            }
+        }
+    }
+}
+
 /// Hands every pair of `pieces` to `f` in batches sorted by `(a, b)` over the whole stream,
 /// repeats (a pair found by two pieces) dropped keeping the lowest similarity: the pairs, in
-/// order, that collecting every piece and calling [`sort_dedup`] gives.
+/// order, that collecting every piece and calling [`sort_dedup`] gives. Batches hold at most
+/// [`BATCH`] pairs unless one item has more.
 pub fn merge_each<'a>(
     mut pieces: Vec<Box<dyn SortedBatches + 'a>>,
     f: &mut dyn FnMut(Vec<Pair>) -> Result<()>,
 ) -> Result<()> {
     let threads = rayon::current_num_threads().max(1);
-    // Pulled pairs not handed on yet, per piece, and where each one's unhanded part starts.
-    let mut bufs: Vec<(Vec<Pair>, usize)> = (0..pieces.len()).map(|_| (Vec::new(), 0)).collect();
-    // Pieces with pairs to pull, by their bound; pieces with buffered pairs, by the first one.
+    let mut waiting: Vec<Waiting> = (0..pieces.len()).map(|_| Waiting::default()).collect();
+    // Pieces with pairs to pull, by their bound; pieces with waiting pairs, by the first one.
     let mut to_pull: BinaryHeap<Reverse<(u32, usize)>> =
         pieces.iter().enumerate().filter_map(|(i, p)| Some(Reverse((p.next_a()?, i)))).collect();
-    let mut buffered: BinaryHeap<Reverse<(u32, usize)>> = BinaryHeap::new();
+    let mut queued: BinaryHeap<Reverse<(u32, usize)>> = BinaryHeap::new();
     loop {
-        let bound = to_pull.peek().map(|r| r.0 .0);
-        let mut out = Vec::new();
-        while let Some(&Reverse((a, i))) = buffered.peek() {
-            if bound.is_some_and(|b| a >= b) {
+        // Every pair with `a` below the bound has been pulled: hand those on.
+        let bound = to_pull.peek().map_or(u32::MAX as u64 + 1, |r| r.0 .0 as u64);
+        let mut active: Vec<usize> = Vec::new();
+        while let Some(&Reverse((a, i))) = queued.peek() {
+            if a as u64 >= bound {
                 break;
             }
-            buffered.pop();
-            let (buf, pos) = &mut bufs[i];
-            let rest = &buf[*pos..];
-            let take = bound.map_or(rest.len(), |b| rest.partition_point(|p| p.a < b));
-            out.extend_from_slice(&rest[..take]);
-            *pos += take;
-            if *pos == buf.len() {
-                *buf = Vec::new();
-                *pos = 0;
-            } else {
-                buffered.push(Reverse((buf[*pos].a, i)));
+            queued.pop();
+            active.push(i);
+        }
+        if let Some(lowest) = active.iter().filter_map(|&i| waiting[i].first_a()).min() {
+            let mut from = lowest as u64;
+            while from < bound {
+                // The next batch ends at `to`: the bound, or sooner to stay within BATCH pairs.
+                let count = |x: u64| -> usize { active.iter().map(|&i| count_below_u64(&waiting[i], x)).sum() };
+                let mut to = bound;
+                if count(to) > BATCH {
+                    let (mut lo, mut hi) = (from + 1, bound);
+                    while lo < hi {
+                        let mid = lo + (hi - lo).div_ceil(2);
+                        if count(mid) <= BATCH {
+                            lo = mid;
+                        } else {
+                            hi = mid - 1;
+                        }
+                    }
+                    to = lo;
+                }
+                let mut out = Vec::new();
+                for &i in &active {
+                    take_below_u64(&mut waiting[i], to, &mut out);
+                }
+                if !out.is_empty() {
+                    sort_dedup(&mut out);
+                    f(out)?;
+                }
+                from = to;
             }
         }
-        if !out.is_empty() {
-            sort_dedup(&mut out);
-            f(out)?;
+        for i in active {
+            if let Some(a) = waiting[i].first_a() {
+                queued.push(Reverse((a, i)));
+            }
         }
-        let Some(bound) = bound else { return Ok(()) };
+        if bound > u32::MAX as u64 {
+            return Ok(());
+        }
+        let bound = bound as u32;
         // Every piece at the bound must be pulled; with threads to spare, also the next pieces
-        // that wait with nothing buffered.
+        // that wait with nothing pulled.
         let mut pick: Vec<usize> = Vec::new();
         while let Some(&Reverse((a, i))) = to_pull.peek() {
-            if a != bound && (pick.len() >= threads || bufs[i].0.len() > bufs[i].1) {
+            if a != bound && (pick.len() >= threads || waiting[i].first_a().is_some()) {
                 break;
             }
             to_pull.pop();
             pick.push(i);
         }
         let blocks = threads.div_ceil(pick.len()).max(1);
-        let mut chosen: Vec<(usize, &mut Box<dyn SortedBatches + 'a>)> = Vec::with_capacity(pick.len());
         pick.sort_unstable();
+        let mut chosen: Vec<(usize, &mut Box<dyn SortedBatches + 'a>)> = Vec::with_capacity(pick.len());
         let mut next = pick.iter().peekable();
         for (i, p) in pieces.iter_mut().enumerate() {
             if next.peek() == Some(&&i) {
@@ -140,19 +220,34 @@ pub fn merge_each<'a>(
             if let Some(a) = next_a {
                 to_pull.push(Reverse((a, i)));
             }
-            if got.is_empty() {
-                continue;
-            }
-            let (buf, pos) = &mut bufs[i];
-            let was_empty = *pos == buf.len();
-            if was_empty {
-                *buf = got;
-                *pos = 0;
-                buffered.push(Reverse((buf[0].a, i)));
-            } else {
-                buf.extend(got);
+            let was_waiting = waiting[i].first_a().is_some();
+            waiting[i].push(got);
+            if !was_waiting {
+                if let Some(a) = waiting[i].first_a() {
+                    queued.push(Reverse((a, i)));
+                }
             }
         }
+    }
+}
+
+/// [`Waiting::count_below`] for a bound that may be past every `u32`.
+fn count_below_u64(w: &Waiting, x: u64) -> usize {
+    if x > u32::MAX as u64 {
+        w.chunks.iter().map(Vec::len).sum()
+    } else {
+        w.count_below(x as u32)
+    }
+}
+
+/// [`Waiting::take_below`] for a bound that may be past every `u32`.
+fn take_below_u64(w: &mut Waiting, x: u64, out: &mut Vec<Pair>) {
+    if x > u32::MAX as u64 {
+        for c in w.chunks.drain(..) {
+            out.extend(c);
+        }
+    } else {
+        w.take_below(x as u32, out);
     }
 }
 
