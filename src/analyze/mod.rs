@@ -5,7 +5,6 @@ pub mod calibrate;
 pub mod common;
 pub mod decision;
 pub mod dedup;
-mod dedup_out;
 pub mod diversity;
 pub mod groups;
 pub mod pairs;

@@ -16,7 +16,7 @@ use crate::index::Pair;
 
 /// Pairs a source may keep per item for replaying without searching again (12 bytes each:
 /// 768 bytes per item, less than one 512-d f32 vector's 2 KiB).
-pub(crate) const CACHE_PAIRS_PER_ITEM: usize = 64;
+pub const CACHE_PAIRS_PER_ITEM: usize = 64;
 
 /// Pairs handed per batch when replaying a kept copy.
 const REPLAY_BATCH: usize = 1 << 16;
@@ -48,14 +48,10 @@ impl<'a> PairSource<'a> {
         Self { produce: None, len: Cell::new(Some(pairs.len())), kept: RefCell::new(Kept::All(pairs)), budget: 0 }
     }
 
-    /// Pairs `produce` finds, for `n` items: kept after the first read while within the budget
-    /// ([`CACHE_PAIRS_PER_ITEM`] per item, or `SIEVE_DEDUP_CACHE_PAIRS_PER_ITEM` from the
-    /// environment: 0 streams every pass, which checks that streaming changes nothing).
-    pub(crate) fn new(n: usize, produce: Produce<'a>) -> Self {
-        let per_item = std::env::var("SIEVE_DEDUP_CACHE_PAIRS_PER_ITEM")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(CACHE_PAIRS_PER_ITEM);
+    /// Pairs `produce` finds, for `n` items: kept after the first read while within a budget of
+    /// `per_item` pairs per item ([`CACHE_PAIRS_PER_ITEM`] by default, `--cache-pairs-per-item`:
+    /// 0 streams every pass, which checks that streaming changes nothing).
+    pub(crate) fn new(n: usize, per_item: usize, produce: Produce<'a>) -> Self {
         let budget = per_item.saturating_mul(n);
         Self { produce: Some(produce), kept: RefCell::new(Kept::Unread), budget, len: Cell::new(None) }
     }
@@ -134,13 +130,13 @@ mod tests {
             }) as Produce<'_>
         };
         // 2 items' budget: 128 pairs; 10 pairs fit, so the second read replays.
-        let small = PairSource::new(2, make(5));
+        let small = PairSource::new(2, CACHE_PAIRS_PER_ITEM, make(5));
         assert_eq!(small.len().unwrap(), 10);
         assert_eq!(small.collect().unwrap().len(), 10);
         assert!(small.is_held());
         assert_eq!(runs.get(), 1);
         // 200 pairs do not fit: every read produces them again, in the same order.
-        let big = PairSource::new(2, make(100));
+        let big = PairSource::new(2, CACHE_PAIRS_PER_ITEM, make(100));
         let first = big.collect().unwrap();
         assert!(!big.is_held());
         assert_eq!(big.collect().unwrap(), first);

@@ -78,6 +78,23 @@ pub struct KeepArgs {
     pub caption_policy: CaptionPolicyArg,
 }
 
+/// How much of its pairs the dedup stage keeps in memory (`sieve dedup` and `sieve run`).
+#[derive(Debug, Args)]
+pub struct MemoryArgs {
+    /// Pairs per item each kind may keep in memory to read again without searching again
+    /// (12 bytes each); a kind with more is searched again on each pass. 0 searches again on
+    /// every pass. Outputs do not depend on it, only time and memory.
+    #[arg(long, hide = true, value_name = "N", default_value_t = sieve::analyze::dedup::CACHE_PAIRS_PER_ITEM)]
+    pub cache_pairs_per_item: usize,
+}
+
+impl MemoryArgs {
+    /// Sets the memory settings of `o`.
+    pub fn apply(&self, o: &mut DedupOptions) {
+        o.cache_pairs_per_item = self.cache_pairs_per_item;
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct DedupArgs {
     /// Run directory to deduplicate (made by `sieve embed`).
@@ -127,6 +144,9 @@ pub struct DedupArgs {
 
     #[command(flatten)]
     pub keeping: KeepArgs,
+
+    #[command(flatten)]
+    pub memory: MemoryArgs,
 
     /// Device for the search: auto (CUDA, then Metal, then CPU), cpu, cuda[:N] or metal[:N].
     #[arg(long, default_value = "auto", value_parser = device)]
@@ -287,6 +307,7 @@ impl TryFrom<&DedupArgs> for DedupOptions {
         };
         a.matching.apply(&mut o)?;
         a.keeping.apply(&mut o);
+        a.memory.apply(&mut o);
         Ok(o)
     }
 }

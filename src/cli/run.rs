@@ -12,7 +12,7 @@ use sieve::run::{RunOptions, StageStatus};
 use sieve::store::lock::{Mode, RunLock};
 
 use super::common::{search_options, IndexArg};
-use super::dedup::{KeepArgs, MatchArgs};
+use super::dedup::{KeepArgs, MatchArgs, MemoryArgs};
 use super::diversity::DiversityArgs;
 use super::embed::EmbedArgs;
 use super::score::FlagArgs;
@@ -32,6 +32,9 @@ pub struct RunArgs {
 
     #[command(flatten, next_help_heading = "Dedup")]
     pub keeping: KeepArgs,
+
+    #[command(flatten, next_help_heading = "Dedup")]
+    pub memory: MemoryArgs,
 
     #[command(flatten, next_help_heading = "Score")]
     pub score: FlagArgs,
@@ -85,6 +88,7 @@ impl TryFrom<&RunArgs> for RunOptions {
         }
         a.matching.apply(&mut dedup)?;
         a.keeping.apply(&mut dedup);
+        a.memory.apply(&mut dedup);
         let search = search_options(a.index, a.clusters, sieve::index::clustered::DEFAULT_PROBES, a.seed)?;
         let score = a.score.options(run.clone(), search, device)?;
         let diversity = DiversityOptions::try_from(&DiversityArgs::for_run(run.clone(), a.by.clone(), a.seed, device))?;

@@ -10,7 +10,8 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 
 use super::kmeans::{self, KMeansParams, Top2};
-use super::{sort_dedup, topk, ExactIndex, Matrix, NeighbourIndex, Neighbours, Pair};
+use super::merge::{merge_each, SortedBatches};
+use super::{exact, topk, ExactIndex, Matrix, NeighbourIndex, Neighbours, Pair};
 use crate::error::Result;
 use crate::progress::Progress;
 
@@ -120,34 +121,126 @@ impl<'a> ClusteredIndex<'a> {
         &self.members
     }
 
+    /// Each cluster's members, giving up the index (for a caller that searches them again).
+    pub fn into_members(self) -> Vec<Vec<u32>> {
+        self.members
+    }
+
+    /// The clusters each row of `queries` belongs to (nearest, plus border ones), as members of
+    /// each cluster: what [`NeighbourIndex::range_search`] searches against each cluster.
+    pub fn query_members(&self, queries: &Matrix) -> Result<Vec<Vec<u32>>> {
+        let assigned = kmeans::assign(queries, &self.centroids, &self.device)?;
+        Ok(members_of(&assigned, self.members.len(), self.border))
+    }
+
     /// [`NeighbourIndex::self_pairs`] restricted to the clusters `c` with `wanted(c)`: the pairs
     /// found inside those clusters only. The union over any split of the clusters, put through
-    /// [`sort_dedup`], is exactly `self_pairs` (which is this with every cluster), so clusters
+    /// [`sort_dedup`](super::sort_dedup), is exactly `self_pairs` (which is this with every cluster), so clusters
     /// can be searched by separate processes (`sieve dedup-partition`).
     pub fn self_pairs_in(&self, threshold: f32, wanted: impl Fn(usize) -> bool + Sync) -> Result<Vec<Pair>> {
-        let progress = Progress::new(self.members.len() as u64, "clustered search", "clusters");
-        let found: Vec<Vec<Pair>> = self
-            .members
-            .par_iter()
-            .enumerate()
-            .map(|(c, rows)| -> Result<Vec<Pair>> {
-                progress.inc(1);
-                if rows.len() < 2 || !wanted(c) {
-                    return Ok(Vec::new());
-                }
-                let sub = self.data.gather_u32(rows);
-                let pairs = ExactIndex::new(&sub, self.device.clone()).self_pairs(threshold)?;
-                // Members are ascending, so local a < b maps to global a < b.
-                Ok(pairs
-                    .into_iter()
-                    .map(|p| Pair { a: rows[p.a as usize], b: rows[p.b as usize], sim: p.sim })
-                    .collect())
-            })
-            .collect::<Result<_>>()?;
-        let mut pairs: Vec<Pair> = found.into_iter().flatten().collect();
-        sort_dedup(&mut pairs);
+        let mut pairs = Vec::new();
+        self.self_pairs_each_in(threshold, &wanted, &mut |b| {
+            pairs.extend(b);
+            Ok(())
+        })?;
         Ok(pairs)
     }
+
+    /// [`Self::self_pairs_in`] handed to `f` in batches sorted by `(a, b)` across the whole
+    /// stream (see [`merge_each`]): at most a block of query rows per cluster is held.
+    pub fn self_pairs_each_in(
+        &self,
+        threshold: f32,
+        wanted: &dyn Fn(usize) -> bool,
+        f: &mut dyn FnMut(Vec<Pair>) -> Result<()>,
+    ) -> Result<()> {
+        merge_each(cluster_pieces(self.data, self.data, None, &self.members, threshold, &self.device, wanted), f)
+    }
+}
+
+/// One cluster's exact search as a [`SortedBatches`] piece: its query rows `qs` against its rows
+/// `ds` (ascending rows of the whole collections; a self-join when `qs` is `ds` of the same
+/// matrix), a block of query rows at a time, gathered and searched when pulled. The blocks and
+/// tiles are those of [`ExactIndex`] over the gathered cluster, so are the similarities.
+struct ClusterBlocks<'a> {
+    queries: &'a Matrix,
+    data: &'a Matrix,
+    qs: &'a [u32],
+    ds: &'a [u32],
+    self_join: bool,
+    threshold: f32,
+    device: Device,
+    next: usize,
+}
+
+impl ClusterBlocks<'_> {
+    /// Query rows `r0..r1` of this cluster, in the collections' numbering.
+    fn block(&self, r0: usize, r1: usize) -> Result<Vec<Pair>> {
+        if self.self_join {
+            // A self-join block reads the cluster's rows from its first one on.
+            let sub = self.data.gather_u32(&self.ds[r0..]);
+            let pairs = exact::search_rows(&sub, &sub, 0, r1 - r0, self.threshold, true, &self.device)?;
+            let rows = &self.ds[r0..];
+            Ok(pairs.into_iter().map(|p| Pair { a: rows[p.a as usize], b: rows[p.b as usize], sim: p.sim }).collect())
+        } else {
+            let (sub_q, sub_d) = (self.queries.gather_u32(&self.qs[r0..r1]), self.data.gather_u32(self.ds));
+            let pairs = exact::search_rows(&sub_q, &sub_d, 0, r1 - r0, self.threshold, false, &self.device)?;
+            let qs = &self.qs[r0..r1];
+            Ok(pairs.into_iter().map(|p| Pair { a: qs[p.a as usize], b: self.ds[p.b as usize], sim: p.sim }).collect())
+        }
+    }
+}
+
+impl SortedBatches for ClusterBlocks<'_> {
+    fn next_a(&self) -> Option<u32> {
+        self.qs.get(self.next).copied()
+    }
+
+    fn pull(&mut self, blocks: usize) -> Result<Vec<Pair>> {
+        let rows = exact::block_rows(&self.device);
+        let n = self.qs.len();
+        let starts: Vec<usize> = (self.next..n).step_by(rows).take(blocks.max(1)).collect();
+        self.next = (self.next + rows * starts.len()).min(n);
+        let parts: Vec<Vec<Pair>> =
+            starts.par_iter().map(|&r0| self.block(r0, (r0 + rows).min(n))).collect::<Result<_>>()?;
+        Ok(parts.concat())
+    }
+}
+
+/// The pieces of a search inside clusters, one per cluster `c` with `wanted(c)` and something to
+/// search: rows `q_members[c]` of `queries` against rows `members[c]` of `data`, or, without
+/// `q_members`, the members of each cluster among themselves (`queries` is then `data`). Merged
+/// by [`merge_each`], they give what collecting every cluster's pairs and [`sort_dedup`](super::sort_dedup) give.
+pub(crate) fn cluster_pieces<'a>(
+    queries: &'a Matrix,
+    data: &'a Matrix,
+    q_members: Option<&'a [Vec<u32>]>,
+    members: &'a [Vec<u32>],
+    threshold: f32,
+    device: &Device,
+    wanted: &dyn Fn(usize) -> bool,
+) -> Vec<Box<dyn SortedBatches + 'a>> {
+    let mut pieces: Vec<Box<dyn SortedBatches + 'a>> = Vec::new();
+    for (c, ds) in members.iter().enumerate() {
+        let qs = match q_members {
+            Some(q) => &q[c][..],
+            None => &ds[..],
+        };
+        let searchable = if q_members.is_some() { !qs.is_empty() && !ds.is_empty() } else { ds.len() >= 2 };
+        if searchable && wanted(c) {
+            pieces.push(Box::new(ClusterBlocks {
+                queries,
+                data,
+                qs,
+                ds,
+                self_join: q_members.is_none(),
+                threshold,
+                device: device.clone(),
+                next: 0,
+            }));
+        }
+    }
+    pieces
 }
 
 impl NeighbourIndex for ClusteredIndex<'_> {
@@ -163,25 +256,19 @@ impl NeighbourIndex for ClusteredIndex<'_> {
         self.self_pairs_in(threshold, |_| true)
     }
 
+    fn self_pairs_each(&self, threshold: f32, f: &mut dyn FnMut(Vec<Pair>) -> Result<()>) -> Result<()> {
+        self.self_pairs_each_in(threshold, &|_| true, f)
+    }
+
     fn range_search(&self, queries: &Matrix, threshold: f32) -> Result<Vec<Pair>> {
-        let assigned = kmeans::assign(queries, &self.centroids, &self.device)?;
-        let q_members = members_of(&assigned, self.members.len(), self.border);
-        let progress = Progress::new(self.members.len() as u64, "clustered search", "clusters");
-        let found: Vec<Vec<Pair>> = q_members
-            .par_iter()
-            .zip(self.members.par_iter())
-            .map(|(qs, ds)| -> Result<Vec<Pair>> {
-                progress.inc(1);
-                if qs.is_empty() || ds.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let (sub_q, sub_d) = (queries.gather_u32(qs), self.data.gather_u32(ds));
-                let pairs = ExactIndex::new(&sub_d, self.device.clone()).range_search(&sub_q, threshold)?;
-                Ok(pairs.into_iter().map(|p| Pair { a: qs[p.a as usize], b: ds[p.b as usize], sim: p.sim }).collect())
-            })
-            .collect::<Result<_>>()?;
-        let mut pairs: Vec<Pair> = found.into_iter().flatten().collect();
-        sort_dedup(&mut pairs);
+        let q_members = self.query_members(queries)?;
+        let pieces =
+            cluster_pieces(queries, self.data, Some(&q_members), &self.members, threshold, &self.device, &|_| true);
+        let mut pairs = Vec::new();
+        merge_each(pieces, &mut |b| {
+            pairs.extend(b);
+            Ok(())
+        })?;
         Ok(pairs)
     }
 

@@ -6,6 +6,7 @@ pub mod clustered;
 pub mod exact;
 pub mod hnsw;
 pub mod kmeans;
+pub mod merge;
 pub mod synthetic;
 pub mod topk;
 
@@ -250,6 +251,21 @@ impl IndexChoice {
                 }
             }
             other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_never_picks_hnsw() {
+        // HNSW hands all its pairs at once (dedup holds them); exact and clustered search stream.
+        for n in [0, 2, AUTO_EXACT_MAX_CPU, AUTO_EXACT_MAX_CPU + 1, 10_000_000] {
+            let got = IndexChoice::Auto.resolve(n, &candle_core::Device::Cpu);
+            let want = if n <= AUTO_EXACT_MAX_CPU { IndexChoice::Exact } else { IndexChoice::Clusters };
+            assert_eq!(got, want, "{n} vectors");
         }
     }
 }

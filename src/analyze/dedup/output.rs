@@ -10,8 +10,8 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use super::decision::Relation;
-use super::dedup::{embedded_rows, CaptionChoice, Items, Kind, KindResult};
+use super::{embedded_rows, CaptionChoice, Items, Kind, KindResult};
+use crate::analyze::decision::Relation;
 use crate::error::{Error, Result};
 use crate::store::{write_atomic, Run};
 
