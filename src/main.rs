@@ -7,20 +7,7 @@ use clap::Parser;
 
 mod cli;
 
-/// Allocations from this size on get their own mapping, returned to the system when freed.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: i32 = 1 << 20;
-
 fn main() -> ExitCode {
-    // glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB) and
-    // keeps later blocks under it in the heap, where freed memory mostly stays: with dedup's
-    // blocks of pairs (a few MB each, made and freed on every pass) 20,001 near-identical items
-    // peaked at 510 MB instead of 438 MB. A fixed threshold hands such blocks back when freed.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes an allocator setting; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-    }
     let args = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -313,6 +313,7 @@ impl TryFrom<&DedupArgs> for DedupOptions {
 }
 
 pub fn execute(args: DedupArgs, g: Global) -> anyhow::Result<()> {
+    super::hand_back_large_frees();
     let opts = DedupOptions::try_from(&args)?;
     if args.calibrate {
         let c = sieve::analyze::calibrate::calibrate(&opts)?;

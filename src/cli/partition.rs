@@ -114,6 +114,7 @@ impl TryFrom<&DedupPartitionArgs> for PartitionOptions {
 }
 
 pub fn execute_partition(args: DedupPartitionArgs, g: Global) -> anyhow::Result<()> {
+    super::hand_back_large_frees();
     let PartitionOptions { dedup, centroids, part, out } = PartitionOptions::try_from(&args)?;
     let info = sieve::analyze::partition::partition(&dedup, &centroids, part, &out)?;
     let counts: Vec<String> = info.pairs.iter().map(|(k, n)| format!("{n} {k}")).collect();
@@ -146,6 +147,7 @@ impl TryFrom<&DedupCombineArgs> for DedupOptions {
 }
 
 pub fn execute_combine(args: DedupCombineArgs, g: Global) -> anyhow::Result<()> {
+    super::hand_back_large_frees();
     let opts = DedupOptions::try_from(&args)?;
     let _lock = RunLock::acquire(&opts.run, Mode::Shared, "sieve dedup-combine")?;
     let s = sieve::analyze::dedup::dedup(&opts)?;

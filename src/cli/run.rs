@@ -110,7 +110,12 @@ pub fn execute(args: RunArgs, g: Global) -> anyhow::Result<()> {
     let run = opts.embed.out.clone();
     let _lock = RunLock::acquire(&run, Mode::Exclusive, "sieve run")?;
     let s = sieve::run::run(&opts, |stage, status| match status {
-        StageStatus::Ran => eprintln!("sieve run: {stage}…"),
+        StageStatus::Ran => {
+            if stage == "dedup" {
+                super::hand_back_large_frees();
+            }
+            eprintln!("sieve run: {stage}…")
+        }
         StageStatus::Done => eprintln!("sieve run: {stage} already done with these options; skipped"),
         StageStatus::Skipped => eprintln!("sieve run: {stage} left out (--skip)"),
     })?;

@@ -142,6 +142,18 @@ impl<'a> Layout<'a> {
         self.file(DEDUP_REMOVE)
     }
 
+    pub fn dedup_keep(&self) -> PathBuf {
+        self.file(DEDUP_KEEP)
+    }
+
+    pub fn dedup_bridges(&self) -> PathBuf {
+        self.file(DEDUP_BRIDGES)
+    }
+
+    pub fn dedup_pairs(&self) -> PathBuf {
+        self.file(DEDUP_PAIRS)
+    }
+
     pub fn calibrate_json(&self) -> PathBuf {
         self.file(CALIBRATE_JSON)
     }

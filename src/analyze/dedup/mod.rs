@@ -35,7 +35,7 @@ pub use crate::analyze::stream::CACHE_PAIRS_PER_ITEM;
 use crate::device::{self};
 use crate::error::{Error, Result};
 use crate::index::{dot, Pair};
-use crate::store::{write_atomic, Run};
+use crate::store::{write_atomic, Layout, Run};
 pub(crate) use items::{embedded_rows, keep_rank, load_items, Items};
 pub(crate) use options::resolve_thresholds;
 pub use options::{CaptionPolicy, DedupOptions, KeepPolicy, Kind, Thresholds};
@@ -315,12 +315,13 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
         })
         .collect::<Result<_>>()?;
 
-    let out_dir = run.dir.join("dedup");
+    let layout = Layout::new(&run.dir);
+    let out_dir = layout.dedup_dir();
     fs::create_dir_all(&out_dir).map_err(|e| Error::io("creating", &out_dir, e))?;
-    write_groups(&out_dir.join("groups.parquet"), items, removed, &results)?;
-    write_bridges(&out_dir.join("bridges.parquet"), items, &results)?;
-    write_captions(&out_dir.join("captions.parquet"), items, &run, &captions)?;
-    let pairs_path = out_dir.join("pairs.parquet");
+    write_groups(&layout.dedup_groups(), items, removed, &results)?;
+    write_bridges(&layout.dedup_bridges(), items, &results)?;
+    write_captions(&layout.dedup_captions(), items, &run, &captions)?;
+    let pairs_path = layout.dedup_pairs();
     if opts.write_pairs {
         write_pairs(&pairs_path, items, &relations)?;
     } else if pairs_path.exists() {
@@ -333,8 +334,8 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
         line.push_str(uri);
         line.push('\n');
     }
-    write_atomic(&out_dir.join("keep.txt"), |w| w.write_all(keep_lines.as_bytes()))?;
-    write_atomic(&out_dir.join("remove.txt"), |w| w.write_all(remove_lines.as_bytes()))?;
+    write_atomic(&layout.dedup_keep(), |w| w.write_all(keep_lines.as_bytes()))?;
+    write_atomic(&layout.dedup_remove(), |w| w.write_all(remove_lines.as_bytes()))?;
 
     let n_removed = removed[..items.n_new].iter().filter(|&&r| r).count();
     let kinds = results
@@ -377,7 +378,7 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
         duplicate_rate: if items.n_new == 0 { 0.0 } else { n_removed as f64 / items.n_new as f64 },
     };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
-    write_atomic(&out_dir.join("summary.json"), |w| {
+    write_atomic(&layout.dedup_summary(), |w| {
         w.write_all(&json)?;
         w.write_all(b"\n")
     })?;
