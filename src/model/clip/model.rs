@@ -244,7 +244,7 @@ impl ClipModel {
     }
 
     /// Projected text features, `[batch, embed_dim]` in f32, not normalised, for token ids as
-    /// produced by [`crate::media::tokenize::ClipTokenizer`].
+    /// produced by [`crate::media::tokenize::TextTokenizer`].
     pub fn embed_texts(&self, batch: &[Vec<u32>]) -> Result<Tensor> {
         if batch.is_empty() {
             return Ok(Tensor::zeros((0, self.embed_dim()), DType::F32, &self.device)?);
