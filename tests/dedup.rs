@@ -95,6 +95,40 @@ fn auto_index_picks_exact_for_small_collections_and_clusters_beyond() {
     assert_eq!(IndexChoice::Hnsw.resolve(10, &cpu), IndexChoice::Hnsw);
 }
 
+/// `--index hnsw` sorts the pairs its graph finds (from either end, in no order) before dedup
+/// reads them: in memory within `--cache-pairs-per-item`, on disk beyond. Both give the same
+/// files, and the pairs are exact search's on planted data.
+#[test]
+fn hnsw_pairs_sorted_on_disk_give_the_same_dedup() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let data = planted(2_000, 32, 0.3, 9);
+    let items: Vec<Planted> = (0..data.rows()).map(|i| item(data.row(i).to_vec())).collect();
+    planted_run(&run, &items, "w");
+    // One thread: the graph is built in a fixed order, so two builds are the same graph.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let files = ["groups.parquet", "keep.txt", "remove.txt"];
+    let mut outputs = Vec::new();
+    for (index, cache) in [(IndexChoice::Hnsw, 64), (IndexChoice::Hnsw, 0), (IndexChoice::Exact, 64)] {
+        let opts = DedupOptions {
+            index,
+            kinds: vec![Kind::Image],
+            remove_kinds: vec![Kind::Image],
+            cache_pairs_per_item: cache,
+            ..DedupOptions::new(&run)
+        };
+        let summary = pool.install(|| dedup(&opts)).unwrap();
+        assert!(summary.kinds["image"].duplicates > 200, "{index:?}: {:?}", summary.kinds["image"]);
+        outputs.push(files.map(|f| std::fs::read(run.join("dedup").join(f)).unwrap()));
+        let left = std::fs::read_dir(&run).unwrap().filter(|e| {
+            e.as_ref().unwrap().file_name().to_string_lossy().starts_with(sieve::index::spill::SPILL_PREFIX)
+        });
+        assert_eq!(left.count(), 0, "the sorting folder is removed");
+    }
+    assert!(outputs[0] == outputs[1], "HNSW's pairs sorted on disk give other files than in memory");
+    assert!(outputs[0] == outputs[2], "HNSW's dedup differs from exact search's on planted data");
+}
+
 fn item(image: Vec<f32>) -> Planted {
     Planted { image, caption: None, size: (100, 100), sha: None, phash: None }
 }

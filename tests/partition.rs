@@ -131,6 +131,24 @@ fn partitioned_dedup_is_byte_identical_to_one_process_on_a_planted_run() {
     for n in [1, 3, 8, 11] {
         assert!(partitioned(&run, dir.path(), "8", n, &flags) == single, "{n} partitions differ from one process");
     }
+    // With a budget of no pairs in memory, the combine sorts the partitions' pairs on disk (and
+    // the one-process search streams every pass): the same bytes, and no sorting folder left.
+    let mut args = vec!["dedup-combine", "--device", "cpu", "--cache-pairs-per-item", "0"];
+    args.extend(flags);
+    ok(sieve(&args, &[&run, Path::new("--partitions"), &dir.path().join("parts-3")]));
+    assert!(snapshot(&run) == single, "dedup-combine sorting on disk differs");
+    clear_dedup(&run);
+    let mut streamed = one.clone();
+    streamed.extend(["--cache-pairs-per-item", "0"]);
+    ok(sieve(&streamed, &[&run]));
+    assert!(snapshot(&run) == single, "streaming every pass differs");
+    clear_dedup(&run);
+    let left: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(".sieve-spill-"))
+        .collect();
+    assert!(left.is_empty(), "sorting folders left behind: {left:?}");
     // The one-process command with the partitions' centroids file gives the same again.
     let centroids = dir.path().join("centroids-3");
     let mut with = one.clone();

@@ -32,7 +32,8 @@ use serde::{Deserialize, Serialize};
 use super::dedup::{kmeans_params, load_items, space_vectors, to_items, DedupOptions, Items, Kind, Space, Thresholds};
 use crate::device;
 use crate::error::{Error, Result};
-use crate::index::{kmeans, sort_dedup, ClusteredIndex, Matrix, NeighbourIndex, Pair};
+use crate::index::spill::{PairSorter, SortedPairs};
+use crate::index::{kmeans, ClusteredIndex, Matrix, NeighbourIndex, Pair};
 use crate::ingest::Shard;
 use crate::store::{sha256_file, write_atomic, write_parquet_atomic, Run};
 
@@ -338,10 +339,11 @@ pub fn partition(opts: &DedupOptions, centroids_dir: &Path, part: Shard, out: &P
 }
 
 /// The pairs of every partition in a folder, checked to be complete and to fit the run: what
-/// `sieve dedup-combine` uses in place of the search.
+/// `sieve dedup-combine` uses in place of the search. The pairs stay in the files: each space's
+/// are read (and sorted, on disk beyond the budget) when dedup asks for them.
 pub(crate) struct Fixed {
-    /// Per space: `(a_id, b_id, similarity)` of every partition.
-    pairs: HashMap<String, Vec<(u64, u64, f32)>>,
+    /// Every partition's pairs file.
+    files: Vec<PathBuf>,
     index: BTreeMap<String, String>,
 }
 
@@ -421,45 +423,29 @@ impl Fixed {
                 ));
             }
         }
-        let mut pairs: HashMap<String, Vec<(u64, u64, f32)>> = HashMap::new();
+        let mut files = Vec::new();
         for p in &infos {
             let path = dir.join(&p.file);
-            let perr = |source| Error::Parquet { path: path.clone(), source };
-            let file = fs::File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?.build().map_err(perr)?;
             let mut found = 0;
-            for batch in reader {
-                let b = batch.map_err(|e| perr(e.into()))?;
-                let col = |name: &str| {
-                    b.column_by_name(name)
-                        .cloned()
-                        .ok_or_else(|| bad_partitions(dir, format!("{} has no `{name}`", p.file)))
-                };
-                let (kind, a, bb, s) = (col("kind")?, col("a_id")?, col("b_id")?, col("similarity")?);
-                let (kind, a, bb, s) = (
-                    kind.as_string::<i32>(),
-                    a.as_primitive::<UInt64Type>(),
-                    bb.as_primitive::<UInt64Type>(),
-                    s.as_primitive::<Float32Type>(),
-                );
-                for r in 0..b.num_rows() {
-                    pairs.entry(kind.value(r).to_string()).or_default().push((a.value(r), bb.value(r), s.value(r)));
-                }
-                found += b.num_rows();
-            }
+            each_pair(&path, &mut |_, _, _, _| {
+                found += 1;
+                Ok(())
+            })?;
             if found != p.pairs.values().sum::<usize>() {
                 return Err(bad_partitions(
                     dir,
                     format!("{} holds {found} pairs, its JSON says {}", p.file, p.pairs.values().sum::<usize>()),
                 ));
             }
+            files.push(path);
         }
         tracing::info!("combining {n} partitions from {}", dir.display());
-        Ok(Self { pairs, index: infos[0].index.clone() })
+        Ok(Self { files, index: infos[0].index.clone() })
     }
 
-    /// The union of the partitions' pairs of `space`, in item indices, and the index name.
-    pub(crate) fn pairs(&self, space: Space, items: &Items) -> Result<(Vec<Pair>, String)> {
+    /// The union of the partitions' pairs of `space`, in item indices, sorted by `sorter`; and
+    /// the index name.
+    pub(crate) fn pairs(&self, space: Space, items: &Items, mut sorter: PairSorter) -> Result<(SortedPairs, String)> {
         let Some(name) = self.index.get(space.as_str()) else {
             return Err(Error::InvalidArg {
                 what: "--partitions",
@@ -467,17 +453,69 @@ impl Fixed {
             });
         };
         let of: HashMap<u64, u32> = items.id.iter().enumerate().map(|(i, &id)| (id, i as u32)).collect();
-        let mut out = Vec::new();
-        for &(a, b, sim) in self.pairs.get(space.as_str()).map(Vec::as_slice).unwrap_or_default() {
-            let (Some(&a), Some(&b)) = (of.get(&a), of.get(&b)) else {
-                return Err(Error::InvalidArg {
-                    what: "--partitions",
-                    reason: format!("a {} pair names id {a} or {b}, not an embedded item of the run", space.as_str()),
-                });
-            };
-            out.push(Pair { a: a.min(b), b: a.max(b), sim });
+        let mut batch = Vec::new();
+        for path in &self.files {
+            each_pair(path, &mut |kind, a, b, sim| {
+                if kind != space.as_str() {
+                    return Ok(());
+                }
+                let (Some(&a), Some(&b)) = (of.get(&a), of.get(&b)) else {
+                    return Err(Error::InvalidArg {
+                        what: "--partitions",
+                        reason: format!(
+                            "a {} pair in {} names id {a} or {b}, not an embedded item of the run",
+                            space.as_str(),
+                            path.display()
+                        ),
+                    });
+                };
+                batch.push(Pair { a: a.min(b), b: a.max(b), sim });
+                if batch.len() >= 1 << 16 {
+                    sorter.push(&batch)?;
+                    batch.clear();
+                }
+                Ok(())
+            })?;
         }
-        sort_dedup(&mut out);
-        Ok((out, name.clone()))
+        sorter.push(&batch)?;
+        Ok((sorter.finish()?, name.clone()))
     }
+}
+
+/// Calls `f` with each row of a partition's pairs file: kind, a_id, b_id, similarity. A file of
+/// another shape is an error naming it, never a panic.
+fn each_pair(path: &Path, f: &mut dyn FnMut(&str, u64, u64, f32) -> Result<()>) -> Result<()> {
+    use arrow_array::Array;
+    let perr = |source| Error::Parquet { path: path.to_path_buf(), source };
+    let file = fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    crate::store::guard_parquet(path, || {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?.build().map_err(perr)?;
+        for batch in reader {
+            let b = batch.map_err(|e| perr(e.into()))?;
+            let bad = |name: &str| Error::Parquet {
+                path: path.to_path_buf(),
+                source: parquet::errors::ParquetError::General(format!(
+                    "no `{name}` column of the partition pairs' type"
+                )),
+            };
+            let col = |name: &str| b.column_by_name(name).cloned().ok_or_else(|| bad(name));
+            let (kind, a, bb, s) = (col("kind")?, col("a_id")?, col("b_id")?, col("similarity")?);
+            let kind = kind.as_string_opt::<i32>().ok_or_else(|| bad("kind"))?;
+            let a = a.as_primitive_opt::<UInt64Type>().ok_or_else(|| bad("a_id"))?;
+            let bb = bb.as_primitive_opt::<UInt64Type>().ok_or_else(|| bad("b_id"))?;
+            let s = s.as_primitive_opt::<Float32Type>().ok_or_else(|| bad("similarity"))?;
+            for r in 0..b.num_rows() {
+                if kind.is_null(r) || a.is_null(r) || bb.is_null(r) || s.is_null(r) || !s.value(r).is_finite() {
+                    return Err(Error::Parquet {
+                        path: path.to_path_buf(),
+                        source: parquet::errors::ParquetError::General(format!(
+                            "row {r} of a batch has a missing or non-finite value"
+                        )),
+                    });
+                }
+                f(kind.value(r), a.value(r), bb.value(r), s.value(r))?;
+            }
+        }
+        Ok(())
+    })
 }

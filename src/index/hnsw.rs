@@ -89,6 +89,59 @@ impl<'a> HnswIndex<'a> {
     }
 }
 
+/// Rows searched per batch handed on by the `_unsorted` searches.
+const STEP: usize = 256;
+
+impl HnswIndex<'_> {
+    /// The pairs of [`NeighbourIndex::self_pairs`], unsorted and with repeats (a pair found from
+    /// both ends comes twice), in batches of [`STEP`] rows' pairs: for a caller that sorts them
+    /// without holding them all (`index::spill`). Each pair's similarity is computed from the
+    /// lower row, so both finds carry the same value and reruns agree.
+    pub fn self_pairs_unsorted(&self, threshold: f32, f: &mut dyn FnMut(Vec<Pair>) -> Result<()>) -> Result<()> {
+        let n = self.data.rows();
+        for start in (0..n).step_by(STEP) {
+            let batch: Vec<Pair> = (start..(start + STEP).min(n))
+                .into_par_iter()
+                .flat_map_iter(|i| {
+                    self.neighbours(self.data.row(i), threshold).into_iter().filter(move |&(j, _)| j != i).map(
+                        move |(j, _)| {
+                            let (a, b) = if i < j { (i, j) } else { (j, i) };
+                            Pair { a: a as u32, b: b as u32, sim: dot(self.data.row(a), self.data.row(b)) }
+                        },
+                    )
+                })
+                .collect();
+            f(batch)?;
+        }
+        Ok(())
+    }
+
+    /// The pairs of [`NeighbourIndex::range_search`], in batches of [`STEP`] queries' pairs, each
+    /// query's in the order found.
+    pub fn range_search_unsorted(
+        &self,
+        queries: &Matrix,
+        threshold: f32,
+        f: &mut dyn FnMut(Vec<Pair>) -> Result<()>,
+    ) -> Result<()> {
+        let n = queries.rows();
+        for start in (0..n).step_by(STEP) {
+            let batch: Vec<Pair> = (start..(start + STEP).min(n))
+                .into_par_iter()
+                .flat_map_iter(|q| {
+                    self.neighbours(queries.row(q), threshold).into_iter().map(move |(j, s)| Pair {
+                        a: q as u32,
+                        b: j as u32,
+                        sim: s,
+                    })
+                })
+                .collect();
+            f(batch)?;
+        }
+        Ok(())
+    }
+}
+
 impl NeighbourIndex for HnswIndex<'_> {
     fn name(&self) -> String {
         format!("hnsw(m={},ef={})", self.params.m, self.params.ef_search)
@@ -99,37 +152,21 @@ impl NeighbourIndex for HnswIndex<'_> {
     }
 
     fn self_pairs(&self, threshold: f32) -> Result<Vec<Pair>> {
-        let mut pairs: Vec<Pair> = (0..self.data.rows())
-            .into_par_iter()
-            .flat_map_iter(|i| {
-                self.neighbours(self.data.row(i), threshold).into_iter().filter(move |&(j, _)| j != i).map(
-                    move |(j, s)| {
-                        let (a, b) = if i < j { (i, j) } else { (j, i) };
-                        Pair { a: a as u32, b: b as u32, sim: s }
-                    },
-                )
-            })
-            .collect();
+        let mut pairs = Vec::new();
+        self.self_pairs_unsorted(threshold, &mut |b| {
+            pairs.extend(b);
+            Ok(())
+        })?;
         sort_dedup(&mut pairs);
-        // The same pair found from both ends carries the same exact similarity up to summation
-        // order; recompute from the lower row so reruns agree.
-        for p in &mut pairs {
-            p.sim = dot(self.data.row(p.a as usize), self.data.row(p.b as usize));
-        }
         Ok(pairs)
     }
 
     fn range_search(&self, queries: &Matrix, threshold: f32) -> Result<Vec<Pair>> {
-        let mut pairs: Vec<Pair> = (0..queries.rows())
-            .into_par_iter()
-            .flat_map_iter(|q| {
-                self.neighbours(queries.row(q), threshold).into_iter().map(move |(j, s)| Pair {
-                    a: q as u32,
-                    b: j as u32,
-                    sim: s,
-                })
-            })
-            .collect();
+        let mut pairs = Vec::new();
+        self.range_search_unsorted(queries, threshold, &mut |b| {
+            pairs.extend(b);
+            Ok(())
+        })?;
         sort_dedup(&mut pairs);
         Ok(pairs)
     }

@@ -28,17 +28,20 @@ pub trait SortedBatches: Send {
     fn pull(&mut self, blocks: usize) -> Result<Vec<Pair>>;
 }
 
-/// Pairs already in memory, sorted (a search that cannot hand them over piece by piece).
+/// Pairs already in memory, sorted (the merge's tests).
+#[cfg(test)]
 pub struct Held {
     pairs: Option<Vec<Pair>>,
 }
 
+#[cfg(test)]
 impl Held {
     pub fn new(pairs: Vec<Pair>) -> Self {
         Self { pairs: (!pairs.is_empty()).then_some(pairs) }
     }
 }
 
+#[cfg(test)]
 impl SortedBatches for Held {
     fn next_a(&self) -> Option<u32> {
         self.pairs.as_ref().map(|p| p[0].a)

@@ -7,6 +7,7 @@ pub mod exact;
 pub mod hnsw;
 pub mod kmeans;
 pub mod merge;
+pub mod spill;
 pub mod synthetic;
 pub mod topk;
 

@@ -231,6 +231,8 @@ pub(crate) fn find_relations<'a>(
 pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
     let started = Instant::now();
     let run = Run::open(&opts.run)?;
+    // Sorting folders of a dedup that was killed (`index::spill`).
+    crate::index::spill::remove_stale(&opts.run);
     let old = match &opts.against {
         Some(p) => {
             let old = Run::open(p)?;

@@ -3,12 +3,12 @@
 
 use super::*;
 use crate::analyze::stream::PairSource;
-use crate::analyze::stream::CACHE_PAIRS_PER_ITEM;
 use crate::error::Result;
 use crate::index::clustered::cluster_pieces;
 use crate::index::exact::ExactBlocks;
 use crate::index::kmeans::{self, KMeansParams};
-use crate::index::merge::{merge_each, Held, ShiftB, SortedBatches};
+use crate::index::merge::{merge_each, ShiftB, SortedBatches};
+use crate::index::spill::{PairSorter, SortedPairs};
 use crate::index::{
     default_clusters, ClusteredIndex, ExactIndex, HnswIndex, IndexChoice, Matrix, NeighbourIndex, Pair,
 };
@@ -71,8 +71,9 @@ pub(crate) fn kmeans_params(k: usize, rows: usize, opts: &DedupOptions) -> KMean
 /// The pairs of `space` among the items, in item indices, and the name of the index used:
 /// searched here, or read from `sieve dedup-partition` results. Exact and clustered search, also
 /// with `--against`, stream (each read searches again once the pairs outgrow the source's
-/// budget; the k-means clusters are trained and assigned once); HNSW's pairs and partition files
-/// are given all at once, held.
+/// budget; the k-means clusters are trained and assigned once). HNSW's pairs and partition
+/// files' come in no order: they are sorted once, on disk in the run folder beyond the same
+/// budget (`index::spill`), and each read merges the sorted runs.
 pub(crate) fn space_source<'a>(
     items: &'a Items,
     space: Space,
@@ -83,9 +84,11 @@ pub(crate) fn space_source<'a>(
     centroids: Option<&crate::analyze::partition::Centroids>,
 ) -> Result<(PairSource<'a>, String)> {
     let per_item = opts.cache_pairs_per_item;
+    let n = items.len();
+    let sorter = || PairSorter::new(&opts.run, per_item.saturating_mul(n));
     if let Some(f) = fixed {
-        let (pairs, name) = f.pairs(space, items)?;
-        return Ok((PairSource::held(pairs), name));
+        let (sorted, name) = f.pairs(space, items, sorter())?;
+        return Ok((sorted_source(n, per_item, sorted, |b| b), name));
     }
     let (vectors, rows) = space_vectors(items, space);
     if vectors.rows() == 0 {
@@ -96,7 +99,6 @@ pub(crate) fn space_source<'a>(
         None => items.n_new,
     };
     let centroids = centroids.map(|c| c.space(space)).transpose()?;
-    let n = items.len();
     let device = device.clone();
     // Rows of the space map to items in ascending order, so each batch stays sorted.
     let to_items = move |batch: Vec<Pair>| -> Vec<Pair> {
@@ -110,9 +112,10 @@ pub(crate) fn space_source<'a>(
     };
     if n_new == vectors.rows() {
         // Self-search over this run's items.
-        let (search, name) = settle(build_index(&vectors, opts, &device, centroids.as_ref())?, threshold, None)?;
+        let (search, name) =
+            settle(build_index(&vectors, opts, &device, centroids.as_ref())?, threshold, None, sorter)?;
         let search = match search {
-            Search::Held(pairs) => return Ok((PairSource::held(to_items(pairs)), name)),
+            Search::Sorted(sorted) => return Ok((sorted_source(n, per_item, sorted, to_items), name)),
             s => s,
         };
         let produce = move |f: &mut dyn FnMut(Vec<Pair>) -> Result<()>| match &search {
@@ -123,7 +126,7 @@ pub(crate) fn space_source<'a>(
                 let pieces = cluster_pieces(&vectors, &vectors, None, members, threshold, &device, &|_| true);
                 merge_each(pieces, &mut |b| f(to_items(b)))
             }
-            Search::Held(_) => unreachable!("held pairs returned above"),
+            Search::Sorted(_) => unreachable!("sorted pairs returned above"),
         };
         return Ok((PairSource::new(n, per_item, Box::new(produce)), name));
     }
@@ -132,9 +135,9 @@ pub(crate) fn space_source<'a>(
     let new = Matrix::new(d, vectors.block(0, n_new).to_vec())?;
     let old = Matrix::new(d, vectors.as_slice()[n_new * d..].to_vec())?;
     drop(vectors);
-    let (within, name) = settle(build_index(&new, opts, &device, None)?, threshold, None)?;
+    let (within, name) = settle(build_index(&new, opts, &device, None)?, threshold, None, sorter)?;
     let across = if old.rows() > 0 && new.rows() > 0 {
-        Some(settle(build_index(&old, opts, &device, None)?, threshold, Some(&new))?.0)
+        Some(settle(build_index(&old, opts, &device, None)?, threshold, Some(&new), sorter)?.0)
     } else {
         None
     };
@@ -145,7 +148,7 @@ pub(crate) fn space_source<'a>(
             Search::Clusters(members, _) => {
                 pieces.extend(cluster_pieces(&new, &new, None, members, threshold, &device, &|_| true))
             }
-            Search::Held(pairs) => pieces.push(Box::new(Held::new(pairs.clone()))),
+            Search::Sorted(sorted) => pieces.extend(sorted.pieces()?),
         }
         // The old run's rows are numbered after this run's.
         let offset = n_new as u32;
@@ -159,7 +162,7 @@ pub(crate) fn space_source<'a>(
                     .into_iter()
                     .map(|p| shift(p, offset)),
             ),
-            Some(Search::Held(pairs)) => pieces.push(shift(Box::new(Held::new(pairs.clone())), offset)),
+            Some(Search::Sorted(sorted)) => pieces.extend(sorted.pieces()?.into_iter().map(|p| shift(p, offset))),
         }
         merge_each(pieces, &mut |b| f(to_items(b)))
     };
@@ -185,13 +188,33 @@ enum Search {
     /// The clusters' members (k-means trained and rows assigned once), and for a search of
     /// queries against them, the queries in each cluster; each cluster is searched on each read.
     Clusters(Vec<Vec<u32>>, Option<Vec<Vec<u32>>>),
-    /// HNSW's pairs (its search gives them all at once), held.
-    Held(Vec<Pair>),
+    /// HNSW's pairs (found from either end, in no order), sorted once: in memory, or in run
+    /// files merged on each read.
+    Sorted(SortedPairs),
+}
+
+/// A source reading `sorted` (mapped by `map`, which keeps the order): held as it is when it
+/// fit in memory, else merged from its run files on each read.
+fn sorted_source<'a>(
+    n: usize,
+    per_item: usize,
+    sorted: SortedPairs,
+    map: impl Fn(Vec<Pair>) -> Vec<Pair> + 'a,
+) -> PairSource<'a> {
+    match sorted {
+        SortedPairs::Memory(pairs) => PairSource::held(map(pairs)),
+        disk => PairSource::new(n, per_item, Box::new(move |f| disk.each(&mut |b| f(map(b))))),
+    }
 }
 
 /// Settles `built` for the self-search of its collection, or for searching `queries` against it;
-/// with the index's name.
-fn settle(built: Built<'_>, threshold: f32, queries: Option<&Matrix>) -> Result<(Search, String)> {
+/// with the index's name. HNSW's pairs go through a sorter from `sorter`.
+fn settle(
+    built: Built<'_>,
+    threshold: f32,
+    queries: Option<&Matrix>,
+    sorter: impl Fn() -> PairSorter,
+) -> Result<(Search, String)> {
     Ok(match built {
         Built::Exact(i) => (Search::Exact, i.name()),
         Built::Clusters(i) => {
@@ -200,19 +223,17 @@ fn settle(built: Built<'_>, threshold: f32, queries: Option<&Matrix>) -> Result<
             (Search::Clusters(i.into_members(), q_members), name)
         }
         Built::Hnsw(i) => {
-            let pairs = match queries {
-                Some(q) => i.range_search(q, threshold)?,
-                None => i.self_pairs(threshold)?,
-            };
-            if pairs.len() > CACHE_PAIRS_PER_ITEM.saturating_mul(i.len()) {
-                tracing::warn!(
-                    "--index hnsw: {} pairs held in memory ({} MB): HNSW gives its pairs all at once; exact and \
-                     clustered search (--index exact or clusters) hand them over a block at a time",
-                    pairs.len(),
-                    pairs.len() * size_of::<Pair>() / 1_000_000
-                );
+            let mut sorter = sorter();
+            let mut push = |b: Vec<Pair>| sorter.push(&b);
+            match queries {
+                Some(q) => i.range_search_unsorted(q, threshold, &mut push)?,
+                None => i.self_pairs_unsorted(threshold, &mut push)?,
             }
-            (Search::Held(pairs), i.name())
+            let sorted = sorter.finish()?;
+            if sorted.spilled() {
+                tracing::info!("--index hnsw: more pairs than --cache-pairs-per-item allows; sorted on disk");
+            }
+            (Search::Sorted(sorted), i.name())
         }
     })
 }
