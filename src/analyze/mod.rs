@@ -8,8 +8,11 @@ pub mod dedup;
 pub mod diversity;
 pub mod groups;
 pub mod pairs;
-pub mod partition;
 pub mod perceptual;
 pub mod quality;
 pub mod select;
 mod stream;
+
+/// `sieve dedup-centroids`, `dedup-partition` and `dedup-combine` (a room of dedup's, here under
+/// its old path).
+pub use dedup::partition;

@@ -22,8 +22,7 @@ use super::merge::{merge_each, SortedBatches};
 use super::{sort_dedup, Pair};
 use crate::error::{Error, Result};
 
-/// The prefix of the temporary folders, so a crashed run's can be found and removed.
-pub const SPILL_PREFIX: &str = ".sieve-spill-";
+pub use crate::store::layout::SPILL_PREFIX;
 
 /// Bytes per pair in a run file.
 const PAIR_BYTES: usize = 12;

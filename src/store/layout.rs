@@ -31,6 +31,12 @@ pub const DEDUP_PAIRS: &str = "dedup/pairs.parquet";
 pub const DEDUP_KEEP: &str = "dedup/keep.txt";
 pub const DEDUP_REMOVE: &str = "dedup/remove.txt";
 pub const CALIBRATE_JSON: &str = "dedup/calibrate.json";
+/// Where `sieve dedup-centroids` writes by default, and where `dedup-partition` writes (and
+/// `dedup-combine` reads) by default.
+pub const DEDUP_CENTROIDS_DIR: &str = "dedup/centroids";
+pub const DEDUP_PARTITIONS_DIR: &str = "dedup/partitions";
+/// The prefix of dedup's temporary sorting folders (`index::spill`), followed by the process id.
+pub const SPILL_PREFIX: &str = ".sieve-spill-";
 pub const CALIBRATE_HTML: &str = "dedup/calibrate.html";
 
 /// `sieve score`.
@@ -154,6 +160,14 @@ impl<'a> Layout<'a> {
         self.file(DEDUP_PAIRS)
     }
 
+    pub fn dedup_centroids_dir(&self) -> PathBuf {
+        self.file(DEDUP_CENTROIDS_DIR)
+    }
+
+    pub fn dedup_partitions_dir(&self) -> PathBuf {
+        self.file(DEDUP_PARTITIONS_DIR)
+    }
+
     pub fn calibrate_json(&self) -> PathBuf {
         self.file(CALIBRATE_JSON)
     }
@@ -215,7 +229,18 @@ mod tests {
         assert_eq!(l.report(), Path::new("RUN/report.html"));
         // Every name in docs/run-directory.md's tree.
         let doc = include_str!("../../docs/run-directory.md");
-        for name in [RUN_JSON, STAGES_JSON, PAIRS, PAIRS_SUMMARY, QUALITY, QUALITY_SUMMARY, DIVERSITY, REPORT, LOCK] {
+        for name in [
+            RUN_JSON,
+            STAGES_JSON,
+            PAIRS,
+            PAIRS_SUMMARY,
+            QUALITY,
+            QUALITY_SUMMARY,
+            DIVERSITY,
+            REPORT,
+            LOCK,
+            SPILL_PREFIX,
+        ] {
             assert!(doc.contains(name), "{name} is not in docs/run-directory.md");
         }
         for dir in [METADATA, IMG_EMB, TEXT_EMB, DEDUP_DIR, SELECTION_DIR] {

@@ -16,6 +16,7 @@
 mod items;
 mod options;
 mod output;
+pub mod partition;
 mod search;
 
 use std::collections::{BTreeMap, HashMap};
@@ -134,8 +135,8 @@ pub(crate) fn find_relations<'a>(
     thresholds: &Thresholds,
     opts: &DedupOptions,
     dev: &candle_core::Device,
-    fixed: Option<&crate::analyze::partition::Fixed>,
-    centroids: Option<&crate::analyze::partition::Centroids>,
+    fixed: Option<&partition::Fixed>,
+    centroids: Option<&partition::Centroids>,
 ) -> Result<(Vec<(Kind, Relation<'a>)>, String)> {
     let allowed = move |a: u32, b: u32| !(items.is_old(a) && items.is_old(b));
     let n = items.len();
@@ -227,6 +228,78 @@ pub(crate) fn find_relations<'a>(
     Ok((relations, index_name))
 }
 
+/// What dedup finds among a set of items, before anything is written: each kind's relation
+/// (its pairs readable again, for `--pairs`), the removal decision, each kind's groups and the
+/// captions that move to kept items.
+pub(crate) struct Duplicates<'a> {
+    pub(crate) relations: Vec<(Kind, Relation<'a>)>,
+    /// The neighbour index used, as the summary names it.
+    pub(crate) index: String,
+    /// The keep policy applied (`auto` resolved).
+    pub(crate) policy: KeepPolicy,
+    /// Per item: removed.
+    pub(crate) removed: Vec<bool>,
+    pub(crate) results: Vec<KindResult>,
+    pub(crate) captions: Vec<CaptionChoice>,
+}
+
+/// Finds the duplicates among `items` at `thresholds`: no files read or written (the search
+/// may sort pairs in a temporary folder, `index::spill`). `fixed` stands in for the search with
+/// `dedup-partition` results; `centroids` fixes the clusters.
+pub(crate) fn find<'a>(
+    items: &'a Items,
+    thresholds: &Thresholds,
+    opts: &DedupOptions,
+    dev: &candle_core::Device,
+    fixed: Option<&partition::Fixed>,
+    centroids: Option<&partition::Centroids>,
+) -> Result<Duplicates<'a>> {
+    let n = items.len();
+    let policy = match opts.keep {
+        KeepPolicy::Auto if items.has_caption.iter().any(|&c| c) => KeepPolicy::BestScore,
+        KeepPolicy::Auto => KeepPolicy::Largest,
+        p => p,
+    };
+    // 1. Each kind's relation: the sets of identical files, or the pairs within the threshold.
+    let (relations, index) = find_relations(items, thresholds, opts, dev, fixed, centroids)?;
+
+    // 2. One removal decision over every removal kind at once, in keep order.
+    let removal: Vec<&Relation> =
+        relations.iter().filter(|(k, _)| opts.remove_kinds.contains(k)).map(|(_, r)| r).collect();
+    let rank = match policy {
+        KeepPolicy::Central => keep_rank(items, KeepPolicy::Central, Some(&degree_centrality(n, &removal)?)),
+        p => keep_rank(items, p, None),
+    };
+    let decision = decide(n, &rank, &|i| items.is_old(i), &removal)?;
+    let removed = &decision.removed;
+    let captions = match opts.caption_policy {
+        CaptionPolicy::Best => best_captions(items, &decision.keeper, removed),
+        CaptionPolicy::Kept => Vec::new(),
+    };
+
+    // 3. Each kind's groups, made from that decision.
+    let results: Vec<KindResult> = relations
+        .iter()
+        .map(|(kind, relation)| {
+            let kind = *kind;
+            let groups = if opts.remove_kinds.contains(&kind) {
+                removal_groups(n, relation, &rank, removed, opts.grouping)?
+            } else {
+                report_groups(n, relation, &rank, removed, opts.grouping)?
+            };
+            let sim = similarity_fn(kind, items);
+            let sims: Vec<Vec<f32>> = groups
+                .iter()
+                .map(|g| g.rows.iter().map(|&(m, k)| if m == k { 1.0 } else { sim(k, m) }).collect())
+                .collect();
+            let (stats, bridges) = diagnostics(n, relation, &groups, &sims, &*sim)?;
+            Ok(KindResult { kind, groups, sims, stats, bridges })
+        })
+        .collect::<Result<_>>()?;
+    let removed = decision.removed;
+    Ok(Duplicates { relations, index, policy, removed, results, captions })
+}
+
 /// Runs `sieve dedup`; returns the summary (also written to `RUN/dedup/summary.json`).
 pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
     let started = Instant::now();
@@ -251,11 +324,11 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
         });
     }
     let fixed = match &opts.from_partitions {
-        Some(dir) => Some(crate::analyze::partition::Fixed::read(dir, &run, &thresholds, opts)?),
+        Some(dir) => Some(partition::Fixed::read(dir, &run, &thresholds, opts)?),
         None => None,
     };
     let centroids = match &opts.centroids {
-        Some(dir) => Some(crate::analyze::partition::Centroids::load(dir, &run)?),
+        Some(dir) => Some(partition::Centroids::load(dir, &run)?),
         None => None,
     };
     let need_text = opts.kinds.iter().any(|k| matches!(k, Kind::Caption | Kind::Joint))
@@ -264,11 +337,6 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
     let items = load_items(&run, old.as_ref(), need_text)?;
     let items = &items;
     let n = items.len();
-    let policy = match opts.keep {
-        KeepPolicy::Auto if items.has_caption.iter().any(|&c| c) => KeepPolicy::BestScore,
-        KeepPolicy::Auto => KeepPolicy::Largest,
-        p => p,
-    };
     let dev = device::open(opts.device)?;
     tracing::info!(
         "dedup: {} items of {}{} on {}",
@@ -277,45 +345,12 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
         old.as_ref().map(|o| format!(" against {} of {}", n - items.n_new, o.dir.display())).unwrap_or_default(),
         device::describe(&dev)
     );
-    // 1. Each kind's relation: the sets of identical files, or the pairs within the threshold.
-    let (relations, index_name) = find_relations(items, &thresholds, opts, &dev, fixed.as_ref(), centroids.as_ref())?;
-
-    // 2. One removal decision over every removal kind at once, in keep order.
-    let removal: Vec<&Relation> =
-        relations.iter().filter(|(k, _)| opts.remove_kinds.contains(k)).map(|(_, r)| r).collect();
-    let rank = match policy {
-        KeepPolicy::Central => keep_rank(items, KeepPolicy::Central, Some(&degree_centrality(n, &removal)?)),
-        p => keep_rank(items, p, None),
-    };
-    let decision = decide(n, &rank, &|i| items.is_old(i), &removal)?;
-    let removed = &decision.removed;
-    let captions = match opts.caption_policy {
-        CaptionPolicy::Best => best_captions(items, &decision.keeper, removed),
-        CaptionPolicy::Kept => Vec::new(),
-    };
+    let found = find(items, &thresholds, opts, &dev, fixed.as_ref(), centroids.as_ref())?;
+    let Duplicates { relations, index: index_name, policy, removed, results, captions } = &found;
+    let removed = removed.as_slice();
     let rows = embedded_rows(&run);
     let captions_dropped =
         (0..items.n_new).filter(|&i| removed[i] && run.meta.caption[rows[i]].is_some()).count() - captions.len();
-
-    // 3. Each kind's groups, made from that decision.
-    let results: Vec<KindResult> = relations
-        .iter()
-        .map(|(kind, relation)| {
-            let kind = *kind;
-            let groups = if opts.remove_kinds.contains(&kind) {
-                removal_groups(n, relation, &rank, removed, opts.grouping)?
-            } else {
-                report_groups(n, relation, &rank, removed, opts.grouping)?
-            };
-            let sim = similarity_fn(kind, items);
-            let sims: Vec<Vec<f32>> = groups
-                .iter()
-                .map(|g| g.rows.iter().map(|&(m, k)| if m == k { 1.0 } else { sim(k, m) }).collect())
-                .collect();
-            let (stats, bridges) = diagnostics(n, relation, &groups, &sims, &*sim)?;
-            Ok(KindResult { kind, groups, sims, stats, bridges })
-        })
-        .collect::<Result<_>>()?;
 
     let layout = Layout::new(&run.dir);
     let out_dir = layout.dedup_dir();
@@ -367,7 +402,7 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
         embedded: items.n_new,
         against_items: n - items.n_new,
         thresholds,
-        index: index_name,
+        index: index_name.clone(),
         grouping: opts.grouping.as_str().into(),
         keep: policy.as_str().into(),
         kinds,

@@ -80,8 +80,8 @@ pub(crate) fn space_source<'a>(
     threshold: f32,
     opts: &DedupOptions,
     device: &candle_core::Device,
-    fixed: Option<&crate::analyze::partition::Fixed>,
-    centroids: Option<&crate::analyze::partition::Centroids>,
+    fixed: Option<&partition::Fixed>,
+    centroids: Option<&partition::Centroids>,
 ) -> Result<(PairSource<'a>, String)> {
     let per_item = opts.cache_pairs_per_item;
     let n = items.len();

@@ -29,7 +29,7 @@ use candle_core::{DType, Device, Tensor};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::dedup::{kmeans_params, load_items, space_vectors, to_items, DedupOptions, Items, Kind, Space, Thresholds};
+use super::{kmeans_params, load_items, space_vectors, to_items, DedupOptions, Items, Kind, Space, Thresholds};
 use crate::device;
 use crate::error::{Error, Result};
 use crate::index::spill::{PairSorter, SortedPairs};
@@ -42,12 +42,12 @@ pub const CENTROIDS_JSON: &str = "centroids.json";
 
 /// Where `sieve dedup-centroids` writes by default.
 pub fn default_centroids_dir(run: &Path) -> PathBuf {
-    run.join("dedup").join("centroids")
+    crate::store::Layout::new(run).dedup_centroids_dir()
 }
 
 /// Where `sieve dedup-partition` writes, and `sieve dedup-combine` reads, by default.
 pub fn default_partitions_dir(run: &Path) -> PathBuf {
-    run.join("dedup").join("partitions")
+    crate::store::Layout::new(run).dedup_partitions_dir()
 }
 
 fn short(sha: &str) -> &str {
@@ -278,7 +278,7 @@ pub fn partition(opts: &DedupOptions, centroids_dir: &Path, part: Shard, out: &P
         });
     }
     let run = Run::open(&opts.run)?;
-    let thresholds = super::dedup::resolve_thresholds(&run, opts)?;
+    let thresholds = super::resolve_thresholds(&run, opts)?;
     let spaces = spaces_for(&opts.kinds);
     let items = load_items(&run, None, spaces.contains(&Space::Caption))?;
     let centroids = Centroids::load(centroids_dir, &run)?;
