@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::index::hnsw::HnswParams;
 use crate::index::kmeans::KMeansParams;
-use crate::index::{ClusteredIndex, ExactIndex, HnswIndex, IndexChoice, Matrix, NeighbourIndex};
+use crate::index::{ClusteredIndex, ExactIndex, HnswIndex, IndexChoice, Matrix, NeighbourIndex, Plan};
 use crate::store::Run;
 
 /// How a command searches for neighbours (`--index`, `--clusters`, `--probes`, `--seed`).
@@ -73,47 +73,52 @@ pub fn build_index<'a>(
         };
         Ok(Box::new(index.with_probes(opts.probes)))
     };
-    if m.rows() < 2 {
-        // Nothing to cluster (e.g. the captions of a run without any).
-        return Ok(Box::new(ExactIndex::new(m, device.clone())));
-    }
-    if let Some(k) = opts.clusters {
-        return clustered(k);
-    }
-    Ok(match opts.index.resolve(m.rows(), device) {
-        IndexChoice::Hnsw => Box::new(HnswIndex::build(m, opts.hnsw)),
-        IndexChoice::Clusters => return clustered(knn_clusters(m.rows(), queries, opts.probes)),
-        _ => Box::new(ExactIndex::new(m, device.clone())),
+    Ok(match Plan::choose(opts.index, opts.clusters, m.rows(), device) {
+        Plan::Hnsw => Box::new(HnswIndex::build(m, opts.hnsw)),
+        Plan::Clusters(k) => return clustered(k.unwrap_or_else(|| knn_clusters(m.rows(), queries, opts.probes))),
+        Plan::Exact => Box::new(ExactIndex::new(m, device.clone())),
     })
 }
 
+/// The metadata rows of `run` that were embedded, in order.
+pub fn embedded_rows(run: &Run) -> Vec<usize> {
+    (0..run.meta.len()).filter(|&r| run.meta.embedded[r]).collect()
+}
+
 /// The embedded rows of a run: image vectors, and caption vectors where there is a caption.
+/// The one loader of embeddings that dedup, score, diversity and select share.
 #[derive(Debug, Clone)]
 pub struct Embedded {
     /// Metadata row of each item.
     pub rows: Vec<usize>,
     pub image: Matrix,
-    /// Caption vectors (a zero row where the item has no caption).
+    /// Caption vectors (a zero row where the item has no caption); no rows when loaded without
+    /// text.
     pub text: Matrix,
+    /// Whether the item has a caption and its vector (false for all when loaded without text).
     pub has_caption: Vec<bool>,
 }
 
 impl Embedded {
-    /// Reads every embedded row of `run`.
+    /// Reads every embedded row of `run`, image and caption vectors.
     pub fn load(run: &Run) -> Result<Self> {
+        Self::load_with(run, true)
+    }
+
+    /// Reads every embedded row of `run`; the caption vectors only if `with_text` (dedup reads
+    /// none when no kind or policy needs captions).
+    pub fn load_with(run: &Run, with_text: bool) -> Result<Self> {
         let d = run.manifest.embed_dim;
-        let rows: Vec<usize> = (0..run.meta.len()).filter(|&r| run.meta.embedded[r]).collect();
-        let all_img = run.embeddings(false)?;
-        let all_txt = run.embeddings(true)?;
-        let (image, text) = if rows.len() == run.meta.len() {
-            (Matrix::new(d, all_img)?, Matrix::new(d, all_txt)?)
-        } else {
-            (Matrix::gather(&all_img, d, &rows), Matrix::gather(&all_txt, d, &rows))
-        };
+        let rows = embedded_rows(run);
+        let every = rows.len() == run.meta.len();
+        // Every row embedded: the vectors as read, no copy.
+        let keep = |all: Vec<f32>| if every { Matrix::new(d, all) } else { Ok(Matrix::gather(&all, d, &rows)) };
+        let image = keep(run.embeddings(false)?)?;
+        let text = if with_text { keep(run.embeddings(true)?)? } else { Matrix::new(d, Vec::new())? };
         let has_caption = rows
             .iter()
             .enumerate()
-            .map(|(i, &r)| run.meta.caption[r].is_some() && text.row(i).iter().any(|&x| x != 0.0))
+            .map(|(i, &r)| with_text && run.meta.caption[r].is_some() && text.row(i).iter().any(|&x| x != 0.0))
             .collect();
         Ok(Self { rows, image, text, has_caption })
     }

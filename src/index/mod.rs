@@ -99,6 +99,11 @@ impl Matrix {
         &self.data[i * self.dim..(i + 1) * self.dim]
     }
 
+    /// The rows, row-major, as one vector.
+    pub fn into_vec(self) -> Vec<f32> {
+        self.data
+    }
+
     pub fn as_slice(&self) -> &[f32] {
         &self.data
     }
@@ -252,6 +257,37 @@ impl IndexChoice {
                 }
             }
             other => other,
+        }
+    }
+}
+
+/// The search a command runs over a collection: the one choice that dedup (range search) and
+/// score, diversity and select (k-NN) share. Each builds its own flavour of the index chosen:
+/// dedup's clusters carry border copies and default to [`default_clusters`]; k-NN's probe
+/// several clusters and default to a count balanced against the queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    Exact,
+    Hnsw,
+    /// Clustered search with this many clusters, or the caller's default (`None`).
+    Clusters(Option<usize>),
+}
+
+impl Plan {
+    /// The search for `rows` vectors on `device`, given `--index` and `--clusters`: exact below
+    /// two vectors (nothing to cluster), clustered whenever a cluster count is given, else what
+    /// `index` resolves to.
+    pub fn choose(index: IndexChoice, clusters: Option<usize>, rows: usize, device: &candle_core::Device) -> Self {
+        if rows < 2 {
+            return Plan::Exact;
+        }
+        if let Some(k) = clusters {
+            return Plan::Clusters(Some(k));
+        }
+        match index.resolve(rows, device) {
+            IndexChoice::Hnsw => Plan::Hnsw,
+            IndexChoice::Clusters => Plan::Clusters(None),
+            _ => Plan::Exact,
         }
     }
 }

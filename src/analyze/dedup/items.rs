@@ -2,6 +2,7 @@
 //! their keep order.
 
 use super::KeepPolicy;
+use crate::analyze::common::Embedded;
 use crate::error::Result;
 use crate::index::{dot, Matrix};
 use crate::media::fingerprint::Fingerprint;
@@ -32,10 +33,8 @@ impl Items {
     }
 }
 
-pub(crate) fn embedded_rows(run: &Run) -> Vec<usize> {
-    (0..run.meta.len()).filter(|&r| run.meta.embedded[r]).collect()
-}
-
+/// This run's embedded items, then the `--against` run's (read with the loader every stage
+/// shares, [`Embedded`]), with what dedup needs of their metadata.
 pub(crate) fn load_items(new: &Run, old: Option<&Run>, need_text: bool) -> Result<Items> {
     let d = new.manifest.embed_dim;
     let mut items = Items {
@@ -52,33 +51,30 @@ pub(crate) fn load_items(new: &Run, old: Option<&Run>, need_text: bool) -> Resul
     let mut img = Vec::new();
     let mut txt = Vec::new();
     for (k, run) in std::iter::once(new).chain(old).enumerate() {
-        let rows = embedded_rows(run);
+        let Embedded { rows, image, text, has_caption } = Embedded::load_with(run, need_text)?;
         if k == 0 {
             items.n_new = rows.len();
         }
-        let m = &run.meta;
-        let all_img = run.embeddings(false)?;
-        if img.is_empty() && rows.len() == m.len() {
-            img = all_img; // every row embedded: no copy
+        // The first run's vectors as loaded (no copy), the other's after them.
+        if img.is_empty() {
+            img = image.into_vec();
         } else {
-            for &r in &rows {
-                img.extend_from_slice(&all_img[r * d..(r + 1) * d]);
-            }
+            img.extend_from_slice(image.as_slice());
         }
-        let all_txt = if need_text { Some(run.embeddings(true)?) } else { None };
+        if txt.is_empty() {
+            txt = text.into_vec();
+        } else {
+            txt.extend_from_slice(text.as_slice());
+        }
+        let m = &run.meta;
         for &r in &rows {
             items.id.push(m.id[r]);
             items.uri.push(m.uri[r].clone());
             items.sha256.push(m.sha256[r].clone());
             items.fingerprint.push(m.fingerprint.as_ref().and_then(|f| f[r]));
             items.pixels.push(m.width[r].unwrap_or(0) as u64 * m.height[r].unwrap_or(0) as u64);
-            let tv = all_txt.as_ref().map(|t| &t[r * d..(r + 1) * d]);
-            let has = m.caption[r].is_some() && tv.is_some_and(|v| v.iter().any(|&x| x != 0.0));
-            items.has_caption.push(has);
-            if let Some(tv) = tv {
-                txt.extend_from_slice(tv);
-            }
         }
+        items.has_caption.extend(has_caption);
     }
     items.image = Matrix::new(d, img)?;
     if need_text {

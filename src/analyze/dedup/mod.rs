@@ -27,6 +27,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+pub(crate) use crate::analyze::common::embedded_rows;
 use crate::analyze::decision::{
     decide, degree_centrality, diagnostics, removal_groups, report_groups, Bridge, GroupStats, OutGroup, Relation,
 };
@@ -37,7 +38,7 @@ use crate::device::{self};
 use crate::error::{Error, Result};
 use crate::index::{dot, Pair};
 use crate::store::{write_atomic, Layout, Run};
-pub(crate) use items::{embedded_rows, keep_rank, load_items, Items};
+pub(crate) use items::{keep_rank, load_items, Items};
 pub(crate) use options::resolve_thresholds;
 pub use options::{CaptionPolicy, DedupOptions, KeepPolicy, Kind, Thresholds};
 pub use output::{bridges_schema, captions_schema, groups_schema, pairs_schema};

@@ -9,9 +9,7 @@ use crate::index::exact::ExactBlocks;
 use crate::index::kmeans::{self, KMeansParams};
 use crate::index::merge::{merge_each, ShiftB, SortedBatches};
 use crate::index::spill::{PairSorter, SortedPairs};
-use crate::index::{
-    default_clusters, ClusteredIndex, ExactIndex, HnswIndex, IndexChoice, Matrix, NeighbourIndex, Pair,
-};
+use crate::index::{default_clusters, ClusteredIndex, ExactIndex, HnswIndex, Matrix, NeighbourIndex, Pair, Plan};
 
 /// A vector space searched for near-duplicate pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,16 +255,9 @@ fn build_index<'a>(
     let clustered = |k: usize| -> Result<Built<'a>> {
         Ok(Built::Clusters(ClusteredIndex::build(m, kmeans_params(k, m.rows(), opts), opts.border, device.clone())?))
     };
-    if m.rows() < 2 {
-        // Nothing to cluster (e.g. the caption kind of a run without captions).
-        return Ok(Built::Exact(ExactIndex::new(m, device.clone())));
-    }
-    if let Some(k) = opts.clusters {
-        return clustered(k);
-    }
-    Ok(match opts.index.resolve(m.rows(), device) {
-        IndexChoice::Hnsw => Built::Hnsw(HnswIndex::build(m, opts.hnsw)),
-        IndexChoice::Clusters => return clustered(default_clusters(m.rows())),
-        _ => Built::Exact(ExactIndex::new(m, device.clone())),
+    Ok(match Plan::choose(opts.index, opts.clusters, m.rows(), device) {
+        Plan::Hnsw => Built::Hnsw(HnswIndex::build(m, opts.hnsw)),
+        Plan::Clusters(k) => return clustered(k.unwrap_or_else(|| default_clusters(m.rows()))),
+        Plan::Exact => Built::Exact(ExactIndex::new(m, device.clone())),
     })
 }
