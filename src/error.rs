@@ -87,3 +87,18 @@ impl Error {
         Error::Io { action, path: path.into(), source }
     }
 }
+
+/// Runs `read`, a read of the Parquet file `path`, turning a panic inside the parquet crate into
+/// an error naming the file. It panics on some damaged files (a division by zero in its plain
+/// byte-array decoder, found by `tests/robust.rs`'s reader proptest; the file is
+/// `tests/fixtures/hostile/parquet-divide-by-zero.parquet`), and no input may crash sieve.
+pub fn guard_parquet<T>(path: &std::path::Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|_| {
+        Err(Error::Parquet {
+            path: path.into(),
+            source: parquet::errors::ParquetError::General(
+                "the parquet decoder failed on it: the file is damaged".into(),
+            ),
+        })
+    })
+}

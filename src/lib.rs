@@ -8,6 +8,7 @@
 pub mod analyze;
 pub mod bench;
 pub mod device;
+pub mod digest;
 pub mod error;
 pub mod index;
 pub mod ingest;

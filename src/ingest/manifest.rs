@@ -410,7 +410,7 @@ fn string_values(col: &dyn Array) -> Option<Vec<Option<String>>> {
 }
 
 fn scan_parquet(path: &Path, image_col: Option<&str>, caption_col: Option<&str>, b: &mut Builder) -> Result<Picked> {
-    crate::store::guard_parquet(path, || scan_parquet_unguarded(path, image_col, caption_col, b))
+    crate::error::guard_parquet(path, || scan_parquet_unguarded(path, image_col, caption_col, b))
 }
 
 fn scan_parquet_unguarded(

@@ -14,9 +14,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::media::decode::{Skip, SkipReason};
 
-/// Default `--max-caption-bytes`: far more than any model's context (CLIP reads 77 tokens),
-/// small enough that a runaway caption file costs nothing.
-pub const DEFAULT_MAX_CAPTION_BYTES: u64 = 64 << 10;
+pub use crate::media::decode::DEFAULT_MAX_CAPTION_BYTES;
 
 /// A Skip for an I/O error while reading a record's bytes.
 pub fn io_skip(e: std::io::Error) -> Skip {
@@ -306,7 +304,7 @@ pub struct Listing {
 impl Listing {
     /// SHA-256 over every record's id and uri: a resumed run checks the input has not changed.
     pub fn fingerprint(&self) -> String {
-        crate::store::merge::listing_sha256(self.records.iter().map(|r| (r.id, r.uri.as_str())))
+        crate::digest::listing_sha256(self.records.iter().map(|r| (r.id, r.uri.as_str())))
     }
 }
 

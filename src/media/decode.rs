@@ -6,6 +6,10 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
+/// Default `--max-caption-bytes`: far more than any model's context (CLIP reads 77 tokens),
+/// small enough that a runaway caption file costs nothing.
+pub const DEFAULT_MAX_CAPTION_BYTES: u64 = 64 << 10;
+
 /// Size limits applied before decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
@@ -20,7 +24,7 @@ pub struct Limits {
 }
 
 fn default_max_caption_bytes() -> u64 {
-    crate::ingest::DEFAULT_MAX_CAPTION_BYTES
+    DEFAULT_MAX_CAPTION_BYTES
 }
 
 impl Default for Limits {

@@ -199,18 +199,7 @@ pub struct MergeOutcome {
     pub already_complete: bool,
 }
 
-/// The same digest as [`crate::ingest::Listing::fingerprint`], so merging every shard of an input
-/// gives the fingerprint of the unsharded run.
-pub fn listing_sha256<'a>(rows: impl IntoIterator<Item = (u64, &'a str)>) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for (id, uri) in rows {
-        h.update(id.to_le_bytes());
-        h.update(uri.as_bytes());
-        h.update([0u8]);
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::digest::listing_sha256;
 
 /// Warns when the runs are shards of one input but not all of them, or one twice.
 fn check_shards(runs: &[(PathBuf, RunManifest)]) {

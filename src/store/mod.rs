@@ -27,7 +27,6 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::media::fingerprint::Fingerprint;
@@ -96,33 +95,8 @@ pub struct Counts {
     pub skipped_by_reason: BTreeMap<String, u64>,
 }
 
-/// SHA-256 of a file, as lower-case hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::io("reading", path, e))?;
-    Ok(hex(&h.finalize()))
-}
-
-/// SHA-256 of bytes, as lower-case hex.
-pub fn sha256_bytes(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// Runs `read`, a read of the Parquet file `path`, turning a panic inside the parquet crate into
-/// an error naming the file. It panics on some damaged files (a division by zero in its plain
-/// byte-array decoder, found by `tests/robust.rs`'s reader proptest; the file is
-/// `tests/fixtures/hostile/parquet-divide-by-zero.parquet`), and no input may crash sieve.
-pub fn guard_parquet<T>(path: &Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|_| {
-        Err(Error::Parquet {
-            path: path.into(),
-            source: parquet::errors::ParquetError::General(
-                "the parquet decoder failed on it: the file is damaged".into(),
-            ),
-        })
-    })
-}
+pub use crate::digest::{sha256_bytes, sha256_file};
+pub use crate::error::guard_parquet;
 
 /// An error unless `found` (the SHA-256 of `path`) is `want`, the checksum run.json records.
 pub fn check_sha256(path: &Path, found: &str, want: &str) -> Result<()> {
@@ -138,10 +112,6 @@ pub fn check_sha256(path: &Path, found: &str, want: &str) -> Result<()> {
             &want[..want.len().min(12)]
         ),
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A temporary name next to `path`, unique to this process and call, so two processes (or

@@ -488,7 +488,7 @@ fn each_pair(path: &Path, f: &mut dyn FnMut(&str, u64, u64, f32) -> Result<()>) 
     use arrow_array::Array;
     let perr = |source| Error::Parquet { path: path.to_path_buf(), source };
     let file = fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
-    crate::store::guard_parquet(path, || {
+    crate::error::guard_parquet(path, || {
         let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?.build().map_err(perr)?;
         for batch in reader {
             let b = batch.map_err(|e| perr(e.into()))?;
