@@ -9,7 +9,12 @@ Writes (relative to --root):
   models/tiny-openclip-gelu/       the same shape with GELU, `resize_mode: longest`, bilinear, its
                                    own mean/std and a non-default LayerNorm eps, weights only as
                                    open_clip_pytorch_model.bin (a PyTorch pickle)
-  tests/fixtures/golden/openclip/  for each model NAME: NAME_pixels_<stem>.npy (open_clip's own
+  models/openclip-configs/REPO/    open_clip_config.json of real checkpoints (config only, no
+                                   weights): open_clip's bundled model config and the pretrained
+                                   tag's preprocess, as its Hub export writes them
+  tests/fixtures/golden/openclip/  real_configs.json: each real config's parameter count and
+                                   tensor shapes, from open_clip's model built on the meta device;
+                                   for each model NAME: NAME_pixels_<stem>.npy (open_clip's own
                                    preprocess of the fixture files), NAME_image_embeds.npy,
                                    NAME_image_embeds_single.npy, NAME_text_embeds.npy (encode_*,
                                    not normalised); squash_pixels_<stem>.npy (resize_mode squash);
@@ -129,6 +134,44 @@ CAPTIONS = [
 ]
 
 
+# Real checkpoints: (Hub repo, open_clip model name, pretrained tag).
+REAL = [
+    ("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "ViT-B-32", "laion2b_s34b_b79k"),
+    ("laion/CLIP-ViT-B-16-DataComp.XL-s13B-b90K", "ViT-B-16", "datacomp_xl_s13b_b90k"),
+    ("laion/CLIP-ViT-L-14-DataComp.XL-s13B-b90K", "ViT-L-14", "datacomp_xl_s13b_b90k"),
+    ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "ViT-H-14", "laion2b_s32b_b79k"),
+    ("apple/DFN5B-CLIP-ViT-H-14", "ViT-H-14-quickgelu", "dfn5b"),
+    ("timm/vit_huge_patch14_clip_224.metaclip_2pt5b", "ViT-H-14-quickgelu", "metaclip_fullcc"),
+]
+
+
+def real_configs(root, gold):
+    """open_clip_config.json as `push_to_hf_hub` writes it, and the built model's shapes."""
+    out = {}
+    for repo, name, tag in REAL:
+        model_cfg = open_clip.get_model_config(name)
+        pre = open_clip.pretrained.get_pretrained_cfg(name, tag)
+        assert pre["hf_hub"].rstrip("/") == repo, (pre["hf_hub"], repo)
+        cfg = {
+            "model_cfg": model_cfg,
+            "preprocess_cfg": {k: list(pre[k]) if isinstance(pre[k], tuple) else pre[k]
+                               for k in ("mean", "std", "interpolation", "resize_mode")},
+        }
+        d = root / "models" / "openclip-configs" / repo.split("/")[1]
+        write_json(d / "open_clip_config.json", cfg)
+        with torch.device("meta"):
+            model = open_clip.model.CLIP(**model_cfg)
+        shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+        out[repo] = {
+            "dir": str(d.relative_to(root)),
+            "model": name,
+            "pretrained": tag,
+            "parameters": sum(int(np.prod(v)) for v in shapes.values()),
+            "shapes": shapes,
+        }
+    write_json(gold / "real_configs.json", out)
+
+
 def write_json(path, obj):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=True) + "\n")
@@ -215,6 +258,7 @@ def main():
         if name == "tiny-openclip":
             write_json(gold / "tokens.json", {"captions": CAPTIONS, "ids": ids.tolist()})
 
+    real_configs(root, gold)
     squash = open_clip.transform.image_transform_v2(open_clip.transform.PreprocessCfg(**SQUASH), is_train=False)
     for f in images:
         with Image.open(img_dir / f) as im:
