@@ -102,6 +102,7 @@ fn openclip_pixels_match_open_clips_transform() {
         ("tiny-openclip-gelu", load("tiny-openclip-gelu").clip.preprocessor),
         ("squash", squash),
     ] {
+        let mut worst = 0f32;
         for file in &files {
             let bytes = std::fs::read(fixtures().join("images").join(file)).unwrap();
             let ours = pre.preprocess(&decode(&bytes, &Limits::default()).unwrap().rgb);
@@ -112,8 +113,10 @@ fn openclip_pixels_match_open_clips_transform() {
                 assert!(d > 1e-2, "{prefix} {file}: now matches ({d}); move it to the checked files");
             } else {
                 assert!(d <= 1e-4, "{prefix} {file}: pixel max-abs {d}");
+                worst = worst.max(d);
             }
         }
+        eprintln!("{prefix}: pixel max-abs {worst:.2e} over the 6 RGB and grey files");
     }
 }
 
@@ -164,9 +167,11 @@ fn openclip_embeddings_match_open_clip() {
         let got = m.embed_images(&Tensor::stack(&pixels, 0).unwrap()).unwrap().to_vec2::<f32>().unwrap();
         let want = rows(&format!("{name}_image_embeds.npy"));
         let single = rows(&format!("{name}_image_embeds_single.npy"));
+        let (mut min_img, mut min_txt) = (1f64, 1f64);
         for (i, file) in files.iter().enumerate() {
             let c = cosine(&got[i], &want[i]);
             assert!(c >= COSINE_MIN, "{name} {file}: image cosine {c}");
+            min_img = min_img.min(c);
             let one = m.embed_images(&pixels[i].unsqueeze(0).unwrap()).unwrap().to_vec2::<f32>().unwrap();
             assert!(max_abs(&one[0], &got[i]) < 1e-5, "{name} {file}: batched != single");
             assert!(cosine(&one[0], &single[i]) >= COSINE_MIN);
@@ -179,10 +184,12 @@ fn openclip_embeddings_match_open_clip() {
         for (i, caption) in t.captions.iter().enumerate() {
             let c = cosine(&got[i], &want[i]);
             assert!(c >= COSINE_MIN, "{name} {caption:?}: text cosine {c}");
+            min_txt = min_txt.min(c);
             let one = m.embed_texts(&ids[i..i + 1]).unwrap().to_vec2::<f32>().unwrap();
             assert!(max_abs(&one[0], &got[i]) < 1e-5, "{name} {caption:?}: batched != single");
         }
         assert!(cosine(&want[0], &want[2]) < 0.99, "{name}: captions differ");
+        eprintln!("{name}: min image cosine {min_img:.7}, min text cosine {min_txt:.7} to open_clip");
     }
 }
 
@@ -238,6 +245,9 @@ fn real_openclip_configs_take_open_clips_shapes() {
             + c.projection_dim as u64 * (vh + th)
             + 1;
         assert_eq!(params, r.parameters, "{repo}: parameter count");
+        // Its registry entry agrees with the config.
+        let known = sieve::model::registry::lookup(repo).unwrap_or_else(|| panic!("{repo} is not in the registry"));
+        assert_eq!((known.embed_dim, known.image_size), (c.projection_dim, v.image_size), "{repo}");
         let weights = candle_nn::VarBuilder::from_backend(Box::new(Shapes(r.shapes.clone())), DType::F16, Device::Cpu);
         let model = sieve::model::openclip::model_over(weights, &cfg).unwrap_or_else(|e| panic!("{repo}: {e}"));
         assert_eq!(model.embed_dim(), c.projection_dim);
@@ -319,4 +329,54 @@ fn an_openclip_run_records_its_family() {
         serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(manifest["model"]["family"], "openclip");
     assert_eq!(manifest["embed_dim"], 16);
+}
+
+/// `--model ORG/NAME` finds an open_clip repo in the Hub cache (offline here): no
+/// `config.json`, or timm's beside open_clip's; without its own tokenizer.json it takes the
+/// CLIP BPE from openai/clip-vit-base-patch32's, and says so when that is missing too.
+#[test]
+fn openclip_repo_ids_resolve_through_the_hub_cache() {
+    let home = tempfile::tempdir().unwrap();
+    let put = |repo: &str, files: &[(&str, PathBuf)]| {
+        let base = home.path().join("hub").join(format!("models--{}", repo.replace('/', "--")));
+        std::fs::create_dir_all(base.join("refs")).unwrap();
+        std::fs::write(base.join("refs/main"), "0123abcd").unwrap();
+        let snap = base.join("snapshots/0123abcd");
+        std::fs::create_dir_all(&snap).unwrap();
+        for (name, from) in files {
+            std::fs::copy(from, snap.join(name)).unwrap();
+        }
+    };
+    let src = root().join("models/tiny-openclip");
+    let timm = home.path().join("timm-config.json");
+    std::fs::write(&timm, r#"{"architecture": "vit_base_patch16_clip_224", "num_classes": 16}"#).unwrap();
+    put(
+        "sieve-test/tiny-openclip",
+        &[
+            ("open_clip_config.json", src.join("open_clip_config.json")),
+            ("open_clip_model.safetensors", src.join("open_clip_model.safetensors")),
+            ("config.json", timm),
+        ],
+    );
+    let embed = |out: &str| {
+        crate::cli::sieve()
+            .args(["embed", "--quiet", "--model", "sieve-test/tiny-openclip", "--device", "cpu"])
+            .arg(fixtures().join("images"))
+            .arg("--out")
+            .arg(home.path().join(out))
+            .env("HF_HOME", home.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap()
+    };
+    let o = embed("r1");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("tokenizer.json"), "{err}");
+    put("openai/clip-vit-base-patch32", &[("tokenizer.json", src.join("tokenizer.json"))]);
+    let o = embed("r2");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.path().join("r2/run.json")).unwrap()).unwrap();
+    assert_eq!(manifest["model"]["family"], "openclip");
+    assert_eq!(manifest["model"]["id"], "sieve-test/tiny-openclip");
 }

@@ -203,6 +203,37 @@ impl Preprocessor {
 mod tests {
     use super::*;
 
+    /// open_clip's torchvision rounding: Python's `round` (half to even) for the crop offset and
+    /// the longest-edge resize, where transformers truncates.
+    #[test]
+    fn torchvision_rounding_is_half_to_even() {
+        let img = |w: u32| RgbImage::from_fn(w, 4, |x, _| image::Rgb([x as u8, 0, 0]));
+        let crop = SizeSpec::HeightWidth { height: 4, width: 4 };
+        for (w, floor, even) in [(7u32, 1u8, 2u8), (9, 2, 2), (11, 3, 4)] {
+            for (round, want) in [(false, floor), (true, even)] {
+                let cfg = PreprocessorConfig {
+                    do_resize: false,
+                    crop_size: crop,
+                    crop_round_half_even: round,
+                    do_rescale: false,
+                    do_normalize: false,
+                    ..Default::default()
+                };
+                assert_eq!(Preprocessor::new(cfg).preprocess(&img(w))[0], want as f32, "width {w}, half-even {round}");
+            }
+        }
+        let cfg = PreprocessorConfig {
+            size: SizeSpec::HeightWidth { height: 8, width: 8 },
+            resize_longest: true,
+            crop_size: SizeSpec::HeightWidth { height: 8, width: 8 },
+            ..Default::default()
+        };
+        let p = Preprocessor::new(cfg);
+        assert_eq!(p.resize_target(32, 10), (8, 2), "2.5 rounds to 2");
+        assert_eq!(p.resize_target(14, 32), (4, 8), "3.5 rounds to 4");
+        assert_eq!(p.resize_target(1000, 1), (8, 1), "never 0");
+    }
+
     #[test]
     fn f16_output_equals_the_f32_output_converted() {
         use half::slice::HalfFloatSliceExt;
