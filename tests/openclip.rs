@@ -79,6 +79,18 @@ fn openclip_folders_load_as_their_family() {
     let m = load("tiny-openclip");
     assert!((m.logit_scale() - 4f32.exp()).abs() < 1e-3, "{}", m.logit_scale());
     assert!(load("tiny-openclip-gelu").info().source.ends_with("tiny-openclip-gelu"));
+    // A folder downloaded from a timm/ repo also holds timm's config.json: still open_clip's.
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["open_clip_config.json", "open_clip_model.safetensors", "tokenizer.json"] {
+        std::fs::copy(root().join("models/tiny-openclip").join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("config.json"), r#"{"architecture": "vit_base_patch16_clip_224"}"#).unwrap();
+    let spec = ModelSpec::new(dir.path().display().to_string(), None);
+    assert_eq!(ModelFiles::resolve(&spec).unwrap().family, Family::OpenClip);
+    // An HF config.json beside open_clip's wins: that folder is a transformers CLIP.
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type": "clip"}"#).unwrap();
+    let e = ModelFiles::resolve(&spec).unwrap_err().to_string();
+    assert!(e.contains("model.safetensors"), "{e}");
 }
 
 #[test]
@@ -92,6 +104,7 @@ fn openclip_pixels_match_open_clips_transform() {
         .unwrap();
         cfg["preprocess_cfg"]["resize_mode"] = "squash".into();
         cfg["model_cfg"]["vision_cfg"]["image_size"] = 40.into();
+        cfg["model_cfg"]["vision_cfg"]["patch_size"] = 8.into();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("open_clip_config.json"), cfg.to_string()).unwrap();
         let c = OpenClipConfig::from_file(&dir.path().join("open_clip_config.json")).unwrap();

@@ -171,8 +171,11 @@ impl Preprocessor {
 
     fn crop_normalize_with<T: Copy>(&self, rgb: &[u8], w: u32, h: u32, lut: &[[T; 256]; 3], out: &mut [T]) {
         let (ch, cw) = (self.out_h as usize, self.out_w as usize);
-        let (top, left) =
-            if self.cfg.do_center_crop { (self.crop_offset(h as usize, ch), self.crop_offset(w as usize, cw)) } else { (0, 0) };
+        let (top, left) = if self.cfg.do_center_crop {
+            (self.crop_offset(h as usize, ch), self.crop_offset(w as usize, cw))
+        } else {
+            (0, 0)
+        };
         let plane = ch * cw;
         // Padded pixels are value 0 before rescale/normalise.
         for c in 0..3 {

@@ -160,7 +160,13 @@ impl ModelFiles {
                     }
                 };
                 let preprocessor = config.clone();
-                return Ok(Self { family: Family::OpenClip, config, preprocessor, tokenizer: Some(tokenizer), weights });
+                return Ok(Self {
+                    family: Family::OpenClip,
+                    config,
+                    preprocessor,
+                    tokenizer: Some(tokenizer),
+                    weights,
+                });
             }
         };
         let family = Family::from_config(&config)?;

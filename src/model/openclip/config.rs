@@ -193,7 +193,9 @@ impl OpenClipConfig {
         if text.vocab_size == 0 || text.max_position_embeddings == 0 || embed_dim == 0 {
             return Err("vocab_size, context_length and embed_dim must be positive".into());
         }
-        let clip = ClipConfig { text_config: text, vision_config: vision, projection_dim: embed_dim, ..Default::default() };
+        let clip =
+            ClipConfig { text_config: text, vision_config: vision, projection_dim: embed_dim, ..Default::default() };
+        clip.validate()?;
         let preprocess = preprocess(v.get("preprocess_cfg"), image_size)?;
         Ok(Self { clip, preprocess, custom_text })
     }
@@ -216,7 +218,9 @@ fn check_keys(
         match fixed.iter().find(|(f, _)| f == k) {
             Some((_, d)) if is_default(v, d) || (k == "hf_tokenizer_name" && v.as_str() == Some("")) => {}
             Some(_) => return Err(format!("{name}.{k} = {v}: not supported by sieve")),
-            None => return Err(format!("{name}.{k}: a key sieve does not know, so it cannot say the model is a CLIP ViT")),
+            None => {
+                return Err(format!("{name}.{k}: a key sieve does not know, so it cannot say the model is a CLIP ViT"))
+            }
         }
     }
     Ok(())
@@ -253,7 +257,9 @@ fn square(cfg: &Map<String, Value>, key: &str, default: usize) -> std::result::R
 fn mlp(cfg: &Map<String, Value>, width: usize, name: &str) -> std::result::Result<usize, String> {
     let ratio = match cfg.get("mlp_ratio") {
         None => 4.0,
-        Some(v) => v.as_f64().filter(|r| r.is_finite() && *r > 0.0 && *r < 64.0).ok_or(format!("{name}.mlp_ratio = {v}"))?,
+        Some(v) => {
+            v.as_f64().filter(|r| r.is_finite() && *r > 0.0 && *r < 64.0).ok_or(format!("{name}.mlp_ratio = {v}"))?
+        }
     };
     Ok((width as f64 * ratio) as usize)
 }
@@ -314,7 +320,9 @@ fn preprocess(cfg: Option<&Value>, image_size: usize) -> std::result::Result<Pre
     p.resample = match cfg.get("interpolation").and_then(Value::as_str) {
         Some("bilinear") => 2,
         None | Some("bicubic") | Some("random") => 3,
-        Some(other) => return Err(format!("preprocess_cfg.interpolation `{other}`: open_clip takes bicubic or bilinear")),
+        Some(other) => {
+            return Err(format!("preprocess_cfg.interpolation `{other}`: open_clip takes bicubic or bilinear"))
+        }
     };
     match cfg.get("resize_mode").and_then(Value::as_str).unwrap_or("shortest") {
         "shortest" => p.size = SizeSpec::ShortestEdge { shortest_edge: s },
@@ -326,7 +334,9 @@ fn preprocess(cfg: Option<&Value>, image_size: usize) -> std::result::Result<Pre
             p.size = SizeSpec::HeightWidth { height: s, width: s };
             p.resize_longest = true;
         }
-        other => return Err(format!("preprocess_cfg.resize_mode `{other}`: open_clip takes shortest, longest or squash")),
+        other => {
+            return Err(format!("preprocess_cfg.resize_mode `{other}`: open_clip takes shortest, longest or squash"))
+        }
     }
     if let Some(fill) = cfg.get("fill_color").filter(|f| f.as_u64() != Some(0) && !f.is_null()) {
         return Err(format!("preprocess_cfg.fill_color = {fill}: sieve pads with 0 only"));
@@ -369,6 +379,13 @@ mod tests {
             (r#"{"model_cfg": {"embed_dim": 8}, "preprocess_cfg": {"std": [0, 1, 1]}}"#, "std"),
             (r#"{"model_cfg": {"embed_dim": 8}, "preprocess_cfg": {"size": 336}}"#, "size"),
             (r#"{"model_cfg": {"vision_cfg": {}}}"#, "embed_dim"),
+            (r#"{"model_cfg": {"embed_dim": 8, "text_cfg": {"heads": 0}}}"#, "num_attention_heads"),
+            (r#"{"model_cfg": {"embed_dim": 8, "text_cfg": {"width": 30, "heads": 8}}}"#, "divisible"),
+            (r#"{"model_cfg": {"embed_dim": 8, "vision_cfg": {"image_size": 224, "patch_size": 30}}}"#, "patch_size"),
+            (r#"{"model_cfg": {"embed_dim": 8, "vision_cfg": {"head_width": 0}}}"#, "head_width"),
+            (r#"{"model_cfg": {"embed_dim": 8, "vision_cfg": {"mlp_ratio": -1}}}"#, "mlp_ratio"),
+            (r#"{"model_cfg": {"embed_dim": 8, "vision_cfg": {"norm_kwargs": {"eps": 0}}}}"#, "eps"),
+            (r#"{"model_cfg": {"embed_dim": 8, "text_cfg": {"context_length": 0}}}"#, "context_length"),
             (r#"{"model": {}}"#, "model_cfg"),
             (r#"[]"#, "model_cfg"),
         ] {

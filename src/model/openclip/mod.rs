@@ -40,8 +40,8 @@ impl OpenClip {
                      from a tokenizer.json (copy the one of openai/clip-vit-base-patch32, the same vocabulary)"
                 .into(),
         })?;
-        let tokenizer =
-            TextTokenizer::from_file(tokenizer_file, config.clip.text_config.max_position_embeddings)?.with_open_clip_clean();
+        let tokenizer = TextTokenizer::from_file(tokenizer_file, config.clip.text_config.max_position_embeddings)?
+            .with_open_clip_clean();
         let inner = weights_builder(&files.weights, dtype, device)?;
         let bad = |e: candle_core::Error| Error::ModelFile {
             path: files.weights.clone(),
@@ -53,7 +53,9 @@ impl OpenClip {
             .map_err(bad)?;
         let logit_scale = match logit_scale.as_slice() {
             [s] if s.is_finite() => s.exp(),
-            other => return Err(bad(candle_core::Error::Msg(format!("logit_scale is {other:?}, not one finite number")))),
+            other => {
+                return Err(bad(candle_core::Error::Msg(format!("logit_scale is {other:?}, not one finite number"))))
+            }
         };
         let model = model_over(inner, &config).map_err(|e| Error::ModelFile {
             path: files.weights.clone(),
@@ -152,7 +154,9 @@ impl OpenClipNames {
         let t = self.text;
         let fixed = match name {
             "text_model.embeddings.token_embedding.weight" => Some((format!("{t}token_embedding.weight"), Take::Whole)),
-            "text_model.embeddings.position_embedding.weight" => Some((format!("{t}positional_embedding"), Take::Whole)),
+            "text_model.embeddings.position_embedding.weight" => {
+                Some((format!("{t}positional_embedding"), Take::Whole))
+            }
             "text_projection.weight" => Some((format!("{t}text_projection"), Take::Transposed)),
             "visual_projection.weight" => Some(("visual.proj".into(), Take::Transposed)),
             "vision_model.embeddings.class_embedding" => Some(("visual.class_embedding".into(), Take::Whole)),
@@ -223,14 +227,7 @@ impl OpenClipNames {
 }
 
 impl SimpleBackend for OpenClipNames {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
+    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let t = self.fetch(name, dtype)?;
         if t.shape() != &s {
             let src = self.source(name).map(|(s, _)| s).unwrap_or_default();
