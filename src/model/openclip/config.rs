@@ -166,7 +166,7 @@ impl OpenClipConfig {
             hidden_size: width,
             intermediate_size: mlp(vc, width, "vision_cfg")?,
             num_hidden_layers: uint(vc, "layers", Some(12), "vision_cfg")?,
-            num_attention_heads: if head_width == 0 { 0 } else { width / head_width },
+            num_attention_heads: width.checked_div(head_width).unwrap_or(0),
             num_channels: 3,
             image_size,
             patch_size: square(vc, "patch_size", 16)?,
