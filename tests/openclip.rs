@@ -202,6 +202,22 @@ fn openclip_embeddings_match_open_clip() {
             assert!(max_abs(&one[0], &got[i]) < 1e-5, "{name} {caption:?}: batched != single");
         }
         assert!(cosine(&want[0], &want[2]) < 0.99, "{name}: captions differ");
+        // candle's generic ops, and those with the constants folded as on a GPU, agree too.
+        let mut generic = m.clip.model.clone();
+        generic.set_fused_cpu(false);
+        let mut folded = generic.clone();
+        folded.fold_constants().unwrap();
+        for model in [&generic, &folded] {
+            let img = model.embed_images(&Tensor::stack(&pixels, 0).unwrap()).unwrap().to_vec2::<f32>().unwrap();
+            let txt = model.embed_texts(&ids).unwrap().to_vec2::<f32>().unwrap();
+            let want_img = rows(&format!("{name}_image_embeds.npy"));
+            for (i, row) in img.iter().enumerate() {
+                assert!(cosine(row, &want_img[i]) >= COSINE_MIN, "{name}: generic/folded image {i}");
+            }
+            for (i, row) in txt.iter().enumerate() {
+                assert!(cosine(row, &want[i]) >= COSINE_MIN, "{name}: generic/folded text {i}");
+            }
+        }
         eprintln!("{name}: min image cosine {min_img:.7}, min text cosine {min_txt:.7} to open_clip");
     }
 }
@@ -324,15 +340,22 @@ fn broken_openclip_folders_say_what_is_wrong() {
     assert!(e.contains("open_clip_pytorch_model.bin"), "{e}");
 }
 
-/// A run with an OpenCLIP checkpoint records the family; CLIP runs do not (families.rs).
+/// A run with an OpenCLIP checkpoint goes through every stage and records the family; CLIP
+/// runs do not (families.rs).
 #[test]
 fn an_openclip_run_records_its_family() {
     let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    for (file, caption) in [("photo.jpg", "a photo"), ("tall.jpg", "Don\u{2019}t &amp; tall"), ("wide.png", "wide")] {
+        std::fs::copy(fixtures().join("images").join(file), input.join(file)).unwrap();
+        std::fs::write(input.join(format!("{}.txt", stem(file))), caption).unwrap();
+    }
     let out = dir.path().join("run");
     let o = crate::cli::sieve()
-        .args(["embed", "--quiet", "--model"])
+        .args(["run", "--quiet", "--model"])
         .arg(root().join("models/tiny-openclip"))
-        .arg(fixtures().join("images"))
+        .arg(&input)
         .arg("--out")
         .arg(&out)
         .output()
@@ -342,6 +365,11 @@ fn an_openclip_run_records_its_family() {
         serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(manifest["model"]["family"], "openclip");
     assert_eq!(manifest["embed_dim"], 16);
+    assert_eq!(manifest["text_max_tokens"], 77);
+    let pairs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("pairs_summary.json")).unwrap()).unwrap();
+    assert_eq!(pairs["pairs"], 3, "{pairs}");
+    assert!(out.join("report.html").is_file() && out.join("dedup/summary.json").is_file());
 }
 
 /// `--model ORG/NAME` finds an open_clip repo in the Hub cache (offline here): no
