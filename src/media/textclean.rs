@@ -25,7 +25,13 @@ fn py_isspace(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
-/// ftfy's default `fix_text`, without mojibake repair (see the module header).
+/// Rounds of fixes per line. ftfy repeats until nothing changes, which takes one round per
+/// level of nested escaping (`&amp;amp;…`): a hostile 64 KiB caption could ask for 16,000
+/// rounds over the whole line. Real text settles in two or three.
+const MAX_ROUNDS: usize = 64;
+
+/// ftfy's default `fix_text`, without mojibake repair (see the module header), and at most
+/// [`MAX_ROUNDS`] rounds per line.
 pub fn fix_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut unescape = true;
@@ -35,7 +41,7 @@ pub fn fix_text(text: &str) -> String {
             unescape = false;
         }
         let mut s = segment.to_string();
-        loop {
+        for _ in 0..MAX_ROUNDS {
             let before = s.clone();
             if unescape {
                 s = ftfy_unescape(&s);
@@ -302,6 +308,16 @@ mod tests {
         ] {
             assert_eq!(html_unescape(i), o, "{i}");
         }
+    }
+
+    #[test]
+    fn deeply_nested_escapes_stop_after_max_rounds() {
+        let hostile = format!("&{}; tail", "amp;".repeat(16_000));
+        let t = std::time::Instant::now();
+        let out = fix_text(&hostile);
+        assert!(out.ends_with("; tail") && out.len() < hostile.len());
+        assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
+        assert_eq!(fix_text("&amp;amp;amp;amp; x"), "& x", "real nesting still settles");
     }
 
     #[test]
