@@ -421,3 +421,37 @@ fn openclip_repo_ids_resolve_through_the_hub_cache() {
     assert_eq!(manifest["model"]["family"], "openclip");
     assert_eq!(manifest["model"]["id"], "sieve-test/tiny-openclip");
 }
+
+/// `custom_text` checkpoints (open_clip's `CustomTextCLIP`) keep the text tower under `text.`:
+/// the same weights renamed so give the same embeddings.
+#[test]
+fn custom_text_checkpoints_load_their_text_tower() {
+    let src = root().join("models/tiny-openclip");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join("tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("open_clip_config.json")).unwrap()).unwrap();
+    cfg["model_cfg"]["custom_text"] = true.into();
+    std::fs::write(dir.path().join("open_clip_config.json"), cfg.to_string()).unwrap();
+    let tensors = candle_core::safetensors::load(src.join("open_clip_model.safetensors"), &Device::Cpu).unwrap();
+    let renamed: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(k, v)| if k.starts_with("visual.") || k == "logit_scale" { (k, v) } else { (format!("text.{k}"), v) })
+        .collect();
+    assert!(renamed.contains_key("text.text_projection") && renamed.contains_key("text.token_embedding.weight"));
+    candle_core::safetensors::save(&renamed, dir.path().join("open_clip_model.safetensors")).unwrap();
+    let spec = ModelSpec::new(dir.path().display().to_string(), None);
+    let custom = sieve::model::load(&spec, &Device::Cpu, DType::F32).unwrap();
+    let plain = load("tiny-openclip");
+    let ids = vec![plain.tokenizer().unwrap().encode("a photo of a cat").unwrap().ids];
+    let (a, b) = (
+        custom.embed_texts(&ids).unwrap().to_vec2::<f32>().unwrap(),
+        plain.embed_texts(&ids).unwrap().to_vec2::<f32>().unwrap(),
+    );
+    assert_eq!(a, b);
+    // Without the flag the renamed tower is not found, and the error names the tensor.
+    cfg["model_cfg"]["custom_text"] = false.into();
+    std::fs::write(dir.path().join("open_clip_config.json"), cfg.to_string()).unwrap();
+    let e = sieve::model::load(&spec, &Device::Cpu, DType::F32).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("token_embedding.weight"), "{e}");
+}
