@@ -455,3 +455,26 @@ fn custom_text_checkpoints_load_their_text_tower() {
     let e = sieve::model::load(&spec, &Device::Cpu, DType::F32).map(|_| ()).unwrap_err().to_string();
     assert!(e.contains("token_embedding.weight"), "{e}");
 }
+
+/// open_clip's preprocessing keys are recorded in an OpenCLIP run's run.json and absent from a
+/// CLIP run's, whose bytes stay what they were before OpenCLIP existed.
+#[test]
+fn torchvision_preprocess_keys_stay_out_of_clip_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    for (model, want) in [(tiny_model_dir(), false), (root().join("models/tiny-openclip-gelu"), true)] {
+        let out = dir.path().join(model.file_name().unwrap());
+        let o = crate::cli::sieve()
+            .args(["embed", "--quiet", "--model"])
+            .arg(&model)
+            .arg(fixtures().join("images"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = std::fs::read_to_string(out.join("run.json")).unwrap();
+        for key in ["crop_round_half_even", "resize_longest"] {
+            assert_eq!(text.contains(key), want, "{}: {key}", model.display());
+        }
+    }
+}
