@@ -76,11 +76,12 @@ fn families_not_loaded_yet_say_so() {
     std::fs::write(dir.path().join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
     let e = sieve::model::load(&spec, &Device::Cpu, DType::F32).unwrap_err().to_string();
     assert!(e.contains("config.json") && e.contains("llama"), "{e}");
-    // open_clip's own layout (no config.json).
+    // open_clip's own layout (no config.json) is read as OpenCLIP's (loaded in tests/openclip.rs):
+    // here without its weights, which it names.
     std::fs::remove_file(dir.path().join("config.json")).unwrap();
     std::fs::write(dir.path().join("open_clip_config.json"), "{}").unwrap();
     let e = sieve::model::load(&spec, &Device::Cpu, DType::F32).unwrap_err().to_string();
-    assert!(e.contains("OpenCLIP"), "{e}");
+    assert!(e.contains("open_clip_config.json") && e.contains("open_clip_model.safetensors"), "{e}");
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod families;
 mod hostile;
 mod ingest;
 mod model;
+mod openclip;
 mod parity;
 mod partition;
 mod quality;

@@ -12,7 +12,7 @@ use super::Global;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// CLIP config.json giving the model's shape.
+    /// CLIP config.json (or an OpenCLIP open_clip_config.json) giving the model's shape.
     #[arg(long, default_value = "models/clip-vit-base-patch32/config.json")]
     pub config: PathBuf,
 
@@ -95,7 +95,12 @@ pub fn execute(args: BenchArgs, g: Global) -> anyhow::Result<()> {
         return Ok(());
     }
     disable_fast_paths(&args.cuda_disable);
-    let config = sieve::model::clip::ClipConfig::from_file(&args.config)?;
+    // An open_clip_config.json (OpenCLIP's layout) describes the same towers.
+    let config = if args.config.file_name().is_some_and(|n| n == "open_clip_config.json") {
+        sieve::model::openclip::OpenClipConfig::from_file(&args.config)?.clip
+    } else {
+        sieve::model::clip::ClipConfig::from_file(&args.config)?
+    };
     let device = sieve::device::open(args.device)?;
     let t = if args.stock {
         sieve::model::clip::bench::run_stock(&config, &device, args.batch_size, args.iters)

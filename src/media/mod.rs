@@ -7,5 +7,6 @@ pub mod preprocess;
 pub mod preprocess_config;
 pub mod quality;
 pub mod resample;
+pub mod textclean;
 pub mod thumbnail;
 pub mod tokenize;

@@ -62,6 +62,9 @@ impl Preprocessor {
         if !self.cfg.do_resize {
             return (width, height);
         }
+        if self.cfg.resize_longest {
+            return self.fit_inside(width, height);
+        }
         match self.cfg.size {
             SizeSpec::ShortestEdge { shortest_edge: s } | SizeSpec::Square(s) => {
                 let (short, long) = if width <= height { (width, height) } else { (height, width) };
@@ -73,6 +76,29 @@ impl Preprocessor {
                 }
             }
             SizeSpec::HeightWidth { height: h, width: w } => (w, h),
+        }
+    }
+
+    /// open_clip's `ResizeKeepRatio(longest=1)`: both sides divided by the larger of the two
+    /// ratios to the target size, rounded half to even (Python's `round`), at least 1.
+    fn fit_inside(&self, width: u32, height: u32) -> (u32, u32) {
+        let (th, tw) = match self.cfg.size {
+            SizeSpec::ShortestEdge { shortest_edge: s } | SizeSpec::Square(s) => (s, s),
+            SizeSpec::HeightWidth { height, width } => (height, width),
+        };
+        let ratio = (height as f64 / th as f64).max(width as f64 / tw as f64);
+        let side = |x: u32| ((x as f64 / ratio).round_ties_even() as u32).max(1);
+        (side(width), side(height))
+    }
+
+    /// Where the centre crop of `crop` out of `full` starts; negative where the image is
+    /// smaller and is padded (by `(crop - full) / 2` before, as both libraries pad).
+    fn crop_offset(&self, full: usize, crop: usize) -> i64 {
+        let d = full as i64 - crop as i64;
+        if d > 0 && self.cfg.crop_round_half_even {
+            (d as f64 / 2.0).round_ties_even() as i64
+        } else {
+            d / 2
         }
     }
 
@@ -115,7 +141,7 @@ impl Preprocessor {
             if full <= crop {
                 (0, full)
             } else if self.cfg.do_center_crop {
-                let off = (full - crop) / 2;
+                let off = self.crop_offset(full, crop) as usize;
                 (off, off + crop)
             } else {
                 (0, crop)
@@ -145,8 +171,11 @@ impl Preprocessor {
 
     fn crop_normalize_with<T: Copy>(&self, rgb: &[u8], w: u32, h: u32, lut: &[[T; 256]; 3], out: &mut [T]) {
         let (ch, cw) = (self.out_h as usize, self.out_w as usize);
-        let (top, left) =
-            if self.cfg.do_center_crop { ((h as i64 - ch as i64) / 2, (w as i64 - cw as i64) / 2) } else { (0, 0) };
+        let (top, left) = if self.cfg.do_center_crop {
+            (self.crop_offset(h as usize, ch), self.crop_offset(w as usize, cw))
+        } else {
+            (0, 0)
+        };
         let plane = ch * cw;
         // Padded pixels are value 0 before rescale/normalise.
         for c in 0..3 {
@@ -176,6 +205,37 @@ impl Preprocessor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// open_clip's torchvision rounding: Python's `round` (half to even) for the crop offset and
+    /// the longest-edge resize, where transformers truncates.
+    #[test]
+    fn torchvision_rounding_is_half_to_even() {
+        let img = |w: u32| RgbImage::from_fn(w, 4, |x, _| image::Rgb([x as u8, 0, 0]));
+        let crop = SizeSpec::HeightWidth { height: 4, width: 4 };
+        for (w, floor, even) in [(7u32, 1u8, 2u8), (9, 2, 2), (11, 3, 4)] {
+            for (round, want) in [(false, floor), (true, even)] {
+                let cfg = PreprocessorConfig {
+                    do_resize: false,
+                    crop_size: crop,
+                    crop_round_half_even: round,
+                    do_rescale: false,
+                    do_normalize: false,
+                    ..Default::default()
+                };
+                assert_eq!(Preprocessor::new(cfg).preprocess(&img(w))[0], want as f32, "width {w}, half-even {round}");
+            }
+        }
+        let cfg = PreprocessorConfig {
+            size: SizeSpec::HeightWidth { height: 8, width: 8 },
+            resize_longest: true,
+            crop_size: SizeSpec::HeightWidth { height: 8, width: 8 },
+            ..Default::default()
+        };
+        let p = Preprocessor::new(cfg);
+        assert_eq!(p.resize_target(32, 10), (8, 2), "2.5 rounds to 2");
+        assert_eq!(p.resize_target(14, 32), (4, 8), "3.5 rounds to 4");
+        assert_eq!(p.resize_target(1000, 1), (8, 1), "never 0");
+    }
 
     #[test]
     fn f16_output_equals_the_f32_output_converted() {

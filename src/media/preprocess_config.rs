@@ -33,6 +33,20 @@ pub struct PreprocessorConfig {
     pub image_mean: [f32; 3],
     pub image_std: [f32; 3],
     pub do_convert_rgb: bool,
+    /// torchvision's centre crop, as open_clip applies it: the offset `(size - crop) / 2`
+    /// rounded half to even instead of truncated as transformers does. Not a transformers key;
+    /// left out of `run.json` when false, so CLIP runs record the same bytes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub crop_round_half_even: bool,
+    /// open_clip's `resize_mode: longest`: scale so the image fits inside `size` (each side
+    /// rounded half to even), then centre crop or pad to `crop_size`. Not a transformers key;
+    /// left out of `run.json` when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub resize_longest: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for PreprocessorConfig {
@@ -50,6 +64,8 @@ impl Default for PreprocessorConfig {
             #[allow(clippy::excessive_precision)] // CLIP's published constants, digit for digit
             image_std: [0.268_629_54, 0.261_302_58, 0.275_777_1],
             do_convert_rgb: true,
+            crop_round_half_even: false,
+            resize_longest: false,
         }
     }
 }

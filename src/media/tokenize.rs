@@ -24,11 +24,16 @@ pub struct Tokens {
 pub struct TextTokenizer {
     inner: Tokenizer,
     max_len: usize,
+    /// Clean captions as open_clip's tokenizer does first ([`super::textclean::open_clip_clean`]).
+    open_clip_clean: bool,
 }
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextTokenizer").field("max_len", &self.max_len).finish()
+        f.debug_struct("TextTokenizer")
+            .field("max_len", &self.max_len)
+            .field("open_clip_clean", &self.open_clip_clean)
+            .finish()
     }
 }
 
@@ -39,7 +44,15 @@ impl TextTokenizer {
             .map_err(|e| Error::ModelFile { path: path.into(), reason: format!("not a valid tokenizer.json: {e}") })?;
         inner.with_truncation(None).map_err(|e| Error::Tokenizer(e.to_string()))?;
         inner.with_padding(None);
-        Ok(Self { inner, max_len })
+        Ok(Self { inner, max_len, open_clip_clean: false })
+    }
+
+    /// The same tokenizer, cleaning each caption as open_clip's does before encoding (ftfy's
+    /// fixes, HTML unescaping, whitespace, lower case). open_clip's truncation is the one
+    /// [`Self::encode`] applies: the first `max_len` tokens, the last replaced by the end token.
+    pub fn with_open_clip_clean(mut self) -> Self {
+        self.open_clip_clean = true;
+        self
     }
 
     pub fn max_len(&self) -> usize {
@@ -48,6 +61,13 @@ impl TextTokenizer {
 
     /// Token ids with the start and end tokens, at most `max_len` of them.
     pub fn encode(&self, caption: &str) -> Result<Tokens> {
+        let cleaned;
+        let caption = if self.open_clip_clean {
+            cleaned = super::textclean::open_clip_clean(caption);
+            cleaned.as_str()
+        } else {
+            caption
+        };
         let enc =
             self.inner.encode(caption, true).map_err(|e| Error::Tokenizer(format!("{e} (caption {caption:?})")))?;
         let ids = enc.get_ids();

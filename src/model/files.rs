@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 
 /// The files of a model in Hugging Face layout (`config.json`, `preprocessor_config.json`,
 /// `tokenizer.json` unless the family is image-only, weights), resolved to local paths, and the
-/// family its `config.json` declares.
+/// family its `config.json` declares; or in open_clip's layout, where `config` and
+/// `preprocessor` are both `open_clip_config.json`.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
     pub family: Family,
@@ -23,6 +24,11 @@ pub struct ModelFiles {
 }
 
 const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
+
+/// open_clip's Hub layout: its config (model and preprocessing) and weights, in the order
+/// open_clip prefers them. Its repos usually also ship a `tokenizer.json` (the CLIP BPE).
+const OPEN_CLIP_CONFIG: &str = "open_clip_config.json";
+const OPEN_CLIP_WEIGHTS: [&str; 2] = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"];
 
 pub(crate) fn hub_offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
@@ -56,6 +62,10 @@ impl ModelFiles {
 
     /// The files of a model folder.
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        let hf_config = dir.join("config.json");
+        if dir.join(OPEN_CLIP_CONFIG).is_file() && (!hf_config.is_file() || is_timm_config(&hf_config)) {
+            return Self::open_clip_dir(dir);
+        }
         let need = |name: &str| {
             let p = dir.join(name);
             if p.is_file() {
@@ -79,13 +89,26 @@ impl ModelFiles {
         Ok(Self { family, config, preprocessor, tokenizer, weights })
     }
 
+    /// A folder in open_clip's layout (no `config.json`). The tokenizer is optional here; the
+    /// family says what it needs when it is missing.
+    fn open_clip_dir(dir: &Path) -> Result<Self> {
+        let weights = OPEN_CLIP_WEIGHTS.iter().map(|f| dir.join(f)).find(|p| p.is_file()).ok_or_else(|| {
+            Error::ModelUnavailable {
+                model: dir.display().to_string(),
+                reason: format!("the folder has {OPEN_CLIP_CONFIG} but neither {}", OPEN_CLIP_WEIGHTS.join(" nor ")),
+            }
+        })?;
+        let config = dir.join(OPEN_CLIP_CONFIG);
+        let tokenizer = Some(dir.join("tokenizer.json")).filter(|p| p.is_file());
+        Ok(Self { family: Family::OpenClip, preprocessor: config.clone(), config, tokenizer, weights })
+    }
+
     fn from_hub(spec: &ModelSpec) -> Result<Self> {
         use hf_hub::{Repo, RepoType};
         let revision = spec.revision.clone().unwrap_or_else(|| registry::default_revision(&spec.name));
         let repo = Repo::with_revision(spec.name.clone(), RepoType::Model, revision.clone());
         let unavailable =
             |reason: String| Error::ModelUnavailable { model: format!("{}@{revision}", spec.name), reason };
-        let cache = hf_hub::Cache::from_env().repo(repo.clone());
         let offline = hub_offline();
         let api = if offline {
             None
@@ -97,19 +120,55 @@ impl ModelFiles {
                     .map_err(|e| unavailable(format!("cannot set up the Hub client: {e}")))?,
             )
         };
-        let fetch = |name: &str| -> Result<PathBuf> {
-            if let Some(p) = cache.get(name) {
+        let fetch_from = |repo: &Repo, name: &str| -> Result<PathBuf> {
+            if let Some(p) = hf_hub::Cache::from_env().repo(repo.clone()).get(name) {
                 return Ok(p);
             }
             match &api {
                 None => Err(unavailable(format!("{name} is not in the Hub cache and HF_HUB_OFFLINE is set"))),
                 Some(api) => {
-                    tracing::info!("downloading {name} from {}@{revision}", spec.name);
+                    tracing::info!("downloading {name} from {}@{}", repo.url(), repo.revision());
                     api.repo(repo.clone()).get(name).map_err(|e| unavailable(format!("downloading {name}: {e}")))
                 }
             }
         };
-        let config = fetch("config.json")?;
+        let fetch = |name: &str| fetch_from(&repo, name);
+        let config = match fetch("config.json") {
+            Ok(p) if !is_timm_config(&p) => p,
+            // No Hugging Face config: open_clip's own layout, if the repo has its config.
+            other => {
+                let first = match other {
+                    Err(e) => e,
+                    Ok(p) => Error::ModelFile { path: p, reason: "a timm config.json, and no open_clip config".into() },
+                };
+                let Ok(config) = fetch(OPEN_CLIP_CONFIG) else { return Err(first) };
+                let weights = match fetch(OPEN_CLIP_WEIGHTS[0]) {
+                    Ok(p) => p,
+                    Err(first) => fetch(OPEN_CLIP_WEIGHTS[1]).map_err(|_| first)?,
+                };
+                // A repo without tokenizer.json: open_clip then uses the CLIP BPE it bundles,
+                // the vocabulary of OpenAI's CLIP repos, read from there.
+                let tokenizer = match fetch("tokenizer.json") {
+                    Ok(p) => p,
+                    Err(first) => {
+                        let openai = Repo::with_revision(
+                            super::DEFAULT_MODEL.into(),
+                            RepoType::Model,
+                            registry::default_revision(super::DEFAULT_MODEL),
+                        );
+                        fetch_from(&openai, "tokenizer.json").map_err(|_| first)?
+                    }
+                };
+                let preprocessor = config.clone();
+                return Ok(Self {
+                    family: Family::OpenClip,
+                    config,
+                    preprocessor,
+                    tokenizer: Some(tokenizer),
+                    weights,
+                });
+            }
+        };
         let family = Family::from_config(&config)?;
         let preprocessor = fetch("preprocessor_config.json")?;
         let tokenizer = if family.has_text() { Some(fetch("tokenizer.json")?) } else { None };
@@ -119,6 +178,14 @@ impl ModelFiles {
         };
         Ok(Self { family, config, preprocessor, tokenizer, weights })
     }
+}
+
+/// Whether `path` is a timm `config.json` (`architecture`, no `model_type`), as the timm
+/// organisation's open_clip repos ship beside `open_clip_config.json`.
+fn is_timm_config(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else { return false };
+    let Ok(serde_json::Value::Object(v)) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
+    v.contains_key("architecture") && !v.contains_key("model_type") && !v.contains_key("text_config")
 }
 
 /// The weights at `path` (safetensors, memory-mapped, or a PyTorch pickle), cast to `dtype`.

@@ -12,6 +12,7 @@ mod cuda;
 pub mod dinov2;
 pub mod files;
 pub(crate) mod layers;
+pub mod openclip;
 pub(crate) mod random;
 pub mod registry;
 
@@ -114,14 +115,11 @@ impl Family {
 /// Loads the model `spec` names onto `device`, computing in `dtype`, as the family its files
 /// declare.
 pub fn load(spec: &ModelSpec, device: &Device, dtype: DType) -> Result<Box<dyn Encoder>> {
-    let dir = Path::new(&spec.name);
-    if dir.is_dir() && !dir.join("config.json").is_file() && dir.join("open_clip_config.json").is_file() {
-        return Err(unsupported(spec, Family::OpenClip));
-    }
     let files = ModelFiles::resolve(spec)?;
     match files.family {
         Family::Clip => Ok(Box::new(Clip::from_files(spec, &files, device, dtype)?)),
         Family::Dinov2 => Ok(Box::new(dinov2::Dinov2::from_files(spec, &files, device, dtype)?)),
+        Family::OpenClip => Ok(Box::new(openclip::OpenClip::from_files(spec, &files, device, dtype)?)),
         other => Err(unsupported(spec, other)),
     }
 }

@@ -105,7 +105,7 @@ impl ClipConfig {
         Ok(cfg)
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
+    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
         let t = &self.text_config;
         let v = &self.vision_config;
         if t.num_attention_heads == 0 || t.hidden_size % t.num_attention_heads != 0 {
