@@ -65,7 +65,7 @@ impl OpenClip {
             id: spec.name.clone(),
             revision: if Path::new(&spec.name).is_dir() { None } else { spec.revision.clone() },
             source: files.config.parent().map(|p| p.display().to_string()).unwrap_or_default(),
-            weights_sha256: crate::store::sha256_file(&files.weights)?,
+            weights_sha256: crate::digest::sha256_file(&files.weights)?,
             embed_dim: config.clip.projection_dim,
             family: Family::OpenClip,
         };
