@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::Device;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::index::hnsw::HnswParams;
@@ -133,20 +133,27 @@ impl Embedded {
 }
 
 /// A histogram over equal-width bins: `edges` has one more entry than `counts`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Histogram {
+    #[serde(deserialize_with = "lenient::f32s")]
     pub edges: Vec<f32>,
     pub counts: Vec<u64>,
 }
 
 /// Summary of a set of values.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Distribution {
     pub count: usize,
+    #[serde(deserialize_with = "lenient::f64")]
     pub mean: f64,
+    #[serde(deserialize_with = "lenient::f32")]
     pub min: f32,
+    #[serde(deserialize_with = "lenient::f32")]
     pub max: f32,
     /// "p1", "p5", … "p99" → value (nearest-rank on the sorted values).
+    #[serde(deserialize_with = "lenient::f32_map")]
     pub percentiles: BTreeMap<String, f32>,
     pub histogram: Histogram,
 }
@@ -185,5 +192,63 @@ impl Distribution {
             counts[b] += 1;
         }
         Self { count, mean, min, max, percentiles, histogram: Histogram { edges, counts } }
+    }
+}
+
+/// Deserializers for summaries read back (by `sieve report`): serde_json writes a non-finite
+/// float as `null`, so a float field reads `null` back as NaN, which the report shows as "–".
+pub mod lenient {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// An `f32` that may be `null` (NaN).
+    pub fn f32<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+        Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::NAN))
+    }
+
+    /// An `f64` that may be `null` (NaN).
+    pub fn f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+
+    /// `f32`s any of which may be `null` (NaN).
+    pub fn f32s<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+        Ok(Vec::<Option<f32>>::deserialize(d)?.into_iter().map(|x| x.unwrap_or(f32::NAN)).collect())
+    }
+
+    /// Named `f32`s any of which may be `null` (NaN).
+    pub fn f32_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f32>, D::Error> {
+        Ok(BTreeMap::<String, Option<f32>>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or(f32::NAN)))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// serde_json writes NaN as `null`; a summary read back takes it as NaN, and a field an older
+    /// sieve did not write takes its default, instead of failing the whole read.
+    #[test]
+    fn summaries_read_back_nulls_as_nan_and_missing_fields_as_defaults() {
+        let d = Distribution {
+            count: 2,
+            mean: f64::NAN,
+            min: 0.5,
+            max: f32::NAN,
+            percentiles: [("p50".to_string(), f32::NAN), ("p90".to_string(), 0.75)].into(),
+            histogram: Histogram { edges: vec![0.0, f32::NAN, 1.0], counts: vec![1, 1] },
+        };
+        let text = serde_json::to_string(&d).unwrap();
+        assert!(text.contains("\"mean\":null") && text.contains("\"p50\":null"), "{text}");
+        let back: Distribution = serde_json::from_str(&text).unwrap();
+        assert!(back.mean.is_nan() && back.max.is_nan() && back.percentiles["p50"].is_nan());
+        assert_eq!((back.count, back.min, back.percentiles["p90"]), (2, 0.5, 0.75));
+        assert!(back.histogram.edges[1].is_nan() && back.histogram.edges[2] == 1.0);
+        let older: Distribution = serde_json::from_str(r#"{"count": 3}"#).unwrap();
+        assert_eq!((older.count, older.histogram.counts.len()), (3, 0));
     }
 }

@@ -25,9 +25,9 @@ use candle_core::Device;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::common::{percentile, Embedded, PERCENTILES};
+use super::common::{lenient, percentile, Embedded, PERCENTILES};
 use crate::device::{self, DeviceSpec};
 use crate::error::{Error, Result};
 use crate::index::kmeans::{self, KMeansParams, Top2};
@@ -75,17 +75,24 @@ impl DiversityOptions {
 }
 
 /// Vendi scores of orders 1, 2 and ∞.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Vendi {
+    #[serde(deserialize_with = "lenient::f64")]
     pub q1: f64,
+    #[serde(deserialize_with = "lenient::f64")]
     pub q2: f64,
+    #[serde(deserialize_with = "lenient::f64")]
     pub inf: f64,
 }
 
 /// Nearest-neighbour similarity statistics.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct NnSimilarity {
+    #[serde(deserialize_with = "lenient::f64")]
     pub mean: f64,
+    #[serde(deserialize_with = "lenient::f32_map")]
     pub percentiles: BTreeMap<String, f32>,
     /// Items whose nearest neighbour was searched.
     pub queries: usize,
@@ -94,24 +101,31 @@ pub struct NnSimilarity {
 }
 
 /// Cluster-size statistics of a set of items over `k` clusters.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct ClusterStats {
     /// Entropy of the cluster sizes, in nats.
+    #[serde(deserialize_with = "lenient::f64")]
     pub entropy: f64,
     /// `entropy / ln k` (1: perfectly even).
+    #[serde(deserialize_with = "lenient::f64")]
     pub entropy_normalised: f64,
     /// `exp(entropy)`: an effective number of clusters.
+    #[serde(deserialize_with = "lenient::f64")]
     pub effective_clusters: f64,
     /// Share of the k clusters holding at least `min_share` of an even share of the items.
+    #[serde(deserialize_with = "lenient::f64")]
     pub coverage: f64,
     pub clusters_covered: usize,
 }
 
 /// The diversity of one set of vectors.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Metrics {
     pub items: usize,
     pub vendi: Vendi,
+    #[serde(deserialize_with = "lenient::f64")]
     pub effective_rank: f64,
     pub clusters: ClusterStats,
     /// `None` for fewer than two items.
@@ -119,7 +133,8 @@ pub struct Metrics {
 }
 
 /// Metrics per embedding; `None` where the run has no captions.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Modalities {
     pub items: usize,
     pub image: Option<Metrics>,
@@ -128,7 +143,8 @@ pub struct Modalities {
 }
 
 /// One group of `--by`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Group {
     /// The column's value (`null` for rows without one).
     pub value: Option<String>,
@@ -137,7 +153,8 @@ pub struct Group {
 }
 
 /// `diversity.json`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Report {
     pub sieve_version: String,
     pub run: String,
@@ -148,6 +165,7 @@ pub struct Report {
     pub embedded: usize,
     pub with_caption: usize,
     pub clusters: usize,
+    #[serde(deserialize_with = "lenient::f64")]
     pub coverage_min_share: f64,
     pub nn_queries: usize,
     pub seed: u64,

@@ -18,9 +18,9 @@ use std::time::Instant;
 use arrow_array::{ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::common::{build_index, Distribution, Embedded, SearchOptions};
+use super::common::{build_index, lenient, Distribution, Embedded, SearchOptions};
 use crate::device::{self, DeviceSpec};
 use crate::error::{Error, Result};
 use crate::index::{dot, Matrix, Neighbours};
@@ -83,7 +83,8 @@ pub struct PairScore {
 }
 
 /// `pairs_summary.json`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Summary {
     pub sieve_version: String,
     pub run: String,
@@ -98,6 +99,7 @@ pub struct Summary {
     /// Embedded items without a caption (not scored).
     pub no_caption: usize,
     /// Cosine under which a pair is `low_score`.
+    #[serde(deserialize_with = "lenient::f32")]
     pub min_cosine: f32,
     /// `model` (registry default), `min-score` or `bottom-percent`.
     pub threshold_source: String,

@@ -1,11 +1,10 @@
 //! Reading what each stage wrote, leniently: a file that is missing means the stage was not run,
-//! one that cannot be read is reported in its section, and fields a newer or older sieve did
-//! not write (or wrote as `null`, as serde_json does for NaN) are simply absent. The quality
-//! summary is read into the stage's own type (`#[serde(default)]` there); the others are still
-//! mirrored here with optional fields, because their writers' types hold floats that serde_json
-//! writes as `null` for NaN (and dedup's is in a file being restructured).
+//! one that cannot be read is reported in its section. Summaries are read into the types their
+//! stages write (`#[serde(default)]` there, so a field an older sieve did not write takes its
+//! default, and floats written as `null` for NaN read back as NaN through
+//! [`crate::analyze::common::lenient`]); the page shows a NaN as "–".
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
@@ -17,11 +16,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 
 use super::{ReportOptions, Section};
 use crate::analyze::common::Distribution;
-use crate::analyze::quality;
+use crate::analyze::{dedup, diversity, pairs, quality};
 use crate::error::Result;
 use crate::index::{ExactIndex, Matrix, NeighbourIndex};
 use crate::model::registry;
@@ -61,148 +59,17 @@ fn json<T: DeserializeOwned>(path: &Path) -> std::result::Result<T, String> {
     serde_json::from_str(&text).map_err(|e| e.to_string())
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct DedupThresholds {
-    pub image: Option<f32>,
-    pub caption: Option<f32>,
-    pub perceptual_distance: Option<u32>,
-}
+/// `dedup/summary.json`, read into the stage's own type.
+pub type DedupSummary = dedup::Summary;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct KindCounts {
-    pub groups: u64,
-    pub items_in_groups: u64,
-    pub duplicates: u64,
-    pub largest_group: u64,
-    /// Pairs between two groups of the kind (`bridges.parquet`; 0 in older summaries).
-    pub bridges: u64,
-}
+/// `pairs_summary.json`, read into the stage's own type.
+pub type PairsSummary = pairs::Summary;
 
-/// `dedup/summary.json`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct DedupSummary {
-    pub against: Option<String>,
-    pub embedded: Option<u64>,
-    pub thresholds: DedupThresholds,
-    pub index: Option<String>,
-    pub grouping: Option<String>,
-    pub keep: Option<String>,
-    pub kinds: BTreeMap<String, KindCounts>,
-    pub remove_kinds: Vec<String>,
-    pub kept: Option<u64>,
-    pub removed: Option<u64>,
-    pub duplicate_rate: Option<f64>,
-    /// `--caption-policy` and its counts (absent in older summaries).
-    pub caption_policy: Option<String>,
-    pub captions_replaced: Option<u64>,
-    pub captions_dropped: Option<u64>,
-}
+/// `diversity.json`, read into the stage's own type.
+pub type Diversity = diversity::Report;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Hist {
-    pub edges: Vec<Option<f32>>,
-    pub counts: Vec<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Dist {
-    pub count: u64,
-    pub mean: Option<f64>,
-    pub min: Option<f32>,
-    pub max: Option<f32>,
-    pub percentiles: BTreeMap<String, Option<f32>>,
-    pub histogram: Hist,
-}
-
-/// `pairs_summary.json`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct PairsSummary {
-    pub pairs: u64,
-    pub no_caption: u64,
-    pub min_cosine: Option<f32>,
-    pub threshold_source: Option<String>,
-    pub bottom_percent: Option<f64>,
-    pub top_k: Option<u64>,
-    pub index: Option<String>,
-    pub cosine: Dist,
-    pub low_score: u64,
-    pub outranked: u64,
-    pub both: u64,
-    pub flagged: u64,
-    pub better_caption_found: u64,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Vendi {
-    pub q1: Option<f64>,
-    pub q2: Option<f64>,
-    pub inf: Option<f64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct ClusterStats {
-    pub entropy_normalised: Option<f64>,
-    pub effective_clusters: Option<f64>,
-    pub coverage: Option<f64>,
-    pub clusters_covered: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct NnStats {
-    pub mean: Option<f64>,
-    pub percentiles: BTreeMap<String, Option<f32>>,
-    pub queries: u64,
-    pub exact: bool,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Metrics {
-    pub items: u64,
-    pub vendi: Vendi,
-    pub effective_rank: Option<f64>,
-    pub clusters: ClusterStats,
-    pub nn_similarity: Option<NnStats>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Modalities {
-    pub items: u64,
-    pub image: Option<Metrics>,
-    pub text: Option<Metrics>,
-    pub joint: Option<Metrics>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct DiversityGroup {
-    pub value: Option<String>,
-    #[serde(flatten)]
-    pub metrics: Modalities,
-}
-
-/// `diversity.json`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Diversity {
-    pub embedded: u64,
-    pub with_caption: u64,
-    pub clusters: Option<u64>,
-    pub coverage_min_share: Option<f64>,
-    pub overall: Modalities,
-    pub by: Option<String>,
-    pub groups: Vec<DiversityGroup>,
-}
+/// One embedding's diversity metrics in `diversity.json`.
+pub type Metrics = diversity::Metrics;
 
 /// `quality_summary.json`, read into the stage's own type (fields an older sieve did not write
 /// take their defaults; `records` and `with_caption` then read as unknown).
@@ -465,11 +332,14 @@ fn pick_groups(mut all: Vec<DupGroup>, summary: DedupSummary, opts: &ReportOptio
     // Borderline: groups whose least similar member is nearest its kind's threshold. Exact
     // duplicates have no threshold, and joint groups' similarity mixes two thresholds.
     let t = &summary.thresholds;
-    let threshold = |kind: &str| match kind {
-        "image" => t.image,
-        "caption" => t.caption,
-        "perceptual" => t.perceptual_distance.map(|d| 1.0 - d as f32 / 64.0),
-        _ => None,
+    let threshold = |kind: &str| {
+        match kind {
+            "image" => Some(t.image),
+            "caption" => Some(t.caption),
+            "perceptual" => Some(1.0 - t.perceptual_distance as f32 / 64.0),
+            _ => None,
+        }
+        .filter(|t| t.is_finite())
     };
     for g in &mut all {
         if let (Some(th), Some(w)) = (threshold(&g.kind), weakest(g)) {
@@ -549,7 +419,7 @@ fn nearest_neighbours(run: &Run, opts: &ReportOptions, dedup: &Stage<Dedup>) -> 
     let skip: Vec<u32> = queries.iter().map(|&i| i as u32).collect();
     let lists = ExactIndex::new(&m, Device::Cpu).knn(&q, 1, Some(&skip))?;
     let sims: Vec<f32> = lists.iter().filter_map(|l| l.first().map(|&(_, s)| s)).collect();
-    let from_dedup = dedup.ready().and_then(|d| d.summary.thresholds.image);
+    let from_dedup = dedup.ready().map(|d| d.summary.thresholds.image).filter(|t| t.is_finite());
     let threshold = from_dedup.unwrap_or_else(|| registry::dedup_defaults(&run.manifest.model.id).image);
     Ok(Some(NearestNeighbours {
         distribution: Distribution::of(&sims, 40),
@@ -584,7 +454,7 @@ impl Data {
             }
         }
         let dedup = match Stage::read(&files.dedup_summary(), json::<DedupSummary>) {
-            Stage::Ready(summary) if summary.embedded.is_some_and(|n| n != run.manifest.counts.embedded) => {
+            Stage::Ready(summary) if summary.embedded as u64 != run.manifest.counts.embedded => {
                 stale(&format!("{}/", layout::DEDUP_DIR), "dedup")
             }
             Stage::Ready(summary) => {
@@ -624,7 +494,7 @@ impl Data {
         let pairs = unless_foreign(run, pairs, layout::PAIRS_SUMMARY, "score");
         let c = &run.manifest.counts;
         let diversity = match Stage::read(&files.diversity(), json::<Diversity>) {
-            Stage::Ready(d) if (d.embedded, d.with_caption) != (c.embedded, c.with_caption) => {
+            Stage::Ready(d) if (d.embedded as u64, d.with_caption as u64) != (c.embedded, c.with_caption) => {
                 stale(layout::DIVERSITY, "diversity")
             }
             s => s,

@@ -86,6 +86,15 @@ fn num(v: Option<f64>, digits: usize) -> String {
     }
 }
 
+/// A summary's string, or "–" where an older sieve did not write it.
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "–"
+    } else {
+        s
+    }
+}
+
 fn share(part: u64, whole: u64) -> String {
     if whole == 0 {
         "–".into()
@@ -219,10 +228,10 @@ fn summary(run: &Run, data: &Data) -> Markup {
                 (card(count(c.embedded), "embedded"))
                 (card(count(c.with_caption), "with a caption"))
                 (card(count(c.skipped), "skipped"))
-                (card(dedup.and_then(|d| d.summary.removed).map_or("–".into(), count),
+                (card(dedup.map_or("–".into(), |d| count(d.summary.removed as u64)),
                       "duplicates to remove"))
-                (card(pairs.map_or("–".into(), |p| count(p.summary.flagged)), "pairs flagged"))
-                (card(num(dv.and_then(|d| d.overall.image.as_ref()).and_then(|i| i.vendi.q1), 1),
+                (card(pairs.map_or("–".into(), |p| count(p.summary.flagged as u64)), "pairs flagged"))
+                (card(num(dv.and_then(|d| d.overall.image.as_ref()).map(|i| i.vendi.q1), 1),
                       "Vendi score (images)"))
             }
             div.cols {
@@ -249,22 +258,23 @@ fn summary(run: &Run, data: &Data) -> Markup {
                                 @for (kind, k) in &d.summary.kinds {
                                     tr {
                                         td { (kind) @if d.summary.remove_kinds.contains(kind) { " " span.badge { "removed" } } }
-                                        td.n { (count(k.groups)) } td.n { (count(k.items_in_groups)) }
-                                        td.n { (count(k.duplicates)) } td.n { (count(k.largest_group)) } td.n { (count(k.bridges)) }
+                                        td.n { (count(k.groups as u64)) } td.n { (count(k.items_in_groups as u64)) }
+                                        td.n { (count(k.duplicates as u64)) } td.n { (count(k.largest_group as u64)) } td.n { (count(k.bridges as u64)) }
                                     }
                                 }
                             }
                             p.muted {
-                                "Keep " (d.summary.kept.map_or("–".into(), count)) ", remove "
-                                (d.summary.removed.map_or("–".into(), count)) " ("
-                                (num(d.summary.duplicate_rate.map(|r| 100.0 * r), 2)) "% of the embedded items; "
+                                "Keep " (count(d.summary.kept as u64)) ", remove "
+                                (count(d.summary.removed as u64)) " ("
+                                (num(Some(100.0 * d.summary.duplicate_rate), 2)) "% of the embedded items; "
                                 "dedup/remove.txt lists them)."
                             }
-                            @if let (Some(replaced), Some(dropped)) = (d.summary.captions_replaced, d.summary.captions_dropped) {
+                            // Summaries of sieves before --caption-policy have none: no line.
+                            @if !d.summary.caption_policy.is_empty() {
                                 p.muted {
-                                    "Captions (--caption-policy " (d.summary.caption_policy.as_deref().unwrap_or("–")) "): "
-                                    (count(replaced)) " kept images carry a removed copy's better-fitting caption "
-                                    "(dedup/captions.parquet); " (count(dropped)) " captions of removed copies are dropped."
+                                    "Captions (--caption-policy " (d.summary.caption_policy) "): "
+                                    (count(d.summary.captions_replaced as u64)) " kept images carry a removed copy's better-fitting caption "
+                                    "(dedup/captions.parquet); " (count(d.summary.captions_dropped as u64)) " captions of removed copies are dropped."
                                 }
                                 @if !d.captions.is_empty() {
                                     table {
@@ -288,14 +298,15 @@ fn summary(run: &Run, data: &Data) -> Markup {
                             @let s = &p.summary;
                             table {
                                 tr { th { "flag" } th.n { "pairs" } th.n { "share" } }
-                                tr { td { "low_score (cosine under " (num(s.min_cosine.map(f64::from), 4)) ")" } td.n { (count(s.low_score)) } td.n { (share(s.low_score, s.pairs)) } }
-                                tr { td { "outranked (top " (s.top_k.map_or("–".into(), |k| k.to_string())) ")" } td.n { (count(s.outranked)) } td.n { (share(s.outranked, s.pairs)) } }
-                                tr { td { "both" } td.n { (count(s.both)) } td.n { (share(s.both, s.pairs)) } }
-                                tr { td { "flagged (either)" } td.n { (count(s.flagged)) } td.n { (share(s.flagged, s.pairs)) } }
-                                tr { td { "a better caption found" } td.n { (count(s.better_caption_found)) } td.n { (share(s.better_caption_found, s.pairs)) } }
+                                @let n = s.pairs as u64;
+                                tr { td { "low_score (cosine under " (num(Some(f64::from(s.min_cosine)), 4)) ")" } td.n { (count(s.low_score as u64)) } td.n { (share(s.low_score as u64, n)) } }
+                                tr { td { "outranked (top " (s.top_k) ")" } td.n { (count(s.outranked as u64)) } td.n { (share(s.outranked as u64, n)) } }
+                                tr { td { "both" } td.n { (count(s.both as u64)) } td.n { (share(s.both as u64, n)) } }
+                                tr { td { "flagged (either)" } td.n { (count(s.flagged as u64)) } td.n { (share(s.flagged as u64, n)) } }
+                                tr { td { "a better caption found" } td.n { (count(s.better_caption_found as u64)) } td.n { (share(s.better_caption_found as u64, n)) } }
                             }
-                            p.muted { (count(s.pairs)) " pairs scored; " (count(s.no_caption)) " images without a caption; median cosine "
-                                (num(s.cosine.percentiles.get("p50").copied().flatten().map(f64::from), 4)) "." }
+                            p.muted { (count(n)) " pairs scored; " (count(s.no_caption as u64)) " images without a caption; median cosine "
+                                (num(s.cosine.percentiles.get("p50").copied().map(f64::from), 4)) "." }
                         }
                         other => { (stage_note(other, "score")) }
                     }
@@ -311,8 +322,8 @@ fn summary(run: &Run, data: &Data) -> Markup {
                                 }
                             }
                             p.muted { "Vendi score: an effective number of distinct items; coverage: share of "
-                                (d.clusters.map_or("–".into(), |k| k.to_string())) " k-means clusters holding at least "
-                                (num(d.coverage_min_share, 2)) " of an even share." }
+                                (d.clusters) " k-means clusters holding at least "
+                                (num(Some(d.coverage_min_share), 2)) " of an even share." }
                         }
                         other => { (stage_note(other, "diversity")) }
                     }
@@ -325,18 +336,18 @@ fn summary(run: &Run, data: &Data) -> Markup {
                         @if let Some(d) = dedup {
                             @let t = &d.summary.thresholds;
                             tr { td { "dedup" } td {
-                                "image ≥ " (num(t.image.map(f64::from), 3)) ", caption ≥ " (num(t.caption.map(f64::from), 3))
-                                ", perceptual ≤ " (t.perceptual_distance.map_or("–".into(), |x| x.to_string())) " bits; "
-                                (d.summary.grouping.as_deref().unwrap_or("–")) " grouping, keep "
-                                (d.summary.keep.as_deref().unwrap_or("–")) ", index " (d.summary.index.as_deref().unwrap_or("–"))
+                                "image ≥ " (num(Some(f64::from(t.image)), 3)) ", caption ≥ " (num(Some(f64::from(t.caption)), 3))
+                                ", perceptual ≤ " (t.perceptual_distance) " bits; "
+                                (or_dash(&d.summary.grouping)) " grouping, keep "
+                                (or_dash(&d.summary.keep)) ", index " (or_dash(&d.summary.index))
                                 @if let Some(a) = &d.summary.against { "; against " (a) }
                             } }
                         }
                         @if let Some(p) = pairs {
                             tr { td { "score" } td {
-                                "low_score under " (num(p.summary.min_cosine.map(f64::from), 4)) " ("
-                                (p.summary.threshold_source.as_deref().unwrap_or("–")) "), rank test top "
-                                (p.summary.top_k.map_or("–".into(), |k| k.to_string()))
+                                "low_score under " (num(Some(f64::from(p.summary.min_cosine)), 4)) " ("
+                                (or_dash(&p.summary.threshold_source)) "), rank test top "
+                                (p.summary.top_k)
                             } }
                         }
                     }
@@ -349,9 +360,9 @@ fn summary(run: &Run, data: &Data) -> Markup {
 fn metrics_row(label: &str, m: &Metrics) -> Markup {
     html! {
         tr {
-            td { (label) } td.n { (count(m.items)) } td.n { (num(m.vendi.q1, 2)) }
-            td.n { (num(m.effective_rank, 2)) } td.n { (num(m.clusters.coverage, 2)) }
-            td.n { (num(m.nn_similarity.as_ref().and_then(|n| n.mean), 4)) }
+            td { (label) } td.n { (count(m.items as u64)) } td.n { (num(Some(m.vendi.q1), 2)) }
+            td.n { (num(Some(m.effective_rank), 2)) } td.n { (num(Some(m.clusters.coverage), 2)) }
+            td.n { (num(m.nn_similarity.as_ref().map(|n| n.mean), 4)) }
         }
     }
 }
@@ -468,10 +479,10 @@ fn plots(data: &Data) -> Markup {
                     @match &data.pairs {
                         Stage::Ready(p) => {
                             @let h = &p.summary.cosine.histogram;
-                            @let edges: Vec<f32> = h.edges.iter().map(|e| e.unwrap_or(f32::NAN)).collect();
-                            @let marker = p.summary.min_cosine.map(|t| Marker {
+                            @let edges = &h.edges;
+                            @let marker = Some(p.summary.min_cosine).filter(|t| t.is_finite()).map(|t| Marker {
                                 at: t, label: format!("low_score < {t:.3}"), highlight_below: true });
-                            (PreEscaped(plot::histogram(&edges, &h.counts, marker.as_ref(), "image–caption cosine (CLIPScore = 100 × cosine)", "pairs")))
+                            (PreEscaped(plot::histogram(edges, &h.counts, marker.as_ref(), "image–caption cosine (CLIPScore = 100 × cosine)", "pairs")))
                             p.muted { "Pairs left of the red line are flagged low_score (orange)." }
                         }
                         other => { (stage_note(other, "score")) }
@@ -511,23 +522,23 @@ fn diversity(data: &Data) -> Markup {
                     @match &d.by {
                         None => { p.notrun { "No groups measured (run `sieve diversity RUN --by folder`, or another metadata column)." } }
                         Some(by) => {
-                            @let top = d.groups.iter().filter_map(|g| g.metrics.image.as_ref()?.vendi.q1).fold(0.0f64, f64::max);
+                            @let top = d.groups.iter().filter_map(|g| Some(g.metrics.image.as_ref()?.vendi.q1)).fold(0.0f64, f64::max);
                             p.muted { (d.groups.len()) " groups by " code { (by) } ". The bar is the images' Vendi score (an effective number of distinct images)." }
                             table {
                                 tr { th { (by) } th.n { "items" } th { "Vendi (images)" } th.n { "" } th.n { "Vendi (captions)" } th.n { "coverage" } th.n { "NN sim. mean" } }
                                 @for g in d.groups.iter().take(MAX_ROWS) {
                                     @let img = g.metrics.image.as_ref();
-                                    @let v = img.and_then(|i| i.vendi.q1);
+                                    @let v = img.map(|i| i.vendi.q1).filter(|v| v.is_finite());
                                     tr {
                                         td.u { (g.value.as_deref().unwrap_or("(none)")) }
-                                        td.n { (count(g.metrics.items)) }
+                                        td.n { (count(g.metrics.items as u64)) }
                                         td style="width:30%" {
                                             div.bar { span style=(format!("width:{:.1}%", if top > 0.0 { 100.0 * v.unwrap_or(0.0) / top } else { 0.0 })) {} }
                                         }
                                         td.n { (num(v, 2)) }
-                                        td.n { (num(g.metrics.text.as_ref().and_then(|t| t.vendi.q1), 2)) }
-                                        td.n { (num(img.and_then(|i| i.clusters.coverage), 2)) }
-                                        td.n { (num(img.and_then(|i| i.nn_similarity.as_ref()).and_then(|n| n.mean), 4)) }
+                                        td.n { (num(g.metrics.text.as_ref().map(|t| t.vendi.q1), 2)) }
+                                        td.n { (num(img.map(|i| i.clusters.coverage), 2)) }
+                                        td.n { (num(img.and_then(|i| i.nn_similarity.as_ref()).map(|n| n.mean), 4)) }
                                     }
                                 }
                             }

@@ -25,9 +25,10 @@ use std::io::Write;
 use std::rc::Rc;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub(crate) use crate::analyze::common::embedded_rows;
+use crate::analyze::common::lenient;
 use crate::analyze::decision::{
     decide, degree_centrality, diagnostics, removal_groups, report_groups, Bridge, GroupStats, OutGroup, Relation,
 };
@@ -46,7 +47,8 @@ use output::{write_bridges, write_captions, write_groups, write_pairs};
 pub(crate) use search::{kmeans_params, space_source, space_vectors, to_items, Space};
 
 /// Per-kind counts in the summary.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct KindSummary {
     pub groups: usize,
     /// Items in groups, kept ones included.
@@ -59,7 +61,8 @@ pub struct KindSummary {
 }
 
 /// `dedup/summary.json`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Summary {
     pub sieve_version: String,
     pub run: String,
@@ -87,6 +90,7 @@ pub struct Summary {
     /// Captions of removed items that no kept item carries.
     pub captions_dropped: usize,
     /// removed / embedded.
+    #[serde(deserialize_with = "lenient::f64")]
     pub duplicate_rate: f64,
 }
 
@@ -356,12 +360,12 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
     let layout = Layout::new(&run.dir);
     let out_dir = layout.dedup_dir();
     fs::create_dir_all(&out_dir).map_err(|e| Error::io("creating", &out_dir, e))?;
-    write_groups(&layout.dedup_groups(), items, removed, &results)?;
-    write_bridges(&layout.dedup_bridges(), items, &results)?;
-    write_captions(&layout.dedup_captions(), items, &run, &captions)?;
+    write_groups(&layout.dedup_groups(), items, removed, results)?;
+    write_bridges(&layout.dedup_bridges(), items, results)?;
+    write_captions(&layout.dedup_captions(), items, &run, captions)?;
     let pairs_path = layout.dedup_pairs();
     if opts.write_pairs {
-        write_pairs(&pairs_path, items, &relations)?;
+        write_pairs(&pairs_path, items, relations)?;
     } else if pairs_path.exists() {
         fs::remove_file(&pairs_path).map_err(|e| Error::io("removing", &pairs_path, e))?;
     }

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::analyze::common::lenient;
 use crate::analyze::groups::Grouping;
 use crate::analyze::stream::CACHE_PAIRS_PER_ITEM;
 use crate::device::DeviceSpec;
@@ -207,11 +208,15 @@ impl DedupOptions {
 }
 
 /// Thresholds used, as written to the summary.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Thresholds {
+    #[serde(deserialize_with = "lenient::f32")]
     pub image: f32,
+    #[serde(deserialize_with = "lenient::f32")]
     pub caption: f32,
     pub perceptual_distance: u32,
+    #[serde(deserialize_with = "lenient::f32")]
     pub perceptual_correlation: f32,
 }
 
