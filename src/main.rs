@@ -9,11 +9,14 @@ mod cli;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    // RUST_LOG wins; otherwise warnings, or only errors with --quiet.
+    let level = if args.quiet { "error" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
+        .with_ansi(args.color.enabled())
         .with_writer(std::io::stderr)
         .init();
     match cli::run(args) {

@@ -132,7 +132,9 @@ fn caption_text(bytes: Vec<u8>, json: bool, what: &str) -> Option<(String, bool)
     let (text, lossy) = match String::from_utf8(bytes) {
         Ok(s) => (s, false),
         Err(e) => {
-            tracing::warn!("caption {what} is not valid UTF-8; decoded lossily");
+            crate::progress::warn_record("caption-not-utf8", || {
+                format!("caption {what} is not valid UTF-8; decoded lossily")
+            });
             (String::from_utf8_lossy(e.as_bytes()).into_owned(), true)
         }
     };
@@ -146,7 +148,9 @@ fn caption_text(bytes: Vec<u8>, json: bool, what: &str) -> Option<(String, bool)
             Some(other) => Some((other.to_string(), false)),
         },
         Err(e) => {
-            tracing::warn!("caption {what} is not valid JSON ({e}); embedding the image without it");
+            crate::progress::warn_record("caption-not-json", || {
+                format!("caption {what} is not valid JSON ({e}); embedding the image without it")
+            });
             None
         }
     }
@@ -188,7 +192,9 @@ fn read_caption(record: &Record, encoder: &dyn Encoder, limits: &Limits, signals
             Some(b)
         }
         Err(skip) => {
-            tracing::warn!("cannot read caption {}: {}; embedding the image without it", path.display(), skip.detail);
+            crate::progress::warn_record("caption-unreadable", || {
+                format!("cannot read caption {}: {}; embedding the image without it", path.display(), skip.detail)
+            });
             None
         }
     };
@@ -201,7 +207,9 @@ fn read_caption(record: &Record, encoder: &dyn Encoder, limits: &Limits, signals
             Some(b)
         }
         Err(e) => {
-            tracing::warn!("cannot read the caption of {}: {e}; embedding the image without it", record.uri);
+            crate::progress::warn_record("caption-unreadable", || {
+                format!("cannot read the caption of {}: {e}; embedding the image without it", record.uri)
+            });
             None
         }
     };
@@ -216,10 +224,12 @@ fn read_caption(record: &Record, encoder: &dyn Encoder, limits: &Limits, signals
     let mut cut = cut.get();
     cut |= cut_caption(&mut text, limit);
     if cut {
-        tracing::warn!(
-            "caption of {} is longer than {limit} bytes (--max-caption-bytes); cut there and flagged caption_truncated",
-            record.uri
-        );
+        crate::progress::warn_record("caption-truncated", || {
+            format!(
+                "caption of {} is longer than {limit} bytes (--max-caption-bytes); cut there and flagged caption_truncated",
+                record.uri
+            )
+        });
     }
     let text = text.trim().to_string();
     let Some(tokenizer) = encoder.tokenizer() else {
@@ -232,7 +242,9 @@ fn read_caption(record: &Record, encoder: &dyn Encoder, limits: &Limits, signals
             Some(PreparedCaption { text, lossy, truncated: tokens.truncated | cut, ids: Some(tokens.ids), signals })
         }
         Err(e) => {
-            tracing::warn!("cannot tokenise the caption of {}: {e}", record.uri);
+            crate::progress::warn_record("caption-untokenisable", || {
+                format!("cannot tokenise the caption of {}: {e}", record.uri)
+            });
             None
         }
     }
@@ -334,11 +346,9 @@ fn embed_batch(batch: Batch, encoder: &dyn Encoder, free: &crossbeam_channel::Se
                         .collect::<Vec<_>>();
                     if !bad.is_empty() {
                         // Never stored: a NaN would poison every later stage.
-                        tracing::warn!(
-                            "skipped {}: the model's {} embedding is not finite",
-                            row.uri,
-                            bad.join(" and ")
-                        );
+                        crate::progress::warn_record(SkipReason::NonFiniteEmbedding.code(), || {
+                            format!("skipped {}: the model's {} embedding is not finite", row.uri, bad.join(" and "))
+                        });
                         row.status = Status::Skipped;
                         row.reason = Some(SkipReason::NonFiniteEmbedding.code().to_string());
                         row.error =
@@ -348,7 +358,9 @@ fn embed_batch(batch: Batch, encoder: &dyn Encoder, free: &crossbeam_channel::Se
                     }
                 }
                 Err(skip) => {
-                    tracing::warn!("skipped {}: {} ({})", row.uri, skip.reason, skip.detail);
+                    crate::progress::warn_record(skip.reason.code(), || {
+                        format!("skipped {}: {} ({})", row.uri, skip.reason, skip.detail)
+                    });
                     row.reason = Some(skip.reason.code().to_string());
                     row.error = Some(skip.detail);
                 }
@@ -392,6 +404,7 @@ pub struct EmbedOutcome {
 /// Runs `sieve embed`: lists the input, embeds every record it can, lists the rest with a
 /// reason, and writes the run directory; resumes an interrupted run of the same command.
 pub fn embed(opts: &EmbedOptions) -> Result<EmbedOutcome> {
+    crate::progress::reset_record_warnings();
     let listing = crate::ingest::list(&opts.input)?;
     tracing::info!("{} records in {} input(s) ({})", listing.records.len(), listing.paths.len(), listing.format.name());
     let device = device::open(opts.device)?;

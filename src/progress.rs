@@ -5,7 +5,9 @@
 //! search inside each cluster of a clustered search, say) draws nothing, so the outer bar stays
 //! readable.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -20,6 +22,36 @@ pub fn set_quiet(quiet: bool) {
 /// Whether `--quiet` was given.
 pub fn quiet() -> bool {
     QUIET.load(Ordering::Relaxed)
+}
+
+/// Warnings of one kind shown before the rest are only counted.
+pub const WARNING_EXAMPLES: usize = 3;
+
+static WARNINGS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
+
+/// Logs a per-record warning of kind `kind` (e.g. a skip reason) for the first
+/// [`WARNING_EXAMPLES`] records of that kind, then one line saying the rest are not shown: a
+/// million broken files make three lines each, not a million. Every record stays in the run's
+/// metadata with its reason, and the end summary counts them.
+pub fn warn_record(kind: &str, message: impl FnOnce() -> String) {
+    let seen = {
+        let mut guard = WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
+        let n = guard.get_or_insert_with(HashMap::new).entry(kind.to_string()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    if seen <= WARNING_EXAMPLES {
+        tracing::warn!("{}", message());
+    } else if seen == WARNING_EXAMPLES + 1 {
+        tracing::warn!(
+            "more records with `{kind}` are not shown one by one; the run's metadata lists each (the summary counts them)"
+        );
+    }
+}
+
+/// Starts the per-kind counts of [`warn_record`] afresh (at the start of each embed).
+pub fn reset_record_warnings() {
+    *WARNINGS.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 /// A progress bar with a rate and an ETA; hidden when `--quiet`, when stderr is not a terminal,

@@ -343,3 +343,68 @@ fn a_model_config_problem_exits_1() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("swish.json") && err.contains("swish"), "{err}");
 }
+
+/// Logs fit a file: no colour codes unless asked for, one warning per kind of skip for the first
+/// few records and a line for the rest (each still in the metadata and the summary), none with
+/// `-q`.
+#[test]
+fn logs_are_plain_in_a_file_few_per_skip_kind_and_quiet_with_q() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    std::fs::copy(fixtures().join("images/photo.jpg"), input.join("photo.jpg")).unwrap();
+    for i in 0..7 {
+        std::fs::write(input.join(format!("broken{i}.jpg")), b"not a picture at all").unwrap();
+    }
+    let out = embed(&input, &dir.path().join("plain"), &[]);
+    assert!(out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains('\u{1b}'), "colour codes in a piped stderr:\n{err}");
+    let examples = err.lines().filter(|l| l.contains("WARN") && l.contains("skipped ") && l.contains("broken")).count();
+    assert_eq!(examples, 3, "{err}");
+    assert_eq!(err.matches("more records with `not-an-image` are not shown").count(), 1, "{err}");
+    assert!(err.contains("7 skipped") && err.contains("skipped        7  not-an-image"), "{err}");
+    let rows = read_metadata(&dir.path().join("plain/metadata/part-00000.parquet"));
+    let listed = rows.iter().filter(|r| r.reason.as_deref() == Some("not-an-image")).count();
+    assert!(listed >= 3, "the first part alone lists {listed}");
+
+    let out = embed(&input, &dir.path().join("quiet"), &["-q"]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success() && !err.contains("WARN"), "{err}");
+    assert!(err.contains("7 skipped"), "the summary still prints with -q:\n{err}");
+
+    let out = embed(&input, &dir.path().join("colour"), &["--color", "always"]);
+    assert!(String::from_utf8(out.stderr).unwrap().contains("\u{1b}["), "--color always gives colour codes");
+    let out = embed(&input, &dir.path().join("never"), &["--color", "sometimes"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_command_definitions() {
+    for (shell, marker) in [("bash", "_sieve()"), ("zsh", "#compdef sieve"), ("fish", "complete -c sieve")] {
+        let out = sieve().args(["completions", shell]).output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(out.status.success() && text.contains(marker), "{shell}: {text:.200}");
+        assert!(text.contains("dedup") && text.contains("remove-kinds"), "{shell} completes subcommands and flags");
+    }
+    let out = sieve().arg("man").output().unwrap();
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success() && page.starts_with(".ie") && page.contains(".TH sieve 1"), "{page:.300}");
+    assert!(page.contains("dedup") && page.contains("Exit codes"), "{page:.300}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = sieve().args(["man", "--dir"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dedup = std::fs::read_to_string(dir.path().join("sieve-dedup.1")).unwrap();
+    assert!(dedup.contains("remove\\-kinds"), "the subcommand's page lists its flags:\n{dedup:.400}");
+}
+
+/// A column flag on input without columns is refused with the reason, not silently ignored.
+#[test]
+fn column_flags_on_folder_input_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = embed(&fixtures().join("images"), &dir.path().join("r"), &["--caption-col", "text"]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--caption-col") && err.contains("the input is a folder"), "{err}");
+    assert!(!dir.path().join("r").exists(), "nothing written");
+}

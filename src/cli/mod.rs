@@ -38,9 +38,15 @@ mod verify;
                   Logs: RUST_LOG=info (or debug) for more detail on stderr."
 )]
 pub struct Cli {
-    /// Hide progress bars (they are also hidden when stderr is not a terminal).
+    /// Hide progress bars (they are also hidden when stderr is not a terminal) and warnings;
+    /// errors and each command's summary still print.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+
+    /// Colour in log lines on stderr: `auto` colours only when stderr is a terminal and
+    /// NO_COLOR is unset.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = Color::Auto, global = true)]
+    pub color: Color,
 
     /// Print the command's summary as one JSON object on stdout (the human summary on stderr
     /// stays).
@@ -49,6 +55,27 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// When log lines on stderr carry colour codes (`--color`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+impl Color {
+    /// Whether to colour: `auto` asks whether stderr is a terminal and NO_COLOR is unset or empty
+    /// (no-color.org).
+    pub fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,6 +222,23 @@ pub enum Command {
     /// and ids, and every stored embedding (every value finite, every embedded row of unit
     /// norm). Exits 1 naming the first damaged file and row.
     Verify(verify::VerifyArgs),
+
+    /// Print a shell completion script on stdout, e.g. `sieve completions bash >
+    /// ~/.local/share/bash-completion/completions/sieve` (zsh: a file `_sieve` in a folder of
+    /// $fpath; fish: ~/.config/fish/completions/sieve.fish).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print sieve's man page (roff) on stdout, e.g. `sieve man > /usr/local/share/man/man1/sieve.1`,
+    /// or write it and one page per subcommand (`sieve-dedup.1`, …) into a folder with --dir.
+    Man {
+        /// Write sieve.1 and a page per subcommand into this folder (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// The global flags every subcommand sees.
@@ -256,6 +300,27 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Select(args) => select::execute(args, g),
         Command::Report(args) => report::execute(args, g),
         Command::Verify(args) => verify::execute(args, g),
+        Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "sieve", &mut script);
+            std::io::stdout().write_all(&script)?;
+            Ok(())
+        }
+        Command::Man { dir: None } => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
+            std::io::stdout().write_all(&page)?;
+            Ok(())
+        }
+        Command::Man { dir: Some(dir) } => {
+            use anyhow::Context;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+            eprintln!("sieve man: pages written into {}", dir.display());
+            Ok(())
+        }
     }
 }
 

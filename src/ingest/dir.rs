@@ -55,10 +55,12 @@ pub fn scan_with(root: &Path, follow_links: bool) -> Result<Vec<Record>> {
             return true;
         }
         if leaves(e) {
-            tracing::warn!(
-                "not following {}: it links outside the input folder (pass --follow-links to follow it)",
-                e.path().display()
-            );
+            crate::progress::warn_record("link-outside-input", || {
+                format!(
+                    "not following {}: it links outside the input folder (pass --follow-links to follow it)",
+                    e.path().display()
+                )
+            });
             return false;
         }
         linked_dirs.borrow_mut().push(e.path().to_path_buf());
@@ -89,7 +91,9 @@ pub fn scan_with(root: &Path, follow_links: bool) -> Result<Vec<Record>> {
                     Some(p) if is_image_name(&p) && !p.is_dir() => {
                         broken.push((p, Skip::new(SkipReason::Unreadable, what)));
                     }
-                    Some(p) => tracing::warn!("skipping {}: {what}", p.display()),
+                    Some(p) => {
+                        crate::progress::warn_record("walk-error", || format!("skipping {}: {what}", p.display()))
+                    }
                     None => tracing::warn!("while walking {}: {what}", root.display()),
                 }
             }
@@ -102,10 +106,12 @@ pub fn scan_with(root: &Path, follow_links: bool) -> Result<Vec<Record>> {
             let (txt, json) = (p.with_extension("txt"), p.with_extension("json"));
             for side in [&txt, &json] {
                 if outside.contains(side) {
-                    tracing::warn!(
-                        "not reading caption {}: it links outside the input folder (pass --follow-links to read it)",
-                        side.display()
-                    );
+                    crate::progress::warn_record("link-outside-input", || {
+                        format!(
+                            "not reading caption {}: it links outside the input folder (pass --follow-links to read it)",
+                            side.display()
+                        )
+                    });
                 }
             }
             let caption = if files.contains(&txt) {

@@ -433,6 +433,23 @@ pub fn list(spec: &InputSpec) -> Result<Listing> {
             reason: "give one folder (it is walked recursively), or a manifest listing the files".into(),
         });
     }
+    if matches!(format, InputFormat::Dir | InputFormat::Wds) {
+        // A column option on input without columns would be silently ignored: say so instead.
+        for (what, col) in
+            [("input option image_col", &spec.image_col), ("input option caption_col", &spec.caption_col)]
+        {
+            if col.is_some() {
+                return Err(Error::InvalidArg {
+                    what,
+                    reason: format!(
+                        "names a column of a manifest (CSV, TSV, JSONL or Parquet), and the input is {}; \
+                         captions there come from files beside each image",
+                        if format == InputFormat::Dir { "a folder" } else { "WebDataset tars" }
+                    ),
+                });
+            }
+        }
+    }
     let mut listing = Listing { format, paths: paths.clone(), image_col: None, caption_col: None, records: Vec::new() };
     match format {
         InputFormat::Dir => listing.records = dir::scan_with(&paths[0], spec.follow_links)?,
