@@ -13,7 +13,7 @@ pub enum Error {
         "cannot load model `{model}`: {reason}\n  \
          hint: pass a local folder holding config.json, preprocessor_config.json, tokenizer.json \
          and model.safetensors with `--model /path/to/folder`, or allow Hub downloads \
-         (unset HF_HUB_OFFLINE) on a machine with network access"
+         (HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE not true) on a machine with network access"
     )]
     ModelUnavailable { model: String, reason: String },
 

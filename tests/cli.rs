@@ -408,3 +408,57 @@ fn column_flags_on_folder_input_are_refused() {
     assert!(err.contains("--caption-col") && err.contains("the input is a folder"), "{err}");
     assert!(!dir.path().join("r").exists(), "nothing written");
 }
+
+/// A model in the Hub cache as huggingface_hub lays it out: found through HF_HUB_CACHE, by a
+/// commit sha with no refs/ file (Python writes none for one) or by a branch, offline with
+/// Python's truthy spellings; run.json records the revision and the commit it resolved to.
+#[test]
+fn hub_cache_is_found_as_huggingface_hub_finds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("somewhere/hub-cache");
+    let sha = "9f1c2e3d4b5a69788796a5b4c3d2e1f0a9b8c7d6";
+    let snap = cache.join("models--sieve-test--tiny-clip/snapshots").join(sha);
+    std::fs::create_dir_all(&snap).unwrap();
+    for f in ["config.json", "preprocessor_config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(tiny_model_dir().join(f), snap.join(f)).unwrap();
+    }
+    let embed = |out: &str, revision: &str, env: (&str, &str)| {
+        sieve()
+            .args(["embed", "-q", "--model", "sieve-test/tiny-clip", "--revision", revision, "--device", "cpu"])
+            .arg(fixtures().join("images"))
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .env("HF_HOME", dir.path().join("unused-home"))
+            .env("HF_HUB_CACHE", &cache)
+            .env_remove("HF_HUB_OFFLINE")
+            .env_remove("TRANSFORMERS_OFFLINE")
+            .env(env.0, env.1)
+            .output()
+            .unwrap()
+    };
+    let model = |out: &str| -> serde_json::Value {
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(out).join("run.json")).unwrap()).unwrap();
+        m["model"].clone()
+    };
+    let o = embed("by-sha", sha, ("HF_HUB_OFFLINE", "True"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!((model("by-sha")["revision"].as_str(), model("by-sha")["commit"].as_str()), (Some(sha), Some(sha)));
+
+    let o = embed("no-ref", "main", ("TRANSFORMERS_OFFLINE", "yes"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("sieve-test/tiny-clip@main") && err.contains("not in the Hub cache"), "{err}");
+
+    std::fs::create_dir_all(cache.join("models--sieve-test--tiny-clip/refs")).unwrap();
+    std::fs::write(cache.join("models--sieve-test--tiny-clip/refs/main"), sha).unwrap();
+    let o = embed("by-branch", "main", ("HF_HUB_OFFLINE", "ON"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(model("by-branch")["revision"], "main");
+    assert_eq!(model("by-branch")["commit"], sha);
+    // The same weights either way: the embeddings are the same bytes.
+    for f in ["img_emb/part-00000.npy", "metadata/part-00000.parquet"] {
+        let (a, b) = (dir.path().join("by-sha").join(f), dir.path().join("by-branch").join(f));
+        assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "{f}");
+    }
+}

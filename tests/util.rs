@@ -149,6 +149,7 @@ pub fn planted_run_with_uris(dir: &Path, items: &[Planted], weights_sha256: &str
         model: sieve::model::ModelInfo {
             id: "planted".into(),
             revision: None,
+            commit: None,
             source: "test".into(),
             weights_sha256: weights_sha256.into(),
             embed_dim: dim,

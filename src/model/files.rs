@@ -1,5 +1,6 @@
-//! Where a model's files come from: a local folder, or the Hugging Face Hub through hf-hub's
-//! cache (`--revision`, `HF_HUB_OFFLINE`), and the weights as a candle `VarBuilder`.
+//! Where a model's files come from: a local folder, or the Hugging Face Hub (`--revision`,
+//! `HF_HUB_OFFLINE`) through the cache as huggingface_hub lays it out ([`super::hub`]), and the
+//! weights as a candle `VarBuilder`.
 
 use std::path::{Path, PathBuf};
 
@@ -30,13 +31,17 @@ const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
 const OPEN_CLIP_CONFIG: &str = "open_clip_config.json";
 const OPEN_CLIP_WEIGHTS: [&str; 2] = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"];
 
-pub(crate) fn hub_offline() -> bool {
-    std::env::var("HF_HUB_OFFLINE")
-        .map(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes" | "ON" | "on"))
-        .unwrap_or(false)
-}
-
 impl ModelFiles {
+    /// The revision fetched and the commit it resolved to, for a model from the Hub cache
+    /// (`None`s for a local folder).
+    pub fn origin(&self, spec: &ModelSpec) -> (Option<String>, Option<String>) {
+        if Path::new(&spec.name).is_dir() {
+            return (None, None);
+        }
+        let revision = spec.revision.clone().unwrap_or_else(|| registry::default_revision(&spec.name));
+        (Some(revision), super::hub::snapshot_commit(&self.config))
+    }
+
     /// Finds the model's files: in `spec.name` when it is a folder, else in the Hub cache, else
     /// (unless `HF_HUB_OFFLINE` is set) by downloading from the Hub.
     pub fn resolve(spec: &ModelSpec) -> Result<Self> {
@@ -109,23 +114,28 @@ impl ModelFiles {
         let repo = Repo::with_revision(spec.name.clone(), RepoType::Model, revision.clone());
         let unavailable =
             |reason: String| Error::ModelUnavailable { model: format!("{}@{revision}", spec.name), reason };
-        let offline = hub_offline();
+        let offline = super::hub::offline();
+        let cache = super::hub::cache_dir();
         let api = if offline {
             None
         } else {
             Some(
                 hf_hub::api::sync::ApiBuilder::from_env()
+                    .with_cache_dir(cache.clone())
                     .with_progress(false)
                     .build()
                     .map_err(|e| unavailable(format!("cannot set up the Hub client: {e}")))?,
             )
         };
         let fetch_from = |repo: &Repo, name: &str| -> Result<PathBuf> {
-            if let Some(p) = hf_hub::Cache::from_env().repo(repo.clone()).get(name) {
+            if let Some(p) = super::hub::cached_file(&cache, &repo.url(), repo.revision(), name) {
                 return Ok(p);
             }
             match &api {
-                None => Err(unavailable(format!("{name} is not in the Hub cache and HF_HUB_OFFLINE is set"))),
+                None => Err(unavailable(format!(
+                    "{name} is not in the Hub cache ({}) and HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set",
+                    cache.display()
+                ))),
                 Some(api) => {
                     tracing::info!("downloading {name} from {}@{}", repo.url(), repo.revision());
                     api.repo(repo.clone()).get(name).map_err(|e| unavailable(format!("downloading {name}: {e}")))

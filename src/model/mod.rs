@@ -11,6 +11,7 @@ pub(crate) mod cpu;
 mod cuda;
 pub mod dinov2;
 pub mod files;
+pub mod hub;
 pub(crate) mod layers;
 pub mod openclip;
 pub(crate) mod random;
@@ -137,6 +138,23 @@ fn unsupported(spec: &ModelSpec, family: Family) -> Error {
     }
 }
 
+impl ModelInfo {
+    /// The record of a model `spec` named, loaded from `files`: where from (revision and commit
+    /// for the Hub), the weights' digest, the embedding width and the family.
+    pub(crate) fn of(spec: &ModelSpec, files: &ModelFiles, embed_dim: usize, family: Family) -> Result<Self> {
+        let (revision, commit) = files.origin(spec);
+        Ok(Self {
+            id: spec.name.clone(),
+            revision,
+            commit,
+            source: files.config.parent().map(|p| p.display().to_string()).unwrap_or_default(),
+            weights_sha256: crate::digest::sha256_file(&files.weights)?,
+            embed_dim,
+            family,
+        })
+    }
+}
+
 /// Row-wise L2 normalisation; all-zero rows stay zero.
 pub fn l2_normalize(xs: &Tensor) -> Result<Tensor> {
     let norm = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
@@ -195,8 +213,12 @@ impl ModelSpec {
 pub struct ModelInfo {
     /// The `--model` value: a Hub repo id or a folder.
     pub id: String,
-    /// The revision asked for (`None` for a local folder).
+    /// The revision fetched from the Hub: `--revision`, else the registry's, else `main`
+    /// (`None` for a local folder).
     pub revision: Option<String>,
+    /// The commit that revision resolved to in the Hub cache (absent for a local folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
     /// The folder the files were read from.
     pub source: String,
     /// SHA-256 of the weights file, so runs made with different weights can be told apart.

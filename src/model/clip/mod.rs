@@ -8,8 +8,6 @@ pub mod config;
 pub mod model;
 pub mod stock;
 
-use std::path::Path;
-
 use candle_core::{DType, Device, Tensor};
 
 pub use config::{ClipConfig, TextConfig, VisionConfig};
@@ -59,14 +57,7 @@ impl Clip {
             path: files.weights.clone(),
             reason: format!("weights do not fit config.json: {e}"),
         })?;
-        let info = ModelInfo {
-            id: spec.name.clone(),
-            revision: if Path::new(&spec.name).is_dir() { None } else { spec.revision.clone() },
-            source: files.config.parent().map(|p| p.display().to_string()).unwrap_or_default(),
-            weights_sha256: crate::digest::sha256_file(&files.weights)?,
-            embed_dim: config.projection_dim,
-            family: Family::Clip,
-        };
+        let info = ModelInfo::of(spec, files, config.projection_dim, Family::Clip)?;
         Ok(Self { model, tokenizer, preprocessor: Preprocessor::new(pre), info })
     }
 }

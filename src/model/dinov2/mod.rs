@@ -11,8 +11,6 @@
 
 pub mod config;
 
-use std::path::Path;
-
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
@@ -243,14 +241,7 @@ impl Dinov2 {
             path: files.weights.clone(),
             reason: format!("weights do not fit config.json: {e}"),
         })?;
-        let info = ModelInfo {
-            id: spec.name.clone(),
-            revision: if Path::new(&spec.name).is_dir() { None } else { spec.revision.clone() },
-            source: files.config.parent().map(|p| p.display().to_string()).unwrap_or_default(),
-            weights_sha256: crate::digest::sha256_file(&files.weights)?,
-            embed_dim: config.hidden_size,
-            family: Family::Dinov2,
-        };
+        let info = ModelInfo::of(spec, files, config.hidden_size, Family::Dinov2)?;
         Ok(Self { model, preprocessor: Preprocessor::new(pre), info })
     }
 }

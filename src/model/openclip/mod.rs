@@ -9,8 +9,6 @@
 
 pub mod config;
 
-use std::path::Path;
-
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
@@ -61,14 +59,7 @@ impl OpenClip {
             path: files.weights.clone(),
             reason: format!("weights do not fit open_clip_config.json: {e}"),
         })?;
-        let info = ModelInfo {
-            id: spec.name.clone(),
-            revision: if Path::new(&spec.name).is_dir() { None } else { spec.revision.clone() },
-            source: files.config.parent().map(|p| p.display().to_string()).unwrap_or_default(),
-            weights_sha256: crate::digest::sha256_file(&files.weights)?,
-            embed_dim: config.clip.projection_dim,
-            family: Family::OpenClip,
-        };
+        let info = ModelInfo::of(spec, files, config.clip.projection_dim, Family::OpenClip)?;
         let clip = Clip { model, tokenizer, preprocessor: Preprocessor::new(config.preprocess), info };
         Ok(Self { clip, logit_scale })
     }
