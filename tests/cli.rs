@@ -462,3 +462,19 @@ fn hub_cache_is_found_as_huggingface_hub_finds_it() {
         assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "{f}");
     }
 }
+
+/// The run directory carries a dataset card whose `configs` point `datasets.load_dataset(RUN)`
+/// at the metadata parts (without it, `datasets` takes the summaries' JSON files as data and
+/// fails; checked by hand with datasets 5.2, see docs/run-directory.md).
+#[test]
+fn the_run_directory_has_a_dataset_card_naming_the_metadata_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = embed(&fixtures().join("images"), &dir.path().join("r"), &[]);
+    assert!(out.status.success());
+    let card = std::fs::read_to_string(dir.path().join("r/README.md")).unwrap();
+    let front = card.strip_prefix("---\n").and_then(|c| c.split_once("\n---\n")).map(|(f, _)| f).unwrap();
+    assert!(front.contains("configs:\n- config_name: default\n  data_files:\n  - split: train\n"), "{front}");
+    assert!(front.contains("path: \"metadata/part-*.parquet\""), "{front}");
+    let parts = std::fs::read_dir(dir.path().join("r/metadata")).unwrap().count();
+    assert!(parts >= 2, "the glob has several parts to match here: {parts}");
+}

@@ -176,7 +176,7 @@ fn an_image_only_run_goes_through_every_stage() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let o = sieve()
-        .args(["run", "--quiet", "--model"])
+        .args(["run", "--model"])
         .arg(dinov2_dir())
         .arg(fixtures().join("images"))
         .arg("--out")

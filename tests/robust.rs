@@ -513,7 +513,7 @@ fn stage_outputs_name_their_run() {
     let (run_a, run_b) = (dir.path().join("run_a"), dir.path().join("run_b"));
     let run = |input: &Path, out: &Path| {
         let mut c = sieve();
-        c.args(["run", "-q", "--device", "cpu", "--model"]).arg(tiny_model_dir()).arg(input).arg("--out").arg(out);
+        c.args(["run", "--device", "cpu", "--model"]).arg(tiny_model_dir()).arg(input).arg("--out").arg(out);
         run_within(c, Duration::from_secs(300))
     };
     let o = run(input_a, &run_a);
@@ -544,7 +544,8 @@ fn stage_outputs_name_their_run() {
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains("was computed from another run (its run fingerprint"), "{}", stderr(&o));
     }
-    let o = sieve().args(["report", "-q"]).arg(&run_b).output().unwrap();
+    // (Not -q: these are warnings, which -q silences.)
+    let o = sieve().args(["report"]).arg(&run_b).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     for f in ["dedup/summary.json", "pairs_summary.json", "diversity.json", "quality_summary.json"] {
         assert!(stderr(&o).contains(&format!("{f} was computed from another run")), "{f}: {}", stderr(&o));

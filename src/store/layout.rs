@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 /// How the run was made and what it holds.
 pub const RUN_JSON: &str = "run.json";
+/// A Hugging Face dataset card whose `configs` name the metadata parts as the data, so
+/// `datasets.load_dataset(RUN)` reads them and not the summaries.
+pub const DATASET_CARD: &str = "README.md";
 /// One Parquet part per `part_size` records.
 pub const METADATA: &str = "metadata";
 /// Image embeddings, one `.npy` per part.
@@ -103,6 +106,10 @@ impl<'a> Layout<'a> {
 
     pub fn run_json(&self) -> PathBuf {
         self.file(RUN_JSON)
+    }
+
+    pub fn dataset_card(&self) -> PathBuf {
+        self.file(DATASET_CARD)
     }
 
     pub fn stages_json(&self) -> PathBuf {

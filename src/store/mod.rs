@@ -486,8 +486,31 @@ impl RunWriter {
         manifest.parts = self.parts.clone();
         manifest.checksums = std::mem::take(&mut self.checksums);
         manifest.complete = true;
+        self.write_dataset_card(&manifest)?;
         self.write_manifest(&manifest)?;
         Ok(manifest)
+    }
+
+    /// `README.md`, a dataset card whose `configs` make `datasets.load_dataset(RUN)` read the
+    /// metadata parts (and not the summaries' JSON). No date in it: reruns stay byte-identical.
+    fn write_dataset_card(&self, manifest: &RunManifest) -> Result<()> {
+        let card = format!(
+            "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: \"{meta}/part-*.parquet\"\n\
+             ---\n\n# A sieve run\n\n\
+             Written by sieve {version} with the model `{model}`. `{meta}/part-*.parquet` holds one row per \
+             input record (its uri, caption, status and, for a skipped one, the reason); \
+             `datasets.load_dataset(\"path/to/this/folder\")` reads them as its `train` split. \
+             `{img}/` and `{text}/` hold float16 `.npy` embeddings row-aligned with the metadata parts, \
+             and `{run_json}` describes the run. The stages' outputs are described in sieve's \
+             docs/run-directory.md.\n",
+            meta = layout::METADATA,
+            img = layout::IMG_EMB,
+            text = layout::TEXT_EMB,
+            run_json = layout::RUN_JSON,
+            version = manifest.sieve_version,
+            model = manifest.model.id,
+        );
+        write_atomic(&Layout::new(&self.dir).dataset_card(), |w| w.write_all(card.as_bytes()))
     }
 
     fn write_manifest(&self, manifest: &RunManifest) -> Result<()> {
