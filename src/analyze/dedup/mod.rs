@@ -356,12 +356,12 @@ pub fn dedup(opts: &DedupOptions) -> Result<Summary> {
     let layout = Layout::new(&run.dir);
     let out_dir = layout.dedup_dir();
     fs::create_dir_all(&out_dir).map_err(|e| Error::io("creating", &out_dir, e))?;
-    write_groups(&layout.dedup_groups(), items, removed, &results)?;
-    write_bridges(&layout.dedup_bridges(), items, &results)?;
-    write_captions(&layout.dedup_captions(), items, &run, &captions)?;
+    write_groups(&layout.dedup_groups(), items, removed, results)?;
+    write_bridges(&layout.dedup_bridges(), items, results)?;
+    write_captions(&layout.dedup_captions(), items, &run, captions)?;
     let pairs_path = layout.dedup_pairs();
     if opts.write_pairs {
-        write_pairs(&pairs_path, items, &relations)?;
+        write_pairs(&pairs_path, items, relations)?;
     } else if pairs_path.exists() {
         fs::remove_file(&pairs_path).map_err(|e| Error::io("removing", &pairs_path, e))?;
     }
