@@ -145,16 +145,16 @@ def make_model(vocab_size):
     g = torch.Generator().manual_seed(4242)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
+            if name == "logit_scale":
+                p.fill_(2.3)
+            elif name == "logit_bias":
+                p.fill_(-1.5)
+            elif "norm" in name and name.endswith("weight"):
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
             elif name.endswith("bias") or name.endswith("in_proj_bias"):
                 p.copy_(0.02 * torch.randn(p.shape, generator=g))
             elif "position_embedding" in name or "probe" in name:
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
-            elif name == "logit_scale":
-                p.fill_(2.3)
-            elif name == "logit_bias":
-                p.fill_(-1.5)
             elif "patch_embedding.weight" in name or "q_proj" in name or "k_proj" in name:
                 p.mul_(4.0)
     model.eval()

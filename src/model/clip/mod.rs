@@ -66,6 +66,7 @@ impl Clip {
             weights_sha256: crate::digest::sha256_file(&files.weights)?,
             embed_dim: config.projection_dim,
             family: Family::Clip,
+            pair_logit: None,
         };
         Ok(Self { model, tokenizer, preprocessor: Preprocessor::new(pre), info })
     }

@@ -250,6 +250,7 @@ impl Dinov2 {
             weights_sha256: crate::digest::sha256_file(&files.weights)?,
             embed_dim: config.hidden_size,
             family: Family::Dinov2,
+            pair_logit: None,
         };
         Ok(Self { model, preprocessor: Preprocessor::new(pre), info })
     }

@@ -68,6 +68,7 @@ impl OpenClip {
             weights_sha256: crate::digest::sha256_file(&files.weights)?,
             embed_dim: config.clip.projection_dim,
             family: Family::OpenClip,
+            pair_logit: None,
         };
         let clip = Clip { model, tokenizer, preprocessor: Preprocessor::new(config.preprocess), info };
         Ok(Self { clip, logit_scale })
