@@ -249,3 +249,88 @@ fn siglip_tokenizer_files_are_required_and_gemma_is_refused() {
     let g = tokens();
     assert_eq!(m.tokenizer().unwrap().encode(&g.captions[0]).unwrap().ids, g.ids[0]);
 }
+
+/// `pairs.parquet`'s rows as `uri -> (cosine, pair_probability)`; the probability is `None`
+/// when the column is absent.
+fn pair_rows(run: &std::path::Path) -> std::collections::BTreeMap<String, (f32, Option<f32>)> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Float32Type;
+    let f = std::fs::File::open(run.join("pairs.parquet")).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for b in parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap() {
+        let b = b.unwrap();
+        let uri = b.column_by_name("uri").unwrap().as_string::<i32>().clone();
+        let cos = b.column_by_name("cosine").unwrap().as_primitive::<Float32Type>().clone();
+        let prob = b.column_by_name("pair_probability").map(|c| c.as_primitive::<Float32Type>().clone());
+        for i in 0..b.num_rows() {
+            out.insert(uri.value(i).to_string(), (cos.value(i), prob.as_ref().map(|p| p.value(i))));
+        }
+    }
+    out
+}
+
+/// `sieve run` with the tiny SigLIP on the fixture pictures, each with the caption the golden
+/// logits pair it with: `sieve score` reports the model's own pair probability beside the
+/// cosine, equal to transformers' `sigmoid(logits_per_text)` for the pair; a CLIP run's
+/// outputs have neither the column nor the summary key.
+#[test]
+fn score_reports_siglip_pair_probability_and_only_for_siglip() {
+    let g = manifest();
+    let captions: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("captions.json")).unwrap()).unwrap();
+    let logits = rows("logits_per_text.npy");
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    for (i, file) in g.images.iter().enumerate().take(g.pairs) {
+        std::fs::copy(fixtures().join("images").join(file), input.join(file)).unwrap();
+        std::fs::write(input.join(format!("{}.txt", stem(file))), &captions[i]).unwrap();
+    }
+    let run_with = |model: PathBuf, out: &std::path::Path| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_sieve"))
+            .env_remove("RUST_LOG")
+            .args(["run", "--quiet", "--device", "cpu", "--model"])
+            .arg(model)
+            .arg(&input)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let run = tmp.path().join("siglip");
+    run_with(dir(), &run);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(manifest["model"]["family"], "siglip");
+    let logit = sieve::model::PairLogit {
+        scale: manifest["model"]["pair_logit"]["scale"].as_f64().unwrap() as f32,
+        bias: manifest["model"]["pair_logit"]["bias"].as_f64().unwrap() as f32,
+    };
+    let pairs = pair_rows(&run);
+    assert!(pairs.len() >= 6, "the fixture pairs with a caption: {}", pairs.len());
+    let mut checked = 0;
+    for (i, file) in g.images.iter().enumerate().take(g.pairs) {
+        let Some((cos, prob)) = pairs.iter().find(|(uri, _)| uri.ends_with(file.as_str())).map(|(_, v)| *v) else {
+            continue; // an empty caption is no caption
+        };
+        let prob = prob.expect("a SigLIP run has the pair_probability column");
+        assert!((prob - logit.probability(cos)).abs() < 1e-6);
+        // Against transformers' own logit for the pair; the run stores embeddings in f16.
+        let want = 1.0 / (1.0 + (-f64::from(logits[i][i])).exp());
+        assert!((f64::from(prob) - want).abs() < 5e-3, "{file}: {prob} vs transformers' {want}");
+        checked += 1;
+    }
+    assert_eq!(checked, pairs.len());
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("pairs_summary.json")).unwrap()).unwrap();
+    let counts = s["pair_probability"]["histogram"]["counts"].as_array().unwrap();
+    assert_eq!(counts.iter().map(|c| c.as_u64().unwrap()).sum::<u64>(), pairs.len() as u64);
+
+    let clip = tmp.path().join("clip");
+    run_with(tiny_model_dir(), &clip);
+    assert!(pair_rows(&clip).values().all(|(_, p)| p.is_none()), "no pair_probability column for CLIP");
+    let s = std::fs::read_to_string(clip.join("pairs_summary.json")).unwrap();
+    assert!(!s.contains("pair_probability"), "{s}");
+    assert!(!std::fs::read_to_string(clip.join("run.json")).unwrap().contains("pair_logit"));
+}
