@@ -334,3 +334,19 @@ fn score_reports_siglip_pair_probability_and_only_for_siglip() {
     assert!(!s.contains("pair_probability"), "{s}");
     assert!(!std::fs::read_to_string(clip.join("run.json")).unwrap().contains("pair_logit"));
 }
+
+#[test]
+fn registry_lists_siglip_with_uncalibrated_thresholds() {
+    use sieve::model::registry;
+    for (id, dim, size) in
+        [("google/siglip-base-patch16-224", 768, 224), ("google/siglip-so400m-patch14-384", 1152, 384)]
+    {
+        let m = registry::lookup(id).unwrap_or_else(|| panic!("{id} in models/registry.json"));
+        assert_eq!((m.embed_dim, m.image_size), (dim, size), "{id}");
+        assert!(m.notes.contains("uncalibrated"), "{id}: {}", m.notes);
+        assert_eq!(registry::score_defaults(id).min_cosine, 0.1);
+    }
+    // transformers' SiglipConfig() is the base model, whose width the registry states.
+    let base = SiglipConfig::default();
+    assert_eq!((base.embed_dim(), base.vision_config.image_size), (768, 224));
+}
