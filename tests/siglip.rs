@@ -350,3 +350,17 @@ fn registry_lists_siglip_with_uncalibrated_thresholds() {
     let base = SiglipConfig::default();
     assert_eq!((base.embed_dim(), base.vision_config.image_size), (768, 224));
 }
+
+/// `sieve bench` times CLIP-shaped towers; a SigLIP config is refused rather than read as a
+/// CLIP one with CLIP's defaults.
+#[test]
+fn bench_refuses_a_siglip_config() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sieve"))
+        .args(["bench", "--quiet", "--iters", "1", "--config"])
+        .arg(dir().join("config.json"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Siglip config") && err.contains("cargo bench"), "{err}");
+}
