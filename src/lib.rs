@@ -48,6 +48,15 @@ pub mod testing {
         crate::model::dinov2::Dinov2Model::new(vb, config, input_size)
     }
 
+    /// A SigLIP model of the shape in `config` with seeded random weights, on the CPU in f32.
+    pub fn random_siglip(
+        config: &crate::model::siglip::SiglipConfig,
+        seed: u64,
+    ) -> Result<crate::model::siglip::SiglipModel> {
+        let vb = crate::model::random::RandomWeights::new(seed).var_builder(DType::F32, &Device::Cpu);
+        crate::model::siglip::SiglipModel::new(vb, config)
+    }
+
     /// Random but valid inputs for a model of `config`: pixels and token sequences.
     pub fn random_inputs(config: &ClipConfig, batch: usize, seed: u64) -> Result<(Tensor, Vec<Vec<u32>>)> {
         crate::model::clip::bench::random_inputs(config, batch, seed)

@@ -19,4 +19,5 @@ mod quality;
 mod report;
 mod robust;
 mod run;
+mod siglip;
 mod store;

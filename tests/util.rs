@@ -154,6 +154,7 @@ pub fn planted_run_with_uris(dir: &Path, items: &[Planted], weights_sha256: &str
             weights_sha256: weights_sha256.into(),
             embed_dim: dim,
             family: Default::default(),
+            pair_logit: None,
         },
         device: "cpu".into(),
         compute_dtype: "f32".into(),

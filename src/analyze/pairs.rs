@@ -10,6 +10,11 @@
 //!
 //! A flagged pair also gets a repair suggestion: the other caption in the dataset that fits its
 //! image best, and that caption's score with the image.
+//!
+//! A model that scores pairs itself (SigLIP: `sigmoid(exp(logit_scale)·cos + logit_bias)`,
+//! recorded in `run.json` as the model's `pair_logit`) also gets that probability, as the
+//! `pair_probability` column and its distribution in the summary; for other models neither
+//! exists, so their outputs are unchanged.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -112,6 +117,9 @@ pub struct Summary {
     pub cosine: Distribution,
     /// Distribution of the CLIPScore (`max(100·cos, 0)`).
     pub clip_score: Distribution,
+    /// Distribution of the model's own pair probability, for a model that has one (SigLIP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pair_probability: Option<Distribution>,
     pub low_score: usize,
     pub outranked: usize,
     /// Flagged by both.
@@ -221,9 +229,10 @@ pub fn score_pairs(
     Ok((scores, min_cosine, index_name))
 }
 
-/// The schema of `pairs.parquet`.
-pub fn pairs_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
+/// The schema of `pairs.parquet`; with `pair_probability` last for a model that scores pairs
+/// itself.
+pub fn pairs_schema(pair_probability: bool) -> Arc<Schema> {
+    let mut fields = vec![
         Field::new("id", DataType::UInt64, false),
         Field::new("uri", DataType::Utf8, false),
         Field::new("cosine", DataType::Float32, false),
@@ -236,7 +245,11 @@ pub fn pairs_schema() -> Arc<Schema> {
         Field::new("suggested_caption_id", DataType::UInt64, true),
         Field::new("suggested_caption", DataType::Utf8, true),
         Field::new("suggested_cosine", DataType::Float32, true),
-    ]))
+    ];
+    if pair_probability {
+        fields.push(Field::new("pair_probability", DataType::Float32, false));
+    }
+    Arc::new(Schema::new(fields))
 }
 
 fn flag_of(s: &PairScore) -> Option<&'static str> {
@@ -276,29 +289,32 @@ pub fn score(opts: &ScoreOptions) -> Result<Summary> {
 
     let meta = &run.meta;
     let row = |item: usize| items.rows[item];
-    let batch = RecordBatch::try_new(
-        pairs_schema(),
-        vec![
-            Arc::new(UInt64Array::from_iter_values(scores.iter().map(|s| meta.id[row(s.item)]))) as ArrayRef,
-            Arc::new(StringArray::from_iter_values(scores.iter().map(|s| meta.uri[row(s.item)].as_str()))),
-            Arc::new(Float32Array::from_iter_values(scores.iter().map(|s| s.cosine))),
-            Arc::new(Float32Array::from_iter_values(scores.iter().map(|s| clip_score(s.cosine)))),
-            Arc::new(scores.iter().map(|s| s.caption_rank).collect::<UInt32Array>()),
-            Arc::new(scores.iter().map(|s| s.image_rank).collect::<UInt32Array>()),
-            Arc::new(scores.iter().map(|s| Some(s.low_score)).collect::<BooleanArray>()),
-            Arc::new(scores.iter().map(|s| Some(s.outranked)).collect::<BooleanArray>()),
-            Arc::new(scores.iter().map(flag_of).collect::<StringArray>()),
-            Arc::new(scores.iter().map(|s| s.suggestion.map(|(j, _)| meta.id[row(j)])).collect::<UInt64Array>()),
-            Arc::new(
-                scores
-                    .iter()
-                    .map(|s| s.suggestion.and_then(|(j, _)| meta.caption[row(j)].as_deref()))
-                    .collect::<StringArray>(),
-            ),
-            Arc::new(scores.iter().map(|s| s.suggestion.map(|(_, c)| c)).collect::<Float32Array>()),
-        ],
-    )
-    .map_err(|e| Error::Parquet { path: Layout::new(&opts.run).pairs(), source: e.into() })?;
+    let pair_logit = run.manifest.model.pair_logit;
+    let probability: Option<Vec<f32>> = pair_logit.map(|l| scores.iter().map(|s| l.probability(s.cosine)).collect());
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from_iter_values(scores.iter().map(|s| meta.id[row(s.item)]))) as ArrayRef,
+        Arc::new(StringArray::from_iter_values(scores.iter().map(|s| meta.uri[row(s.item)].as_str()))),
+        Arc::new(Float32Array::from_iter_values(scores.iter().map(|s| s.cosine))),
+        Arc::new(Float32Array::from_iter_values(scores.iter().map(|s| clip_score(s.cosine)))),
+        Arc::new(scores.iter().map(|s| s.caption_rank).collect::<UInt32Array>()),
+        Arc::new(scores.iter().map(|s| s.image_rank).collect::<UInt32Array>()),
+        Arc::new(scores.iter().map(|s| Some(s.low_score)).collect::<BooleanArray>()),
+        Arc::new(scores.iter().map(|s| Some(s.outranked)).collect::<BooleanArray>()),
+        Arc::new(scores.iter().map(flag_of).collect::<StringArray>()),
+        Arc::new(scores.iter().map(|s| s.suggestion.map(|(j, _)| meta.id[row(j)])).collect::<UInt64Array>()),
+        Arc::new(
+            scores
+                .iter()
+                .map(|s| s.suggestion.and_then(|(j, _)| meta.caption[row(j)].as_deref()))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(scores.iter().map(|s| s.suggestion.map(|(_, c)| c)).collect::<Float32Array>()),
+    ];
+    if let Some(p) = &probability {
+        columns.push(Arc::new(Float32Array::from_iter_values(p.iter().copied())));
+    }
+    let batch = RecordBatch::try_new(pairs_schema(probability.is_some()), columns)
+        .map_err(|e| Error::Parquet { path: Layout::new(&opts.run).pairs(), source: e.into() })?;
     write_parquet_atomic(&Layout::new(&opts.run).pairs(), &batch)?;
 
     let cos: Vec<f32> = scores.iter().map(|s| s.cosine).collect();
@@ -320,6 +336,7 @@ pub fn score(opts: &ScoreOptions) -> Result<Summary> {
         index,
         cosine: Distribution::of(&cos, 40),
         clip_score: Distribution::of(&clip, 40),
+        pair_probability: probability.as_deref().map(|p| Distribution::of(p, 40)),
         low_score: count(&|s| s.low_score),
         outranked: count(&|s| s.outranked),
         both: count(&|s| s.low_score && s.outranked),

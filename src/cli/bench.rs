@@ -99,6 +99,16 @@ pub fn execute(args: BenchArgs, g: Global) -> anyhow::Result<()> {
     let config = if args.config.file_name().is_some_and(|n| n == "open_clip_config.json") {
         sieve::model::openclip::OpenClipConfig::from_file(&args.config)?.clip
     } else {
+        // Another family's config.json would parse as CLIP's with CLIP's defaults filled in,
+        // and the figures would be for a model that does not exist.
+        let family = sieve::model::Family::from_config(&args.config)?;
+        if family != sieve::model::Family::Clip {
+            anyhow::bail!(
+                "{} is a {family:?} config; sieve bench measures CLIP-shaped towers only \
+                 (SigLIP's and DINOv2's are in `cargo bench --bench model`)",
+                args.config.display()
+            );
+        }
         sieve::model::clip::ClipConfig::from_file(&args.config)?
     };
     let device = sieve::device::open(args.device)?;

@@ -110,4 +110,10 @@ pub fn print_summary(s: &Summary, run: &Path) {
         s.outranked,
         Layout::new(run).pairs().display()
     );
+    if let Some(p) = &s.pair_probability {
+        eprintln!(
+            "sieve score: the model's own pair probability: median {:.4}",
+            p.percentiles.get("p50").copied().unwrap_or(f32::NAN)
+        );
+    }
 }

@@ -72,8 +72,21 @@ impl Default for PreprocessorConfig {
 
 impl PreprocessorConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
+        Self::from_file_over(path, &serde_json::Map::new())
+    }
+
+    /// The file's keys over `defaults` (another processor's defaults, such as
+    /// `SiglipImageProcessor`'s), and `CLIPImageProcessor`'s for keys neither has.
+    pub fn from_file_over(path: &Path, defaults: &serde_json::Map<String, serde_json::Value>) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
-        let config: Self = serde_json::from_str(&text).map_err(|source| Error::Json { path: path.into(), source })?;
+        let mut value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| Error::Json { path: path.into(), source })?;
+        if let serde_json::Value::Object(map) = &mut value {
+            for (k, v) in defaults {
+                map.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        let config: Self = serde_json::from_value(value).map_err(|source| Error::Json { path: path.into(), source })?;
         // A zero or non-finite std (or a non-finite mean) makes every pixel NaN or infinite.
         let bad = |v: &[f32; 3], zero_ok: bool| v.iter().any(|x| !x.is_finite() || (!zero_ok && *x == 0.0));
         if bad(&config.image_std, false) || bad(&config.image_mean, true) {

@@ -11,7 +11,8 @@ use super::{registry, Family, ModelSpec};
 use crate::error::{Error, Result};
 
 /// The files of a model in Hugging Face layout (`config.json`, `preprocessor_config.json`,
-/// `tokenizer.json` unless the family is image-only, weights), resolved to local paths, and the
+/// `tokenizer.json` unless the family is image-only or SigLIP, whose tokenizer is
+/// `spiece.model` with `tokenizer_config.json` beside it; weights), resolved to local paths, and the
 /// family its `config.json` declares; or in open_clip's layout, where `config` and
 /// `preprocessor` are both `open_clip_config.json`.
 #[derive(Debug, Clone)]
@@ -90,7 +91,13 @@ impl ModelFiles {
         let config = need("config.json")?;
         let family = Family::from_config(&config)?;
         let preprocessor = need("preprocessor_config.json")?;
-        let tokenizer = if family.has_text() { Some(need("tokenizer.json")?) } else { None };
+        let tokenizer = match family {
+            Family::Siglip => {
+                Some(siglip_tokenizer(&dir.display().to_string(), |f| Some(dir.join(f)).filter(|p| p.is_file()))?)
+            }
+            _ if family.has_text() => Some(need("tokenizer.json")?),
+            _ => None,
+        };
         Ok(Self { family, config, preprocessor, tokenizer, weights })
     }
 
@@ -181,13 +188,35 @@ impl ModelFiles {
         };
         let family = Family::from_config(&config)?;
         let preprocessor = fetch("preprocessor_config.json")?;
-        let tokenizer = if family.has_text() { Some(fetch("tokenizer.json")?) } else { None };
+        let tokenizer = match family {
+            // tokenizer_config.json lands beside spiece.model in the cache, where the family reads it.
+            Family::Siglip => Some(siglip_tokenizer(&spec.name, |f| fetch(f).ok())?),
+            _ if family.has_text() => Some(fetch("tokenizer.json")?),
+            _ => None,
+        };
         let weights = match fetch(WEIGHT_FILES[0]) {
             Ok(p) => p,
             Err(first) => fetch(WEIGHT_FILES[1]).map_err(|_| first)?,
         };
         Ok(Self { family, config, preprocessor, tokenizer, weights })
     }
+}
+
+/// A SigLIP model's tokenizer: `spiece.model` (with `tokenizer_config.json` where there is one,
+/// fetched so it lies beside it). SigLIP 2's checkpoints in `SiglipModel` layout ship Gemma's
+/// tokenizer (`tokenizer.json`, no `spiece.model`), which sieve does not reproduce: refused.
+fn siglip_tokenizer(model: &str, find: impl Fn(&str) -> Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(spiece) = find("spiece.model") {
+        let _ = find("tokenizer_config.json");
+        return Ok(spiece);
+    }
+    let reason = if find("tokenizer.json").is_some() {
+        "it is a SigLIP model with a tokenizer.json but no spiece.model, as SigLIP 2 ships Gemma's tokenizer; \
+         sieve loads SigLIP's SentencePiece tokenizer only"
+    } else {
+        "a SigLIP model needs its spiece.model"
+    };
+    Err(Error::ModelUnavailable { model: model.to_string(), reason: reason.into() })
 }
 
 /// Whether `path` is a timm `config.json` (`architecture`, no `model_type`), as the timm

@@ -49,6 +49,11 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
+    /// A layer from its weight `[out, in]` and bias `[out]`.
+    pub(crate) fn new(weight: Tensor, bias: Tensor) -> Self {
+        Self { weight, bias }
+    }
+
     pub(crate) fn load(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
         Ok(Self { weight: vb.get((out_dim, in_dim), "weight")?, bias: vb.get(out_dim, "bias")? })
     }
@@ -385,6 +390,26 @@ impl Encoder {
     /// The layers, for a family that adjusts their weights after loading.
     pub(crate) fn layers_mut(&mut self) -> &mut [EncoderLayer] {
         &mut self.layers
+    }
+
+    /// Runs the encoder and returns every row, `[batch, seq, hidden]`, for a family that pools
+    /// after it (SigLIP's attention-pooling head).
+    pub(crate) fn forward(&self, xs: &Tensor, causal: bool) -> Result<Tensor> {
+        let s = xs.dim(1)?;
+        let mut x = xs.clone();
+        let mut mask = None;
+        let full_mask = OnceCell::new();
+        for layer in &self.layers {
+            if self.fused_cpu && layer.can_fuse(&x) {
+                x = layer.forward_fused_cpu(&x, causal, None)?;
+            } else {
+                if mask.is_none() {
+                    mask = causal_mask_if(causal, s, &x)?;
+                }
+                x = layer.forward(&x, mask.as_ref(), &full_mask)?;
+            }
+        }
+        Ok(x)
     }
 
     /// Runs the encoder and returns only the row each sequence is pooled at (`pick[i]` for

@@ -1,5 +1,5 @@
 //! The encoders: one [`Encoder`] trait that the pipeline and every later stage see, and one
-//! folder per model family behind it (`clip/`, `dinov2/`). [`load`] reads a model's files (a local folder
+//! folder per model family behind it (`clip/`, `dinov2/`, `openclip/`, `siglip/`). [`load`] reads a model's files (a local folder
 //! or the Hugging Face Hub, `files.rs`), tells the family from them, and builds it. Beside the
 //! families: the transformer blocks they share (`layers.rs`), the fused CPU layer (`cpu.rs`),
 //! the CUDA kernels (`cuda.rs`), seeded random weights (`random.rs`) and the compiled-in
@@ -16,6 +16,7 @@ pub(crate) mod layers;
 pub mod openclip;
 pub(crate) mod random;
 pub mod registry;
+pub mod siglip;
 
 use std::path::Path;
 
@@ -96,8 +97,8 @@ impl Family {
             Some(other) => Err(Error::ModelFile {
                 path: path.into(),
                 reason: format!(
-                    "model_type `{other}` is not a family sieve loads (it loads clip and dinov2; siglip and \
-                     open_clip checkpoints are recognised but not supported yet)"
+                    "model_type `{other}` is not a family sieve loads (it loads clip, siglip and dinov2 in \
+                     Hugging Face layout, and open_clip's own layout; siglip2's NaFlex models are not supported)"
                 ),
             }),
         }
@@ -121,20 +122,7 @@ pub fn load(spec: &ModelSpec, device: &Device, dtype: DType) -> Result<Box<dyn E
         Family::Clip => Ok(Box::new(Clip::from_files(spec, &files, device, dtype)?)),
         Family::Dinov2 => Ok(Box::new(dinov2::Dinov2::from_files(spec, &files, device, dtype)?)),
         Family::OpenClip => Ok(Box::new(openclip::OpenClip::from_files(spec, &files, device, dtype)?)),
-        other => Err(unsupported(spec, other)),
-    }
-}
-
-fn unsupported(spec: &ModelSpec, family: Family) -> Error {
-    let what = match family {
-        Family::Clip => "CLIP",
-        Family::Siglip => "a SigLIP model",
-        Family::Dinov2 => "a DINOv2 model",
-        Family::OpenClip => "an OpenCLIP checkpoint in open_clip's layout",
-    };
-    Error::ModelUnavailable {
-        model: spec.name.clone(),
-        reason: format!("it is {what}, which this build of sieve does not load yet (it loads CLIP and DINOv2)"),
+        Family::Siglip => Ok(Box::new(siglip::Siglip::from_files(spec, &files, device, dtype)?)),
     }
 }
 
@@ -151,6 +139,7 @@ impl ModelInfo {
             weights_sha256: crate::digest::sha256_file(&files.weights)?,
             embed_dim,
             family,
+            pair_logit: None,
         })
     }
 }
@@ -228,4 +217,24 @@ pub struct ModelInfo {
     /// existed read (and are written) unchanged.
     #[serde(default, skip_serializing_if = "Family::is_clip")]
     pub family: Family,
+    /// The model's own pair score, `sigmoid(exp(scale) · cosine + bias)` (SigLIP); left out of
+    /// `run.json` for families without one, so their runs read and are written unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair_logit: Option<PairLogit>,
+}
+
+/// A model's logit for an image-caption pair as a function of their cosine: SigLIP's
+/// `logit_scale` (stored as its log, as in the checkpoint) and `logit_bias`.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq)]
+pub struct PairLogit {
+    pub scale: f32,
+    pub bias: f32,
+}
+
+impl PairLogit {
+    /// The probability the model gives a pair whose embeddings have cosine `cos`.
+    pub fn probability(&self, cos: f32) -> f32 {
+        let logit = f64::from(self.scale).exp() * f64::from(cos) + f64::from(self.bias);
+        (1.0 / (1.0 + (-logit).exp())) as f32
+    }
 }
