@@ -10,6 +10,7 @@ pub mod bench;
 pub mod device;
 pub mod digest;
 pub mod error;
+pub mod export;
 pub mod index;
 pub mod ingest;
 pub mod linalg;

@@ -8,6 +8,7 @@ mod analyze;
 mod cli;
 mod dedup;
 mod dedup_invariants;
+mod export;
 mod families;
 mod hostile;
 mod ingest;

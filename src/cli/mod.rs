@@ -13,6 +13,7 @@ mod common;
 mod dedup;
 mod diversity;
 mod embed;
+mod export;
 mod merge;
 mod partition;
 mod quality;
@@ -223,6 +224,12 @@ pub enum Command {
     /// norm). Exits 1 naming the first damaged file and row.
     Verify(verify::VerifyArgs),
 
+    /// Write a run's embedded records in a layout other tools read: `clip-retrieval` (its
+    /// inference output, for clip_index, clip_back and clip_filter, with sieve's id in the
+    /// metadata so results join back to dedup, score and quality outputs) or `parquet` (one table
+    /// with the embeddings as fixed-size lists, for datasets, DuckDB, LanceDB, polars).
+    Export(export::ExportArgs),
+
     /// Print a shell completion script on stdout, e.g. `sieve completions bash >
     /// ~/.local/share/bash-completion/completions/sieve` (zsh: a file `_sieve` in a folder of
     /// $fpath; fish: ~/.config/fish/completions/sieve.fish).
@@ -270,6 +277,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("input option shard", "--shard"),
     ("embed option part_size", "--part-size"),
     ("report option out", "--out"),
+    ("export option out", "--out"),
 ];
 
 /// `err`, its [`Error::InvalidArg`] (if any) naming the flag instead of the library's option.
@@ -300,6 +308,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Select(args) => select::execute(args, g),
         Command::Report(args) => report::execute(args, g),
         Command::Verify(args) => verify::execute(args, g),
+        Command::Export(args) => export::execute(args, g),
         Command::Completions { shell } => {
             // Into a buffer first: clap_complete panics on a write error (a closed pipe).
             let mut script = Vec::new();

@@ -337,30 +337,39 @@ impl Run {
         let sub = layout::emb_dir(text);
         let d = self.manifest.embed_dim;
         let mut out = Vec::with_capacity(self.meta.len().saturating_mul(d));
-        let mut start = 0;
-        for (part, &n) in self.manifest.parts.iter().zip(&self.part_rows) {
-            let path = Layout::new(&self.dir).emb_part(text, part);
-            let sha = self.manifest.checksums.get(&layout::part_file(sub, part));
-            let (rows, cols, values) = npy::read_f16_checked(&path, sha.map(String::as_str))?;
-            if (rows, cols) != (n, d) {
-                return Err(bad(
-                    &path,
-                    format!("holds {rows}×{cols}, but the metadata part has {n} rows of dimension {d}"),
-                ));
-            }
-            // An image-only model stores a zero text row for every item, captioned or not.
-            let has = |i: usize| {
-                self.meta.embedded[start + i]
-                    && (!text || (self.meta.caption[start + i].is_some() && self.manifest.model.family.has_text()))
-            };
-            check_embedding_rows(&path, &values, d, &self.meta.id[start..start + n], has)?;
-            out.extend(values);
-            start += n;
+        for p in 0..self.manifest.parts.len() {
+            out.extend(self.embedding_part(text, p)?);
         }
         if out.len() != self.meta.len() * d {
             return Err(bad(&self.dir.join(sub), "embedding rows do not match the metadata rows"));
         }
         Ok(out)
+    }
+
+    /// The rows of part `p` (an index into `manifest.parts`) of `img_emb` or `text_emb`, checked
+    /// as [`Run::embeddings`] checks them.
+    pub fn embedding_part(&self, text: bool, p: usize) -> Result<Vec<f32>> {
+        let sub = layout::emb_dir(text);
+        let d = self.manifest.embed_dim;
+        let part = &self.manifest.parts[p];
+        let n = self.part_rows[p];
+        let start: usize = self.part_rows[..p].iter().sum();
+        let path = Layout::new(&self.dir).emb_part(text, part);
+        let sha = self.manifest.checksums.get(&layout::part_file(sub, part));
+        let (rows, cols, values) = npy::read_f16_checked(&path, sha.map(String::as_str))?;
+        if (rows, cols) != (n, d) {
+            return Err(bad(
+                &path,
+                format!("holds {rows}×{cols}, but the metadata part has {n} rows of dimension {d}"),
+            ));
+        }
+        // An image-only model stores a zero text row for every item, captioned or not.
+        let has = |i: usize| {
+            self.meta.embedded[start + i]
+                && (!text || (self.meta.caption[start + i].is_some() && self.manifest.model.family.has_text()))
+        };
+        check_embedding_rows(&path, &values, d, &self.meta.id[start..start + n], has)?;
+        Ok(values)
     }
 }
 
