@@ -449,3 +449,52 @@ fn shards_merge_into_the_unsharded_run_and_mismatches_are_refused() {
     assert!(msg.contains("preprocessing") && msg.contains("cannot be merged"), "{msg}");
     assert!(!root.join("mixed").join("run.json").exists());
 }
+
+/// img2dataset's output folder (tars with parquet and json beside them) is read as its tars, and
+/// a quoted glob expands as a shell would: both give the run the brace pattern gives.
+#[test]
+fn a_folder_of_tars_and_quoted_globs_read_like_the_tars() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let img = |f: &str| std::fs::read(fixtures().join("images").join(f)).unwrap();
+    let shards = root.join("img2dataset-out");
+    std::fs::create_dir_all(&shards).unwrap();
+    for (i, pics) in [["photo.jpg", "wide.png"], ["tall.jpg", "tiny.png"]].iter().enumerate() {
+        let mut b = tar::Builder::new(std::fs::File::create(shards.join(format!("{i:05}.tar"))).unwrap());
+        for (j, p) in pics.iter().enumerate() {
+            let ext = Path::new(p).extension().unwrap().to_str().unwrap();
+            tar_append(&mut b, &format!("{i:05}{j:04}.{ext}"), &img(p));
+            tar_append(&mut b, &format!("{i:05}{j:04}.txt"), format!("caption {i} {j}").as_bytes());
+        }
+        b.finish().unwrap();
+        std::fs::write(shards.join(format!("{i:05}.parquet")), b"not read").unwrap();
+        std::fs::write(shards.join(format!("{i:05}_stats.json")), b"{}").unwrap();
+    }
+    let braces = root.join("braces");
+    ok(&embed(&[format!("{}/{{00000..00001}}.tar", shards.display()).into()], &braces, &[]));
+    let want = rows(&braces);
+    assert_eq!(want.len(), 4);
+    let folder = root.join("folder");
+    ok(&embed(&[shards.clone().into()], &folder, &[]));
+    assert_eq!(rows(&folder), want, "a folder of tars reads as its tars, in name order");
+    let glob = root.join("glob");
+    ok(&embed(&[format!("{}/*.tar", shards.display()).into()], &glob, &[]));
+    assert_eq!(rows(&glob), want, "a quoted glob expands as the shell would");
+    let o = embed(&[format!("{}/*.tgz", shards.display()).into()], &root.join("none"), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("matches no file"), "{}", String::from_utf8_lossy(&o.stderr));
+    // A folder of pictures with a stray tar stays a folder of pictures (and says so).
+    std::fs::write(shards.join("cover.jpg"), img("photo.jpg")).unwrap();
+    let mixed = root.join("mixed");
+    let o = sieve()
+        .arg("embed")
+        .arg(&shards)
+        .arg("--out")
+        .arg(&mixed)
+        .args(["--model", tiny_model_dir().to_str().unwrap(), "--device", "cpu"])
+        .output()
+        .unwrap();
+    let stderr = ok(&o);
+    assert!(stderr.contains("the tars are not read"), "{stderr}");
+    assert_eq!(rows(&mixed).len(), 1);
+}

@@ -17,7 +17,7 @@ use crate::media::decode::{Skip, SkipReason};
 /// File extensions (lower case) treated as images.
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
 
-fn is_image_name(p: &Path) -> bool {
+pub(crate) fn is_image_name(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 

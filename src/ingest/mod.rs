@@ -379,6 +379,78 @@ pub fn expand_braces(pattern: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Expands `*`, `?` and `[…]` in paths that do not exist as written, as a shell would (sorted,
+/// a leading dot matched only literally); a pattern that matches nothing is an error, not a
+/// literal name. A quoted `'shards/*.tar'` so works as it does unquoted.
+fn expand_globs(paths: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let text = p.to_string_lossy().into_owned();
+        if p.exists() || !text.contains(['*', '?', '[']) {
+            out.push(p);
+            continue;
+        }
+        let bad = |reason: String| Error::InvalidArg { what: "INPUT", reason };
+        let options = glob::MatchOptions { require_literal_leading_dot: true, ..Default::default() };
+        let matches =
+            glob::glob_with(&text, options).map_err(|e| bad(format!("`{text}` is not a valid pattern: {e}")))?;
+        let mut found = Vec::new();
+        for m in matches {
+            found.push(m.map_err(|e| bad(format!("while expanding `{text}`: {e}")))?);
+        }
+        if found.is_empty() {
+            return Err(bad(format!("`{text}` matches no file")));
+        }
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+/// A folder of WebDataset tars as img2dataset writes them (tars, with parquet and json beside
+/// them, no pictures and no subfolders) is read as those tars, in name order; with
+/// `--input-format wds`, any folder's tars are. Other inputs pass through.
+fn tars_of_folder(paths: Vec<PathBuf>, forced: Option<InputFormat>) -> Result<Vec<PathBuf>> {
+    let [dir] = paths.as_slice() else { return Ok(paths) };
+    if !dir.is_dir() || !matches!(forced, None | Some(InputFormat::Wds)) {
+        return Ok(paths);
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("reading", dir, e))?;
+    let (mut tars, mut other_content) = (Vec::new(), false);
+    for e in entries {
+        let e = e.map_err(|e| Error::io("reading", dir, e))?;
+        let path = e.path();
+        let is_tar = path.extension().is_some_and(|x| x.eq_ignore_ascii_case("tar"));
+        if is_tar && path.is_file() {
+            tars.push(path);
+        } else if path.is_dir() || dir::is_image_name(&path) {
+            other_content = true;
+        }
+    }
+    tars.sort();
+    match forced {
+        Some(_) if tars.is_empty() => Err(Error::InvalidArg {
+            what: "INPUT",
+            reason: format!("{} holds no .tar files to read as WebDataset shards", dir.display()),
+        }),
+        Some(_) => Ok(tars),
+        None if !tars.is_empty() && !other_content => {
+            tracing::info!("{}: a folder of {} tar shards, read as WebDataset", dir.display(), tars.len());
+            Ok(tars)
+        }
+        None => {
+            if !tars.is_empty() {
+                tracing::warn!(
+                    "{} holds pictures or folders and {} .tar files; the tars are not read (pass them as `{}/*.tar`)",
+                    dir.display(),
+                    tars.len(),
+                    dir.display()
+                );
+            }
+            Ok(paths)
+        }
+    }
+}
+
 /// Lists the records of `spec`, then keeps this shard's slice. With tar shards, whole tars are
 /// split among the shards (so a shard never reads another's tars); otherwise the sorted record
 /// list is cut into `count` contiguous slices.
@@ -392,9 +464,11 @@ pub fn list(spec: &InputSpec) -> Result<Listing> {
             paths.push(p.clone());
         }
     }
+    let paths = expand_globs(paths)?;
     if paths.is_empty() {
         return Err(Error::InvalidArg { what: "INPUT", reason: "no input given".into() });
     }
+    let paths = tars_of_folder(paths, spec.format)?;
     let format = match spec.format {
         Some(f) => f,
         None => {
