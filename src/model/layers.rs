@@ -491,3 +491,17 @@ pub(crate) fn causal_mask_if(causal: bool, seq: usize, like: &Tensor) -> Result<
         (0..seq).flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
     Ok(Some(Tensor::from_vec(mask, (seq, seq), like.device())?.to_dtype(like.dtype())?))
 }
+
+/// Device memory one item needs in one transformer tower's forward pass, in bytes of `e` each:
+/// the widest activations alive at once (input, MLP hidden and its activation, residual,
+/// Q/K/V and context) over `seq` positions, plus the attention scores and probabilities
+/// (`--batch-size auto`, every family).
+pub(crate) fn tower_bytes(e: u64, seq: u64, hidden: u64, inter: u64, heads: u64) -> u64 {
+    e * (seq * (6 * hidden + 2 * inter) + 3 * heads * seq * seq)
+}
+
+/// The bytes of one `channels × size × size` picture held in f32 and again in the compute
+/// dtype (`e` bytes a value).
+pub(crate) fn pixel_bytes(e: u64, channels: usize, size: usize) -> u64 {
+    (4 + e) * (channels * size * size) as u64
+}

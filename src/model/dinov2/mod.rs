@@ -285,8 +285,8 @@ impl Encoder for Dinov2 {
         let seq = ((m.input_size / m.patch).pow(2) + 1) as u64;
         let hidden = m.hidden as u64;
         let heads = m.heads as u64;
-        e * (seq * (6 * hidden + 2 * 4 * hidden) + 3 * heads * seq * seq)
-            + (4 + e) * (m.channels * m.input_size * m.input_size) as u64
+        super::layers::tower_bytes(e, seq, hidden, 4 * hidden, heads)
+            + super::layers::pixel_bytes(e, m.channels, m.input_size)
     }
 
     fn warm_up(&self) -> Result<()> {

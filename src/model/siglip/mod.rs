@@ -149,11 +149,11 @@ impl Encoder for Siglip {
 pub fn bytes_per_item(config: &SiglipConfig, dtype: DType) -> u64 {
     let e = dtype.size_in_bytes() as u64;
     let per =
-        |seq: u64, hidden: u64, inter: u64, heads: u64| e * (seq * (6 * hidden + 2 * inter) + 3 * heads * seq * seq);
+        |seq: u64, hidden: u64, inter: u64, heads: u64| crate::model::layers::tower_bytes(e, seq, hidden, inter, heads);
     let v = &config.vision_config;
     let seq_v = (v.image_size / v.patch_size).pow(2) as u64;
     let vision = per(seq_v, v.hidden_size as u64, v.intermediate_size as u64, v.num_attention_heads as u64)
-        + (4 + e) * (v.num_channels * v.image_size * v.image_size) as u64;
+        + crate::model::layers::pixel_bytes(e, v.num_channels, v.image_size);
     let t = &config.text_config;
     let text = per(
         t.max_position_embeddings as u64,
