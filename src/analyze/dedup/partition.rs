@@ -7,7 +7,7 @@
 //!    trains them, written to a folder with the run's fingerprint.
 //! 2. [`partition`] (`sieve dedup-partition --partition i/n`): assigns every vector to its
 //!    nearest centroids and searches the clusters `c` with `c mod n = i`, writing the pairs found.
-//! 3. `sieve dedup-combine` ([`super::dedup::dedup`] with `from_partitions`): the union of the
+//! 3. `sieve dedup-combine` ([`super::dedup`] with `from_partitions`): the union of the
 //!    partitions' pairs stands in for the search; everything else (exact and perceptual
 //!    duplicates, joint pairs, groups, keep choice, outputs) is the one-process code.
 //!
