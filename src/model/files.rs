@@ -32,6 +32,11 @@ const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
 const OPEN_CLIP_CONFIG: &str = "open_clip_config.json";
 const OPEN_CLIP_WEIGHTS: [&str; 2] = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"];
 
+/// The revision a Hub model is fetched at: `--revision`, else the registry's, else `main`.
+fn hub_revision(spec: &ModelSpec) -> String {
+    spec.revision.clone().unwrap_or_else(|| registry::default_revision(&spec.name))
+}
+
 impl ModelFiles {
     /// The revision fetched and the commit it resolved to, for a model from the Hub cache
     /// (`None`s for a local folder).
@@ -39,8 +44,7 @@ impl ModelFiles {
         if Path::new(&spec.name).is_dir() {
             return (None, None);
         }
-        let revision = spec.revision.clone().unwrap_or_else(|| registry::default_revision(&spec.name));
-        (Some(revision), super::hub::snapshot_commit(&self.config))
+        (Some(hub_revision(spec)), super::hub::snapshot_commit(&self.config))
     }
 
     /// Finds the model's files: in `spec.name` when it is a folder, else in the Hub cache, else
@@ -117,7 +121,7 @@ impl ModelFiles {
 
     fn from_hub(spec: &ModelSpec) -> Result<Self> {
         use hf_hub::{Repo, RepoType};
-        let revision = spec.revision.clone().unwrap_or_else(|| registry::default_revision(&spec.name));
+        let revision = hub_revision(spec);
         let repo = Repo::with_revision(spec.name.clone(), RepoType::Model, revision.clone());
         let unavailable =
             |reason: String| Error::ModelUnavailable { model: format!("{}@{revision}", spec.name), reason };
