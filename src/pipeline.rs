@@ -41,6 +41,7 @@ struct Prepared {
     record: Record,
     image: std::result::Result<ImageMeta, Skip>,
     caption: Option<PreparedCaption>,
+    origin: store::Origin,
 }
 
 struct ImageMeta {
@@ -75,6 +76,21 @@ fn too_large(len: u64, limits: &Limits) -> Option<Skip> {
     })
 }
 
+/// A file's bytes, regular files only, never more than the size limit read.
+fn file_bytes(path: &std::path::Path, limits: &Limits) -> std::result::Result<Vec<u8>, Skip> {
+    if let Some(skip) = std::fs::metadata(path).ok().and_then(|m| too_large(m.len(), limits)) {
+        return Err(skip);
+    }
+    let (bytes, more) = crate::ingest::read_regular(path, limits.max_bytes)?;
+    if more {
+        return Err(Skip::new(
+            SkipReason::TooLarge,
+            format!("more than {} bytes, the limit (--max-bytes)", limits.max_bytes),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// The image's bytes: regular files only, never more than the size limit read (it is checked
 /// from the metadata first, then enforced while reading).
 fn image_bytes(record: &Record, limits: &Limits) -> std::result::Result<Vec<u8>, Skip> {
@@ -82,24 +98,23 @@ fn image_bytes(record: &Record, limits: &Limits) -> std::result::Result<Vec<u8>,
         return Err(skip.clone());
     }
     match &record.source {
-        Source::File(path) => {
-            if let Some(skip) = std::fs::metadata(path).ok().and_then(|m| too_large(m.len(), limits)) {
-                return Err(skip);
-            }
-            let (bytes, more) = crate::ingest::read_regular(path, limits.max_bytes)?;
-            if more {
-                return Err(Skip::new(
-                    SkipReason::TooLarge,
-                    format!("more than {} bytes, the limit (--max-bytes)", limits.max_bytes),
-                ));
-            }
-            Ok(bytes)
-        }
+        Source::File(path) => file_bytes(path, limits),
         Source::Member(m) => {
             if let Some(skip) = too_large(m.len, limits) {
                 return Err(skip);
             }
             m.read().map_err(io_skip)
+        }
+        Source::Cell(cell) => {
+            let bytes = cell.column.read(cell.row).map_err(|e| Skip::new(SkipReason::Unreadable, format!("{e:#}")))?;
+            match (bytes, &cell.fallback) {
+                (Some(bytes), _) => match too_large(bytes.len() as u64, limits) {
+                    Some(skip) => Err(skip),
+                    None => Ok(bytes),
+                },
+                (None, Some(path)) => file_bytes(path, limits),
+                (None, None) => Err(Skip::new(SkipReason::Missing, "the row's image cell is empty (null)")),
+            }
         }
         Source::None => Err(Skip::new(SkipReason::Unreadable, "nothing to read")),
     }
@@ -263,16 +278,17 @@ fn prepare_batch(
     let len = encoder.preprocessor().output_len();
     let results = pixels.fill(records.len(), len, |i, out| {
         let rec = &records[i];
-        (read_image(rec, limits, encoder, out, signals), read_caption(rec, encoder, limits, signals))
+        let origin = rec.origin.as_ref().map(|o| o.resolve(&rec.uri)).unwrap_or_default();
+        (read_image(rec, limits, encoder, out, signals), read_caption(rec, encoder, limits, signals), origin)
     })?;
     // Pack the pixels of decoded images to the front, keeping order.
-    let decoded: Vec<bool> = results.iter().map(|(image, _)| image.is_ok()).collect();
+    let decoded: Vec<bool> = results.iter().map(|(image, _, _)| image.is_ok()).collect();
     let ok = pixels.compact(&decoded, len)?;
     let items = records
         .iter()
         .cloned()
         .zip(results)
-        .map(|(record, (image, caption))| Prepared { record, image, caption })
+        .map(|(record, (image, caption, origin))| Prepared { record, image, caption, origin })
         .collect();
     Ok(Batch { items, pixels, ok })
 }
@@ -325,6 +341,7 @@ fn embed_batch(batch: Batch, encoder: &dyn Encoder, free: &crossbeam_channel::Se
                 text_embedding: None,
                 image_signals: None,
                 caption_signals,
+                origin: p.origin,
             };
             match p.image {
                 Ok(meta) => {
@@ -427,6 +444,7 @@ pub fn embed(opts: &EmbedOptions) -> Result<EmbedOutcome> {
             format: listing.format.name().into(),
             image_col: listing.image_col.clone(),
             caption_col: listing.caption_col.clone(),
+            keep_cols: opts.input.keep_cols.clone(),
             shard: opts.input.shard,
             records: listing.records.len() as u64,
             listing_sha256: listing.fingerprint(),

@@ -11,6 +11,7 @@ mod dedup_invariants;
 mod export;
 mod families;
 mod hostile;
+mod img2dataset;
 mod ingest;
 mod model;
 mod openclip;

@@ -142,6 +142,7 @@ pub fn planted_run_with_uris(dir: &Path, items: &[Planted], weights_sha256: &str
         text_embedding: it.caption.clone(),
         image_signals: None,
         caption_signals: None,
+        origin: Default::default(),
     });
     w.push(rows).unwrap();
     let manifest = RunManifest {

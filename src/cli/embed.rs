@@ -41,6 +41,14 @@ pub struct EmbedArgs {
     #[arg(long, value_name = "COLUMN")]
     pub caption_col: Option<String>,
 
+    /// Manifest columns to carry into the metadata, as one JSON object per record in its
+    /// `extra` column (comma-separated or repeated). img2dataset's `key`, `url`,
+    /// `original_width` and `original_height` columns are carried as columns of their own
+    /// without it, and every field of a sample's `.json` (WebDataset tars, img2dataset's
+    /// `files` output) is kept.
+    #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
+    pub keep_cols: Vec<String>,
+
     /// Embed only slice i of n (numbered from 0) so n processes or machines can split one input:
     /// contiguous slices of the listed records, or of the tar files for WebDataset input.
     /// Combine the runs with `sieve merge`.
@@ -136,6 +144,7 @@ impl TryFrom<&EmbedArgs> for EmbedOptions {
                 format: a.input_format.map(Into::into),
                 image_col: a.image_col.clone(),
                 caption_col: a.caption_col.clone(),
+                keep_cols: a.keep_cols.clone(),
                 shard: a.shard,
                 follow_links: a.follow_links,
                 max_caption_bytes: a.max_caption_bytes,

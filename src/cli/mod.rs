@@ -273,6 +273,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("select option drop_flags", "--drop-flags"),
     ("input option image_col", "--image-col"),
     ("input option caption_col", "--caption-col"),
+    ("input option keep_cols", "--keep-cols"),
     ("input option format", "--input-format"),
     ("input option shard", "--shard"),
     ("embed option part_size", "--part-size"),

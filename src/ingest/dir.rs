@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use walkdir::WalkDir;
 
+use super::origin::{JsonAt, OriginSource};
 use super::{CaptionSource, Record, Source};
 use crate::error::{Error, Result};
 use crate::media::decode::{Skip, SkipReason};
@@ -99,7 +100,7 @@ pub fn scan_with(root: &Path, follow_links: bool) -> Result<Vec<Record>> {
             }
         }
     }
-    let mut items: Vec<(PathBuf, CaptionSource, Option<Skip>)> = files
+    let mut items: Vec<(PathBuf, CaptionSource, Option<Skip>, Option<PathBuf>)> = files
         .iter()
         .filter(|p| is_image_name(p))
         .map(|p| {
@@ -114,35 +115,39 @@ pub fn scan_with(root: &Path, follow_links: bool) -> Result<Vec<Record>> {
                     });
                 }
             }
+            // img2dataset's `files` layout: the `.json` beside each picture holds its fields
+            // (key, url, original size…), read into the metadata whether or not it holds the caption.
+            let json = files.contains(&json).then_some(json);
             let caption = if files.contains(&txt) {
                 CaptionSource::File(txt)
-            } else if files.contains(&json) {
-                CaptionSource::JsonFile(json)
+            } else if let Some(json) = &json {
+                CaptionSource::JsonFile(json.clone())
             } else {
                 CaptionSource::None
             };
-            (p.clone(), caption, None)
+            (p.clone(), caption, None, json)
         })
         .collect();
-    items.extend(broken.into_iter().map(|(p, s)| (p, CaptionSource::None, Some(s))));
+    items.extend(broken.into_iter().map(|(p, s)| (p, CaptionSource::None, Some(s), None)));
     items.extend(outside.iter().filter(|p| is_image_name(p)).map(|p| {
         let target = std::fs::canonicalize(p).map(|t| t.display().to_string()).unwrap_or_default();
         let skip = Skip::new(
             SkipReason::LinkOutsideInput,
             format!("links to {target}, outside the input folder; pass --follow-links to read it"),
         );
-        (p.clone(), CaptionSource::None, Some(skip))
+        (p.clone(), CaptionSource::None, Some(skip), None)
     }));
     items.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(items
         .into_iter()
         .enumerate()
-        .map(|(i, (path, caption, skip))| Record {
+        .map(|(i, (path, caption, skip, json))| Record {
             id: i as u64,
             uri: path.display().to_string(),
             source: if skip.is_some() { Source::None } else { Source::File(path) },
             caption,
             skip,
+            origin: json.map(|j| Box::new(OriginSource { json: Some(JsonAt::File(j)), ..Default::default() })),
         })
         .collect())
 }

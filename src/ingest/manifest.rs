@@ -6,12 +6,17 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::Array;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
+use serde_json::{Map, Value};
+
+use super::cells::{self, Cell, CellKind};
+use super::origin::{self, Origin, OriginSource};
 use super::{CaptionSource, InputFormat, Record, Source};
 use crate::error::{Error, Result};
 use crate::media::decode::{Skip, SkipReason};
@@ -101,6 +106,11 @@ struct Builder<'a> {
     /// `--max-caption-bytes`: longer captions are held only a little past it (the pipeline cuts
     /// them there and flags them), so one huge field costs no memory downstream.
     max_caption: u64,
+    /// The columns carried into each record's [`Origin`]: img2dataset's fields found by name,
+    /// and `--keep-cols`.
+    keep: Keep,
+    /// `--keep-cols`.
+    keep_cols: &'a [String],
 }
 
 impl Builder<'_> {
@@ -112,6 +122,7 @@ impl Builder<'_> {
             source: Source::None,
             caption: CaptionSource::None,
             skip: Some(Skip::new(reason, detail)),
+            origin: None,
         });
     }
 
@@ -120,13 +131,8 @@ impl Builder<'_> {
         self.skipped(uri, SkipReason::BadManifestLine, format!("{}, line {line}: {detail}", self.manifest.display()));
     }
 
-    fn row(&mut self, line: u64, image: Option<&str>, caption: Option<(String, bool)>) {
-        let image = image.map(str::trim).unwrap_or_default();
-        if image.is_empty() {
-            self.bad_line(line, "no image path or URL");
-            return;
-        }
-        let caption = match caption {
+    fn caption(&self, caption: Option<(String, bool)>) -> CaptionSource {
+        match caption {
             Some((mut text, lossy)) => {
                 // Kept just over the limit (a char is at most 4 bytes) so it is still seen as long.
                 let keep = self.max_caption.saturating_add(4);
@@ -140,7 +146,27 @@ impl Builder<'_> {
                 CaptionSource::Text { text, lossy }
             }
             None => CaptionSource::None,
-        };
+        }
+    }
+
+    /// A row whose image bytes are a cell of the manifest itself.
+    fn cell(&mut self, cell: Cell, caption: Option<(String, bool)>, skip: Option<Skip>, origin: Option<Origin>) {
+        let id = self.records.len() as u64;
+        let uri = cells::uri(&cell.column.path, cell.row);
+        let caption = self.caption(caption);
+        let source = if skip.is_some() { Source::None } else { Source::Cell(cell) };
+        let origin = boxed(origin);
+        self.records.push(Record { id, uri, source, caption, skip, origin });
+    }
+
+    fn row(&mut self, line: u64, image: Option<&str>, caption: Option<(String, bool)>, origin: Option<Origin>) {
+        let origin = boxed(origin);
+        let image = image.map(str::trim).unwrap_or_default();
+        if image.is_empty() {
+            self.bad_line(line, "no image path or URL");
+            return;
+        }
+        let caption = self.caption(caption);
         let id = self.records.len() as u64;
         if is_remote(image) {
             self.records.push(Record {
@@ -152,6 +178,7 @@ impl Builder<'_> {
                     SkipReason::RemoteUri,
                     format!("line {line}: a remote URL; download it first (e.g. with img2dataset)"),
                 )),
+                origin,
             });
             return;
         }
@@ -163,8 +190,117 @@ impl Builder<'_> {
             source: Source::File(path),
             caption,
             skip: None,
+            origin,
         });
     }
+}
+
+fn boxed(origin: Option<Origin>) -> Option<Box<OriginSource>> {
+    origin.map(|fields| Box::new(OriginSource { fields, json: None }))
+}
+
+/// The manifest columns carried into each record's [`Origin`]: img2dataset's fields where a
+/// column has their name (`key`, `url`, `original_width`, `original_height`), and the columns
+/// named with `--keep-cols` (into `extra`). Each as (column index, name).
+#[derive(Debug, Default, Clone)]
+struct Keep {
+    typed: Vec<(usize, String)>,
+    named: Vec<(usize, String)>,
+}
+
+impl Keep {
+    fn find(names: &[String], keep_cols: &[String], path: &Path) -> Result<Self> {
+        let mut keep = Keep::default();
+        for field in origin::TYPED {
+            if let Some(i) = pick(names, None, &[field], "input option keep_cols", path)? {
+                keep.typed.push((i, field.to_string()));
+            }
+        }
+        for want in keep_cols {
+            let i = pick(names, Some(want), &[], "input option keep_cols", path)?.expect("named column found");
+            keep.named.push((i, names[i].clone()));
+        }
+        Ok(keep)
+    }
+
+    /// Every column index kept.
+    fn columns(&self) -> impl Iterator<Item = usize> + '_ {
+        self.typed.iter().chain(&self.named).map(|(i, _)| *i)
+    }
+
+    /// The origin of one row, from its values (`value(index, name)`); `None` when it has none.
+    fn origin(&self, value: impl Fn(usize, &str) -> Option<Value>) -> Option<Origin> {
+        if self.typed.is_empty() && self.named.is_empty() {
+            return None;
+        }
+        let mut o = Origin::default();
+        let typed: Map<String, Value> =
+            self.typed.iter().filter_map(|(i, name)| value(*i, name).map(|v| (name.clone(), v))).collect();
+        origin::merge_json(&mut o, typed);
+        let named: Map<String, Value> =
+            self.named.iter().map(|(i, name)| (name.clone(), value(*i, name).unwrap_or(Value::Null))).collect();
+        origin::merge_extra(&mut o, named);
+        (o != Origin::default()).then_some(o)
+    }
+}
+
+/// A Parquet column's values as JSON: text, integers, floats and booleans (null where null);
+/// `None` for other types.
+fn json_values(col: &dyn Array) -> Option<Vec<Value>> {
+    use arrow_array::types::*;
+    use arrow_array::ArrowPrimitiveType;
+    fn prim<T: ArrowPrimitiveType>(col: &dyn Array, f: impl Fn(T::Native) -> Value) -> Option<Vec<Value>> {
+        col.as_primitive_opt::<T>().map(|a| a.iter().map(|v| v.map_or(Value::Null, &f)).collect())
+    }
+    if let Some(v) = string_values(col) {
+        return Some(v.into_iter().map(|s| s.map_or(Value::Null, Value::String)).collect());
+    }
+    if let Some(a) = col.as_boolean_opt() {
+        return Some(a.iter().map(|v| v.map_or(Value::Null, Value::Bool)).collect());
+    }
+    let float = |x: f64| serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number);
+    prim::<Int8Type>(col, |x| x.into())
+        .or_else(|| prim::<Int16Type>(col, |x| x.into()))
+        .or_else(|| prim::<Int32Type>(col, |x| x.into()))
+        .or_else(|| prim::<Int64Type>(col, |x| x.into()))
+        .or_else(|| prim::<UInt8Type>(col, |x| x.into()))
+        .or_else(|| prim::<UInt16Type>(col, |x| x.into()))
+        .or_else(|| prim::<UInt32Type>(col, |x| x.into()))
+        .or_else(|| prim::<UInt64Type>(col, |x| x.into()))
+        .or_else(|| prim::<Float32Type>(col, |x| float(x as f64)))
+        .or_else(|| prim::<Float64Type>(col, float))
+}
+
+/// The kept columns of a Parquet batch as JSON values, by column index. A `--keep-cols` column
+/// of another type is an error; an img2dataset-named column of another type is not kept.
+fn kept_values(
+    batch: &arrow_array::RecordBatch,
+    keep: &Keep,
+    names: &[String],
+    path: &Path,
+) -> Result<std::collections::HashMap<usize, Vec<Value>>> {
+    let mut out = std::collections::HashMap::new();
+    for (i, named) in keep.typed.iter().map(|(i, _)| (*i, false)).chain(keep.named.iter().map(|(i, _)| (*i, true))) {
+        let Some(c) = batch.column_by_name(&names[i]) else { continue };
+        match json_values(c.as_ref()) {
+            Some(v) => {
+                out.insert(i, v);
+            }
+            None if named => {
+                return Err(Error::InvalidArg {
+                    what: "input option keep_cols",
+                    reason: format!(
+                        "{}: column `{}` is {}; --keep-cols takes text, number and boolean columns",
+                        path.display(),
+                        names[i],
+                        c.data_type()
+                    ),
+                })
+            }
+            None => {}
+        }
+    }
+    Ok(out)
 }
 
 fn lossy(bytes: &[u8]) -> (String, bool) {
@@ -176,19 +312,28 @@ fn lossy(bytes: &[u8]) -> (String, bool) {
 
 /// Reads the manifest at `path` as `format` (one of the manifest formats).
 pub fn scan(path: &Path, format: InputFormat, image_col: Option<&str>, caption_col: Option<&str>) -> Result<Manifest> {
-    scan_with(path, format, image_col, caption_col, super::DEFAULT_MAX_CAPTION_BYTES)
+    scan_with(path, format, image_col, caption_col, super::DEFAULT_MAX_CAPTION_BYTES, &[])
 }
 
-/// [`scan`] with captions held to `max_caption_bytes` (`--max-caption-bytes`).
+/// [`scan`] with captions held to `max_caption_bytes` (`--max-caption-bytes`), and the columns
+/// `keep_cols` (`--keep-cols`) carried into each record's `extra` field.
 pub fn scan_with(
     path: &Path,
     format: InputFormat,
     image_col: Option<&str>,
     caption_col: Option<&str>,
     max_caption_bytes: u64,
+    keep_cols: &[String],
 ) -> Result<Manifest> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut b = Builder { manifest: path, base, records: Vec::new(), max_caption: max_caption_bytes };
+    let mut b = Builder {
+        manifest: path,
+        base,
+        records: Vec::new(),
+        max_caption: max_caption_bytes,
+        keep: Keep::default(),
+        keep_cols,
+    };
     let (img, cap, names) = match format {
         InputFormat::Csv | InputFormat::Tsv => {
             scan_delimited(path, format == InputFormat::Tsv, image_col, caption_col, &mut b)?
@@ -231,6 +376,7 @@ fn scan_delimited(
         })
         .collect();
     let (img, cap) = columns(&names, image_col, caption_col, path)?;
+    b.keep = Keep::find(&names, b.keep_cols, path)?;
     let cols = Cols { img, cap, fields: names.len(), quoting: !tabs };
     let mut at = Restart { byte: 0, line: 0 };
     while let Some(next) = read_rows(&mut reader, at, cols, path, b)? {
@@ -305,7 +451,10 @@ fn read_rows<R: std::io::Read>(
                     b.bad_line(line, format!("{} fields where the header has {}", record.len(), cols.fields));
                     continue;
                 }
-                b.row(line, image.as_deref(), caption);
+                let origin = b
+                    .keep
+                    .origin(|i, _| record.get(i).map(|v| lossy(v).0).filter(|v| !v.is_empty()).map(Value::String));
+                b.row(line, image.as_deref(), caption, origin);
             }
             Err(e) => {
                 let line = e.position().map_or(0, |p| at.line + p.line());
@@ -353,10 +502,10 @@ fn malformed_quote(path: &Path, start: u64, end: u64) -> Result<Option<u64>> {
     Ok((s == S::Quoted).then_some(nl as u64))
 }
 
-fn json_text(v: &serde_json::Value) -> Option<String> {
+fn json_text(v: &Value) -> Option<String> {
     match v {
-        serde_json::Value::Null => None,
-        serde_json::Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
         other => Some(other.to_string()),
     }
 }
@@ -371,8 +520,8 @@ fn scan_jsonl(path: &Path, image_col: Option<&str>, caption_col: Option<&str>, b
         if text.trim().is_empty() {
             continue;
         }
-        let obj = match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(serde_json::Value::Object(o)) => o,
+        let obj = match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(o)) => o,
             Ok(_) => {
                 b.bad_line(line_no, "not a JSON object");
                 continue;
@@ -385,6 +534,7 @@ fn scan_jsonl(path: &Path, image_col: Option<&str>, caption_col: Option<&str>, b
         if cols.is_none() {
             let names: Vec<String> = obj.keys().cloned().collect();
             let (img, cap) = columns(&names, image_col, caption_col, path)?;
+            b.keep = Keep::find(&names, b.keep_cols, path)?;
             cols = Some((img, cap, names));
         }
         let (img, cap, names) = cols.as_ref().expect("set above");
@@ -393,7 +543,8 @@ fn scan_jsonl(path: &Path, image_col: Option<&str>, caption_col: Option<&str>, b
             let l = was_lossy && t.contains('\u{fffd}');
             (t, l)
         });
-        b.row(line_no, image.as_deref(), caption);
+        let origin = b.keep.origin(|_, name| obj.get(name).cloned());
+        b.row(line_no, image.as_deref(), caption, origin);
     }
     cols.ok_or_else(|| Error::InvalidArg { what: "INPUT", reason: format!("{} holds no JSON lines", path.display()) })
 }
@@ -422,10 +573,26 @@ fn scan_parquet_unguarded(
     let file = File::open(path).map_err(|e| Error::io("reading manifest", path, e))?;
     let parquet_err = |source| Error::Parquet { path: path.into(), source };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
-    let names: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let typed: Vec<(String, arrow_schema::DataType)> =
+        builder.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+    let names: Vec<String> = typed.iter().map(|(n, _)| n.clone()).collect();
+    let bytes_col = match image_col {
+        Some(want) => pick(&names, Some(want), &[], "input option image_col", path)?
+            .filter(|&i| cells::cell_kind(&typed[i].1).is_some()),
+        None => cells::image_column(&typed),
+    };
+    if let Some(img) = bytes_col {
+        drop(builder);
+        let cap = pick(&names, caption_col, CAPTION_COLUMNS, "input option caption_col", path)?;
+        b.keep = Keep::find(&names, b.keep_cols, path)?;
+        scan_cells(path, img, cap, &typed, b)?;
+        return Ok((img, cap, names));
+    }
     let (img, cap) = columns(&names, image_col, caption_col, path)?;
+    b.keep = Keep::find(&names, b.keep_cols, path)?;
     let mut wanted = vec![img];
     wanted.extend(cap);
+    wanted.extend(b.keep.columns().filter(|&k| k != img && Some(k) != cap));
     let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
     let reader = builder.with_projection(mask).build().map_err(parquet_err)?;
     let mut row = 0u64;
@@ -440,11 +607,109 @@ fn scan_parquet_unguarded(
         };
         let images = get(&names[img])?;
         let captions = cap.map(|c| get(&names[c])).transpose()?;
+        let kept = kept_values(&batch, &b.keep, &names, path)?;
         for (i, image) in images.into_iter().enumerate() {
             row += 1;
             let caption = captions.as_ref().and_then(|c| c[i].clone()).map(|t| (t, false));
-            b.row(row, image.as_deref(), caption);
+            let origin = b.keep.origin(|c, _| kept.get(&c).map(|v| v[i].clone()).filter(|v| !v.is_null()));
+            b.row(row, image.as_deref(), caption, origin);
         }
     }
     Ok((img, cap, names))
+}
+
+/// Reads a Parquet manifest whose image column holds the images' bytes ([`cells`]): the caption,
+/// a `{bytes, path}` struct's `path`, and img2dataset's `status` and `error_message` are read
+/// now; the bytes only when each record is decoded. A row img2dataset failed to download (its
+/// `status` is not `success`) is listed as `missing` with img2dataset's error.
+fn scan_cells(
+    path: &Path,
+    img: usize,
+    cap: Option<usize>,
+    typed: &[(String, arrow_schema::DataType)],
+    b: &mut Builder,
+) -> Result<()> {
+    let parquet_err = |source| Error::Parquet { path: path.into(), source };
+    let kind = cells::cell_kind(&typed[img].1).expect("an image bytes column");
+    let column = Arc::new(cells::ImageColumn::open(path, img)?);
+    let file = File::open(path).map_err(|e| Error::io("reading manifest", path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
+    let text_col = |name: &str| {
+        typed.iter().position(|(n, t)| {
+            n == name
+                && matches!(
+                    t,
+                    arrow_schema::DataType::Utf8 | arrow_schema::DataType::LargeUtf8 | arrow_schema::DataType::Utf8View
+                )
+        })
+    };
+    let (status, error) = (text_col("status"), text_col("error_message"));
+    // Leaves, not roots: of the image column only a struct's `path`, never the bytes.
+    let descr = builder.parquet_schema();
+    let mut leaves = Vec::new();
+    for (i, c) in descr.columns().iter().enumerate() {
+        let parts = c.path().parts();
+        let root = typed.iter().position(|(n, _)| *n == parts[0]);
+        let wanted = match root {
+            Some(r) if r == img => kind == CellKind::BytesPath && parts.len() == 2 && parts[1] == "path",
+            Some(r) => Some(r) == cap || Some(r) == status || Some(r) == error || b.keep.columns().any(|k| k == r),
+            None => false,
+        };
+        if wanted {
+            leaves.push(i);
+        }
+    }
+    let mask = ProjectionMask::leaves(descr, leaves);
+    let reader = builder.with_projection(mask).build().map_err(parquet_err)?;
+    let mut row = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| parquet_err(e.into()))?;
+        let n = batch.num_rows();
+        let texts = |col: Option<usize>| -> Result<Option<Vec<Option<String>>>> {
+            let Some(c) = col else { return Ok(None) };
+            let name = &typed[c].0;
+            let a = batch.column_by_name(name).expect("projected column");
+            string_values(a.as_ref()).map(Some).ok_or_else(|| Error::InvalidArg {
+                what: "INPUT",
+                reason: format!("{}: column `{name}` is {}, expected text", path.display(), a.data_type()),
+            })
+        };
+        let captions = texts(cap)?;
+        let (statuses, errors) = (texts(status)?, texts(error)?);
+        let names: Vec<String> = typed.iter().map(|(n, _)| n.clone()).collect();
+        let kept = kept_values(&batch, &b.keep, &names, path)?;
+        let fallbacks: Option<Vec<Option<String>>> = match kind {
+            CellKind::BytesPath => batch
+                .column_by_name(&typed[img].0)
+                .and_then(|c| c.as_struct_opt().and_then(|s| s.column_by_name("path").cloned()))
+                .and_then(|p| string_values(p.as_ref())),
+            CellKind::Binary => None,
+        };
+        for i in 0..n {
+            let caption = captions.as_ref().and_then(|c| c[i].clone()).map(|t| (t, false));
+            let fallback = fallbacks.as_ref().and_then(|f| f[i].as_deref()).filter(|p| !p.is_empty()).map(|p| {
+                let local = p.strip_prefix("file://").unwrap_or(p);
+                if Path::new(local).is_absolute() {
+                    PathBuf::from(local)
+                } else {
+                    b.base.join(local)
+                }
+            });
+            let failed = statuses.as_ref().and_then(|s| s[i].as_deref()).filter(|s| *s != "success");
+            let skip = failed.map(|s| {
+                let why = errors.as_ref().and_then(|e| e[i].as_deref()).unwrap_or("no error given");
+                Skip::new(SkipReason::Missing, format!("img2dataset did not store it (status `{s}`: {why})"))
+            });
+            let origin = b.keep.origin(|c, _| kept.get(&c).map(|v| v[i].clone()).filter(|v| !v.is_null()));
+            b.cell(Cell { column: column.clone(), row, fallback }, caption, skip, origin);
+            row += 1;
+        }
+    }
+    if row != column.rows() {
+        return Err(parquet_err(parquet::errors::ParquetError::General(format!(
+            "read {row} rows where the metadata says {}",
+            column.rows()
+        ))));
+    }
+    Ok(())
 }

@@ -3,8 +3,10 @@
 //! to be unusable (a dangling link, a remote URL, a malformed manifest line) carries its [`Skip`]
 //! from here so it is still listed in the output.
 
+pub mod cells;
 pub mod dir;
 pub mod manifest;
+pub mod origin;
 pub mod wds;
 
 use std::fs::File;
@@ -141,6 +143,8 @@ impl Archive {
 pub enum Source {
     File(PathBuf),
     Member(Member),
+    /// A cell of a Parquet manifest's image bytes column ([`cells`]).
+    Cell(cells::Cell),
     /// Nothing to read: the record carries its [`Skip`].
     None,
 }
@@ -174,6 +178,8 @@ pub struct Record {
     pub caption: CaptionSource,
     /// Known before decoding that this record cannot be embedded.
     pub skip: Option<Skip>,
+    /// The sample's own fields, where the input has any (boxed: most inputs have none).
+    pub origin: Option<Box<origin::OriginSource>>,
 }
 
 /// The kinds of input sieve reads.
@@ -288,6 +294,8 @@ pub struct InputSpec {
     pub follow_links: bool,
     /// Captions longer than this many bytes are cut there (`--max-caption-bytes`).
     pub max_caption_bytes: u64,
+    /// Manifest columns carried into each record's `extra` field (`--keep-cols`).
+    pub keep_cols: Vec<String>,
 }
 
 /// The records of an input, after sharding.
@@ -509,15 +517,19 @@ pub fn list(spec: &InputSpec) -> Result<Listing> {
     }
     if matches!(format, InputFormat::Dir | InputFormat::Wds) {
         // A column option on input without columns would be silently ignored: say so instead.
-        for (what, col) in
-            [("input option image_col", &spec.image_col), ("input option caption_col", &spec.caption_col)]
-        {
+        let keep = (!spec.keep_cols.is_empty()).then(|| spec.keep_cols.join(","));
+        for (what, col) in [
+            ("input option image_col", &spec.image_col),
+            ("input option caption_col", &spec.caption_col),
+            ("input option keep_cols", &keep),
+        ] {
             if col.is_some() {
                 return Err(Error::InvalidArg {
                     what,
                     reason: format!(
                         "names a column of a manifest (CSV, TSV, JSONL or Parquet), and the input is {}; \
-                         captions there come from files beside each image",
+                         captions there come from files beside each image, and every field of a \
+                         sample's .json is kept",
                         if format == InputFormat::Dir { "a folder" } else { "WebDataset tars" }
                     ),
                 });
@@ -555,6 +567,7 @@ pub fn list(spec: &InputSpec) -> Result<Listing> {
                     spec.image_col.as_deref(),
                     spec.caption_col.as_deref(),
                     spec.max_caption_bytes,
+                    &spec.keep_cols,
                 )?;
                 let base = listing.records.len() as u64;
                 listing.records.extend(m.records.into_iter().map(|mut r| {

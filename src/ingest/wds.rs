@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::dir::IMAGE_EXTENSIONS;
+use super::origin::{JsonAt, Origin, OriginSource};
 use super::{Archive, CaptionSource, Member, Record, Source};
 use crate::error::{Error, Result};
 use crate::media::decode::{Skip, SkipReason};
@@ -48,6 +49,7 @@ pub fn scan(path: &Path, index: u64) -> Result<Vec<Record>> {
         source: Source::None,
         caption: CaptionSource::None,
         skip: Some(Skip::new(SkipReason::CorruptArchive, detail)),
+        origin: None,
     };
     let archive = match Archive::open(path) {
         Ok(a) => Arc::new(a),
@@ -118,9 +120,9 @@ pub fn scan(path: &Path, index: u64) -> Result<Vec<Record>> {
     let mut records = Vec::new();
     for key in order {
         let s = samples.remove(&key).expect("listed key");
-        let caption = match (s.txt, s.json) {
+        let caption = match (s.txt, &s.json) {
             (Some(m), _) => CaptionSource::Member(m),
-            (None, Some(m)) => CaptionSource::JsonMember(m),
+            (None, Some(m)) => CaptionSource::JsonMember(m.clone()),
             (None, None) => CaptionSource::None,
         };
         let had_specials = !s.specials.is_empty();
@@ -132,6 +134,7 @@ pub fn scan(path: &Path, index: u64) -> Result<Vec<Record>> {
                 source: Source::None,
                 caption: CaptionSource::None,
                 skip: Some(Skip::new(SkipReason::NotAFile, detail)),
+                origin: None,
             });
         }
         if s.images.is_empty() {
@@ -148,9 +151,15 @@ pub fn scan(path: &Path, index: u64) -> Result<Vec<Record>> {
                 source: Source::None,
                 caption: CaptionSource::None,
                 skip: Some(Skip::new(SkipReason::Missing, format!("sample `{key}` has no image member"))),
+                origin: None,
             });
             continue;
         }
+        // The sample's key, and its `.json` (img2dataset's fields), read when decoding.
+        let origin = OriginSource {
+            fields: Origin { key: Some(key.rsplit('/').next().unwrap_or(&key).to_string()), ..Default::default() },
+            json: s.json.map(JsonAt::Member),
+        };
         for (name, member) in s.images {
             let id = base + records.len() as u64;
             records.push(Record {
@@ -159,6 +168,7 @@ pub fn scan(path: &Path, index: u64) -> Result<Vec<Record>> {
                 source: Source::Member(member),
                 caption: caption.clone(),
                 skip: None,
+                origin: Some(Box::new(origin.clone())),
             });
         }
     }

@@ -80,6 +80,22 @@ pub struct Row {
     pub image_signals: Option<ImageSignals>,
     /// Caption quality signals, for records with a caption.
     pub caption_signals: Option<CaptionSignals>,
+    /// Where the sample came from, as its source recorded it (img2dataset's fields).
+    pub origin: Origin,
+}
+
+/// A sample's own fields, as its source recorded them: img2dataset's `key`, `url` and original
+/// size (from each sample's `.json`, or a manifest's columns of those names), and the source's
+/// other fields as one JSON object (the `.json`'s other fields, or the manifest columns named
+/// with `--keep-cols`). All `None` where the input has none (a folder of pictures).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub key: Option<String>,
+    pub url: Option<String>,
+    pub original_width: Option<u32>,
+    pub original_height: Option<u32>,
+    /// A JSON object, serialised.
+    pub extra: Option<String>,
 }
 
 /// Counts written to `run.json`.
@@ -196,6 +212,12 @@ pub fn metadata_schema() -> Arc<Schema> {
         Field::new("caption_tokens", DataType::UInt32, true),
         Field::new("caption_boilerplate", DataType::Utf8, true),
         Field::new("caption_script", DataType::Utf8, true),
+        // The sample's own fields (Origin); null in older runs and where the input has none.
+        Field::new("key", DataType::Utf8, true),
+        Field::new("url", DataType::Utf8, true),
+        Field::new("original_width", DataType::UInt32, true),
+        Field::new("original_height", DataType::UInt32, true),
+        Field::new("extra", DataType::Utf8, true),
     ]))
 }
 
@@ -247,6 +269,11 @@ fn metadata_batch(rows: &[Row]) -> std::result::Result<RecordBatch, arrow_schema
                     .map(|r| r.caption_signals.as_ref().and_then(|s| s.script.as_deref()))
                     .collect::<StringArray>(),
             )),
+            col(Arc::new(rows.iter().map(|r| r.origin.key.as_deref()).collect::<StringArray>())),
+            col(Arc::new(rows.iter().map(|r| r.origin.url.as_deref()).collect::<StringArray>())),
+            col(Arc::new(rows.iter().map(|r| r.origin.original_width).collect::<UInt32Array>())),
+            col(Arc::new(rows.iter().map(|r| r.origin.original_height).collect::<UInt32Array>())),
+            col(Arc::new(rows.iter().map(|r| r.origin.extra.as_deref()).collect::<StringArray>())),
         ],
     )
 }
@@ -628,6 +655,9 @@ pub struct InputInfo {
     pub image_col: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caption_col: Option<String>,
+    /// `--keep-cols`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keep_cols: Vec<String>,
     /// `--shard i/n`, when only a slice of the input was read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<crate::ingest::Shard>,

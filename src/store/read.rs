@@ -289,6 +289,12 @@ impl Run {
                 ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?.build().map_err(parquet_err)?;
             for batch in reader {
                 let batch = batch.map_err(|e| parquet_err(e.into()))?;
+                if batch.column_by_name(name).is_none() && super::metadata_schema().field_with_name(name).is_ok() {
+                    // A column this version writes, in a part an older version wrote (a resumed
+                    // or merged run): null there.
+                    out.extend(std::iter::repeat_n(None, batch.num_rows()));
+                    continue;
+                }
                 let c = batch.column_by_name(name).ok_or_else(|| {
                     let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
                     Error::InvalidArg {
@@ -454,6 +460,8 @@ fn read_rows_unguarded(path: &Path) -> Result<Vec<Row>> {
             (opt_f32s("sharpness")?, opt_f32s("highlights")?, opt_f32s("lightness")?);
         let (chars, tokens) = (opt_u32s("caption_chars")?, opt_u32s("caption_tokens")?);
         let (boilerplate, script) = (opt_strs("caption_boilerplate")?, opt_strs("caption_script")?);
+        let (key, url, extra) = (opt_strs("key")?, opt_strs("url")?, opt_strs("extra")?);
+        let (original_width, original_height) = (opt_u32s("original_width")?, opt_u32s("original_height")?);
         for i in 0..n {
             let image_signals = brightness[i].map(|b| ImageSignals {
                 blur: blur[i],
@@ -491,6 +499,13 @@ fn read_rows_unguarded(path: &Path) -> Result<Vec<Row>> {
                 text_embedding: None,
                 image_signals,
                 caption_signals,
+                origin: super::Origin {
+                    key: key[i].clone(),
+                    url: url[i].clone(),
+                    original_width: original_width[i],
+                    original_height: original_height[i],
+                    extra: extra[i].clone(),
+                },
             });
         }
     }
