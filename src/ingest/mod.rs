@@ -4,6 +4,7 @@
 //! from here so it is still listed in the output.
 
 pub mod dir;
+pub mod locate;
 pub mod manifest;
 pub mod wds;
 
