@@ -11,8 +11,18 @@
 //! - **parquet** (`Format::Parquet`): `part-N.parquet`, one table per run part, embeddings as
 //!   fixed-size lists of float32 beside `id`, `uri` and `caption`, for `datasets`, LanceDB,
 //!   DuckDB or polars users.
+//! - **webdataset** (`Format::Webdataset`, [`webdataset`]): the chosen records' original image
+//!   bytes, captions and JSON (the source's fields plus sieve's scores and flags) as new tar
+//!   shards a trainer reads, as DataComp's resharder writes them.
 //!
-//! Every file is written atomically, one run part at a time (memory: one part).
+//! Which records: [`Subset`] (every embedded one, what `sieve dedup` keeps, or what `sieve select`
+//! chose), for every format. Every file is written atomically, one run part (or shard) at a time
+//! (memory: one part, or a few samples).
+
+mod annotate;
+pub mod webdataset;
+
+use std::collections::HashSet;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,9 +32,10 @@ use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
 use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use half::f16;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::store::layout::{self, Layout};
 use crate::store::{npy, write_atomic, write_parquet_atomic, Run};
 
 /// The layout `sieve export` writes.
@@ -33,6 +44,83 @@ use crate::store::{npy, write_atomic, write_parquet_atomic, Run};
 pub enum Format {
     ClipRetrieval,
     Parquet,
+    Webdataset,
+}
+
+/// Which of a run's records `sieve export` writes (always embedded ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Subset {
+    /// Every embedded record.
+    All,
+    /// Those `sieve dedup` keeps (`dedup/keep.txt`).
+    Keep,
+    /// Those `sieve select` chose (`selection/keep.txt`).
+    Selection,
+}
+
+/// What `sieve export` writes, and where from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportOptions {
+    pub format: Format,
+    pub subset: Subset,
+    /// Samples per tar shard (webdataset only); at least 1.
+    pub shard_size: usize,
+    pub overwrite: bool,
+}
+
+/// img2dataset's default shard size.
+pub const DEFAULT_SHARD_SIZE: usize = 10_000;
+
+/// What [`export`] wrote: the embedding layouts' summary or the webdataset one.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Exported {
+    Embeddings(ExportSummary),
+    Webdataset(webdataset::Outcome),
+}
+
+/// Writes the records of `run` that `opts.subset` names into `out` in `opts.format`. `out` must
+/// not exist or be empty, unless `overwrite`, which replaces the files of an earlier export; a
+/// webdataset export resumes an interrupted one made with the same parameters.
+pub fn export(run: &Run, out: &Path, opts: &ExportOptions) -> Result<Exported> {
+    match opts.format {
+        Format::Webdataset => webdataset::export(run, out, opts).map(Exported::Webdataset),
+        _ => export_embeddings(run, out, opts).map(Exported::Embeddings),
+    }
+}
+
+/// For each row of `run`: whether it is embedded and in `subset`.
+pub fn subset_rows(run: &Run, subset: Subset) -> Result<Vec<bool>> {
+    let (file, summary, command) = match subset {
+        Subset::All => return Ok(run.meta.embedded.clone()),
+        Subset::Keep => (Layout::new(&run.dir).dedup_keep(), layout::DEDUP_SUMMARY, "dedup"),
+        Subset::Selection => (Layout::new(&run.dir).selection_keep(), layout::SELECTION_SUMMARY, "select"),
+    };
+    if !file.is_file() {
+        return Err(Error::InvalidArg {
+            what: "--subset",
+            reason: format!(
+                "{} does not exist; run `sieve {command} {}` first (or pass --subset all)",
+                file.display(),
+                run.dir.display()
+            ),
+        });
+    }
+    run.check_provenance(summary, command)?;
+    let text = fs::read_to_string(&file).map_err(|e| Error::io("reading", &file, e))?;
+    let listed: HashSet<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    let ours: HashSet<&str> = run.meta.uri.iter().map(String::as_str).collect();
+    if let Some(foreign) = listed.iter().find(|u| !ours.contains(*u)) {
+        return Err(Error::RunDir {
+            path: file.clone(),
+            reason: format!(
+                "lists {foreign}, which this run does not hold; run `sieve {command} {}` again",
+                run.dir.display()
+            ),
+        });
+    }
+    Ok((0..run.meta.len()).map(|r| run.meta.embedded[r] && listed.contains(run.meta.uri[r].as_str())).collect())
 }
 
 /// What [`export`] wrote.
@@ -41,9 +129,10 @@ pub struct ExportSummary {
     pub run: String,
     pub out: String,
     pub format: Format,
-    /// Records exported (the run's embedded ones).
+    pub subset: Subset,
+    /// Records exported (the run's embedded ones in the subset).
     pub rows: usize,
-    /// Records left out: skipped at embed, so without an embedding.
+    /// Records left out: skipped at embed (so without an embedding), or not in the subset.
     pub left_out: usize,
     /// Output parts written.
     pub parts: usize,
@@ -51,10 +140,18 @@ pub struct ExportSummary {
     pub text: bool,
 }
 
-/// Writes the embedded rows of `run` into `out` in `format`. `out` must not exist or be empty,
-/// unless `overwrite`, which replaces the files of an earlier export of the same layout.
-pub fn export(run: &Run, out: &Path, format: Format, overwrite: bool) -> Result<ExportSummary> {
-    prepare_out(run, out, overwrite)?;
+/// The clip-retrieval and Parquet layouts: the embedded rows of `run` in `opts.subset`.
+fn export_embeddings(run: &Run, out: &Path, opts: &ExportOptions) -> Result<ExportSummary> {
+    let format = opts.format;
+    let chosen = subset_rows(run, opts.subset)?;
+    let entries = check_out(run, out)?;
+    if !entries.is_empty() {
+        if !opts.overwrite {
+            return Err(not_empty(out));
+        }
+        clear_out(out, entries)?;
+    }
+    fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))?;
     let m = &run.manifest;
     let d = m.embed_dim;
     let text = m.model.family.has_text() && m.counts.with_caption > 0;
@@ -62,7 +159,7 @@ pub fn export(run: &Run, out: &Path, format: Format, overwrite: bool) -> Result<
     let nonempty: Vec<usize> = (0..parts_in)
         .filter(|&p| {
             let start: usize = run.part_rows[..p].iter().sum();
-            (start..start + run.part_rows[p]).any(|r| run.meta.embedded[r])
+            (start..start + run.part_rows[p]).any(|r| chosen[r])
         })
         .collect();
     // clip-retrieval's padding: int(log10(partition count)) + 1 digits.
@@ -76,7 +173,7 @@ pub fn export(run: &Run, out: &Path, format: Format, overwrite: bool) -> Result<
     let mut rows = 0;
     for (k, &p) in nonempty.iter().enumerate() {
         let start: usize = run.part_rows[..p].iter().sum();
-        let keep: Vec<usize> = (start..start + run.part_rows[p]).filter(|&r| run.meta.embedded[r]).collect();
+        let keep: Vec<usize> = (start..start + run.part_rows[p]).filter(|&r| chosen[r]).collect();
         let pick = |values: &[f32]| -> Vec<f32> {
             keep.iter().flat_map(|&r| values[(r - start) * d..(r - start + 1) * d].iter().copied()).collect()
         };
@@ -105,6 +202,7 @@ pub fn export(run: &Run, out: &Path, format: Format, overwrite: bool) -> Result<
                 .map_err(|e| Error::io("building", out, std::io::Error::other(e.to_string())))?;
                 write_parquet_atomic(&out.join(format!("metadata/metadata_{n}.parquet")), &batch)?;
             }
+            Format::Webdataset => unreachable!("export() sends webdataset to its module"),
             Format::Parquet => {
                 let mut fields = vec![
                     Field::new("id", DataType::UInt64, false),
@@ -137,6 +235,7 @@ pub fn export(run: &Run, out: &Path, format: Format, overwrite: bool) -> Result<
         run: run.dir.display().to_string(),
         out: out.display().to_string(),
         format,
+        subset: opts.subset,
         rows,
         left_out: run.meta.len() - rows,
         parts: nonempty.len(),
@@ -158,10 +257,9 @@ fn fixed_list(values: &[f32], d: usize, item: Arc<Field>, valid: Option<&[bool]>
     Arc::new(b.finish())
 }
 
-/// `out` ready to write into: created when missing; an existing one must be empty, or, with
-/// `overwrite`, hold nothing but an earlier export's files, which are removed. Never the run
-/// directory itself, nor a folder inside it.
-fn prepare_out(run: &Run, out: &Path, overwrite: bool) -> Result<()> {
+/// Checks that `out` may be written (never the run directory itself, nor a folder inside it;
+/// not a file) and returns what it holds (nothing when missing).
+fn check_out(run: &Run, out: &Path) -> Result<Vec<PathBuf>> {
     let invalid = |reason: String| Error::InvalidArg { what: "export option out", reason };
     let canon = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let run_dir = canon(&run.dir);
@@ -176,38 +274,52 @@ fn prepare_out(run: &Run, out: &Path, overwrite: bool) -> Result<()> {
     if probe.exists() && canon(&probe).starts_with(&run_dir) {
         return Err(invalid(format!("{} is inside the run directory; export somewhere else", out.display())));
     }
-    if out.exists() {
-        if !out.is_dir() {
-            return Err(invalid(format!("{} exists and is not a folder", out.display())));
-        }
-        let entries: Vec<PathBuf> = fs::read_dir(out)
-            .map_err(|e| Error::io("reading", out, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        if !entries.is_empty() {
-            if !overwrite {
-                return Err(invalid(format!(
-                    "{} is not empty; pass --overwrite to replace an earlier export there",
-                    out.display()
-                )));
-            }
-            let ours = |p: &Path| {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                matches!(name, "img_emb" | "text_emb" | "metadata")
-                    || (name.starts_with("part-") && name.ends_with(".parquet"))
-            };
-            if let Some(other) = entries.iter().find(|p| !ours(p)) {
-                return Err(invalid(format!(
-                    "{} holds {}, which no export wrote; refusing to remove it",
-                    out.display(),
-                    other.display()
-                )));
-            }
-            for p in entries {
-                let r = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
-                r.map_err(|e| Error::io("removing", &p, e))?;
-            }
-        }
+    if !out.exists() {
+        return Ok(Vec::new());
     }
-    fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))
+    if !out.is_dir() {
+        return Err(invalid(format!("{} exists and is not a folder", out.display())));
+    }
+    let mut entries: Vec<PathBuf> =
+        fs::read_dir(out).map_err(|e| Error::io("reading", out, e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    Ok(entries)
+}
+
+fn not_empty(out: &Path) -> Error {
+    Error::InvalidArg {
+        what: "export option out",
+        reason: format!("{} is not empty; pass --overwrite to replace an earlier export there", out.display()),
+    }
+}
+
+/// Whether a file in an export folder is one an export writes: any layout's, or a temporary
+/// file of an interrupted write.
+fn written_by_export(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    matches!(name, "img_emb" | "text_emb" | "metadata" | webdataset::SUMMARY)
+        || (name.starts_with("part-") && name.ends_with(".parquet"))
+        || name.strip_suffix(".tar").is_some_and(digits)
+        || name.strip_suffix("_stats.json").is_some_and(digits)
+        || (name.starts_with('.') && name.ends_with(".tmp"))
+}
+
+/// Removes `entries` (what `out` holds), all an earlier export's, else removes nothing.
+fn clear_out(out: &Path, entries: Vec<PathBuf>) -> Result<()> {
+    if let Some(other) = entries.iter().find(|p| !written_by_export(p)) {
+        return Err(Error::InvalidArg {
+            what: "export option out",
+            reason: format!(
+                "{} holds {}, which no export wrote; refusing to remove it",
+                out.display(),
+                other.display()
+            ),
+        });
+    }
+    for p in entries {
+        let r = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+        r.map_err(|e| Error::io("removing", &p, e))?;
+    }
+    Ok(())
 }
