@@ -36,6 +36,10 @@ pub enum SubsetArg {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "`--format webdataset --subset keep|selection|all` writes the chosen records themselves \
+    as WebDataset tar shards for training (original image bytes, caption, JSON with sieve's scores \
+    and flags); rerunning the same command after a kill resumes it. Details: docs/guide.md, \
+    \"Other tools: sieve export\".")]
 pub struct ExportArgs {
     /// Run directory to export.
     pub run: PathBuf,
