@@ -405,23 +405,32 @@ fn webdataset_export_of_tar_shards_keeps_keys_and_json_and_skips_changed_records
         kept.len().div_ceil(2)
     );
 
-    // The cup changes after embedding (same length, one byte): skipped, counted, listed.
+    // After embedding, the cup changes (same length, one byte) and the second shard goes: both
+    // skipped, counted, listed with their reasons; the rest is written.
     let mut bytes = std::fs::read(shards.join("00000.tar")).unwrap();
     let cup = img("objects/cup.jpg");
     let at = bytes.windows(cup.len()).position(|w| w == cup).unwrap();
     bytes[at + cup.len() / 2] ^= 0x55;
     std::fs::write(shards.join("00000.tar"), bytes).unwrap();
+    std::fs::remove_file(shards.join("00001.tar")).unwrap();
     let changed = dir.path().join("changed");
     let o = export(&run_dir, &changed, "webdataset", &["--subset", "keep", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stderr = String::from_utf8_lossy(&o.stderr);
     let cup_uri = format!("{tar0}/000000001.jpg");
+    let star_uri = format!("{}/000000001.jpg", shards.join("00001.tar").display());
     assert!(stderr.contains(&cup_uri) && stderr.contains("changed since"), "{stderr}");
+    assert!(stderr.contains(&star_uri) && stderr.contains("not found"), "{stderr}");
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!((summary["skipped"].as_u64(), summary["written"].as_u64()), (Some(1), Some(kept.len() as u64 - 1)));
-    assert_eq!(summary["skipped_records"][0]["uri"], cup_uri);
+    assert_eq!((summary["skipped"].as_u64(), summary["written"].as_u64()), (Some(2), Some(kept.len() as u64 - 2)));
+    let listed: Vec<&str> =
+        summary["skipped_records"].as_array().unwrap().iter().map(|s| s["uri"].as_str().unwrap()).collect();
+    assert_eq!(listed, [cup_uri.as_str(), star_uri.as_str()]);
     let on_disk: serde_json::Value =
         serde_json::from_slice(&std::fs::read(changed.join("_sieve_export.json")).unwrap()).unwrap();
     assert_eq!(on_disk["skipped_records"], summary["skipped_records"]);
-    assert!(read_shards(&changed).iter().all(|s| s.json["sieve"]["uri"] != cup_uri.as_str()));
+    let written: Vec<String> =
+        read_shards(&changed).iter().map(|s| s.json["sieve"]["uri"].as_str().unwrap().to_string()).collect();
+    assert_eq!(written.len(), kept.len() - 2);
+    assert!(!written.contains(&cup_uri) && !written.contains(&star_uri));
 }

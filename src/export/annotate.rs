@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type, UInt32Type, UInt64Type};
@@ -25,8 +25,8 @@ pub struct Annotations {
     by_id: HashMap<u64, Map<String, Value>>,
     /// Fields every record gets when their stage ran (`dedup_kept`, `selected`).
     lists: Vec<(&'static str, HashSet<String>)>,
-    /// The stage outputs read, for the summary.
-    pub sources: Vec<&'static str>,
+    /// The stage outputs read (name in the run, path), for the summary and the resume check.
+    pub sources: Vec<(&'static str, PathBuf)>,
 }
 
 impl Annotations {
@@ -35,7 +35,7 @@ impl Annotations {
         let l = Layout::new(&run.dir);
         let mut a = Self::default();
         if a.usable(run, &l.quality(), layout::QUALITY_SUMMARY, "quality") {
-            a.sources.push(layout::QUALITY);
+            a.sources.push((layout::QUALITY, l.quality()));
             for_each_row(&l.quality(), &["flags"], |id, v| {
                 if wanted.contains(&id) {
                     let flags: Vec<Value> =
@@ -45,7 +45,7 @@ impl Annotations {
             })?;
         }
         if a.usable(run, &l.pairs(), layout::PAIRS_SUMMARY, "score") {
-            a.sources.push(layout::PAIRS);
+            a.sources.push((layout::PAIRS, l.pairs()));
             for_each_row(&l.pairs(), &["cosine", "clip_score", "flag"], |id, v| {
                 if wanted.contains(&id) {
                     let fit = json!({"cosine": v[0], "clip_score": v[1], "flag": v[2]});
@@ -54,7 +54,7 @@ impl Annotations {
             })?;
         }
         if a.usable(run, &l.dedup_groups(), layout::DEDUP_SUMMARY, "dedup") {
-            a.sources.push(layout::DEDUP_GROUPS);
+            a.sources.push((layout::DEDUP_GROUPS, l.dedup_groups()));
             let cols = ["source", "kind", "group_id", "kept", "kept_id", "similarity"];
             for_each_row(&l.dedup_groups(), &cols, |id, v| {
                 if wanted.contains(&id) && v[0].as_str() == Some("run") {
@@ -68,7 +68,7 @@ impl Annotations {
             })?;
         }
         if a.usable(run, &l.dedup_captions(), layout::DEDUP_SUMMARY, "dedup") {
-            a.sources.push(layout::DEDUP_CAPTIONS);
+            a.sources.push((layout::DEDUP_CAPTIONS, l.dedup_captions()));
             for_each_row(&l.dedup_captions(), &["caption", "caption_from_id", "score"], |id, v| {
                 if wanted.contains(&id) {
                     let c = json!({"caption": v[0], "from_id": v[1], "score": v[2]});
@@ -76,11 +76,12 @@ impl Annotations {
                 }
             })?;
         }
-        for (field, file, summary, command) in [
-            ("dedup_kept", l.dedup_keep(), layout::DEDUP_SUMMARY, "dedup"),
-            ("selected", l.selection_keep(), layout::SELECTION_SUMMARY, "select"),
+        for (field, name, file, summary, command) in [
+            ("dedup_kept", layout::DEDUP_KEEP, l.dedup_keep(), layout::DEDUP_SUMMARY, "dedup"),
+            ("selected", layout::SELECTION_KEEP, l.selection_keep(), layout::SELECTION_SUMMARY, "select"),
         ] {
             if a.usable(run, &file, summary, command) {
+                a.sources.push((name, file.clone()));
                 let text = std::fs::read_to_string(&file).map_err(|e| Error::io("reading", &file, e))?;
                 a.lists.push((field, text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()));
             }

@@ -23,7 +23,7 @@
 //!   export's folder is refused unless `--overwrite`. Tar headers carry a fixed mtime, mode 0644,
 //!   uid/gid 0 and no user names, so the same run gives byte-identical shards.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::Path;
@@ -37,7 +37,7 @@ use super::{check_out, clear_out, not_empty, subset_rows, ExportOptions, Subset}
 use crate::error::{Error, Result};
 use crate::ingest::dir::IMAGE_EXTENSIONS;
 use crate::ingest::locate::{split_key, Locator};
-use crate::store::{sha256_bytes, write_atomic, Run};
+use crate::store::{sha256_bytes, sha256_file, write_atomic, Run};
 
 /// The export's parameters and outcome, in `OUT/_sieve_export.json`.
 pub const SUMMARY: &str = "_sieve_export.json";
@@ -63,6 +63,9 @@ pub struct Params {
     pub samples: usize,
     /// SHA-256 over every planned sample's id and key, in order.
     pub plan_sha256: String,
+    /// The stage outputs whose fields the `sieve` objects carry, with each file's SHA-256: a
+    /// stage rerun between a kill and the resume would give the shards two versions of them.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// One shard's outcome, also its `NNNNN_stats.json` (img2dataset's `count` and `successes`).
@@ -102,8 +105,6 @@ pub struct Summary {
     pub skipped: usize,
     /// The run's records not exported: not embedded, or not in the subset.
     pub left_out: usize,
-    /// The stage outputs whose fields the `sieve` objects carry.
-    pub annotations: Vec<String>,
     pub shards: Vec<ShardStats>,
     pub skipped_records: Vec<SkippedRecord>,
 }
@@ -133,6 +134,12 @@ pub fn export(run: &Run, out: &Path, opts: &ExportOptions) -> Result<Outcome> {
     }
     let chosen = subset_rows(run, opts.subset)?;
     let plan = plan(run, &chosen);
+    let wanted: HashSet<u64> = plan.iter().map(|it| run.meta.id[it.row]).collect();
+    let annotations = Annotations::load(run, &wanted)?;
+    let mut sources = BTreeMap::new();
+    for (name, path) in &annotations.sources {
+        sources.insert(name.to_string(), sha256_file(path)?);
+    }
     let params = Params {
         format: "webdataset".into(),
         run_fingerprint: run.fingerprint.clone(),
@@ -142,6 +149,7 @@ pub fn export(run: &Run, out: &Path, opts: &ExportOptions) -> Result<Outcome> {
         plan_sha256: sha256_bytes(
             plan.iter().map(|it| format!("{}\t{}\n", run.meta.id[it.row], it.key)).collect::<String>().as_bytes(),
         ),
+        annotations: sources,
     };
     let summary_path = out.join(SUMMARY);
     let entries = check_out(run, out)?;
@@ -172,8 +180,6 @@ pub fn export(run: &Run, out: &Path, opts: &ExportOptions) -> Result<Outcome> {
         }
     }
     fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))?;
-    let wanted: HashSet<u64> = plan.iter().map(|it| run.meta.id[it.row]).collect();
-    let annotations = Annotations::load(run, &wanted)?;
     let mut summary = Summary {
         sieve_version: env!("CARGO_PKG_VERSION").into(),
         run: run.dir.display().to_string(),
@@ -182,7 +188,6 @@ pub fn export(run: &Run, out: &Path, opts: &ExportOptions) -> Result<Outcome> {
         written: 0,
         skipped: 0,
         left_out: run.meta.len() - plan.len(),
-        annotations: annotations.sources.iter().map(|s| s.to_string()).collect(),
         shards: Vec::new(),
         skipped_records: Vec::new(),
     };
@@ -272,8 +277,14 @@ fn differences(was: &Params, now: &Params) -> String {
     if was.shard_size != now.shard_size {
         d.push(format!("--shard-size {} vs {}", was.shard_size, now.shard_size));
     }
-    if d.is_empty() {
+    if was.annotations != now.annotations {
+        d.push("the stage outputs joined into the JSON changed (a stage ran again)".to_string());
+    }
+    if d.is_empty() && was.samples != now.samples {
         d.push(format!("{} samples chosen then, {} now", was.samples, now.samples));
+    }
+    if d.is_empty() {
+        d.push("other samples chosen (dedup or select ran again)".to_string());
     }
     d.join(", ")
 }
