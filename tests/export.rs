@@ -365,6 +365,11 @@ fn webdataset_export_of_tar_shards_keeps_keys_and_json_and_skips_changed_records
     let o = export(&run_dir, &out, "parquet", &["--shard-size", "5"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(!out.exists(), "nothing written");
+    // A folder of source shards is not an earlier export, even with --overwrite.
+    let o = export(&run_dir, &shards, "webdataset", &["--subset", "all", "--overwrite"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("which no export wrote"));
+    assert!(shards.join("00000.tar").is_file() && shards.join("00001.tar").is_file());
 
     ok(&["dedup".as_ref(), "-q".as_ref(), run_dir.as_os_str()]);
     let kept = keep_txt(&run_dir.join("dedup/keep.txt"));

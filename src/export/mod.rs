@@ -294,20 +294,23 @@ fn not_empty(out: &Path) -> Error {
 }
 
 /// Whether a file in an export folder is one an export writes: any layout's, or a temporary
-/// file of an interrupted write.
-fn written_by_export(p: &Path) -> bool {
+/// file of an interrupted write. Numbered tars and stats files count only beside a webdataset
+/// export's summary (`in_wds_export`): img2dataset names its shards the same way, and a folder
+/// of source shards must never be taken for an earlier export.
+fn written_by_export(p: &Path, in_wds_export: bool) -> bool {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     matches!(name, "img_emb" | "text_emb" | "metadata" | webdataset::SUMMARY)
         || (name.starts_with("part-") && name.ends_with(".parquet"))
-        || name.strip_suffix(".tar").is_some_and(digits)
-        || name.strip_suffix("_stats.json").is_some_and(digits)
+        || (in_wds_export && name.strip_suffix(".tar").is_some_and(digits))
+        || (in_wds_export && name.strip_suffix("_stats.json").is_some_and(digits))
         || (name.starts_with('.') && name.ends_with(".tmp"))
 }
 
 /// Removes `entries` (what `out` holds), all an earlier export's, else removes nothing.
 fn clear_out(out: &Path, entries: Vec<PathBuf>) -> Result<()> {
-    if let Some(other) = entries.iter().find(|p| !written_by_export(p)) {
+    let in_wds_export = entries.iter().any(|p| p.file_name().is_some_and(|n| n == webdataset::SUMMARY));
+    if let Some(other) = entries.iter().find(|p| !written_by_export(p, in_wds_export)) {
         return Err(Error::InvalidArg {
             what: "export option out",
             reason: format!(
