@@ -245,7 +245,7 @@ fn plan(run: &Run, chosen: &[bool]) -> Vec<Item> {
     let mut plan = Vec::new();
     for row in (0..run.meta.len()).filter(|&r| chosen[r]) {
         let uri = &run.meta.uri[row];
-        let (key, ext) = match uri.split_once(".tar/") {
+        let (mut key, ext) = match uri.split_once(".tar/") {
             Some((_, member)) => {
                 let (key, ext) = split_key(member);
                 (key.to_string(), Some(ext.to_ascii_lowercase()).filter(|e| !e.is_empty()))
@@ -255,7 +255,9 @@ fn plan(run: &Run, chosen: &[bool]) -> Vec<Item> {
                 (format!("{:09}", plan.len()), ext.filter(|e| IMAGE_EXTENSIONS.contains(&e.as_str())))
             }
         };
-        let key = if taken.contains(&key) { format!("{key}_{}", run.meta.id[row]) } else { key };
+        while taken.contains(&key) {
+            key = format!("{key}_{}", run.meta.id[row]);
+        }
         taken.insert(key.clone());
         plan.push(Item { row, key, ext });
     }
