@@ -180,3 +180,49 @@ fn image_bytes_are_read_one_row_group_at_a_time_and_bad_cells_are_listed() {
     let sha = |rows: &[Row]| rows.iter().map(|r| r.sha256.clone()).collect::<Vec<_>>();
     assert_eq!(sha(&named), sha(&rows));
 }
+
+#[test]
+fn an_img2dataset_parquet_run_exports_its_keys_urls_and_pictures() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let input = fixture("parquet/*.parquet").display().to_string();
+    let rows = rows_of(&input, &run, &[]);
+    let sieve = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_sieve")).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    let (run_s, wds, cr) = (run.display().to_string(), dir.path().join("wds"), dir.path().join("cr"));
+    sieve(&["export", "-q", &run_s, "--out", wds.to_str().unwrap(), "--format", "webdataset", "--subset", "all"]);
+    sieve(&["export", "-q", &run_s, "--out", cr.to_str().unwrap(), "--format", "clip-retrieval"]);
+    // The shard holds img2dataset's keys, the original bytes and its fields.
+    let mut members = BTreeMap::new();
+    let mut a = tar::Archive::new(std::fs::File::open(wds.join("00000.tar")).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+        members.insert(e.path().unwrap().display().to_string(), bytes);
+    }
+    let embedded: Vec<&Row> = rows.iter().filter(|r| r.status == Status::Embedded).collect();
+    assert_eq!(members.len(), 3 * embedded.len());
+    for r in embedded {
+        let key = r.origin.key.as_deref().unwrap();
+        let image = &members[&format!("{key}.jpg")];
+        assert_eq!(Some(sieve::store::sha256_bytes(image)), r.sha256, "{key}");
+        let json: serde_json::Value = serde_json::from_slice(&members[&format!("{key}.json")]).unwrap();
+        assert_eq!(json["url"].as_str(), r.origin.url.as_deref());
+        assert_eq!(json["original_width"].as_u64(), r.origin.original_width.map(u64::from));
+        assert_eq!(json["sieve"]["id"], r.id);
+    }
+    // clip-retrieval's metadata carries the recorded URL, not the uri.
+    let file = std::fs::File::open(cr.join("metadata/metadata_0.parquet")).unwrap();
+    let batch = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let url = arrow_array::cast::AsArray::as_string::<i32>(batch.column_by_name("url").unwrap().as_ref());
+    assert_eq!(url.value(0), "http://127.0.0.1:8765/photo.jpg");
+}

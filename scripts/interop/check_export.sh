@@ -2,13 +2,17 @@
 # `sieve export` fed to the tools it is for: autofaiss builds a faiss index from the
 # clip-retrieval layout (as clip-retrieval's `clip_index` does), and each image's nearest
 # neighbour found through that index joins back, by the exported `id`, to the same record of the
-# run; DuckDB and pandas read the Parquet layout with the embeddings as fixed-size lists.
+# run; DuckDB and pandas read the Parquet layout with the embeddings as fixed-size lists; the
+# `webdataset` package reads the tar shards of `--format webdataset` (the kept records, each with
+# its original bytes, caption and JSON).
 #
 #   scripts/interop/check_export.sh [SIEVE_BINARY]   default: $CARGO_TARGET_DIR/debug/sieve or target/debug/sieve
 #
 # Installs autofaiss, faiss-cpu, pandas, pyarrow and duckdb (pinned) into a throwaway venv
 # ($SIEVE_INTEROP_VENV, default /tmp/sieve-interop-venv). Where they cannot be installed it prints
-# "skipping export check: <why>" and exits 0; a wrong result exits 1.
+# "skipping export check: <why>" and exits 0; a wrong result exits 1. webdataset (pinned) is added
+# to the venv the same way; where it cannot be, only the shard check is skipped, with a line
+# that says so.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIEVE=${1:-${CARGO_TARGET_DIR:-target}/debug/sieve}
@@ -22,6 +26,12 @@ if ! "$VENV/bin/python" -c "import autofaiss, faiss, duckdb, pandas, pyarrow" 2>
   python3 -m venv --clear "$VENV" >"$log" 2>&1 || skip "python3 -m venv failed: $(tail -1 "$log")"
   # shellcheck disable=SC2086
   "$VENV/bin/pip" install -q $PKGS >"$log" 2>&1 || skip "pip install failed: $(tail -1 "$log")"
+fi
+WDS_PKG="webdataset==1.0.2"
+wds=1
+if ! "$VENV/bin/python" -c "import webdataset" 2>/dev/null; then
+  log=$(mktemp)
+  "$VENV/bin/pip" install -q "$WDS_PKG" >"$log" 2>&1 || { echo "skipping webdataset shard check: pip install failed: $(tail -1 "$log")"; wds=0; }
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -62,3 +72,25 @@ assert n == len(meta) and d == emb.shape[1], (n, d)
 print(json.dumps({"faiss_rows": int(index.ntotal), "hits_joined": 3 * len(emb), "duckdb_rows": n, "dim": d}))
 PY
 echo "export check: autofaiss index and DuckDB read the exports; every hit joins back by id"
+[ "$wds" = 1 ] || exit 0
+"$SIEVE" dedup -q "$work/run"
+"$SIEVE" export -q "$work/run" --out "$work/wds" --format webdataset --subset keep --shard-size 4
+"$VENV/bin/python" - "$work" <<'PY'
+import glob, json, sys
+import webdataset as wds
+
+work = sys.argv[1]
+kept = open(f"{work}/run/dedup/keep.txt").read().split()
+shards = sorted(glob.glob(f"{work}/wds/*.tar"))
+seen = []
+for s in wds.WebDataset(shards, shardshuffle=False):
+    meta = json.loads(s["json"])["sieve"]
+    img = next(v for k, v in s.items() if k in ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"))
+    assert img == open(meta["uri"], "rb").read(), meta["uri"]
+    if "txt" in s:
+        assert s["txt"].decode(), meta["uri"]
+    seen.append(meta["uri"])
+assert seen == kept, (len(seen), len(kept))
+print(json.dumps({"webdataset_samples": len(seen), "shards": len(shards)}))
+PY
+echo "export check: webdataset reads the exported shards: the kept records, original bytes"

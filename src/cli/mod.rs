@@ -226,8 +226,10 @@ pub enum Command {
 
     /// Write a run's embedded records in a layout other tools read: `clip-retrieval` (its
     /// inference output, for clip_index, clip_back and clip_filter, with sieve's id in the
-    /// metadata so results join back to dedup, score and quality outputs) or `parquet` (one table
-    /// with the embeddings as fixed-size lists, for datasets, DuckDB, LanceDB, polars).
+    /// metadata so results join back to dedup, score and quality outputs), `parquet` (one table
+    /// with the embeddings as fixed-size lists, for datasets, DuckDB, LanceDB, polars) or
+    /// `webdataset` (the chosen records' original pictures, captions and fields as new tar
+    /// shards a trainer reads).
     Export(export::ExportArgs),
 
     /// Print a shell completion script on stdout, e.g. `sieve completions bash >

@@ -172,27 +172,36 @@ pub fn parse_uri(uri: &str) -> Option<(PathBuf, u64)> {
     (parquet && path.is_file()).then_some((path, row))
 }
 
-/// Reads the image bytes a `FILE.parquet#ROW` uri names, finding the image column as listing
-/// does. `Ok(None)` when `uri` is not such a uri; an error when it is and cannot be read.
-pub fn locate(uri: &str) -> Result<Option<Vec<u8>>> {
-    let Some((path, row)) = parse_uri(uri) else { return Ok(None) };
-    let file = File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
-    let builder = crate::error::guard_parquet(&path, || {
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| Error::Parquet { path: path.clone(), source })
+/// The image column of the Parquet file at `path` as listing finds it by name, else its first
+/// column holding bytes (a run made with `--image-col` naming another).
+pub fn open_image_column(path: &Path) -> Result<ImageColumn> {
+    let file = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let builder = crate::error::guard_parquet(path, || {
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| Error::Parquet { path: path.into(), source })
     })?;
     let names: Vec<(String, DataType)> =
         builder.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
-    let root = image_column(&names).ok_or_else(|| Error::InvalidArg {
+    let root =
+        image_column(&names).or_else(|| names.iter().position(|(_, ty)| cell_kind(ty).is_some())).ok_or_else(|| {
+            Error::InvalidArg { what: "uri", reason: format!("{} has no image bytes column", path.display()) }
+        })?;
+    ImageColumn::open(path, root)
+}
+
+/// Reads the image bytes a `FILE.parquet#ROW` uri names ([`open_image_column`]); `Ok(None)`
+/// when `uri` is not such a uri, an error when it is and cannot be read or the cell is null.
+/// Each call opens the file: [`crate::ingest::locate::Locator`] keeps columns open for many.
+pub fn locate(uri: &str) -> Result<Option<Vec<u8>>> {
+    let Some((path, row)) = parse_uri(uri) else { return Ok(None) };
+    read_row(&open_image_column(&path)?, row).map(Some)
+}
+
+/// Row `row` of `column`, an error where null.
+pub fn read_row(column: &ImageColumn, row: u64) -> Result<Vec<u8>> {
+    column.read(row)?.ok_or_else(|| Error::InvalidArg {
         what: "uri",
-        reason: format!("{} has no image bytes column", path.display()),
-    })?;
-    let column = ImageColumn::open(&path, root)?;
-    match column.read(row)? {
-        Some(bytes) => Ok(Some(bytes)),
-        None => {
-            Err(Error::InvalidArg { what: "uri", reason: format!("row {row} of {} holds no image", path.display()) })
-        }
-    }
+        reason: format!("row {row} of {} holds no image", column.path.display()),
+    })
 }
 
 /// Image-bytes columns looked for, in order, before text columns (case-insensitive):

@@ -5,6 +5,7 @@
 
 pub mod cells;
 pub mod dir;
+pub mod locate;
 pub mod manifest;
 pub mod origin;
 pub mod wds;
