@@ -72,6 +72,36 @@ assert n == len(meta) and d == emb.shape[1], (n, d)
 print(json.dumps({"faiss_rows": int(index.ntotal), "hits_joined": 3 * len(emb), "duckdb_rows": n, "dim": d}))
 PY
 echo "export check: autofaiss index and DuckDB read the exports; every hit joins back by id"
+# clip-retrieval's own clip_index on the export, as its docs run it after clip_inference. The
+# package's __init__ imports clip_back (flask, torch, a CLIP model from the Hub), which cannot run
+# here, so it is installed without its dependencies and clip_index.py (fire + autofaiss) is loaded
+# from its file.
+CR_PKG="clip-retrieval==2.45.0"
+if "$VENV/bin/pip" install -q --no-deps "$CR_PKG" fire==0.7.1 >"$work/cr-pip.log" 2>&1; then
+  "$VENV/bin/python" - "$work" <<'PY'
+import glob, importlib.util, json, os, sys
+import faiss, numpy as np, pandas as pd
+
+work = sys.argv[1]
+package = importlib.util.find_spec("clip_retrieval").submodule_search_locations[0]  # not imported
+spec = importlib.util.spec_from_file_location("clip_index", os.path.join(package, "clip_index.py"))
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+mod.clip_index(f"{work}/cr", f"{work}/index", max_index_memory_usage="100M", current_memory_available="500M")
+image, text = faiss.read_index(f"{work}/index/image.index"), faiss.read_index(f"{work}/index/text.index")
+meta = pd.concat([pd.read_parquet(f) for f in sorted(glob.glob(f"{work}/index/metadata/*.parquet"))], ignore_index=True)
+assert image.ntotal == text.ntotal == len(meta), (image.ntotal, text.ntotal, len(meta))
+assert {"image_path", "caption", "url", "id"} <= set(meta.columns), meta.columns
+# A caption's nearest image, as clip_back answers a text query: row numbers index the metadata.
+txt = np.concatenate([np.load(f) for f in sorted(glob.glob(f"{work}/cr/text_emb/*.npy"))]).astype("float32")
+_, found = image.search(txt[:5], 1)
+assert all(0 <= int(f) < len(meta) for f in found[:, 0])
+print(json.dumps({"clip_index_image_rows": int(image.ntotal), "clip_index_text_rows": int(text.ntotal)}))
+PY
+  echo "export check: clip-retrieval's clip_index indexed the export (image and text) with its metadata"
+else
+  echo "skipping clip_index check: pip install $CR_PKG failed: $(tail -1 "$work/cr-pip.log")"
+fi
 [ "$wds" = 1 ] || exit 0
 "$SIEVE" dedup -q "$work/run"
 "$SIEVE" export -q "$work/run" --out "$work/wds" --format webdataset --subset keep --shard-size 4
