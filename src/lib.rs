@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod search;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -21,5 +21,6 @@ mod quality;
 mod report;
 mod robust;
 mod run;
+mod search;
 mod siglip;
 mod store;

@@ -20,6 +20,7 @@ mod quality;
 mod report;
 mod run;
 mod score;
+mod search;
 mod select;
 mod verify;
 
@@ -232,6 +233,11 @@ pub enum Command {
     /// shards a trainer reads).
     Export(export::ExportArgs),
 
+    /// List the items of a run nearest a text, a picture or one of its records, by the run's own
+    /// model: text→image, image→image, or against the captions with --space caption. Exact
+    /// search; prints rank, cosine similarity, id, uri and caption (--json: one object).
+    Search(search::SearchArgs),
+
     /// Print a shell completion script on stdout, e.g. `sieve completions bash >
     /// ~/.local/share/bash-completion/completions/sieve` (zsh: a file `_sieve` in a folder of
     /// $fpath; fish: ~/.config/fish/completions/sieve.fish).
@@ -312,6 +318,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::execute(args, g),
         Command::Verify(args) => verify::execute(args, g),
         Command::Export(args) => export::execute(args, g),
+        Command::Search(args) => search::execute(args, g),
         Command::Completions { shell } => {
             // Into a buffer first: clap_complete panics on a write error (a closed pipe).
             let mut script = Vec::new();

@@ -1,0 +1,200 @@
+//! `sieve search`: the items of a run nearest a query, by the run's own encoder. A query is a
+//! text (embedded by the caption tower), a picture (by the image tower, preprocessed as the run's
+//! pictures were) or a record of the run (its stored embedding); it is compared with the run's
+//! stored image embeddings (`Space::Image`: text→image, image→image) or caption embeddings
+//! (`Space::Caption`). The scan is exact, one run part at a time (memory: one part's embeddings
+//! and the top list), so its answer is the true top N; similarities are cosines against the
+//! stored float16 rows, so a record queried by itself comes first at 1 (within float16's 1e-3).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+use serde::Serialize;
+
+use crate::device::DeviceSpec;
+use crate::error::{Error, Result};
+use crate::index::topk::TopK;
+use crate::media::decode::Limits;
+use crate::model::{Encoder, ModelSpec};
+use crate::store::Run;
+
+/// What to look for.
+#[derive(Debug, Clone)]
+pub enum Query {
+    Text(String),
+    Image(PathBuf),
+    /// A record of the run, by id.
+    Id(u64),
+}
+
+/// Which stored embeddings to search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Space {
+    Image,
+    Caption,
+}
+
+/// How to search.
+#[derive(Debug, Clone)]
+pub struct SearchOptions {
+    pub query: Query,
+    pub space: Space,
+    pub top: usize,
+    /// The model to embed a text or picture query with: `None` for the run's own (run.json).
+    /// Its weights must be the run's.
+    pub model: Option<ModelSpec>,
+    pub device: DeviceSpec,
+}
+
+/// One hit.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Hit {
+    pub rank: usize,
+    pub similarity: f32,
+    pub id: u64,
+    pub uri: String,
+    pub caption: Option<String>,
+}
+
+/// The answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Found {
+    pub run: String,
+    pub query: String,
+    pub space: Space,
+    /// Items searched (embedded; with a caption, in the caption space).
+    pub searched: usize,
+    pub hits: Vec<Hit>,
+}
+
+/// Runs `opts` against `run`.
+pub fn search(run: &Run, opts: &SearchOptions) -> Result<Found> {
+    if opts.top == 0 {
+        return Err(Error::InvalidArg { what: "--top", reason: "must be at least 1".into() });
+    }
+    let d = run.manifest.embed_dim;
+    let caption = opts.space == Space::Caption;
+    if caption && !(run.manifest.model.family.has_text() && run.manifest.counts.with_caption > 0) {
+        return Err(Error::InvalidArg {
+            what: "--space",
+            reason: format!("{} holds no caption embeddings to search", run.dir.display()),
+        });
+    }
+    let (query, shown) = match &opts.query {
+        Query::Id(id) => (stored(run, *id, caption)?, format!("id {id}")),
+        Query::Text(text) => {
+            let encoder = load(run, opts)?;
+            let tokenizer = encoder.tokenizer().ok_or_else(|| Error::InvalidArg {
+                what: "--text",
+                reason: format!(
+                    "the run's model ({}) has no text tower; query with --image or --id",
+                    encoder.info().id
+                ),
+            })?;
+            let ids = tokenizer.encode(text)?.ids;
+            (row(&encoder.embed_texts(&[ids])?)?, format!("text {text:?}"))
+        }
+        Query::Image(path) => {
+            let encoder = load(run, opts)?;
+            (picture(&*encoder, path, &run.manifest.limits)?, format!("image {}", path.display()))
+        }
+    };
+    if query.len() != d {
+        return Err(Error::InvalidArg {
+            what: "query",
+            reason: format!("the query embedding has {} values, the run's {d}", query.len()),
+        });
+    }
+    let mut top = TopK::new(opts.top);
+    let mut searched = 0;
+    let mut start = 0;
+    for (p, &rows) in run.part_rows.iter().enumerate() {
+        let values = run.embedding_part(caption, p)?;
+        for r in 0..rows {
+            let g = start + r;
+            if !run.meta.embedded[g] || (caption && run.meta.caption[g].is_none()) {
+                continue;
+            }
+            searched += 1;
+            let v = &values[r * d..(r + 1) * d];
+            let sim: f32 = v.iter().zip(&query).map(|(a, b)| a * b).sum();
+            top.push(g as u32, sim);
+        }
+        start += rows;
+    }
+    let hits = top
+        .into_vec()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (g, sim))| {
+            let g = g as usize;
+            Hit {
+                rank: i + 1,
+                similarity: sim,
+                id: run.meta.id[g],
+                uri: run.meta.uri[g].clone(),
+                caption: run.meta.caption[g].clone(),
+            }
+        })
+        .collect();
+    Ok(Found { run: run.dir.display().to_string(), query: shown, space: opts.space, searched, hits })
+}
+
+/// The stored embedding of record `id` (its image's, or its caption's in the caption space).
+fn stored(run: &Run, id: u64, caption: bool) -> Result<Vec<f32>> {
+    let bad = |reason: String| Error::InvalidArg { what: "--id", reason };
+    let g = run.meta.id.iter().position(|&x| x == id).ok_or_else(|| bad(format!("the run has no record {id}")))?;
+    if !run.meta.embedded[g] {
+        return Err(bad(format!("record {id} ({}) was skipped, so has no embedding", run.meta.uri[g])));
+    }
+    if caption && run.meta.caption[g].is_none() {
+        return Err(bad(format!("record {id} ({}) has no caption", run.meta.uri[g])));
+    }
+    let d = run.manifest.embed_dim;
+    let (mut start, mut part) = (0, 0);
+    while start + run.part_rows[part] <= g {
+        start += run.part_rows[part];
+        part += 1;
+    }
+    let values = run.embedding_part(caption, part)?;
+    Ok(values[(g - start) * d..(g - start + 1) * d].to_vec())
+}
+
+/// The run's model (or `opts.model`), refused unless its weights are the run's.
+fn load(run: &Run, opts: &SearchOptions) -> Result<Box<dyn Encoder>> {
+    let m = &run.manifest.model;
+    let spec = opts.model.clone().unwrap_or_else(|| ModelSpec::new(m.id.clone(), m.revision.clone()));
+    let device = crate::device::open(opts.device)?;
+    let encoder = crate::model::load(&spec, &device, crate::device::compute_dtype(&device))?;
+    if encoder.info().weights_sha256 != m.weights_sha256 {
+        return Err(Error::InvalidArg {
+            what: "--model",
+            reason: format!(
+                "{} has other weights than the model {} was embedded with ({}): its embeddings live in another space",
+                spec.name,
+                run.dir.display(),
+                m.id
+            ),
+        });
+    }
+    Ok(encoder)
+}
+
+fn row(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_vec2::<f32>()?.into_iter().next().unwrap_or_default())
+}
+
+/// The embedding of the picture at `path`, read, decoded and preprocessed as `sieve embed` does.
+fn picture(encoder: &dyn Encoder, path: &Path, limits: &Limits) -> Result<Vec<f32>> {
+    let bad = |reason: String| Error::InvalidArg { what: "--image", reason: format!("{}: {reason}", path.display()) };
+    let (bytes, more) = crate::ingest::read_regular(path, limits.max_bytes).map_err(|s| bad(s.detail))?;
+    if more {
+        return Err(bad(format!("over the run's --max-bytes ({})", limits.max_bytes)));
+    }
+    let decoded = crate::media::decode::decode(&bytes, limits).map_err(|s| bad(s.detail))?;
+    let pre = encoder.preprocessor();
+    let (h, w) = pre.output_size();
+    let pixels = Tensor::from_vec(pre.preprocess(&decoded.rgb), (1, 3, h as usize, w as usize), encoder.device())?;
+    row(&encoder.embed_images(&pixels)?)
+}

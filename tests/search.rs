@@ -1,0 +1,124 @@
+//! `sieve search`: the exact nearest items of a run to a text, a picture or a record, by the run's
+//! own model, checked against a scan of the stored embeddings.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sieve::store::Run;
+
+use crate::util::*;
+
+fn sieve(args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sieve"));
+    c.env_remove("RUST_LOG").env_remove("SIEVE_MODEL").args(args).output().unwrap()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// A run of the fixture pictures, each with a caption of its own, and one file that is no picture.
+fn captioned_run(root: &Path) -> std::path::PathBuf {
+    let pics = root.join("pics");
+    std::fs::create_dir_all(&pics).unwrap();
+    for (i, f) in ["photo.jpg", "tall.jpg", "wide.png", "tiny.png", "palette.png", "gray.png"].iter().enumerate() {
+        std::fs::copy(fixtures().join("images").join(f), pics.join(f)).unwrap();
+        let stem = Path::new(f).file_stem().unwrap().to_str().unwrap();
+        std::fs::write(pics.join(format!("{stem}.txt")), format!("caption number {i} of {stem}")).unwrap();
+    }
+    std::fs::write(pics.join("broken.jpg"), b"not a picture").unwrap();
+    let run = root.join("run");
+    let o = sieve(&[
+        "embed",
+        "-q",
+        pics.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--model",
+        tiny_model_dir().to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run
+}
+
+#[test]
+fn every_picture_finds_itself_first_and_the_order_is_the_exact_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = captioned_run(dir.path());
+    let r = run.to_str().unwrap();
+    let opened = Run::open(&run).unwrap();
+    let d = opened.manifest.embed_dim;
+    let images = opened.embeddings(false).unwrap();
+    let model = tiny_model_dir();
+    for (g, uri) in opened.meta.uri.iter().enumerate() {
+        if !opened.meta.embedded[g] {
+            continue;
+        }
+        let id = opened.meta.id[g].to_string();
+        let by_image = json(&sieve(&["search", r, "--image", uri, "--top", "3", "--device", "cpu", "--json"]));
+        let by_id = json(&sieve(&["search", r, "--id", &id, "--top", "100", "--json"]));
+        let first = &by_image["hits"][0];
+        assert_eq!(first["uri"], uri.as_str(), "{uri} finds itself first");
+        assert!(first["similarity"].as_f64().unwrap() > 0.999, "{first}");
+        // --id ranks every embedded image by its stored embedding: the exact scan's order.
+        let q = &images[g * d..(g + 1) * d];
+        let mut want: Vec<(f32, u64)> = (0..opened.meta.len())
+            .filter(|&h| opened.meta.embedded[h])
+            .map(|h| (images[h * d..(h + 1) * d].iter().zip(q).map(|(a, b)| a * b).sum(), opened.meta.id[h]))
+            .collect();
+        want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let got: Vec<u64> = by_id["hits"].as_array().unwrap().iter().map(|h| h["id"].as_u64().unwrap()).collect();
+        assert_eq!(got, want.iter().map(|w| w.1).collect::<Vec<_>>(), "query {uri}");
+        assert_eq!(by_id["searched"], 6, "the skipped file is not searched");
+    }
+    // A caption, as text, finds its own record first among the captions.
+    let text = json(&sieve(&[
+        "search",
+        r,
+        "--text",
+        "caption number 2 of wide",
+        "--space",
+        "caption",
+        "--top",
+        "1",
+        "--device",
+        "cpu",
+        "--json",
+        "--model",
+        model.to_str().unwrap(),
+    ]));
+    assert!(text["hits"][0]["uri"].as_str().unwrap().ends_with("wide.png"), "{text}");
+    assert!(text["hits"][0]["similarity"].as_f64().unwrap() > 0.999);
+}
+
+#[test]
+fn queries_that_cannot_be_answered_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = captioned_run(dir.path());
+    let r = run.to_str().unwrap();
+    let skipped = Run::open(&run).unwrap();
+    let broken = skipped.meta.uri.iter().position(|u| u.ends_with("broken.jpg")).unwrap();
+    let broken_id = skipped.meta.id[broken].to_string();
+    let other = root_model("tiny-siglip");
+    for (args, says) in [
+        (vec!["--id", "12345"], "no record 12345"),
+        (vec!["--id", broken_id.as_str()], "was skipped"),
+        (vec!["--id", "0", "--top", "0"], "at least 1"),
+        (vec!["--image", "no-such-file.jpg", "--device", "cpu"], "no-such-file.jpg"),
+        (vec!["--text", "a cat", "--device", "cpu", "--model", other.as_str()], "other weights"),
+    ] {
+        let mut all = vec!["search", r];
+        all.extend(args.iter().copied());
+        let o = sieve(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+fn root_model(name: &str) -> String {
+    root().join("models").join(name).display().to_string()
+}
