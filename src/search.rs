@@ -45,6 +45,9 @@ pub struct SearchOptions {
     /// Its weights must be the run's.
     pub model: Option<ModelSpec>,
     pub device: DeviceSpec,
+    /// The top N within each value of this metadata column (`folder`: the uri's folder), rather
+    /// than overall.
+    pub by: Option<String>,
 }
 
 /// One hit.
@@ -55,6 +58,9 @@ pub struct Hit {
     pub id: u64,
     pub uri: String,
     pub caption: Option<String>,
+    /// The hit's value of the `--by` column (null where the record has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// The answer.
@@ -63,6 +69,8 @@ pub struct Found {
     pub run: String,
     pub query: String,
     pub space: Space,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
     /// Items searched (embedded; with a caption, in the caption space).
     pub searched: usize,
     pub hits: Vec<Hit>,
@@ -106,7 +114,9 @@ pub fn search(run: &Run, opts: &SearchOptions) -> Result<Found> {
             reason: format!("the query embedding has {} values, the run's {d}", query.len()),
         });
     }
-    let mut top = TopK::new(opts.top);
+    let groups = opts.by.as_deref().map(|c| run.column_strings(c)).transpose()?;
+    // One top list per group (one in all without --by); groups by name, nulls last.
+    let mut tops: std::collections::BTreeMap<(bool, String), TopK> = std::collections::BTreeMap::new();
     let mut searched = 0;
     let mut start = 0;
     for (p, &rows) in run.part_rows.iter().enumerate() {
@@ -119,15 +129,16 @@ pub fn search(run: &Run, opts: &SearchOptions) -> Result<Found> {
             searched += 1;
             let v = &values[r * d..(r + 1) * d];
             let sim: f32 = v.iter().zip(&query).map(|(a, b)| a * b).sum();
-            top.push(g as u32, sim);
+            let group = groups.as_ref().and_then(|v| v[g].clone());
+            let key = (group.is_none(), group.unwrap_or_default());
+            tops.entry(key).or_insert_with(|| TopK::new(opts.top)).push(g as u32, sim);
         }
         start += rows;
     }
-    let hits = top
-        .into_vec()
-        .into_iter()
-        .enumerate()
-        .map(|(i, (g, sim))| {
+    let mut hits = Vec::new();
+    for ((null, group), top) in tops {
+        let group = (opts.by.is_some() && !null).then_some(group);
+        hits.extend(top.into_vec().into_iter().enumerate().map(|(i, (g, sim))| {
             let g = g as usize;
             Hit {
                 rank: i + 1,
@@ -135,10 +146,64 @@ pub fn search(run: &Run, opts: &SearchOptions) -> Result<Found> {
                 id: run.meta.id[g],
                 uri: run.meta.uri[g].clone(),
                 caption: run.meta.caption[g].clone(),
+                group: group.clone(),
             }
-        })
-        .collect();
-    Ok(Found { run: run.dir.display().to_string(), query: shown, space: opts.space, searched, hits })
+        }));
+    }
+    Ok(Found {
+        run: run.dir.display().to_string(),
+        query: shown,
+        space: opts.space,
+        by: opts.by.clone(),
+        searched,
+        hits,
+    })
+}
+
+/// A self-contained HTML page of `found` with thumbnails (`size` px), as the report makes them
+/// (same decoding, same Content-Security-Policy: nothing is fetched).
+pub fn html(found: &Found, run: &Run, size: u32) -> String {
+    use crate::report::page::{shown, CSP, MAX_SHOWN_CHARS};
+    use maud::{html, DOCTYPE};
+    let t = crate::report::thumbs::Thumbnailer::new(run.manifest.limits, size);
+    let uris: Vec<String> = found.hits.iter().map(|h| h.uri.clone()).collect();
+    let thumbs = t.make_all(&uris);
+    let title = format!("sieve search: {}", shown(&found.query, MAX_SHOWN_CHARS));
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="Content-Security-Policy" content=(CSP);
+                meta name="referrer" content="no-referrer";
+                title { (title) }
+                style { "body{font:14px system-ui,sans-serif;margin:1.5em}figure{display:inline-block;width:"
+                    (size + 16) "px;vertical-align:top;margin:.4em}figcaption{font-size:12px;overflow-wrap:anywhere}"
+                    ".ph{width:" (size) "px;height:" (size) "px;background:#eee;font-size:11px}.muted{color:#666}" }
+            }
+            body {
+                h1 { bdi { (title) } }
+                p.muted { (found.hits.len()) " of " (found.searched) " " (format!("{:?}", found.space).to_lowercase())
+                    " embeddings in " bdi { (shown(&found.run, MAX_SHOWN_CHARS)) } }
+                @for h in &found.hits {
+                    figure {
+                        @match thumbs.get(&h.uri) {
+                            Some(Ok(data)) => img src=(data) alt=(shown(&h.uri, MAX_SHOWN_CHARS));
+                            Some(Err(why)) => div.ph { "no preview: " bdi { (shown(why, MAX_SHOWN_CHARS)) } },
+                            None => div.ph { "no preview" },
+                        }
+                        figcaption {
+                            @if let Some(g) = &h.group { span.muted { bdi { (shown(g, MAX_SHOWN_CHARS)) } " · " } }
+                            "#" (h.rank) " · " (format!("{:.4}", h.similarity)) " · id " (h.id) br;
+                            bdi title=(shown(&h.uri, MAX_SHOWN_CHARS)) { (shown(&h.uri, 80)) }
+                            @if let Some(c) = &h.caption { br; "“" bdi { (shown(c, MAX_SHOWN_CHARS)) } "”" }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    .into_string()
 }
 
 /// The stored embedding of record `id` (its image's, or its caption's in the caption space).

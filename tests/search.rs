@@ -122,3 +122,55 @@ fn queries_that_cannot_be_answered_are_usage_errors() {
 fn root_model(name: &str) -> String {
     root().join("models").join(name).display().to_string()
 }
+
+#[test]
+fn by_a_column_lists_the_top_of_each_group_and_html_shows_each_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let o = sieve(&[
+        "embed",
+        "-q",
+        root().join("demo").to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--model",
+        tiny_model_dir().to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (r, page) = (run.to_str().unwrap(), dir.path().join("hits.html"));
+    let overall = json(&sieve(&["search", r, "--id", "3", "--top", "100", "--json"]));
+    let by = json(&sieve(&[
+        "search",
+        r,
+        "--id",
+        "3",
+        "--top",
+        "2",
+        "--by",
+        "folder",
+        "--json",
+        "--html",
+        page.to_str().unwrap(),
+    ]));
+    let hits = by["hits"].as_array().unwrap();
+    let folder = |h: &serde_json::Value| Path::new(h["uri"].as_str().unwrap()).parent().unwrap().display().to_string();
+    let groups: std::collections::BTreeSet<String> = hits.iter().map(folder).collect();
+    assert_eq!(groups.len(), 5, "demo's five folders");
+    assert_eq!(hits.len(), 10);
+    for g in &groups {
+        // Each group's two are the first two of that folder in the overall ranking.
+        let want: Vec<&serde_json::Value> =
+            overall["hits"].as_array().unwrap().iter().filter(|h| &folder(h) == g).take(2).map(|h| &h["id"]).collect();
+        let got: Vec<&serde_json::Value> = hits.iter().filter(|h| h["group"] == g.as_str()).map(|h| &h["id"]).collect();
+        assert_eq!(got, want, "{g}");
+        assert_eq!(
+            hits.iter().filter(|h| h["group"] == g.as_str()).map(|h| h["rank"].as_u64().unwrap()).collect::<Vec<_>>(),
+            [1, 2]
+        );
+    }
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(html.matches("src=\"data:image/jpeg;base64,").count(), 10, "a thumbnail per hit");
+    assert!(html.contains("Content-Security-Policy"));
+}

@@ -56,6 +56,15 @@ pub struct SearchArgs {
     #[arg(long)]
     pub revision: Option<String>,
 
+    /// List the top N within each value of this metadata column (e.g. `folder`, the uri's
+    /// folder, or `key`, `reason`…) instead of overall.
+    #[arg(long, value_name = "COLUMN")]
+    pub by: Option<String>,
+
+    /// Also write the hits as an HTML page with thumbnails (self-contained, like the report).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
     /// Compute device for the query: auto, cpu, cuda[:N] or metal[:N].
     #[arg(long, default_value = "auto", value_parser = device)]
     pub device: DeviceSpec,
@@ -77,6 +86,7 @@ pub fn execute(args: SearchArgs, g: Global) -> anyhow::Result<()> {
         top: args.top,
         model: args.model.map(|m| ModelSpec::new(m, args.revision)),
         device: args.device,
+        by: args.by,
     };
     let _lock = RunLock::acquire(&args.run, Mode::Shared, "sieve search")?;
     let run = Run::open(&args.run)?;
@@ -88,11 +98,18 @@ pub fn execute(args: SearchArgs, g: Global) -> anyhow::Result<()> {
         if opts.space == Space::Caption { "caption" } else { "image" },
         found.query
     );
+    if let Some(path) = &args.html {
+        let page = sieve::search::html(&found, &run, 160);
+        sieve::store::write_atomic(path, |w| std::io::Write::write_all(w, page.as_bytes()))?;
+        eprintln!("  page with thumbnails -> {}", path.display());
+    }
     if !g.json {
-        let mut out = String::from("rank  similarity  id  uri  caption\n");
+        let by = opts.by.is_some();
+        let mut out = format!("{}rank  similarity  id  uri  caption\n", if by { "group  " } else { "" });
         for h in &found.hits {
             out.push_str(&format!(
-                "{:>4}  {:>10.4}  {}  {}  {}\n",
+                "{}{:>4}  {:>10.4}  {}  {}  {}\n",
+                if by { format!("{}  ", h.group.as_deref().unwrap_or("-")) } else { String::new() },
                 h.rank,
                 h.similarity,
                 h.id,

@@ -9,9 +9,9 @@
 //! from the data is escaped by the template (maud). The same run gives a byte-identical page.
 
 mod load;
-mod page;
+pub(crate) mod page;
 pub mod plot;
-mod thumbs;
+pub(crate) mod thumbs;
 
 use std::collections::BTreeSet;
 use std::io::Write;
