@@ -39,6 +39,28 @@ pyo3::create_exception!(_sieve, RunError, SieveError, "A run directory or one of
 /// process-wide in the library.
 static BUSY: Mutex<()> = Mutex::new(());
 
+thread_local! {
+    /// This thread is inside a sieve call (its progress callback is running): a nested call
+    /// would wait for [`BUSY`] forever.
+    static IN_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Sets [`IN_CALL`] for its lifetime.
+struct InCall;
+
+impl InCall {
+    fn enter() -> Self {
+        IN_CALL.with(|c| c.set(true));
+        InCall
+    }
+}
+
+impl Drop for InCall {
+    fn drop(&mut self) {
+        IN_CALL.with(|c| c.set(false));
+    }
+}
+
 /// The latest progress `(what, done, total)`, written by sieve's threads, read by the caller's.
 type Latest = Arc<Mutex<Option<(String, u64, u64)>>>;
 
@@ -66,6 +88,11 @@ fn interruptible<T: Send + 'static>(
     callback: Option<PyObject>,
     work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> PyResult<T> {
+    if IN_CALL.with(|c| c.get()) {
+        return Err(SieveError::new_err(
+            "a sieve call is already running on this thread (called from a progress callback?); call sieve after it returns",
+        ));
+    }
     let _busy = loop {
         match BUSY.try_lock() {
             Ok(guard) => break guard,
@@ -75,6 +102,7 @@ fn interruptible<T: Send + 'static>(
             }
         }
     };
+    let _in_call = InCall::enter();
     sieve::progress::clear_cancel();
     let latest: Latest = Arc::new(Mutex::new(None));
     if callback.is_some() {
@@ -101,9 +129,8 @@ fn interruptible<T: Send + 'static>(
         });
         if let Some(cb) = &callback {
             let now = latest.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            if now.is_some() && now != shown {
-                shown = now.clone();
-                let (what, done, total) = now.expect("checked");
+            if let Some((what, done, total)) = now.clone().filter(|_| now != shown) {
+                shown = now;
                 if let Err(e) = cb.call1(py, (what, done, total)) {
                     stop = Some(e);
                 }
@@ -145,7 +172,7 @@ fn interruptible<T: Send + 'static>(
 #[pyo3(signature = (argv, progress=None))]
 fn run_command(py: Python<'_>, argv: Vec<String>, progress: Option<PyObject>) -> PyResult<Vec<String>> {
     let args = std::iter::once("sieve".to_string()).chain(argv);
-    let cli = match cli::Cli::try_parse_from(args) {
+    let mut cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let msg = e.render().to_string();
@@ -157,6 +184,8 @@ fn run_command(py: Python<'_>, argv: Vec<String>, progress: Option<PyObject>) ->
             };
         }
     };
+    // The callback shows progress: no terminal bar as well.
+    cli.quiet |= progress.is_some();
     interruptible(py, progress, move || {
         let (result, json) = cli::run_capturing_json(cli);
         result.map(|()| json)

@@ -167,3 +167,16 @@ def test_ctrl_c_stops_model_embedding(tmp_path):
         model.embed_images(images, progress=interrupt_soon())
     # The model is still usable afterwards.
     assert model.embed_images(images[:3]).shape == (3, 16)
+
+
+def test_a_call_from_a_progress_callback_is_refused(model):
+    errors = []
+
+    def callback(what, done, total):
+        try:
+            model.embed_texts(["a cat"])
+        except sieve.SieveError as e:
+            errors.append(str(e))
+
+    model.embed_images(sorted(IMAGES.glob("*.png")), progress=callback)
+    assert errors and "already running" in errors[0]
