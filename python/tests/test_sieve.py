@@ -58,7 +58,11 @@ def test_image_inputs_bytes_and_pil_match_paths(model):
 def test_run_round_trip(tmp_path, demo_copy, cli_run):
     cli_out, cli_summary = cli_run
     out = tmp_path / "run"
-    summary = sieve.run(demo_copy, out, model=str(TINY), device="cpu", skip=["report"], progress=False)
+    seen = set()
+    summary = sieve.run(
+        demo_copy, out, model=str(TINY), device="cpu", skip=["report"], progress=lambda what, *_: seen.add(what)
+    )
+    assert "embedding" in seen
     assert summary.keys() == cli_summary.keys()
     assert summary["embed"]["manifest"]["counts"] == cli_summary["embed"]["manifest"]["counts"]
 
@@ -156,8 +160,13 @@ def test_ctrl_c_stops_embed_and_the_run_resumes(tmp_path):
     # The same call resumes and finishes; every record is there once.
     done = sieve.embed(inputs, out, model=str(TINY), device="cpu", batch_size=4, part_size=64, progress=False)
     assert done["complete"] is True and done["counts"]["embedded"] == 3000
-    meta = sieve.Run(out).metadata().to_pydict()
+    resumed = sieve.Run(out)
+    meta = resumed.metadata().to_pydict()
     assert sorted(meta["id"]) == list(range(3000)) == meta["id"]
+    # 47 parts of 64 rows, read into one array aligned with the metadata.
+    images = resumed.embeddings("image")
+    assert images.shape == (3000, 16) and len(resumed.manifest["parts"]) == 47
+    np.testing.assert_allclose(np.linalg.norm(images.astype(np.float32), axis=1), 1.0, atol=2e-3)
 
 
 def test_ctrl_c_stops_model_embedding(tmp_path):
