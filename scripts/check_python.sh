@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The Python package (docs/python.md) built and tested as a user gets it: a fresh venv, the wheel
-# built by maturin, installed, and python/tests run against it (they compare with the binary).
+# The Python package (docs/python.md) built and tested as a user gets it: a fresh venv, clippy on
+# the extension crate, the wheel built by maturin, installed, and python/tests run against it
+# (they compare with the binary).
 #
 #   scripts/check_python.sh [SIEVE_BINARY]   default: $CARGO_TARGET_DIR/debug/sieve or target/debug/sieve
 #
@@ -28,6 +29,8 @@ py="$work/venv/bin/python"
 # shellcheck disable=SC2086
 "$py" -m pip install -q $PKGS
 "$py" --version
+# The extension's own lints (the root's `cargo clippy` leaves python/ out: not a default member).
+PYO3_PYTHON="$py" cargo clippy -p sieve-curate --all-targets --locked -- -D warnings
 t0=$SECONDS
 "$work/venv/bin/maturin" build --profile dev --locked --out "$work/wheel"
 echo "wheel built in $((SECONDS - t0)) s: $(cd "$work/wheel" && ls)"
