@@ -4,6 +4,10 @@
 //! not given, and only one at a time: a loop that runs inside another one's bar (the exact
 //! search inside each cluster of a clustered search, say) draws nothing, so the outer bar stays
 //! readable.
+//!
+//! For callers in the same process (the Python package): an observer told what each outermost
+//! loop has done ([`set_observer`]), and a cancel flag that embedding and `sieve run` check
+//! between batches and stages ([`request_cancel`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -29,16 +33,23 @@ pub fn quiet() -> bool {
 pub type Observer = Arc<dyn Fn(&str, u64, u64) + Send + Sync>;
 
 static OBSERVER: Mutex<Option<Observer>> = Mutex::new(None);
+/// Whether [`OBSERVER`] is set: the bars' hot path (the CLI, with none) never takes the lock.
+static OBSERVED: AtomicBool = AtomicBool::new(false);
 static CANCEL: AtomicBool = AtomicBool::new(false);
 
 /// Sets (or with `None` removes) the one observer of progress for the whole process, for a
 /// caller that shows progress its own way (the Python package's callback). It sees the same
 /// loops as the bars, outermost only, whether or not a bar is drawn.
 pub fn set_observer(observer: Option<Observer>) {
-    *OBSERVER.lock().unwrap_or_else(|e| e.into_inner()) = observer;
+    let mut slot = OBSERVER.lock().unwrap_or_else(|e| e.into_inner());
+    OBSERVED.store(observer.is_some(), Ordering::SeqCst);
+    *slot = observer;
 }
 
 fn observer() -> Option<Observer> {
+    if !OBSERVED.load(Ordering::Relaxed) {
+        return None;
+    }
     OBSERVER.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
