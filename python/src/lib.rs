@@ -230,9 +230,12 @@ impl Model {
     fn embed_image_bytes(
         &self,
         py: Python<'_>,
-        images: Vec<Vec<u8>>,
+        images: Vec<Bound<'_, PyBytes>>,
         progress: Option<PyObject>,
     ) -> PyResult<(Py<PyBytes>, usize, usize)> {
+        // Copied as slices: extracting `Vec<u8>` would convert every byte as a Python int
+        // (seconds for a few hundred megabytes, with the GIL held).
+        let images: Vec<Vec<u8>> = images.iter().map(|b| b.as_bytes().to_vec()).collect();
         let inner = self.inner.clone();
         let dim = inner.encoder().embed_dim();
         let rows = interruptible(py, progress, move || Ok(inner.embed_images(&images)?))?;

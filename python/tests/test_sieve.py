@@ -127,17 +127,30 @@ def test_errors_carry_sieves_message(tmp_path, model):
     assert issubclass(sieve.RunError, sieve.SieveError) and issubclass(sieve.SieveError, Exception)
 
 
+def big_jpeg():
+    """A 1200×1200 picture of noise as JPEG: slow enough to decode (a few ms) that embedding a
+    few hundred copies lasts well past the 100 ms in which a signal is seen, on any machine."""
+    PIL = pytest.importorskip("PIL.Image")
+    import io
+
+    pixels = np.random.default_rng(0).integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    PIL.fromarray(pixels).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
 def many_images(folder, n):
     folder.mkdir()
-    sources = sorted(IMAGES.glob("*.png"))
+    data = big_jpeg()
     for i in range(n):
-        shutil.copy(sources[i % len(sources)], folder / f"{i:05}.png")
+        (folder / f"{i:05}.jpg").write_bytes(data)
     return folder
 
 
-def interrupt_soon(delay=0.05):
+def interrupt_soon(delay=0.01):
     """A progress callback that, at the first batch done, has SIGINT sent to this process from
-    another thread after `delay` seconds: Ctrl-C in the middle of the work."""
+    another thread after `delay` seconds, while the calling thread waits in sieve: Ctrl-C in
+    the middle of the work."""
     state = {"armed": False}
 
     def callback(what, done, total):
@@ -149,33 +162,46 @@ def interrupt_soon(delay=0.05):
 
 
 def test_ctrl_c_stops_embed_and_the_run_resumes(tmp_path):
-    inputs = many_images(tmp_path / "in", 3000)
+    n = 120
+    inputs = many_images(tmp_path / "in", n)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        sieve.embed(inputs, out, model=str(TINY), device="cpu", batch_size=4, part_size=64, progress=interrupt_soon())
+        sieve.embed(inputs, out, model=str(TINY), device="cpu", batch_size=2, part_size=8, progress=interrupt_soon())
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["complete"] is False
     with pytest.raises(sieve.RunError, match="unfinished"):
         sieve.Run(out)
     # The same call resumes and finishes; every record is there once.
-    done = sieve.embed(inputs, out, model=str(TINY), device="cpu", batch_size=4, part_size=64, progress=False)
-    assert done["complete"] is True and done["counts"]["embedded"] == 3000
+    done = sieve.embed(inputs, out, model=str(TINY), device="cpu", batch_size=2, part_size=8, progress=False)
+    assert done["complete"] is True and done["counts"]["embedded"] == n
     resumed = sieve.Run(out)
     meta = resumed.metadata().to_pydict()
-    assert sorted(meta["id"]) == list(range(3000)) == meta["id"]
-    # 47 parts of 64 rows, read into one array aligned with the metadata.
+    assert sorted(meta["id"]) == list(range(n)) == meta["id"]
+    # Many parts of 8 rows, read into one array aligned with the metadata.
     images = resumed.embeddings("image")
-    assert images.shape == (3000, 16) and len(resumed.manifest["parts"]) == 47
+    assert images.shape == (n, 16) and len(resumed.manifest["parts"]) == -(-n // 8)
     np.testing.assert_allclose(np.linalg.norm(images.astype(np.float32), axis=1), 1.0, atol=2e-3)
 
 
-def test_ctrl_c_stops_model_embedding(tmp_path):
+def test_ctrl_c_stops_model_embedding():
     model = sieve.Model(TINY, device="cpu", batch_size=2)
-    images = [p.read_bytes() for p in sorted(IMAGES.glob("*.png"))] * 500
+    images = [big_jpeg()] * 120
     with pytest.raises(KeyboardInterrupt):
         model.embed_images(images, progress=interrupt_soon())
     # The model is still usable afterwards.
     assert model.embed_images(images[:3]).shape == (3, 16)
+
+
+def test_an_exception_in_the_progress_callback_stops_the_work(model):
+    class Stop(Exception):
+        pass
+
+    def callback(what, done, total):
+        if done > 0:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        model.embed_images([big_jpeg()] * 100, progress=callback)
 
 
 def test_a_call_from_a_progress_callback_is_refused(model):
