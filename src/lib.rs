@@ -6,6 +6,7 @@
 //! data flow, docs/run-directory.md the run directory format.
 
 pub mod analyze;
+pub mod api;
 pub mod bench;
 pub mod device;
 pub mod digest;

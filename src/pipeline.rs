@@ -183,7 +183,7 @@ fn trim_partial_char(bytes: &mut Vec<u8>) {
 }
 
 /// Cuts `text` to at most `limit` bytes, at a character boundary.
-fn cut_caption(text: &mut String, limit: u64) -> bool {
+pub(crate) fn cut_caption(text: &mut String, limit: u64) -> bool {
     if text.len() as u64 <= limit {
         return false;
     }
@@ -501,6 +501,8 @@ pub fn embed(opts: &EmbedOptions) -> Result<EmbedOutcome> {
             }
         });
         for batch in rx.iter() {
+            // Between batches: what is written so far stays a resumable run.
+            crate::progress::check_cancel()?;
             let batch = batch?;
             let n = batch.items.len() as u64;
             let rows = embed_batch(batch, encoder, &free_tx)?;

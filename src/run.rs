@@ -166,6 +166,7 @@ impl<F: FnMut(&str, &StageStatus)> Driver<'_, F> {
             (self.on_stage)(stage.name, &StageStatus::Done);
             return Ok(StageOutcome { status: StageStatus::Done, seconds: 0.0, summary: None });
         }
+        crate::progress::check_cancel()?;
         self.stale = true;
         (self.on_stage)(stage.name, &StageStatus::Ran);
         self.records.stages.remove(stage.name);

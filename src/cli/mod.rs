@@ -388,11 +388,37 @@ fn cpu_features() -> Vec<&'static str> {
     found
 }
 
+thread_local! {
+    /// Where `--json` summaries go instead of stdout while [`run_capturing_json`] runs.
+    static JSON_SINK: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs the parsed command as [`run`] does, returning the `--json` summaries it would have
+/// printed (one string per line) instead of printing them. The Python package (python/, which
+/// compiles this module into its extension) runs commands in process this way; the binary
+/// does not use it.
+#[allow(dead_code)]
+pub fn run_capturing_json(cli: Cli) -> (anyhow::Result<()>, Vec<String>) {
+    JSON_SINK.with(|s| *s.borrow_mut() = Some(Vec::new()));
+    let result = run(cli);
+    (result, JSON_SINK.with(|s| s.borrow_mut().take()).unwrap_or_default())
+}
+
 /// With `--json`, prints `value` as one line of JSON on stdout.
 fn print_json(g: Global, value: &impl serde::Serialize) -> anyhow::Result<()> {
     if g.json {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", serde_json::to_string(value)?)?;
+        let line = serde_json::to_string(value)?;
+        let line = JSON_SINK.with(|s| match s.borrow_mut().as_mut() {
+            Some(sink) => {
+                sink.push(line);
+                None
+            }
+            None => Some(line),
+        });
+        if let Some(line) = line {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}")?;
+        }
     }
     Ok(())
 }
