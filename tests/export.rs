@@ -305,14 +305,6 @@ fn webdataset_export_writes_the_kept_records_as_resumable_identical_shards() {
     assert_eq!(s["rows"], kept.len());
 }
 
-fn tar_append(b: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]) {
-    let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
-    b.append_data(&mut h, name, data).unwrap();
-}
-
 /// Tar shards in, tar shards out: keys and the source's `.json` fields survive, a key two
 /// shards share is made unique, and a record whose bytes changed since embedding is skipped
 /// and listed, not written.

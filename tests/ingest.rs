@@ -217,14 +217,6 @@ fn manifests_of_every_kind_list_every_row_and_embed_like_a_folder() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("filepath"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-fn tar_append(b: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]) {
-    let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
-    b.append_data(&mut h, name, data).unwrap();
-}
-
 #[test]
 fn webdataset_shards_are_read_in_place_with_brace_patterns() {
     let dir = tempfile::tempdir().unwrap();

@@ -28,20 +28,15 @@ fn captioned_run(root: &Path) -> std::path::PathBuf {
         std::fs::write(pics.join(format!("{stem}.txt")), format!("caption number {i} of {stem}")).unwrap();
     }
     std::fs::write(pics.join("broken.jpg"), b"not a picture").unwrap();
-    let run = root.join("run");
-    let o = sieve(&[
-        "embed",
-        "-q",
-        pics.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--model",
-        tiny_model_dir().to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    embedded(&pics, &root.join("run"))
+}
+
+/// The run of `input` in `run`, made with the tiny model.
+fn embedded(input: &Path, run: &Path) -> std::path::PathBuf {
+    let (input, out, model) = (input.to_str().unwrap(), run.to_str().unwrap(), tiny_model_dir());
+    let o = sieve(&["embed", "-q", input, "--out", out, "--model", model.to_str().unwrap(), "--device", "cpu"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    run
+    run.to_path_buf()
 }
 
 #[test]
@@ -126,19 +121,7 @@ fn root_model(name: &str) -> String {
 #[test]
 fn by_a_column_lists_the_top_of_each_group_and_html_shows_each_hit() {
     let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    let o = sieve(&[
-        "embed",
-        "-q",
-        root().join("demo").to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--model",
-        tiny_model_dir().to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = embedded(&root().join("demo"), &dir.path().join("run"));
     let (r, page) = (run.to_str().unwrap(), dir.path().join("hits.html"));
     let overall = json(&sieve(&["search", r, "--id", "3", "--top", "100", "--json"]));
     let by = json(&sieve(&[

@@ -193,3 +193,12 @@ pub fn forget_checksums(run: &Path) {
     m.checksums.clear();
     std::fs::write(run.join("run.json"), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
 }
+
+/// Appends a regular member `name` holding `data` to a tar being built.
+pub fn tar_append(b: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, name, data).unwrap();
+}

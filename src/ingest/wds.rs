@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::dir::IMAGE_EXTENSIONS;
+use super::locate::split_key;
 use super::origin::{JsonAt, Origin, OriginSource};
 use super::{Archive, CaptionSource, Member, Record, Source};
 use crate::error::{Error, Result};
@@ -19,15 +20,6 @@ use crate::media::decode::{Skip, SkipReason};
 
 /// Ids of the records of tar `i` start at `i × TAR_ID_STRIDE`.
 pub const TAR_ID_STRIDE: u64 = 1_000_000_000;
-
-/// Splits a member path into (key, extension): `dir/abc.seg.png` → (`dir/abc`, `seg.png`).
-fn split_key(name: &str) -> (&str, &str) {
-    let file_start = name.rfind('/').map_or(0, |i| i + 1);
-    match name[file_start..].find('.') {
-        Some(dot) => (&name[..file_start + dot], &name[file_start + dot + 1..]),
-        None => (name, ""),
-    }
-}
 
 #[derive(Default)]
 struct Sample {
