@@ -355,6 +355,15 @@ class Run:
             raise RunError(f"run directory {self.path}: run.json lists no parts")
         return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
+    def embedding_parts(self, kind: str = "image") -> List[np.ndarray]:
+        """The ``"image"`` or ``"text"`` embeddings part by part, each memory-mapped (nothing is
+        read until used): part k's rows are the metadata rows of run.json's k-th part, in order.
+        For runs too large to hold in memory at once."""
+        folder = {"image": "img_emb", "text": "text_emb"}.get(kind)
+        if folder is None:
+            raise InvalidArgumentError(f"invalid embeddings kind: `{kind}`; expected image or text")
+        return [np.load(self.path / folder / f"{p}.npy", mmap_mode="r") for p in self._parts()]
+
     def _json(self, *relative: str) -> Optional[Dict[str, Any]]:
         path = self.path.joinpath(*relative)
         return json.loads(path.read_text()) if path.is_file() else None

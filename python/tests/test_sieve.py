@@ -181,6 +181,11 @@ def test_ctrl_c_stops_embed_and_the_run_resumes(tmp_path):
     images = resumed.embeddings("image")
     assert images.shape == (n, 16) and len(resumed.manifest["parts"]) == -(-n // 8)
     np.testing.assert_allclose(np.linalg.norm(images.astype(np.float32), axis=1), 1.0, atol=2e-3)
+    # Or part by part, each memory-mapped: the same rows.
+    parts = resumed.embedding_parts("image")
+    assert len(parts) == len(resumed.manifest["parts"])
+    assert all(isinstance(p, np.memmap) for p in parts)
+    np.testing.assert_array_equal(np.concatenate(parts), images)
 
 
 def test_ctrl_c_stops_model_embedding():
