@@ -347,10 +347,7 @@ class Run:
         """The ``"image"`` or ``"text"`` embeddings, float16 as stored, row i = metadata row i
         (zeros where nothing was embedded). Memory-mapped when the run has one part; a run of
         several parts is read into one array (each part is mapped, then copied once)."""
-        folder = {"image": "img_emb", "text": "text_emb"}.get(kind)
-        if folder is None:
-            raise InvalidArgumentError(f"invalid embeddings kind: `{kind}`; expected image or text")
-        arrays = [np.load(self.path / folder / f"{p}.npy", mmap_mode="r") for p in self._parts()]
+        arrays = self.embedding_parts(kind)
         if not arrays:
             raise RunError(f"run directory {self.path}: run.json lists no parts")
         return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
