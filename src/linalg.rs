@@ -1,15 +1,268 @@
-//! The CPU matrix products every room shares: the model's linear layers (`model/cpu.rs`), the
-//! exact neighbour search, k-means and the diversity Gram matrices all go through these two
-//! wrappers over the `gemm` crate (the one candle itself uses), so there is one place that
-//! speaks to it and one place to tune.
+//! The CPU matrix products every room shares: the model's linear layers and attention
+//! (`model/cpu.rs`), the exact neighbour search, k-means and the diversity Gram matrices all go
+//! through [`gemm_f32`] over the `gemm` crate (the one candle itself uses), so there is one place
+//! that speaks to it and one place to tune.
+//!
+//! **Kernels.** gemm is built with its `x86-v4` feature, so on a CPU with AVX-512F its 16-lane
+//! kernels run; elsewhere its AVX2+FMA kernels (what every build used before). The choice is made
+//! once per process ([`kernel`]): detected, or forced with `SIEVE_CPU_KERNEL=avx2|avx512|auto`,
+//! so one AVX-512 machine can run the tests on both paths (CI does). A forced `avx512` on a CPU
+//! without it is refused by name instead of dying on an illegal instruction. candle's own
+//! matmuls (the patch embedding and the projections, a few percent of a tower's FLOPs) follow
+//! gemm's detection, not the switch.
+
+use std::sync::OnceLock;
 
 use gemm::Parallelism;
+
+use crate::error::{Error, Result};
 
 /// gemm's parallelism for the rayon pool sieve runs on.
 pub(crate) fn threads() -> Parallelism {
     match rayon::current_num_threads() {
         0 | 1 => Parallelism::None,
         n => Parallelism::Rayon(n),
+    }
+}
+
+/// The f32 GEMM kernels sieve can run on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX-512F, 16 lanes (gemm's `avx512f` kernels).
+    Avx512,
+    /// AVX2 + FMA, 8 lanes (gemm's `fma` kernels).
+    Avx2,
+    /// Whatever gemm picks: the scalar or NEON kernels on CPUs with neither of the above.
+    Other,
+}
+
+impl Kernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Avx512 => "avx512",
+            Kernel::Avx2 => "avx2",
+            Kernel::Other => "generic",
+        }
+    }
+
+    /// The kernels this CPU can run, best first.
+    pub fn available() -> Vec<Kernel> {
+        let mut out = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+                out.push(Kernel::Avx512);
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                out.push(Kernel::Avx2);
+            }
+        }
+        out.push(Kernel::Other);
+        out
+    }
+
+    /// `SIEVE_CPU_KERNEL`'s value (`auto`, `avx512`, `avx2`; empty is `auto`) on this CPU.
+    pub fn choose(request: &str) -> Result<Kernel> {
+        let available = Self::available();
+        let want = match request.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => return Ok(available[0]),
+            "avx512" | "avx-512" => Kernel::Avx512,
+            "avx2" => Kernel::Avx2,
+            other => {
+                return Err(Error::InvalidArg {
+                    what: "SIEVE_CPU_KERNEL",
+                    reason: format!("{other:?}: expected auto, avx512 or avx2"),
+                })
+            }
+        };
+        if available.contains(&want) {
+            Ok(want)
+        } else {
+            let names: Vec<_> = available.iter().map(|k| k.name()).collect();
+            Err(Error::InvalidArg {
+                what: "SIEVE_CPU_KERNEL",
+                reason: format!("this CPU cannot run {} (it can run: {})", want.name(), names.join(", ")),
+            })
+        }
+    }
+}
+
+static KERNEL: OnceLock<Kernel> = OnceLock::new();
+
+/// The process's GEMM kernel: `SIEVE_CPU_KERNEL`, else the best this CPU runs. Call
+/// [`init_kernel`] first to turn a bad value into an error; here a bad value falls back to the
+/// detected kernel with a warning.
+pub fn kernel() -> Kernel {
+    *KERNEL.get_or_init(|| {
+        let request = std::env::var("SIEVE_CPU_KERNEL").unwrap_or_default();
+        Kernel::choose(&request).unwrap_or_else(|e| {
+            tracing::warn!("{e}; using the detected kernel");
+            Kernel::available()[0]
+        })
+    })
+}
+
+/// Checks `SIEVE_CPU_KERNEL` and fixes the process's kernel; an unknown or unsupported value is
+/// a usage error (the CLI calls this at start-up).
+pub fn init_kernel() -> Result<Kernel> {
+    let request = std::env::var("SIEVE_CPU_KERNEL").unwrap_or_default();
+    let chosen = Kernel::choose(&request)?;
+    Ok(*KERNEL.get_or_init(|| chosen))
+}
+
+/// `dst := alpha·dst + beta·lhs·rhs` (alpha only read when `read_dst`), strided as gemm takes
+/// them (`*_cs` column stride, `*_rs` row stride, all ≥ 0), on the process's [`kernel`].
+///
+/// # Safety
+/// The pointers and strides must describe valid `m×n`, `m×k` and `k×n` matrices, and `dst` must
+/// not alias the operands.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_cs: isize,
+    dst_rs: isize,
+    read_dst: bool,
+    lhs: *const f32,
+    lhs_cs: isize,
+    lhs_rs: isize,
+    rhs: *const f32,
+    rhs_cs: isize,
+    rhs_rs: isize,
+    alpha: f32,
+    beta: f32,
+    parallelism: Parallelism,
+) {
+    // SAFETY: the caller's contract is gemm_on's; kernel() is one of Kernel::available().
+    unsafe {
+        gemm_on(
+            kernel(),
+            m,
+            n,
+            k,
+            dst,
+            dst_cs,
+            dst_rs,
+            read_dst,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            alpha,
+            beta,
+            parallelism,
+        )
+    }
+}
+
+/// [`gemm_f32`] on a named kernel (the tests compare the two x86 paths with it).
+///
+/// # Safety
+/// As [`gemm_f32`]; `kernel` must be one of [`Kernel::available`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_on(
+    kernel: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_cs: isize,
+    dst_rs: isize,
+    read_dst: bool,
+    lhs: *const f32,
+    lhs_cs: isize,
+    lhs_rs: isize,
+    rhs: *const f32,
+    rhs_cs: isize,
+    rhs_rs: isize,
+    alpha: f32,
+    beta: f32,
+    parallelism: Parallelism,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx2 {
+        // What gemm::gemm does before its dispatch: its kernels want a column-oriented dst, so a
+        // row-major product is computed as its transpose (strides here are all ≥ 0).
+        let (m, n, dst_cs, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs) = if dst_cs.abs() < dst_rs.abs() {
+            (n, m, dst_rs, dst_cs, rhs, rhs_rs, rhs_cs, lhs, lhs_rs, lhs_cs)
+        } else {
+            (m, n, dst_cs, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs)
+        };
+        use gemm_common::simd::MixedSimd;
+        use gemm_f32::microkernel::fma::f32 as fma;
+        const N: usize = 8;
+        let simd = <gemm_common::simd::V3 as MixedSimd<f32, f32, f32, f32>>::try_new()
+            .expect("Kernel::Avx2 is only chosen where AVX2 and FMA were detected");
+        // SAFETY: the caller's matrices (transposed as gemm::gemm transposes them); the fma
+        // kernels run only where AVX2 and FMA were detected (V3::try_new above).
+        unsafe {
+            gemm_common::gemm::gemm_basic_generic::<
+                _,
+                f32,
+                N,
+                { fma::MR_DIV_N * N },
+                { fma::NR },
+                { fma::MR_DIV_N },
+                { fma::H_M },
+                { fma::H_N },
+            >(
+                simd,
+                m,
+                n,
+                k,
+                dst,
+                dst_cs,
+                dst_rs,
+                read_dst,
+                lhs,
+                lhs_cs,
+                lhs_rs,
+                rhs,
+                rhs_cs,
+                rhs_rs,
+                alpha,
+                beta,
+                false,
+                false,
+                false,
+                |a, b, c| a * b + c,
+                &fma::UKR,
+                &fma::H_UKR,
+                false,
+                parallelism,
+            );
+        }
+        return;
+    }
+    // Avx512 and Other: gemm's own dispatch, which picks AVX-512 wherever it was detected.
+    let _ = kernel;
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs,
+            dst_rs,
+            read_dst,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            alpha,
+            beta,
+            false,
+            false,
+            false,
+            parallelism,
+        )
     }
 }
 
@@ -30,7 +283,7 @@ pub(crate) fn matmul_wt(
     assert!(dst.len() >= m * n && x.len() >= m * k && w.len() >= n * k, "gemm operands too small");
     // SAFETY: bounds checked above; strides describe row-major dst/x and Wᵀ read from W.
     unsafe {
-        gemm::gemm(
+        gemm_f32(
             m,
             n,
             k,
@@ -46,9 +299,6 @@ pub(crate) fn matmul_wt(
             1,
             1.0,
             1.0,
-            false,
-            false,
-            false,
             parallelism,
         )
     }
@@ -77,7 +327,7 @@ pub(crate) fn matmul_tn(
     // SAFETY: bounds checked above; lhs(i, r) = a[r·lda + i], rhs(r, j) = b[r·ldb + j],
     // dst(i, j) = dst[i·ldd + j].
     unsafe {
-        gemm::gemm(
+        gemm_f32(
             da,
             db,
             rows,
@@ -93,10 +343,84 @@ pub(crate) fn matmul_tn(
             ldb as isize,
             1.0,
             1.0,
-            false,
-            false,
-            false,
             Parallelism::None,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random(n: usize, rng: &mut rand::rngs::StdRng) -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    /// `dst = base + x·Wᵀ` in f64, the reference for both kernels.
+    fn naive(base: &[f32], x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
+        (0..m * n)
+            .map(|ij| {
+                let (i, j) = (ij / n, ij % n);
+                base[ij] as f64 + (0..k).map(|r| x[i * k + r] as f64 * w[j * k + r] as f64).sum::<f64>()
+            })
+            .collect()
+    }
+
+    /// Every kernel this CPU runs gives the product within f32 rounding, on shapes that hit
+    /// the full microkernels, their edges and gemm's small-size paths, with and without
+    /// accumulation; and the x86 kernels agree with each other.
+    #[test]
+    fn every_kernel_matches_the_reference() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let kernels = Kernel::available();
+        for &(m, n, k) in &[(1, 1, 1), (1, 512, 768), (7, 5, 3), (50, 2304, 768), (97, 33, 65), (256, 256, 64)] {
+            let (x, w, base) = (random(m * k, &mut rng), random(n * k, &mut rng), random(m * n, &mut rng));
+            let want = naive(&base, &x, &w, m, n, k);
+            let mut results = Vec::new();
+            for &kernel in &kernels {
+                let mut dst = base.clone();
+                // SAFETY: row-major dst[m×n], x[m×k], Wᵀ read from row-major W[n×k].
+                unsafe {
+                    gemm_on(
+                        kernel,
+                        m,
+                        n,
+                        k,
+                        dst.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        true,
+                        x.as_ptr(),
+                        1,
+                        k as isize,
+                        w.as_ptr(),
+                        k as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        Parallelism::Rayon(2),
+                    )
+                };
+                let worst = dst.iter().zip(&want).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
+                assert!(worst < 1e-4 * (k as f64).sqrt(), "{kernel:?} {m}×{n}×{k}: off by {worst}");
+                results.push(dst);
+            }
+            for (r, kernel) in results.iter().zip(&kernels).skip(1) {
+                let apart = r.iter().zip(&results[0]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                assert!(apart < 1e-4 * (k as f32).sqrt(), "{kernel:?} vs {:?}: {apart}", kernels[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_requests_are_checked() {
+        assert_eq!(Kernel::choose("").unwrap(), Kernel::available()[0]);
+        assert_eq!(Kernel::choose("AUTO").unwrap(), Kernel::available()[0]);
+        assert!(matches!(Kernel::choose("sse9"), Err(Error::InvalidArg { what: "SIEVE_CPU_KERNEL", .. })));
+        for kernel in [Kernel::Avx512, Kernel::Avx2] {
+            let got = Kernel::choose(kernel.name());
+            assert_eq!(got.is_ok(), Kernel::available().contains(&kernel), "{kernel:?}: {got:?}");
+        }
     }
 }

@@ -301,6 +301,8 @@ fn with_flag_names(mut err: anyhow::Error) -> anyhow::Error {
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     sieve::progress::set_quiet(cli.quiet);
+    // A bad SIEVE_CPU_KERNEL is a usage error before any work starts.
+    sieve::linalg::init_kernel()?;
     let g = Global { quiet: cli.quiet, json: cli.json };
     match cli.command {
         Command::Run(args) => run::execute(*args, g),
@@ -361,7 +363,11 @@ fn version() -> &'static str {
         let built = if built.is_empty() { "none".to_string() } else { built.join(", ") };
         let cpu = cpu_features();
         let cpu = if cpu.is_empty() { "baseline".to_string() } else { cpu.join(" ") };
-        format!("{} (features: {built}; cpu: {cpu})", env!("CARGO_PKG_VERSION"))
+        let gemm = sieve::linalg::Kernel::available()[0].name();
+        format!(
+            "{} (features: {built}; cpu: {cpu}; gemm kernel: {gemm}, SIEVE_CPU_KERNEL overrides)",
+            env!("CARGO_PKG_VERSION")
+        )
     })
 }
 

@@ -109,7 +109,7 @@ fn attention(qkv: &[f32], b: usize, s: usize, heads: usize, scale: f32, causal: 
             // SAFETY: Q/K/V rows of this (batch, head) lie inside `qkv`; `scores` is s×s; the
             // context block written is disjoint from every other task's.
             unsafe {
-                gemm::gemm(
+                crate::linalg::gemm_f32(
                     s,
                     s,
                     hd,
@@ -125,9 +125,6 @@ fn attention(qkv: &[f32], b: usize, s: usize, heads: usize, scale: f32, causal: 
                     1,
                     0.0,
                     scale,
-                    false,
-                    false,
-                    false,
                     Parallelism::None,
                 );
             }
@@ -147,7 +144,7 @@ fn attention(qkv: &[f32], b: usize, s: usize, heads: usize, scale: f32, causal: 
                 r[live..].fill(0.0);
             }
             unsafe {
-                gemm::gemm(
+                crate::linalg::gemm_f32(
                     s,
                     hd,
                     s,
@@ -163,9 +160,6 @@ fn attention(qkv: &[f32], b: usize, s: usize, heads: usize, scale: f32, causal: 
                     row,
                     0.0,
                     1.0,
-                    false,
-                    false,
-                    false,
                     Parallelism::None,
                 );
             }

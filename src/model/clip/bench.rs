@@ -18,6 +18,8 @@ pub struct Throughput {
     pub iters: usize,
     /// Text sequence length used (the model's full context, as a padded batch would be).
     pub text_seq_len: usize,
+    /// The CPU GEMM kernel (`linalg::kernel`): what a CPU figure was measured on.
+    pub cpu_kernel: String,
     pub images_per_s: f64,
     pub captions_per_s: f64,
     /// With `--parity`: agreement with the same weights in f32 on the CPU.
@@ -74,6 +76,7 @@ pub fn model_throughput(model: &ClipModel, batch: usize, iters: usize) -> Result
         batch_size: batch,
         iters,
         text_seq_len: model.config().text_config.max_position_embeddings,
+        cpu_kernel: crate::linalg::kernel().name().to_string(),
         images_per_s: n / img,
         captions_per_s: n / txt,
         parity: None,
@@ -105,6 +108,8 @@ pub fn run_stock(config: &ClipConfig, device: &Device, batch: usize, iters: usiz
         batch_size: batch,
         iters,
         text_seq_len: config.text_config.max_position_embeddings,
+        // candle's matmuls follow gemm's own detection, not SIEVE_CPU_KERNEL.
+        cpu_kernel: crate::linalg::Kernel::available()[0].name().to_string(),
         images_per_s: n / img,
         captions_per_s: n / txt,
         parity: None,
