@@ -8,6 +8,7 @@ use std::path::Path;
 use clap::{Parser, Subcommand};
 use sieve::error::{Error, Result};
 
+mod audit;
 mod bench;
 mod common;
 mod dedup;
@@ -238,6 +239,16 @@ pub enum Command {
     /// search; prints rank, cosine similarity, id, uri and caption (--json: one object).
     Search(search::SearchArgs),
 
+    /// Zero-shot concept coverage: which concepts of each group (lighting: daylight | night |
+    /// studio) a run's images and captions show, by the run's own model.
+    ///
+    /// Each concept is embedded from a prompt ensemble ("a photo of a {}." …); each embedded
+    /// item gets, per group, its best concept and the margin over the second best, or `none`
+    /// under --margin, from its image and from its caption. Writes RUN/audit.parquet (one row per
+    /// item and group) and RUN/audit_summary.json (counts and shares per concept, overall and per
+    /// --by value, under-represented concepts, image–caption agreement, examples).
+    Audit(audit::AuditArgs),
+
     /// Print a shell completion script on stdout, e.g. `sieve completions bash >
     /// ~/.local/share/bash-completion/completions/sieve` (zsh: a file `_sieve` in a folder of
     /// $fpath; fish: ~/.config/fish/completions/sieve.fish).
@@ -319,6 +330,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify::execute(args, g),
         Command::Export(args) => export::execute(args, g),
         Command::Search(args) => search::execute(args, g),
+        Command::Audit(args) => audit::execute(args, g),
         Command::Completions { shell } => {
             // Into a buffer first: clap_complete panics on a write error (a closed pipe).
             let mut script = Vec::new();
