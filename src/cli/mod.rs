@@ -84,7 +84,7 @@ impl Color {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The main job in one command: embed INPUT into --out, then dedup, score, quality,
-    /// diversity and the report (RUN/report.html) over it.
+    /// diversity, the concept audit (with --concepts) and the report (RUN/report.html) over it.
     ///
     /// Takes `sieve embed`'s arguments and the main ones of each later stage (see each stage's
     /// --help for details; the rest keep their defaults, run the stage's own command for them).
