@@ -213,7 +213,8 @@ pub enum Command {
     /// the lowest-scoring and outranked pairs with their captions, scores and the suggested
     /// better caption; histograms of the CLIP score (the low_score threshold drawn) and of each
     /// image's nearest-neighbour similarity (the dedup threshold drawn); diversity per group of
-    /// `sieve diversity --by`; quality flags; the skipped files with their reasons. A stage not
+    /// `sieve diversity --by`; quality flags; concept coverage with examples (when `sieve audit`
+    /// ran); the skipped files with their reasons. A stage not
     /// yet run is shown as "not run".
     ///
     /// The page is one self-contained file: thumbnails are embedded, plots are inline SVG, and it
