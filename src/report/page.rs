@@ -606,7 +606,7 @@ fn audit(data: &Data, thumbs: &Thumbs) -> Markup {
                             @for (i, c) in g.image.concepts.iter().enumerate() {
                                 @let under = g.image.under_represented.contains(&c.concept);
                                 tr {
-                                    td { (isolated(&c.concept)) @if under { " " span.badge.flag { "under-represented" } } }
+                                    td style="white-space:nowrap" { (isolated(&c.concept)) @if under { " " span.badge.flag { "under-represented" } } }
                                     td.n { (count(c.count as u64)) }
                                     td { div.bar { span style=(format!("width:{:.1}%", 100.0 * c.share)) {} } }
                                     td.n { (format!("{:.1}%", 100.0 * c.share)) }
