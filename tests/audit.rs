@@ -136,6 +136,15 @@ fn planted_concepts_are_found_ties_are_none_and_the_rare_one_is_called_out() {
     assert_eq!(cap, [11, 12, 2, 3]);
     let a = l.agreement.as_ref().unwrap();
     assert_eq!((a.items, a.agree, a.disagree), (28, 24, 4));
+    // The four, image daylight and caption night, are listed (up to --examples).
+    let mut split: Vec<u64> = l.disagreements.iter().map(|d| d.id).collect();
+    split.sort_unstable();
+    assert_eq!(split, [0, 1, 2, 3]);
+    assert!(l
+        .disagreements
+        .iter()
+        .all(|d| (d.image_concept.as_str(), d.caption_concept.as_str()) == ("daylight", "night")));
+    assert!(s.audit[1].disagreements.is_empty());
     // Per folder: a/ holds items 0..15 (14 daylight, 1 night), b/ the rest.
     assert_eq!(l.by.len(), 2);
     assert_eq!(l.by[0].value.as_deref(), Some("a"));

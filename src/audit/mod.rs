@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use self::assign::{assign, Assignment};
 use self::concepts::{ConceptSet, NONE};
-use self::summary::{Agreement, ByValue, Example, GroupAudit, Side, Summary, UNDER_REPRESENTED};
+use self::summary::{Agreement, ByValue, Disagreement, Example, GroupAudit, Side, Summary, UNDER_REPRESENTED};
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::model::{Encoder, ModelSpec};
@@ -276,6 +276,28 @@ pub fn audit_with(run: &Run, opts: &AuditOptions, directions: &Directions) -> Re
                 .collect();
             examples.insert(name.clone(), list);
         }
+        // Both sides assigned, to different concepts; the clearest (larger smaller margin) first.
+        let mut split: Vec<(&ItemAnswer, Assignment, Assignment)> = answers
+            .iter()
+            .filter_map(|a| {
+                let c = a.caption.as_ref()?[gi];
+                let i = a.image[gi];
+                (i.assigned && c.assigned && i.best != c.best).then_some((a, i, c))
+            })
+            .collect();
+        split.sort_by(|x, y| {
+            y.1.margin.min(y.2.margin).total_cmp(&x.1.margin.min(x.2.margin)).then(x.0.row.cmp(&y.0.row))
+        });
+        let disagreements = split
+            .iter()
+            .take(opts.examples)
+            .map(|(a, i, c)| Disagreement {
+                id: run.meta.id[a.row],
+                uri: run.meta.uri[a.row].clone(),
+                image_concept: names[i.best as usize].clone(),
+                caption_concept: names[c.best as usize].clone(),
+            })
+            .collect();
         audit.push(GroupAudit {
             group: g.name.clone(),
             concepts: names.clone(),
@@ -284,6 +306,7 @@ pub fn audit_with(run: &Run, opts: &AuditOptions, directions: &Directions) -> Re
             agreement,
             by,
             examples,
+            disagreements,
         });
     }
     let summary = Summary {

@@ -61,6 +61,18 @@ pub struct GroupAudit {
     pub by: Vec<ByValue>,
     /// Per concept, the items assigned to it with the largest image-side margins.
     pub examples: BTreeMap<String, Vec<Example>>,
+    /// Items whose image and caption name two different concepts, the clearest first (the
+    /// smaller of the two margins, largest first), as many as `examples`.
+    pub disagreements: Vec<Disagreement>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Disagreement {
+    pub id: u64,
+    pub uri: String,
+    pub image_concept: String,
+    pub caption_concept: String,
 }
 
 /// Counts on one side (image or caption) of one set of items.

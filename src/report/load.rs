@@ -551,6 +551,7 @@ impl Data {
                 for c in &g.concepts {
                     uris.extend(g.examples.get(c).into_iter().flatten().map(|e| e.uri.clone()));
                 }
+                uris.extend(g.disagreements.iter().map(|d| d.uri.clone()));
             }
         }
         uris

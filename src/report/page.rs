@@ -615,6 +615,14 @@ fn audit(data: &Data, thumbs: &Thumbs) -> Markup {
                                 }
                             }
                         }
+                        @if !g.disagreements.is_empty() {
+                            p.muted { "Where image and caption name different concepts (image / caption):" }
+                            div.strip {
+                                @for d in &g.disagreements {
+                                    figure { (thumb(&d.uri, thumbs)) figcaption { (isolated(&d.image_concept)) " / " (isolated(&d.caption_concept)) } }
+                                }
+                            }
+                        }
                     }
                 }
                 other => { (stage_note(other, "audit")) }
