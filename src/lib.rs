@@ -7,6 +7,7 @@
 
 pub mod analyze;
 pub mod api;
+pub mod audit;
 pub mod bench;
 pub mod device;
 pub mod digest;

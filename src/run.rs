@@ -1,5 +1,5 @@
-//! `sieve run`: the main job in one command — embed, then dedup, score, quality, diversity and
-//! the report over the same run directory — resumable.
+//! `sieve run`: the main job in one command — embed, then dedup, score, quality, diversity, the
+//! concept audit (with `--concepts`) and the report over the same run directory — resumable.
 //!
 //! Embedding resumes part by part (see [`crate::pipeline::embed`]). For the later stages,
 //! `RUN/stages.json` records each finished stage: the options it ran with and the SHA-256 of
@@ -14,6 +14,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::analyze::{dedup, diversity, pairs, quality};
+use crate::audit;
 use crate::error::Result;
 use crate::pipeline::{self, EmbedOptions};
 use crate::report;
@@ -23,7 +24,7 @@ use crate::store::{self, layout, Layout, RunManifest};
 pub const STAGES_FILE: &str = layout::STAGES_JSON;
 
 /// The stages after embedding, in the order they run.
-pub const STAGES: [&str; 5] = ["dedup", "score", "quality", "diversity", "report"];
+pub const STAGES: [&str; 6] = ["dedup", "score", "quality", "diversity", "audit", "report"];
 
 /// Everything `sieve run` does; a stage set to `None` is left out.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct RunOptions {
     pub score: Option<pairs::ScoreOptions>,
     pub quality: Option<quality::QualityOptions>,
     pub diversity: Option<diversity::DiversityOptions>,
+    /// The concept audit (`--concepts`).
+    pub audit: Option<audit::AuditOptions>,
     /// The page, made last from what the stages before wrote.
     pub report: Option<report::ReportOptions>,
 }
@@ -68,6 +71,7 @@ pub struct RunSummary {
     pub score: StageOutcome<pairs::Summary>,
     pub quality: StageOutcome<quality::Summary>,
     pub diversity: StageOutcome<diversity::Report>,
+    pub audit: StageOutcome<audit::summary::Summary>,
     pub report: StageOutcome<report::ReportSummary>,
 }
 
@@ -241,6 +245,12 @@ pub fn run(opts: &RunOptions, mut on_stage: impl FnMut(&str, &StageStatus)) -> R
         output: layout::DIVERSITY.into(),
         call: diversity::diversity,
     })?;
+    let audit = driver.drive(Stage {
+        name: "audit",
+        options: opts.audit.as_ref(),
+        output: layout::AUDIT_SUMMARY.into(),
+        call: audit::audit,
+    })?;
     // The page goes where --out says; recorded relative to the run when it is inside it.
     let report_out = opts.report.as_ref().map(|o| o.out_path()).unwrap_or_default();
     let report_out = report_out.strip_prefix(&run).unwrap_or(&report_out).to_string_lossy().into_owned();
@@ -250,5 +260,5 @@ pub fn run(opts: &RunOptions, mut on_stage: impl FnMut(&str, &StageStatus)) -> R
         output: report_out,
         call: report::report,
     })?;
-    Ok(RunSummary { run, embed, dedup, score, quality, diversity, report })
+    Ok(RunSummary { run, embed, dedup, score, quality, diversity, audit, report })
 }

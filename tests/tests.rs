@@ -5,6 +5,7 @@
 mod util;
 
 mod analyze;
+mod audit;
 mod cli;
 mod dedup;
 mod dedup_invariants;

@@ -8,6 +8,7 @@ use std::path::Path;
 use clap::{Parser, Subcommand};
 use sieve::error::{Error, Result};
 
+mod audit;
 mod bench;
 mod common;
 mod dedup;
@@ -83,7 +84,7 @@ impl Color {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The main job in one command: embed INPUT into --out, then dedup, score, quality,
-    /// diversity and the report (RUN/report.html) over it.
+    /// diversity, the concept audit (with --concepts) and the report (RUN/report.html) over it.
     ///
     /// Takes `sieve embed`'s arguments and the main ones of each later stage (see each stage's
     /// --help for details; the rest keep their defaults, run the stage's own command for them).
@@ -212,7 +213,8 @@ pub enum Command {
     /// the lowest-scoring and outranked pairs with their captions, scores and the suggested
     /// better caption; histograms of the CLIP score (the low_score threshold drawn) and of each
     /// image's nearest-neighbour similarity (the dedup threshold drawn); diversity per group of
-    /// `sieve diversity --by`; quality flags; the skipped files with their reasons. A stage not
+    /// `sieve diversity --by`; quality flags; concept coverage with examples (when `sieve audit`
+    /// ran); the skipped files with their reasons. A stage not
     /// yet run is shown as "not run".
     ///
     /// The page is one self-contained file: thumbnails are embedded, plots are inline SVG, and it
@@ -237,6 +239,16 @@ pub enum Command {
     /// model: text→image, image→image, or against the captions with --space caption. Exact
     /// search; prints rank, cosine similarity, id, uri and caption (--json: one object).
     Search(search::SearchArgs),
+
+    /// Zero-shot concept coverage: which concepts of each group (lighting: daylight | night |
+    /// studio) a run's images and captions show, by the run's own model.
+    ///
+    /// Each concept is embedded from a prompt ensemble ("a photo of a {}." …); each embedded
+    /// item gets, per group, its best concept and the margin over the second best, or `none`
+    /// under --margin, from its image and from its caption. Writes RUN/audit.parquet (one row per
+    /// item and group) and RUN/audit_summary.json (counts and shares per concept, overall and per
+    /// --by value, under-represented concepts, image–caption agreement, examples).
+    Audit(audit::AuditArgs),
 
     /// Print a shell completion script on stdout, e.g. `sieve completions bash >
     /// ~/.local/share/bash-completion/completions/sieve` (zsh: a file `_sieve` in a folder of
@@ -321,6 +333,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify::execute(args, g),
         Command::Export(args) => export::execute(args, g),
         Command::Search(args) => search::execute(args, g),
+        Command::Audit(args) => audit::execute(args, g),
         Command::Completions { shell } => {
             // Into a buffer first: clap_complete panics on a write error (a closed pipe).
             let mut script = Vec::new();

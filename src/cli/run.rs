@@ -5,12 +5,15 @@ use clap::{Args, ValueEnum};
 use sieve::analyze::dedup::DedupOptions;
 use sieve::analyze::diversity::DiversityOptions;
 use sieve::analyze::quality::QualityOptions;
+use sieve::audit::concepts::ConceptSet;
+use sieve::audit::AuditOptions;
 use sieve::error::{Error, Result};
 use sieve::pipeline::EmbedOptions;
 use sieve::report::ReportOptions;
 use sieve::run::{RunOptions, StageStatus};
 use sieve::store::lock::{Mode, RunLock};
 
+use super::audit::MarginArgs;
 use super::common::{search_options, IndexArg};
 use super::dedup::{KeepArgs, MatchArgs, MemoryArgs};
 use super::diversity::DiversityArgs;
@@ -39,9 +42,17 @@ pub struct RunArgs {
     #[command(flatten, next_help_heading = "Score")]
     pub score: FlagArgs,
 
-    /// Diversity: also measure each group of this metadata column (e.g. `folder`).
+    /// Diversity and audit: also measure each group of this metadata column (e.g. `folder`).
     #[arg(long, value_name = "COLUMN", help_heading = "Diversity")]
     pub by: Option<String>,
+
+    /// Audit: zero-shot concept coverage against this concept file, as `sieve audit --concepts`
+    /// (left out without it).
+    #[arg(long, value_name = "FILE", help_heading = "Audit")]
+    pub concepts: Option<std::path::PathBuf>,
+
+    #[command(flatten, next_help_heading = "Audit")]
+    pub audit: MarginArgs,
 
     /// Dedup and score: neighbour search, auto, exact, clusters or hnsw.
     #[arg(long, default_value = "auto", help_heading = "Search", hide_possible_values = true)]
@@ -92,12 +103,23 @@ impl TryFrom<&RunArgs> for RunOptions {
         let search = search_options(a.index, a.clusters, sieve::index::clustered::DEFAULT_PROBES, a.seed)?;
         let score = a.score.options(run.clone(), search, device)?;
         let diversity = DiversityOptions::try_from(&DiversityArgs::for_run(run.clone(), a.by.clone(), a.seed, device))?;
+        let margin = a.audit.checked()?;
+        let audit = match &a.concepts {
+            Some(file) => Some(AuditOptions {
+                margin,
+                by: a.by.clone(),
+                device,
+                ..AuditOptions::new(run.clone(), ConceptSet::read(file)?)
+            }),
+            None => None,
+        };
         Ok(RunOptions {
             embed: EmbedOptions::try_from(&a.embed)?,
             dedup: wanted(StageArg::Dedup).then_some(dedup),
             score: wanted(StageArg::Score).then_some(score),
             quality: wanted(StageArg::Quality).then(|| QualityOptions::new(run.clone())),
             diversity: wanted(StageArg::Diversity).then_some(diversity),
+            audit,
             report: wanted(StageArg::Report).then(|| ReportOptions::new(run.clone())),
         })
     }
@@ -117,6 +139,7 @@ pub fn execute(args: RunArgs, g: Global) -> anyhow::Result<()> {
             eprintln!("sieve run: {stage}…")
         }
         StageStatus::Done => eprintln!("sieve run: {stage} already done with these options; skipped"),
+        StageStatus::Skipped if stage == "audit" => {} // only with --concepts
         StageStatus::Skipped => eprintln!("sieve run: {stage} left out (--skip)"),
     })?;
     if s.embed.resumed_rows > 0 {
@@ -134,6 +157,9 @@ pub fn execute(args: RunArgs, g: Global) -> anyhow::Result<()> {
     }
     if let Some(r) = &s.diversity.summary {
         super::diversity::print_summary(r, &run);
+    }
+    if let Some(a) = &s.audit.summary {
+        super::audit::print_summary(a, &run);
     }
     if let Some(r) = &s.report.summary {
         super::report::print_summary(r);

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use super::{ReportOptions, Section};
 use crate::analyze::common::Distribution;
 use crate::analyze::{dedup, diversity, pairs, quality};
+use crate::audit;
 use crate::error::Result;
 use crate::index::{ExactIndex, Matrix, NeighbourIndex};
 use crate::model::registry;
@@ -74,6 +75,9 @@ pub type Metrics = diversity::Metrics;
 /// `quality_summary.json`, read into the stage's own type (fields an older sieve did not write
 /// take their defaults; `records` and `with_caption` then read as unknown).
 pub type Quality = quality::Summary;
+
+/// `audit_summary.json`, read into the stage's own type.
+pub type Audit = audit::summary::Summary;
 
 /// One member of a duplicate group, as `dedup/groups.parquet` lists it.
 #[derive(Debug, Clone)]
@@ -164,6 +168,8 @@ pub struct Data {
     pub pairs: Stage<Pairs>,
     pub diversity: Stage<Diversity>,
     pub quality: Stage<Quality>,
+    /// The concept audit: shown only when it was run.
+    pub audit: Stage<Audit>,
     pub nn: Option<NearestNeighbours>,
     pub skipped: Vec<Skipped>,
 }
@@ -507,6 +513,11 @@ impl Data {
             s => s,
         };
         let quality = unless_foreign(run, quality, layout::QUALITY_SUMMARY, "quality");
+        let audit = match Stage::read(&files.audit_summary(), json::<Audit>) {
+            Stage::Ready(a) if a.embedded as u64 != c.embedded => stale(layout::AUDIT_SUMMARY, "audit"),
+            s => s,
+        };
+        let audit = unless_foreign(run, audit, layout::AUDIT_SUMMARY, "audit");
         let nn = nearest_neighbours(run, opts, &dedup)?;
 
         let mut skipped = Vec::new();
@@ -521,7 +532,7 @@ impl Data {
                 });
             }
         }
-        Ok(Self { dedup, pairs, diversity, quality, nn, skipped })
+        Ok(Self { dedup, pairs, diversity, quality, audit, nn, skipped })
     }
 
     /// Uris of the items shown with a thumbnail, in page order (with repeats).
@@ -535,6 +546,14 @@ impl Data {
         if let Some(p) = self.pairs.ready() {
             uris.extend(p.lowest.iter().chain(&p.outranked).map(|p| p.uri.clone()));
         }
+        if let Some(a) = self.audit.ready() {
+            for g in &a.audit {
+                for c in &g.concepts {
+                    uris.extend(g.examples.get(c).into_iter().flatten().map(|e| e.uri.clone()));
+                }
+                uris.extend(g.disagreements.iter().map(|d| d.uri.clone()));
+            }
+        }
         uris
     }
 
@@ -546,7 +565,7 @@ impl Data {
                 Stage::Failed(e) => Section { name, present: false, note: Some(e.clone()) },
             }
         }
-        vec![
+        let mut all = vec![
             Section { name: "summary", present: true, note: None },
             section("duplicates", &self.dedup, "dedup"),
             section("pairs", &self.pairs, "score"),
@@ -558,7 +577,12 @@ impl Data {
             section("diversity", &self.diversity, "diversity"),
             section("quality", &self.quality, "quality"),
             Section { name: "skipped", present: true, note: None },
-        ]
+        ];
+        // The audit needs a concept file: its section is there only when it was run.
+        if !matches!(self.audit, Stage::NotRun) {
+            all.insert(all.len() - 1, section("audit", &self.audit, "audit"));
+        }
+        all
     }
 }
 

@@ -192,6 +192,7 @@ pub fn render(run: &Run, data: &Data, thumbs: &Thumbs, opts: &ReportOptions) -> 
                         a href="#plots" { "Distributions" }
                         a href="#diversity" { "Diversity" }
                         a href="#quality" { "Quality" }
+                        @if !matches!(data.audit, Stage::NotRun) { a href="#audit" { "Concepts" } }
                         a href="#skipped" { "Skipped" }
                     }
                 }
@@ -202,6 +203,7 @@ pub fn render(run: &Run, data: &Data, thumbs: &Thumbs, opts: &ReportOptions) -> 
                     (plots(data))
                     (diversity(data))
                     (quality(data))
+                    (audit(data, thumbs))
                     (skipped(run, data, opts))
                 }
                 footer {
@@ -574,6 +576,56 @@ fn quality(data: &Data) -> Markup {
                     }
                 }
                 other => { (stage_note(other, "quality")) }
+            }
+        }
+    }
+}
+
+/// The concept audit (only when it was run): per group, each concept's share of the images
+/// (and captions), under-represented ones marked, and a few example thumbnails.
+fn audit(data: &Data, thumbs: &Thumbs) -> Markup {
+    if matches!(data.audit, Stage::NotRun) {
+        return html! {};
+    }
+    html! {
+        section #audit {
+            h2 { "Concept coverage" }
+            @match &data.audit {
+                Stage::Ready(a) => {
+                    p.muted { "Zero-shot, by the run's model (" (a.templates) " prompts), from " code { (shown(&a.concepts_file, MAX_SHOWN_CHARS)) }
+                        ": an item gets a concept when it leads the next by a cosine of at least " (format!("{}", a.margin))
+                        ", else none. Under-represented: under " (format!("{}", a.under_represented_below)) " of an even share." }
+                    @for g in &a.audit {
+                        h3 { (isolated(&g.group)) }
+                        @if let Some(ag) = &g.agreement {
+                            p.muted { "Image and caption agree on " (share(ag.agree as u64, ag.items as u64)) " of "
+                                (count(ag.items as u64)) " captioned items; " (count(ag.disagree as u64)) " name two different concepts." }
+                        }
+                        table {
+                            tr { th { "concept" } th.n { "images" } th style="width:25%" { "" } th.n { "share" } th.n { "captions" } th { "examples" } }
+                            @for (i, c) in g.image.concepts.iter().enumerate() {
+                                @let under = g.image.under_represented.contains(&c.concept);
+                                tr {
+                                    td style="white-space:nowrap" { (isolated(&c.concept)) @if under { " " span.badge.flag { "under-represented" } } }
+                                    td.n { (count(c.count as u64)) }
+                                    td { div.bar { span style=(format!("width:{:.1}%", 100.0 * c.share)) {} } }
+                                    td.n { (format!("{:.1}%", 100.0 * c.share)) }
+                                    td.n { (g.caption.as_ref().and_then(|s| s.concepts.get(i)).map(|x| format!("{:.1}%", 100.0 * x.share)).unwrap_or_else(|| "–".into())) }
+                                    td { div.strip { @for e in g.examples.get(&c.concept).into_iter().flatten() { figure { (thumb(&e.uri, thumbs)) } } } }
+                                }
+                            }
+                        }
+                        @if !g.disagreements.is_empty() {
+                            p.muted { "Where image and caption name different concepts (image / caption):" }
+                            div.strip {
+                                @for d in &g.disagreements {
+                                    figure { (thumb(&d.uri, thumbs)) figcaption { (isolated(&d.image_concept)) " / " (isolated(&d.caption_concept)) } }
+                                }
+                            }
+                        }
+                    }
+                }
+                other => { (stage_note(other, "audit")) }
             }
         }
     }

@@ -50,6 +50,9 @@ pub const QUALITY: &str = "quality.parquet";
 pub const QUALITY_SUMMARY: &str = "quality_summary.json";
 /// `sieve diversity`.
 pub const DIVERSITY: &str = "diversity.json";
+/// `sieve audit`.
+pub const AUDIT: &str = "audit.parquet";
+pub const AUDIT_SUMMARY: &str = "audit_summary.json";
 /// `sieve select`'s folder and its files.
 pub const SELECTION_DIR: &str = "selection";
 pub const SELECTION_KEEP: &str = "selection/keep.txt";
@@ -60,8 +63,19 @@ pub const REPORT: &str = "report.html";
 /// What the later stages write into a run directory: computed from the run's embeddings, so
 /// removed with them when the run is replaced (`--overwrite`), never left to be read beside
 /// another run's records.
-pub const STAGE_OUTPUTS: &[&str] =
-    &[DEDUP_DIR, PAIRS, PAIRS_SUMMARY, QUALITY, QUALITY_SUMMARY, DIVERSITY, SELECTION_DIR, REPORT, STAGES_JSON];
+pub const STAGE_OUTPUTS: &[&str] = &[
+    DEDUP_DIR,
+    PAIRS,
+    PAIRS_SUMMARY,
+    QUALITY,
+    QUALITY_SUMMARY,
+    DIVERSITY,
+    AUDIT,
+    AUDIT_SUMMARY,
+    SELECTION_DIR,
+    REPORT,
+    STAGES_JSON,
+];
 
 /// The name of the part at `index`: `part-00003` (its files add `.parquet` or `.npy`).
 pub fn part(index: usize) -> String {
@@ -203,6 +217,14 @@ impl<'a> Layout<'a> {
         self.file(DIVERSITY)
     }
 
+    pub fn audit(&self) -> PathBuf {
+        self.file(AUDIT)
+    }
+
+    pub fn audit_summary(&self) -> PathBuf {
+        self.file(AUDIT_SUMMARY)
+    }
+
     pub fn selection_dir(&self) -> PathBuf {
         self.file(SELECTION_DIR)
     }
@@ -244,6 +266,8 @@ mod tests {
             QUALITY,
             QUALITY_SUMMARY,
             DIVERSITY,
+            AUDIT,
+            AUDIT_SUMMARY,
             REPORT,
             LOCK,
             SPILL_PREFIX,
