@@ -8,6 +8,7 @@
 pub mod analyze;
 pub mod api;
 pub mod bench;
+pub mod compare;
 pub mod device;
 pub mod digest;
 pub mod error;
