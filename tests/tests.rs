@@ -6,6 +6,7 @@ mod util;
 
 mod analyze;
 mod cli;
+mod compare;
 mod dedup;
 mod dedup_invariants;
 mod export;
