@@ -36,7 +36,8 @@ pub struct CompareArgs {
     #[arg(long)]
     pub threshold: Option<f32>,
 
-    /// k-means clusters of the pooled samples, for the novel and vanished regions.
+    /// k-means clusters of the pooled samples, for the novel and vanished regions (at most one
+    /// per 20 pooled items).
     #[arg(long, default_value_t = regions::DEFAULT_CLUSTERS)]
     pub clusters: usize,
 

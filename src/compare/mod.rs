@@ -302,7 +302,8 @@ fn modality(a: &Run, b: &Run, text: bool, threshold: f32, opts: &CompareOptions)
     tracing::info!("compare {space}: coverage and regions");
     let near_b = coverage::nearest(y, x);
     let near_a = coverage::nearest(x, y);
-    let clustering = regions::cluster(x, y, opts.clusters, opts.seed)?;
+    let k = opts.clusters.min((x.rows() + y.rows()) / regions::MIN_CLUSTER_ITEMS).max(1);
+    let clustering = regions::cluster(x, y, k, opts.seed)?;
     let region = |c: &regions::Cluster, run: &Run, s: &Sample, assigned: &[(u32, f32)], near: &[f32]| {
         let members: Vec<usize> = (0..assigned.len()).filter(|&i| assigned[i].0 as usize == c.cluster).collect();
         let covered = members.iter().filter(|&&i| near[i] >= threshold).count();

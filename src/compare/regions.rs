@@ -13,14 +13,18 @@ use crate::error::Result;
 use crate::index::kmeans::{self, KMeansParams};
 use crate::index::Matrix;
 
-/// Default number of clusters.
-pub const DEFAULT_CLUSTERS: usize = 20;
+/// Default number of clusters (as `sieve diversity`'s): fine enough that a region of 1% of a run
+/// gets clusters of its own rather than being merged with others.
+pub const DEFAULT_CLUSTERS: usize = 100;
+/// Fewest pooled items per cluster on average: the cluster count is capped at the pooled items
+/// over this, so small samples are not cut into clusters of a few items each (noise).
+pub const MIN_CLUSTER_ITEMS: usize = 20;
 /// A region holds at least this share of its side's sample.
-pub const MIN_REGION_SHARE: f64 = 0.02;
+pub const MIN_REGION_SHARE: f64 = 0.005;
 /// … and the other side holds under this fraction of that share there.
 pub const MAX_OTHER_RATIO: f64 = 0.25;
 /// Fewest items of a region (below, a cluster is too small to call).
-pub const MIN_REGION_ITEMS: usize = 3;
+pub const MIN_REGION_ITEMS: usize = 5;
 /// Example items listed per region.
 pub const EXAMPLES: usize = 6;
 
