@@ -134,6 +134,38 @@ fn a_run_compared_with_itself_shows_no_shift_and_full_coverage() {
     assert!(page.contains("no shift beyond noise") && page.contains("Content-Security-Policy"));
 }
 
+#[test]
+fn an_image_only_run_compares_its_images_and_says_why_there_are_no_captions() {
+    let dir = tempfile::tempdir().unwrap();
+    let pics = dir.path().join("pics");
+    std::fs::create_dir_all(&pics).unwrap();
+    for f in ["photo.jpg", "tall.jpg", "wide.png", "gray.png"] {
+        std::fs::copy(fixtures().join("images").join(f), pics.join(f)).unwrap();
+        std::fs::write(pics.join(f).with_extension("txt"), "a caption").unwrap();
+    }
+    let run = dir.path().join("run");
+    let dinov2 = root().join("models").join("tiny-dinov2");
+    let o = sieve(&[
+        "embed",
+        "-q",
+        pics.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--model",
+        dinov2.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c = compare(&run, &run, &[]);
+    let m = c["modalities"].as_array().unwrap();
+    assert_eq!((m.len(), &m[0]["space"]), (1, &serde_json::json!("image")));
+    assert_eq!(f(&m[0]["coverage_b_by_a"]["share"]), 1.0);
+    assert!(c["notes"][0].as_str().unwrap().contains("image-only model"), "{}", c["notes"]);
+    // Against a CLIP run of the same pictures: other weights, refused.
+    let clip = fixture_run(&dir.path().join("clip"));
+    let o = sieve(&["compare", run.to_str().unwrap(), clip.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// A unit vector near `centre` (a basis direction of 16), seeded.
 fn member(rng: &mut StdRng, centre: usize) -> Vec<f32> {
     let mut v: Vec<f32> = (0..16).map(|_| rng.random_range(-0.4f32..0.4)).collect();

@@ -201,7 +201,7 @@ fn check_same_space(a: &Run, b: &Run) -> Result<()> {
     let (ma, mb) = (&a.manifest.model, &b.manifest.model);
     if ma.weights_sha256 != mb.weights_sha256 || a.manifest.embed_dim != b.manifest.embed_dim {
         return Err(Error::InvalidArg {
-            what: "compare",
+            what: "A and B",
             reason: format!(
                 "{} was embedded with {} (weights {}) and {} with {} (weights {}): embeddings of different \
                  encoders live in different spaces and cannot be compared; embed both with one model",
@@ -278,7 +278,7 @@ fn modality(a: &Run, b: &Run, text: bool, threshold: f32, opts: &CompareOptions)
     let (sa, sb) = (sample(a, text, opts.sample, opts.seed)?, sample(b, text, opts.sample, opts.seed)?);
     if sa.rows.len() < 2 || sb.rows.len() < 2 {
         return Err(Error::InvalidArg {
-            what: "compare",
+            what: "A and B",
             reason: format!(
                 "{space} embeddings: A has {} and B {} items; comparing needs at least 2 on each side",
                 sa.rows.len(),
