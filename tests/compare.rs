@@ -153,6 +153,8 @@ fn an_image_only_run_compares_its_images_and_says_why_there_are_no_captions() {
         run.to_str().unwrap(),
         "--model",
         dinov2.to_str().unwrap(),
+        "--device",
+        "cpu",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let c = compare(&run, &run, &[]);
