@@ -41,6 +41,13 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = regions::DEFAULT_CLUSTERS)]
     pub clusters: usize,
 
+    /// List the items of B (an evaluation set) that duplicate items of A (a training set), by
+    /// kind (exact, perceptual, image, caption, joint), instead of comparing distributions. The
+    /// matching is `sieve dedup B --against A`'s: run that first (its --kinds and thresholds
+    /// apply). --out DIR writes DIR/overlap.json.
+    #[arg(long)]
+    pub overlap: bool,
+
     /// Seed of the samples, the permutations and the clusters.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -58,6 +65,9 @@ pub fn execute(args: CompareArgs, g: Global) -> anyhow::Result<()> {
     let _lock_b = RunLock::acquire(&args.b, Mode::Shared, "sieve compare")?;
     let a = Run::open(&args.a)?;
     let b = Run::open(&args.b)?;
+    if args.overlap {
+        return overlap(&a, &b, args.out.as_deref(), g);
+    }
     let c = sieve::compare::compare(&a, &b, &opts)?;
     eprintln!("sieve compare: {}", c.verdict);
     if let Some(dir) = &args.out {
@@ -68,6 +78,33 @@ pub fn execute(args: CompareArgs, g: Global) -> anyhow::Result<()> {
         print!("{}", human(&c));
     }
     print_json(g, &c)
+}
+
+fn overlap(a: &Run, b: &Run, out: Option<&std::path::Path>, g: Global) -> anyhow::Result<()> {
+    let o = sieve::compare::overlap::overlap(a, b)?;
+    let kinds: Vec<String> = o.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    eprintln!(
+        "sieve compare --overlap: {} of {} items of {} duplicate {} ({:.1}%){}",
+        o.overlapping,
+        o.eval_items,
+        o.eval,
+        o.train,
+        100.0 * o.share,
+        if kinds.is_empty() { String::new() } else { format!(": {}", kinds.join(", ")) }
+    );
+    if let Some(dir) = out {
+        sieve::compare::overlap::write(dir, &o)?;
+        eprintln!("  overlap.json -> {}", dir.display());
+    }
+    if !g.json {
+        let mut s = String::from("kind  similarity  id  uri  duplicates\n");
+        for it in &o.items {
+            let train: Vec<&str> = it.train.iter().map(|m| m.uri.as_str()).collect();
+            s.push_str(&format!("{}  {:.4}  {}  {}  {}\n", it.kind, it.similarity, it.id, it.uri, train.join(", ")));
+        }
+        print!("{s}");
+    }
+    print_json(g, &o)
 }
 
 fn human(c: &sieve::compare::Comparison) -> String {

@@ -19,6 +19,7 @@
 pub mod cmmd;
 pub mod coverage;
 pub mod html;
+pub mod overlap;
 pub mod regions;
 
 use std::collections::BTreeMap;
