@@ -312,3 +312,55 @@ fn timing_at_the_default_sample() {
         assert!(!m["novel"].as_array().unwrap().is_empty(), "{}", m["novel"]);
     }
 }
+
+#[test]
+fn overlap_lists_the_eval_items_that_dedup_against_found_in_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, eval) = (dir.path().join("train"), dir.path().join("eval"));
+    let item = |v: Vec<f32>, sha: &'static str| Planted {
+        image: v,
+        caption: None,
+        size: (64, 64),
+        sha: Some(sha),
+        phash: None,
+    };
+    let d = 8;
+    planted_run(
+        &train,
+        &[item(near(0, 1.0, 1, d), "t0"), item(near(2, 1.0, 3, d), "t1"), item(near(4, 1.0, 5, d), "t2")],
+        "w",
+    );
+    // EVAL: the bytes of TRAIN 0 (another vector: sha256 alone matches), a near-copy of TRAIN 1
+    // (cosine 0.99), and something new.
+    planted_run(
+        &eval,
+        &[item(near(6, 1.0, 7, d), "t0"), item(near(2, 0.99, 3, d), "e1"), item(near(7, 1.0, 6, d), "e2")],
+        "w",
+    );
+    let (t, e) = (train.to_str().unwrap(), eval.to_str().unwrap());
+    let o = sieve(&["compare", t, e, "--overlap"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--against"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = sieve(&["dedup", "-q", e, "--against", t, "--device", "cpu"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = dir.path().join("out");
+    let c = compare(&train, &eval, &["--overlap", "--out", out.to_str().unwrap()]);
+    assert_eq!((c["eval_items"].as_u64(), c["overlapping"].as_u64()), (Some(3), Some(2)), "{c}");
+    assert_eq!(c["by_kind"], serde_json::json!({"exact": 1, "image": 1}));
+    let items = c["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{c}");
+    assert_eq!(
+        (&items[0]["kind"], &items[0]["id"], &items[0]["train"][0]["id"]),
+        (&"exact".into(), &0.into(), &0.into())
+    );
+    assert_eq!(
+        (&items[1]["kind"], &items[1]["id"], &items[1]["train"][0]["id"]),
+        (&"image".into(), &1.into(), &1.into())
+    );
+    assert!((f(&items[1]["similarity"]) - 0.99).abs() < 2e-3, "{}", items[1]);
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("overlap.json")).unwrap()).unwrap();
+    assert_eq!(written, c);
+    // Deduplicated against another corpus: refused.
+    let o = sieve(&["compare", e, e, "--overlap"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+}
