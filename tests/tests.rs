@@ -7,6 +7,7 @@ mod util;
 mod analyze;
 mod audit;
 mod cli;
+mod compare;
 mod dedup;
 mod dedup_invariants;
 mod export;

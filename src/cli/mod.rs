@@ -11,6 +11,7 @@ use sieve::error::{Error, Result};
 mod audit;
 mod bench;
 mod common;
+mod compare;
 mod dedup;
 mod diversity;
 mod embed;
@@ -250,6 +251,15 @@ pub enum Command {
     /// --by value, under-represented concepts, image–caption agreement, examples).
     Audit(audit::AuditArgs),
 
+    /// Compare run B with run A: per modality (image embeddings, and caption embeddings when both
+    /// runs have them) the CMMD with a permutation p-value, the coverage of B by A and of A by B,
+    /// the novel and vanished regions (k-means clusters one run holds and the other does not)
+    /// with example items, concept shares when both runs were audited, and a one-line verdict.
+    /// Both runs must come from the same model weights. Every figure is taken on seeded samples
+    /// (--sample), so runs of any size compare in about the same time. --out DIR also writes
+    /// compare.json and compare.html.
+    Compare(compare::CompareArgs),
+
     /// Print a shell completion script on stdout, e.g. `sieve completions bash >
     /// ~/.local/share/bash-completion/completions/sieve` (zsh: a file `_sieve` in a folder of
     /// $fpath; fish: ~/.config/fish/completions/sieve.fish).
@@ -334,6 +344,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => export::execute(args, g),
         Command::Search(args) => search::execute(args, g),
         Command::Audit(args) => audit::execute(args, g),
+        Command::Compare(args) => compare::execute(args, g),
         Command::Completions { shell } => {
             // Into a buffer first: clap_complete panics on a write error (a closed pipe).
             let mut script = Vec::new();
