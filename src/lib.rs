@@ -9,6 +9,7 @@ pub mod analyze;
 pub mod api;
 pub mod audit;
 pub mod bench;
+pub mod classify;
 pub mod compare;
 pub mod device;
 pub mod digest;

@@ -273,13 +273,18 @@ fn concept_shares_appear_side_by_side_when_both_runs_were_audited() {
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     planted_run(&a, &v, "w");
     planted_run(&b, &v, "w");
-    std::fs::write(a.join("audit_summary.json"), r#"{"concepts": {"dog": 0.5, "cat": 0.25}}"#).unwrap();
+    std::fs::write(a.join("audit_summary.json"), r#"{"groups": {"pet": {"dog": 0.5, "cat": 0.25, "none": 0.25}}}"#)
+        .unwrap();
     assert!(compare(&a, &b, &[]).get("concepts").is_none(), "only A was audited");
-    std::fs::write(b.join("audit_summary.json"), r#"{"concepts": {"dog": 0.125}}"#).unwrap();
+    std::fs::write(b.join("audit_summary.json"), r#"{"groups": {"pet": {"dog": 0.125, "none": 0.875}}}"#).unwrap();
     let c = compare(&a, &b, &[]);
     assert_eq!(
         c["concepts"],
-        serde_json::json!([{"concept": "cat", "a": 0.25, "b": null}, {"concept": "dog", "a": 0.5, "b": 0.125}])
+        serde_json::json!([
+            {"concept": "pet: cat", "a": 0.25, "b": null},
+            {"concept": "pet: dog", "a": 0.5, "b": 0.125},
+            {"concept": "pet: none", "a": 0.25, "b": 0.875}
+        ])
     );
 }
 
@@ -363,4 +368,30 @@ fn overlap_lists_the_eval_items_that_dedup_against_found_in_train() {
     // Deduplicated against another corpus: refused.
     let o = sieve(&["compare", e, e, "--overlap"]);
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Two audited runs show their concept shares side by side, as `sieve audit` wrote them.
+#[test]
+fn audited_runs_show_their_concept_shares_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = fixture_run(dir.path());
+    let concepts = dir.path().join("concepts.txt");
+    std::fs::write(&concepts, "lighting: daylight | night | studio\nsubject: a dog | a car\n").unwrap();
+    let o = sieve(&["audit", "-q", run.to_str().unwrap(), "--concepts", concepts.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("audit_summary.json")).unwrap()).unwrap();
+    let c = compare(&run, &run, &[]);
+    let rows = c["concepts"].as_array().unwrap_or_else(|| panic!("no concepts section: {c}"));
+    let mut expected = 0;
+    for (group, shares) in summary["groups"].as_object().unwrap() {
+        for (concept, share) in shares.as_object().unwrap() {
+            expected += 1;
+            let name = format!("{group}: {concept}");
+            let row = rows.iter().find(|r| r["concept"] == name.as_str()).unwrap_or_else(|| panic!("{name}: {c}"));
+            assert_eq!((&row["a"], &row["b"]), (share, share), "{name}");
+        }
+    }
+    // Every concept of both groups plus each group's none.
+    assert_eq!((rows.len(), expected), (7, 7), "{c}");
 }

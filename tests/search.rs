@@ -18,8 +18,9 @@ fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
-/// A run of the fixture pictures, each with a caption of its own, and one file that is no picture.
-fn captioned_run(root: &Path) -> std::path::PathBuf {
+/// A run of the fixture pictures, each with a caption of its own, and one file that is no picture
+/// (also used by classify.rs).
+pub fn captioned_run(root: &Path) -> std::path::PathBuf {
     let pics = root.join("pics");
     std::fs::create_dir_all(&pics).unwrap();
     for (i, f) in ["photo.jpg", "tall.jpg", "wide.png", "tiny.png", "palette.png", "gray.png"].iter().enumerate() {

@@ -6,6 +6,7 @@ mod util;
 
 mod analyze;
 mod audit;
+mod classify;
 mod cli;
 mod compare;
 mod dedup;

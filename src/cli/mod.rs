@@ -10,6 +10,7 @@ use sieve::error::{Error, Result};
 
 mod audit;
 mod bench;
+mod classify;
 mod common;
 mod compare;
 mod dedup;
@@ -260,6 +261,12 @@ pub enum Command {
     /// compare.json and compare.html.
     Compare(compare::CompareArgs),
 
+    /// Score a run's stored embeddings with a small head you bring (a linear layer or an MLP in
+    /// safetensors, such as the LAION aesthetic predictor or a CLIP-based NSFW detector): no
+    /// picture is decoded. Writes RUN/classify/NAME.parquet (id, uri, score, percentile) and
+    /// RUN/classify/NAME.json (the head's digest and shapes, counts, score quantiles).
+    Classify(classify::ClassifyArgs),
+
     /// Print a shell completion script on stdout, e.g. `sieve completions bash >
     /// ~/.local/share/bash-completion/completions/sieve` (zsh: a file `_sieve` in a folder of
     /// $fpath; fish: ~/.config/fish/completions/sieve.fish).
@@ -345,6 +352,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Search(args) => search::execute(args, g),
         Command::Audit(args) => audit::execute(args, g),
         Command::Compare(args) => compare::execute(args, g),
+        Command::Classify(args) => classify::execute(args, g),
         Command::Completions { shell } => {
             // Into a buffer first: clap_complete panics on a write error (a closed pipe).
             let mut script = Vec::new();

@@ -383,9 +383,9 @@ pub fn verdict(modalities: &[Modality]) -> String {
     format!("shift: {}", parts.join("; "))
 }
 
-/// Concept shares side by side when both runs hold an audit summary with a `concepts` map
-/// (`{"name": share}` or `{"name": {"share": …}}`) or list (`[{"concept"|"name": …, "share": …}]`);
-/// `None` when either lacks one.
+/// Concept shares side by side when both runs hold the summary `sieve audit` writes: its
+/// `groups` map (`{"lighting": {"daylight": 0.6, "night": 0.3, "none": 0.1}}`, image-side
+/// shares), one row per `group: concept`. `None` when either run lacks one (or it is unreadable).
 pub fn concepts(a: &Path, b: &Path) -> Option<Vec<ConceptShare>> {
     let (ca, cb) = (read_concepts(&a.join(AUDIT_SUMMARY))?, read_concepts(&b.join(AUDIT_SUMMARY))?);
     let names: std::collections::BTreeSet<&String> = ca.keys().chain(cb.keys()).collect();
@@ -399,25 +399,11 @@ pub fn concepts(a: &Path, b: &Path) -> Option<Vec<ConceptShare>> {
 
 fn read_concepts(path: &PathBuf) -> Option<BTreeMap<String, f64>> {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    let share = |v: &serde_json::Value| v.as_f64().or_else(|| v.get("share").and_then(|s| s.as_f64()));
     let mut out = BTreeMap::new();
-    match v.get("concepts")? {
-        serde_json::Value::Object(map) => {
-            for (k, v) in map {
-                if let Some(s) = share(v) {
-                    out.insert(k.clone(), s);
-                }
-            }
+    for (group, shares) in v.get("groups")?.as_object()? {
+        for (concept, share) in shares.as_object()? {
+            out.insert(format!("{group}: {concept}"), share.as_f64()?);
         }
-        serde_json::Value::Array(items) => {
-            for it in items {
-                let name = it.get("concept").or_else(|| it.get("name")).and_then(|n| n.as_str());
-                if let (Some(n), Some(s)) = (name, share(it)) {
-                    out.insert(n.to_string(), s);
-                }
-            }
-        }
-        _ => return None,
     }
     Some(out)
 }
@@ -427,23 +413,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn concepts_are_read_from_a_map_or_a_list_and_absent_without_both_audits() {
+    fn concepts_are_read_from_the_audit_groups_and_absent_without_both_audits() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         std::fs::create_dir_all(&a).unwrap();
         std::fs::create_dir_all(&b).unwrap();
-        std::fs::write(a.join(AUDIT_SUMMARY), r#"{"concepts": {"dog": 0.5, "cat": {"share": 0.25}}}"#).unwrap();
+        std::fs::write(a.join(AUDIT_SUMMARY), r#"{"groups": {"animal": {"dog": 0.5, "cat": 0.25, "none": 0.25}}}"#)
+            .unwrap();
         assert_eq!(concepts(&a, &b), None);
         std::fs::write(
             b.join(AUDIT_SUMMARY),
-            r#"{"concepts": [{"concept": "dog", "share": 0.1}, {"name": "car", "share": 0.3}]}"#,
+            r#"{"groups": {"animal": {"dog": 0.1, "none": 0.9}, "thing": {"car": 0.3, "none": 0.7}}}"#,
         )
         .unwrap();
         let got = concepts(&a, &b).unwrap();
         let row = |c: &str, a, b| ConceptShare { concept: c.into(), a, b };
         assert_eq!(
             got,
-            vec![row("car", None, Some(0.3)), row("cat", Some(0.25), None), row("dog", Some(0.5), Some(0.1))]
+            vec![
+                row("animal: cat", Some(0.25), None),
+                row("animal: dog", Some(0.5), Some(0.1)),
+                row("animal: none", Some(0.25), Some(0.9)),
+                row("thing: car", None, Some(0.3)),
+                row("thing: none", None, Some(0.7)),
+            ]
         );
     }
 }

@@ -53,6 +53,8 @@ pub const DIVERSITY: &str = "diversity.json";
 /// `sieve audit`.
 pub const AUDIT: &str = "audit.parquet";
 pub const AUDIT_SUMMARY: &str = "audit_summary.json";
+/// `sieve classify`'s folder: `NAME.parquet` and `NAME.json` per head.
+pub const CLASSIFY_DIR: &str = "classify";
 /// `sieve select`'s folder and its files.
 pub const SELECTION_DIR: &str = "selection";
 pub const SELECTION_KEEP: &str = "selection/keep.txt";
@@ -72,6 +74,7 @@ pub const STAGE_OUTPUTS: &[&str] = &[
     DIVERSITY,
     AUDIT,
     AUDIT_SUMMARY,
+    CLASSIFY_DIR,
     SELECTION_DIR,
     REPORT,
     STAGES_JSON,
@@ -225,6 +228,15 @@ impl<'a> Layout<'a> {
         self.file(AUDIT_SUMMARY)
     }
 
+    pub fn classify_dir(&self) -> PathBuf {
+        self.file(CLASSIFY_DIR)
+    }
+
+    /// `classify/NAME.EXT`.
+    pub fn classify(&self, name: &str, ext: &str) -> PathBuf {
+        self.file(CLASSIFY_DIR).join(format!("{name}.{ext}"))
+    }
+
     pub fn selection_dir(&self) -> PathBuf {
         self.file(SELECTION_DIR)
     }
@@ -274,7 +286,7 @@ mod tests {
         ] {
             assert!(doc.contains(name), "{name} is not in docs/run-directory.md");
         }
-        for dir in [METADATA, IMG_EMB, TEXT_EMB, DEDUP_DIR, SELECTION_DIR] {
+        for dir in [METADATA, IMG_EMB, TEXT_EMB, DEDUP_DIR, CLASSIFY_DIR, SELECTION_DIR] {
             assert!(doc.contains(&format!("{dir}/")), "{dir}/ is not in docs/run-directory.md");
         }
     }
