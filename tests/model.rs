@@ -146,7 +146,7 @@ fn batch_size_auto_fits_device_memory() {
     assert_eq!(per, 2 * (50 * (6 * 768 + 2 * 3072) + 3 * 12 * 50 * 50) + 6 * 3 * 224 * 224);
     assert_eq!(auto_gpu_batch(80 << 30, per), 512, "an 80 GB card takes the cap");
     let b = auto_gpu_batch(300 << 20, per);
-    assert!(b % 32 == 0 && b as u64 * per <= 150 << 20 && (b as u64 + 32) * per > 150 << 20, "{b}");
+    assert!(b.is_multiple_of(32) && b as u64 * per <= 150 << 20 && (b as u64 + 32) * per > 150 << 20, "{b}");
     assert_eq!(auto_gpu_batch(10 << 20, per), 2, "below 32 it still fits what it can");
     assert_eq!(auto_gpu_batch(1, per), 1);
     let cpu = candle_core::Device::Cpu;

@@ -36,6 +36,8 @@ __all__ = [
     "diversity",
     "select",
     "report",
+    "audit",
+    "classify",
     "command",
     "version",
     "SieveError",
@@ -280,6 +282,8 @@ quality = _stage("quality")
 diversity = _stage("diversity")
 select = _stage("select")
 report = _stage("report")
+audit = _stage("audit")
+classify = _stage("classify")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -221,7 +221,7 @@ mod tests {
                 fps.push((i % 50 != 0).then_some(Fingerprint { hash: h, mirror, coeffs }));
             }
         }
-        let allowed = |a: u32, b: u32| (a + b) % 11 != 0;
+        let allowed = |a: u32, b: u32| !(a + b).is_multiple_of(11);
         for t in [0, 6, 12] {
             let mut brute = Vec::new();
             for a in 0..fps.len() {

@@ -53,7 +53,7 @@ pub struct Matrix {
 
 impl Matrix {
     pub fn new(dim: usize, data: Vec<f32>) -> Result<Self> {
-        if dim == 0 || data.len() % dim != 0 {
+        if dim == 0 || !data.len().is_multiple_of(dim) {
             return Err(Error::DimMismatch { expected: dim, found: data.len() % dim.max(1) });
         }
         Ok(Self { dim, data })

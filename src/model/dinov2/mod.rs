@@ -227,7 +227,7 @@ impl Dinov2 {
         let config = Dinov2Config::from_file(&files.config)?;
         let pre = PreprocessorConfig::from_file(&files.preprocessor)?;
         let (h, w) = pre.output_size();
-        if h != w || h as usize % config.patch_size != 0 || h == 0 {
+        if h != w || !(h as usize).is_multiple_of(config.patch_size) || h == 0 {
             return Err(Error::ModelFile {
                 path: files.preprocessor.clone(),
                 reason: format!(

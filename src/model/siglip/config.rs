@@ -120,7 +120,7 @@ impl SiglipConfig {
                 return Err(format!("{what} hidden_size {hidden} is not divisible by num_attention_heads {heads}"));
             }
         }
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return Err(format!("vision image_size {} is not a multiple of patch_size {}", v.image_size, v.patch_size));
         }
         if t.max_position_embeddings == 0 || t.vocab_size == 0 {
