@@ -1,7 +1,7 @@
 //! `sieve audit`: zero-shot concept coverage. A concept file ([`concepts`]) lists groups of
 //! concepts (lighting: daylight | night | studio); each concept is embedded by the run's own
 //! text tower from a small prompt ensemble ([`prompts`]); each embedded item gets, per group,
-//! its best concept by cosine and the margin over the runner-up ([`assign`]), on the image side
+//! its best concept by cosine and the margin over the runner-up ([`assign()`]), on the image side
 //! (stored image embeddings) and, with captions, on the caption side (stored caption
 //! embeddings), and "none" when the margin is under `--margin`. Writes `RUN/audit.parquet`
 //! (one row per item and group) and `RUN/audit_summary.json` ([`summary`]: counts and shares per
