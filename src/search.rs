@@ -92,7 +92,7 @@ pub fn search(run: &Run, opts: &SearchOptions) -> Result<Found> {
     let (query, shown) = match &opts.query {
         Query::Id(id) => (stored(run, *id, caption)?, format!("id {id}")),
         Query::Text(text) => {
-            let encoder = load(run, opts)?;
+            let encoder = run_model(run, opts.model.as_ref(), opts.device)?;
             let tokenizer = encoder.tokenizer().ok_or_else(|| Error::InvalidArg {
                 what: "--text",
                 reason: format!(
@@ -104,7 +104,7 @@ pub fn search(run: &Run, opts: &SearchOptions) -> Result<Found> {
             (row(&encoder.embed_texts(&[ids])?)?, format!("text {text:?}"))
         }
         Query::Image(path) => {
-            let encoder = load(run, opts)?;
+            let encoder = run_model(run, opts.model.as_ref(), opts.device)?;
             (picture(&*encoder, path, &run.manifest.limits)?, format!("image {}", path.display()))
         }
     };
@@ -163,7 +163,7 @@ pub fn search(run: &Run, opts: &SearchOptions) -> Result<Found> {
 /// A self-contained HTML page of `found` with thumbnails (`size` px), as the report makes them
 /// (same decoding, same Content-Security-Policy: nothing is fetched).
 pub fn html(found: &Found, run: &Run, size: u32) -> String {
-    use crate::report::page::{shown, CSP, MAX_SHOWN_CHARS};
+    use crate::report::page::{head, shown, thumb, MAX_SHOWN_CHARS};
     use maud::{html, DOCTYPE};
     let t = crate::report::thumbs::Thumbnailer::new(run.manifest.limits, size);
     let uris: Vec<String> = found.hits.iter().map(|h| h.uri.clone()).collect();
@@ -172,26 +172,19 @@ pub fn html(found: &Found, run: &Run, size: u32) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta http-equiv="Content-Security-Policy" content=(CSP);
-                meta name="referrer" content="no-referrer";
-                title { (title) }
-                style { "body{font:14px system-ui,sans-serif;margin:1.5em}figure{display:inline-block;width:"
-                    (size + 16) "px;vertical-align:top;margin:.4em}figcaption{font-size:12px;overflow-wrap:anywhere}"
-                    ".ph{width:" (size) "px;height:" (size) "px;background:#eee;font-size:11px}.muted{color:#666}" }
-            }
+            (head(&title, format!(
+                "body{{font:14px system-ui,sans-serif;margin:1.5em}}figure{{display:inline-block;width:{}px;\
+                 vertical-align:top;margin:.4em}}figcaption{{font-size:12px;overflow-wrap:anywhere}}\
+                 .ph{{width:{size}px;height:{size}px;background:#eee;font-size:11px}}.muted{{color:#666}}",
+                size + 16
+            )))
             body {
                 h1 { bdi { (title) } }
                 p.muted { (found.hits.len()) " of " (found.searched) " " (format!("{:?}", found.space).to_lowercase())
                     " embeddings in " bdi { (shown(&found.run, MAX_SHOWN_CHARS)) } }
                 @for h in &found.hits {
                     figure {
-                        @match thumbs.get(&h.uri) {
-                            Some(Ok(data)) => img src=(data) alt=(shown(&h.uri, MAX_SHOWN_CHARS));
-                            Some(Err(why)) => div.ph { "no preview: " bdi { (shown(why, MAX_SHOWN_CHARS)) } },
-                            None => div.ph { "no preview" },
-                        }
+                        (thumb(&h.uri, &thumbs))
                         figcaption {
                             @if let Some(g) = &h.group { span.muted { bdi { (shown(g, MAX_SHOWN_CHARS)) } " · " } }
                             "#" (h.rank) " · " (format!("{:.4}", h.similarity)) " · id " (h.id) br;
@@ -226,11 +219,13 @@ fn stored(run: &Run, id: u64, caption: bool) -> Result<Vec<f32>> {
     Ok(values[(g - start) * d..(g - start + 1) * d].to_vec())
 }
 
-/// The run's model (or `opts.model`), refused unless its weights are the run's.
-fn load(run: &Run, opts: &SearchOptions) -> Result<Box<dyn Encoder>> {
+/// The run's model (`model`, else run.json's), refused unless its weights are the run's: a
+/// query or concept embedded by other weights lives in another space. `sieve search` and
+/// `sieve audit` load their encoder through this.
+pub(crate) fn run_model(run: &Run, model: Option<&ModelSpec>, device: DeviceSpec) -> Result<Box<dyn Encoder>> {
     let m = &run.manifest.model;
-    let spec = opts.model.clone().unwrap_or_else(|| ModelSpec::new(m.id.clone(), m.revision.clone()));
-    let device = crate::device::open(opts.device)?;
+    let spec = model.cloned().unwrap_or_else(|| ModelSpec::new(m.id.clone(), m.revision.clone()));
+    let device = crate::device::open(device)?;
     let encoder = crate::model::load(&spec, &device, crate::device::compute_dtype(&device))?;
     if encoder.info().weights_sha256 != m.weights_sha256 {
         return Err(Error::InvalidArg {

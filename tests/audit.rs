@@ -3,7 +3,7 @@
 //! tiny model: outputs, determinism, `sieve run --concepts`, the report, and usage errors.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch};
@@ -11,6 +11,7 @@ use sieve::audit::concepts::ConceptSet;
 use sieve::audit::{audit_with, AuditOptions, Directions};
 use sieve::store::Run;
 
+use crate::cmd::*;
 use crate::util::*;
 
 const DIM: usize = 16;
@@ -229,12 +230,7 @@ fn a_wider_margin_leaves_more_items_unassigned() {
 }
 
 fn sieve(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sieve"))
-        .env_remove("RUST_LOG")
-        .env_remove("SIEVE_MODEL")
-        .args(args)
-        .output()
-        .unwrap()
+    sieve_out(args)
 }
 
 /// The captioned fixture pictures embedded by `model`.
@@ -246,19 +242,7 @@ fn embedded(root: &Path, model: &str) -> PathBuf {
         std::fs::write(pics.join(f).with_extension("txt"), format!("a picture of {f}")).unwrap();
     }
     let run = root.join(format!("run-{}", Path::new(model).file_name().unwrap().to_str().unwrap()));
-    let o = sieve(&[
-        "embed",
-        "-q",
-        pics.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--model",
-        model,
-        "--device",
-        "cpu",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    run
+    embed_with(&pics, &run, Path::new(model))
 }
 
 #[test]

@@ -4,17 +4,18 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use arrow_array::cast::AsArray;
 use arrow_array::Array;
 use rand::{Rng, SeedableRng};
 use sieve::store::Run;
 
+use crate::cmd::sieve_out;
 use crate::search::captioned_run;
 
 fn sieve(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sieve")).env_remove("RUST_LOG").args(args).output().unwrap()
+    sieve_out(args)
 }
 
 /// Writes f32 tensors (name, shape, values) as a safetensors file.

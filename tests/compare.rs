@@ -3,23 +3,22 @@
 //! with its items), and runs of different encoders (refused).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sieve::index::Matrix;
 use sieve::store::Run;
 
+use crate::cmd::*;
 use crate::util::*;
 
 fn sieve(args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sieve"));
-    c.env_remove("RUST_LOG").env_remove("SIEVE_MODEL").args(args).output().unwrap()
+    sieve_out(args)
 }
 
 fn json(o: &Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
+    stdout_json(o)
 }
 
 fn compare(a: &Path, b: &Path, more: &[&str]) -> serde_json::Value {
@@ -65,21 +64,7 @@ fn fixture_run(root: &Path) -> PathBuf {
         let stem = Path::new(f).file_stem().unwrap().to_str().unwrap();
         std::fs::write(pics.join(format!("{stem}.txt")), format!("caption number {i} of {stem}")).unwrap();
     }
-    let run = root.join("run");
-    let model = tiny_model_dir();
-    let o = sieve(&[
-        "embed",
-        "-q",
-        pics.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    run
+    embed_with(&pics, &root.join("run"), &tiny_model_dir())
 }
 
 #[test]
@@ -143,20 +128,7 @@ fn an_image_only_run_compares_its_images_and_says_why_there_are_no_captions() {
         std::fs::copy(fixtures().join("images").join(f), pics.join(f)).unwrap();
         std::fs::write(pics.join(f).with_extension("txt"), "a caption").unwrap();
     }
-    let run = dir.path().join("run");
-    let dinov2 = root().join("models").join("tiny-dinov2");
-    let o = sieve(&[
-        "embed",
-        "-q",
-        pics.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--model",
-        dinov2.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = embed_with(&pics, &dir.path().join("run"), &root().join("models").join("tiny-dinov2"));
     let c = compare(&run, &run, &[]);
     let m = c["modalities"].as_array().unwrap();
     assert_eq!((m.len(), &m[0]["space"]), (1, &serde_json::json!("image")));

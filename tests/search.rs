@@ -2,20 +2,19 @@
 //! own model, checked against a scan of the stored embeddings.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use sieve::store::Run;
 
+use crate::cmd::*;
 use crate::util::*;
 
 fn sieve(args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sieve"));
-    c.env_remove("RUST_LOG").env_remove("SIEVE_MODEL").args(args).output().unwrap()
+    sieve_out(args)
 }
 
 fn json(o: &Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
+    stdout_json(o)
 }
 
 /// A run of the fixture pictures, each with a caption of its own, and one file that is no picture
@@ -34,10 +33,7 @@ pub fn captioned_run(root: &Path) -> std::path::PathBuf {
 
 /// The run of `input` in `run`, made with the tiny model.
 fn embedded(input: &Path, run: &Path) -> std::path::PathBuf {
-    let (input, out, model) = (input.to_str().unwrap(), run.to_str().unwrap(), tiny_model_dir());
-    let o = sieve(&["embed", "-q", input, "--out", out, "--model", model.to_str().unwrap(), "--device", "cpu"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    run.to_path_buf()
+    embed_with(input, run, &tiny_model_dir())
 }
 
 #[test]

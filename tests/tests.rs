@@ -2,6 +2,7 @@
 //! `models/tiny-clip` and the golden outputs in `tests/fixtures/golden` come from transformers via
 //! `scripts/make_reference.py`.
 
+mod cmd;
 mod util;
 
 mod analyze;

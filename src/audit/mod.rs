@@ -102,29 +102,9 @@ pub fn audit(opts: &AuditOptions) -> Result<Summary> {
             ),
         });
     };
-    let encoder = load(&run, opts)?;
+    let encoder = crate::search::run_model(&run, opts.model.as_ref(), opts.device)?;
     let directions = embed_concepts(&*encoder, &opts.concepts, name, templates)?;
     audit_with(&run, opts, &directions)
-}
-
-/// The run's model (or `opts.model`), refused unless its weights are the run's (as `sieve search`).
-fn load(run: &Run, opts: &AuditOptions) -> Result<Box<dyn Encoder>> {
-    let m = &run.manifest.model;
-    let spec = opts.model.clone().unwrap_or_else(|| ModelSpec::new(m.id.clone(), m.revision.clone()));
-    let device = crate::device::open(opts.device)?;
-    let encoder = crate::model::load(&spec, &device, crate::device::compute_dtype(&device))?;
-    if encoder.info().weights_sha256 != m.weights_sha256 {
-        return Err(Error::InvalidArg {
-            what: "--model",
-            reason: format!(
-                "{} has other weights than the model {} was embedded with ({}): its embeddings live in another space",
-                spec.name,
-                run.dir.display(),
-                m.id
-            ),
-        });
-    }
-    Ok(encoder)
 }
 
 /// Each concept's direction: the unit mean of its prompts' embeddings.

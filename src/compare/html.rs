@@ -5,7 +5,7 @@
 use maud::{html, Markup, DOCTYPE};
 
 use super::{Comparison, Modality, Region};
-use crate::report::page::{shown, CSP, MAX_SHOWN_CHARS};
+use crate::report::page::{head, shown, thumb, Thumbs, MAX_SHOWN_CHARS};
 use crate::report::thumbs::Thumbnailer;
 use crate::store::Run;
 
@@ -21,49 +21,41 @@ pub fn page(c: &Comparison, a: &Run, b: &Run) -> String {
     let thumbs_b = Thumbnailer::new(b.manifest.limits, THUMB).make_all(&uris(|m| &m.novel));
     let thumbs_a = Thumbnailer::new(a.manifest.limits, THUMB).make_all(&uris(|m| &m.vanished));
     let pct = |x: f64| format!("{:.1}%", 100.0 * x);
-    let regions =
-        |title: &str, list: &[Region], thumbs: &std::collections::HashMap<String, Result<String, String>>| -> Markup {
-            html! {
-                h3 { (title) " (" (list.len()) ")" }
-                @if list.is_empty() { p.muted { "none" } }
-                @for r in list {
-                    div.region {
-                        p { "cluster " (r.cluster.cluster) ": " (pct(r.cluster.share_a)) " of A's sample, "
-                            (pct(r.cluster.share_b)) " of B's (" (r.cluster.items_a) " and " (r.cluster.items_b)
-                            " items); " (pct(r.covered)) " of its items covered by the other run" }
-                        @for e in &r.examples {
-                            figure {
-                                @match thumbs.get(&e.uri) {
-                                    Some(Ok(data)) => img src=(data) alt=(shown(&e.uri, MAX_SHOWN_CHARS));
-                                    Some(Err(why)) => div.ph { "no preview: " bdi { (shown(why, MAX_SHOWN_CHARS)) } },
-                                    None => div.ph { "no preview" },
-                                }
-                                figcaption {
-                                    "id " (e.id) br;
-                                    bdi title=(shown(&e.uri, MAX_SHOWN_CHARS)) { (shown(&e.uri, 80)) }
-                                    @if let Some(cap) = &e.caption { br; "“" bdi { (shown(cap, MAX_SHOWN_CHARS)) } "”" }
-                                }
+    let regions = |title: &str, list: &[Region], thumbs: &Thumbs| -> Markup {
+        html! {
+            h3 { (title) " (" (list.len()) ")" }
+            @if list.is_empty() { p.muted { "none" } }
+            @for r in list {
+                div.region {
+                    p { "cluster " (r.cluster.cluster) ": " (pct(r.cluster.share_a)) " of A's sample, "
+                        (pct(r.cluster.share_b)) " of B's (" (r.cluster.items_a) " and " (r.cluster.items_b)
+                        " items); " (pct(r.covered)) " of its items covered by the other run" }
+                    @for e in &r.examples {
+                        figure {
+                            (thumb(&e.uri, thumbs))
+                            figcaption {
+                                "id " (e.id) br;
+                                bdi title=(shown(&e.uri, MAX_SHOWN_CHARS)) { (shown(&e.uri, 80)) }
+                                @if let Some(cap) = &e.caption { br; "“" bdi { (shown(cap, MAX_SHOWN_CHARS)) } "”" }
                             }
                         }
                     }
                 }
             }
-        };
+        }
+    };
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta http-equiv="Content-Security-Policy" content=(CSP);
-                meta name="referrer" content="no-referrer";
-                title { "sieve compare" }
-                style { "body{font:14px system-ui,sans-serif;margin:1.5em;max-width:70em}"
-                    "table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:.2em .6em;text-align:left}"
-                    "figure{display:inline-block;width:" (THUMB + 16) "px;vertical-align:top;margin:.4em}"
-                    "figcaption{font-size:12px;overflow-wrap:anywhere}"
-                    ".ph{width:" (THUMB) "px;height:" (THUMB) "px;background:#eee;font-size:11px}.muted{color:#666}"
-                    ".verdict{font-size:1.2em;font-weight:600}" }
-            }
+            (head("sieve compare", format!(
+                "body{{font:14px system-ui,sans-serif;margin:1.5em;max-width:70em}}\
+                 table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #ddd;padding:.2em .6em;text-align:left}}\
+                 figure{{display:inline-block;width:{}px;vertical-align:top;margin:.4em}}\
+                 figcaption{{font-size:12px;overflow-wrap:anywhere}}\
+                 .ph{{width:{THUMB}px;height:{THUMB}px;background:#eee;font-size:11px}}.muted{{color:#666}}\
+                 .verdict{{font-size:1.2em;font-weight:600}}",
+                THUMB + 16
+            )))
             body {
                 h1 { "sieve compare" }
                 p.verdict { (c.verdict) }

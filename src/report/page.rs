@@ -137,9 +137,26 @@ fn isolated(text: &str) -> Markup {
     html! { bdi { (shown(text, MAX_SHOWN_CHARS)) } }
 }
 
-type Thumbs = HashMap<String, Result<String, String>>;
+/// The `<head>` of every page sieve writes (the report, `sieve search --html`, `sieve compare`):
+/// UTF-8, the Content-Security-Policy (nothing is fetched), no referrer, the title and the style.
+pub(crate) fn head(title: &str, style: impl maud::Render) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta http-equiv="Content-Security-Policy" content=(CSP);
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            meta name="referrer" content="no-referrer";
+            title { (title) }
+            style { (style) }
+        }
+    }
+}
 
-fn thumb(uri: &str, thumbs: &Thumbs) -> Markup {
+pub(crate) type Thumbs = HashMap<String, Result<String, String>>;
+
+/// A record's thumbnail from `thumbs` (`report::thumbs`' `make_all`), or why there is none: the
+/// report's, `sieve search`'s and `sieve compare`'s pages show pictures the same way.
+pub(crate) fn thumb(uri: &str, thumbs: &Thumbs) -> Markup {
     match thumbs.get(uri) {
         Some(Ok(data)) => {
             html! { img src=(data) alt=(shown(file_name(uri), MAX_SHOWN_CHARS)) title=(shown(uri, MAX_SHOWN_CHARS)); }
@@ -170,14 +187,7 @@ pub fn render(run: &Run, data: &Data, thumbs: &Thumbs, opts: &ReportOptions) -> 
     let page = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta http-equiv="Content-Security-Policy" content=(CSP);
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="referrer" content="no-referrer";
-                title { "sieve report: " (name) }
-                style { (PreEscaped(CSS)) }
-            }
+            (head(&format!("sieve report: {name}"), PreEscaped(CSS)))
             body {
                 header {
                     h1 { "sieve report: " (name) }
