@@ -366,3 +366,77 @@ fn unusable_concepts_and_models_are_usage_errors() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("no text tower"), "{err}");
 }
+
+/// The planted lighting concept of item `i` (see [`planted`]).
+fn planted_lighting(i: usize) -> &'static str {
+    match i {
+        0..=13 | 27 | 29 => "daylight",
+        14..=21 => "night",
+        22..=23 => "studio",
+        _ => "none",
+    }
+}
+
+#[test]
+fn select_balances_the_budget_over_the_audited_concepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = planted(dir.path());
+    let (opts, directions) = planted_options(dir.path(), &run);
+    audit_with(&Run::open(&run).unwrap(), &opts, &directions).unwrap();
+    let r = run.to_str().unwrap();
+    let selected = |more: &[&str]| -> (std::collections::BTreeMap<&'static str, usize>, serde_json::Value) {
+        let mut args = vec!["select", r, "--device", "cpu", "--json", "--balance-by", "lighting"];
+        args.extend(more);
+        let s = stdout_json(&sieve_out(&args));
+        let keep = std::fs::read_to_string(run.join("selection/keep.txt")).unwrap();
+        let mut per = std::collections::BTreeMap::new();
+        for line in keep.lines() {
+            // a/007.jpg -> 7
+            let i: usize = line[2..5].parse().unwrap();
+            *per.entry(planted_lighting(i)).or_insert(0) += 1;
+        }
+        (per, s)
+    };
+    // Pool: daylight 16, night 8, studio 2, none 4. Budget 12, even target: none keeps its pool
+    // share (12 · 4/30 → 2); studio gives all 2 of its ≈3.3; daylight and night share the other 8.
+    let (per, s) = selected(&["--budget", "12"]);
+    let want = [("daylight", 4), ("night", 4), ("none", 2), ("studio", 2)];
+    assert_eq!(per.into_iter().collect::<Vec<_>>(), want, "{s}");
+    let b = &s["balance"];
+    assert_eq!((b["group"].as_str(), b["side"].as_str()), (Some("lighting"), Some("image")));
+    for (c, n) in want {
+        assert_eq!(b["selected"][c], n, "{c}: {b}");
+    }
+    assert_eq!(b["available"]["daylight"], 16);
+    assert!((b["target"]["none"].as_f64().unwrap() - 4.0 / 30.0).abs() < 1e-9, "{b}");
+    // The pool's own shares would give daylight about 6 of 12: the balance moved it.
+    assert_eq!(s["selected"], 12);
+
+    // An explicit target: night three times daylight, none dropped. Night holds 8, so it gives
+    // all 8 and daylight takes the rest of the 12.
+    let (per, s) = selected(&["--budget", "12", "--balance-to", "night=3,daylight=1,none=0"]);
+    assert_eq!(per.into_iter().collect::<Vec<_>>(), [("daylight", 4), ("night", 8)], "{s}");
+    // Only studio (2 items) weighed: 2 selected, short of the budget, never filled from others.
+    let (per, s) = selected(&["--budget", "12", "--balance-to", "studio=1,none=0"]);
+    assert_eq!(per.into_iter().collect::<Vec<_>>(), [("studio", 2)], "{s}");
+
+    // Usage errors name the problem and exit 2.
+    for (more, says) in [
+        (&["--balance-by", "mood"][..], "lighting, background"),
+        (&["--balance-by", "lighting", "--balance-to", "dusk=1"][..], "daylight, night, studio"),
+        (&["--balance-by", "lighting", "--balance-to", "night=-1"][..], "at least 0"),
+        (&["--balance-to", "night=1"][..], "--balance-by"),
+    ] {
+        let mut args = vec!["select", r, "--budget", "5", "--device", "cpu"];
+        args.extend(more);
+        let o = sieve_out(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{more:?}: {err}");
+        assert!(err.contains(says), "{more:?}: {err}");
+    }
+    // Without an audit: exit 1, saying how to make one.
+    std::fs::remove_file(run.join("audit.parquet")).unwrap();
+    let o = sieve_out(&["select", r, "--budget", "5", "--balance-by", "lighting"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sieve audit"));
+}

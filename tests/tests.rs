@@ -26,5 +26,6 @@ mod report;
 mod robust;
 mod run;
 mod search;
+mod select;
 mod siglip;
 mod store;

@@ -198,7 +198,7 @@ fn side(run: &Run) -> Side {
 }
 
 /// Refuses two runs whose embeddings are not comparable.
-fn check_same_space(a: &Run, b: &Run) -> Result<()> {
+pub fn check_same_space(a: &Run, b: &Run) -> Result<()> {
     let (ma, mb) = (&a.manifest.model, &b.manifest.model);
     if ma.weights_sha256 != mb.weights_sha256 || a.manifest.embed_dim != b.manifest.embed_dim {
         return Err(Error::InvalidArg {

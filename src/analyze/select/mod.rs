@@ -9,8 +9,19 @@
 //! - `k-center`: greedy farthest-point selection over the whole pool (Gonzalez's 2-approximation
 //!   of the k-center objective); time grows as budget × pool.
 //!
+//! Two optional steps come before the picking: `--reference RUN` ([`reference`]) narrows the pool
+//! to the clusters nearest a target run, intersected with the top of the pool by CLIP score
+//! (DataComp's best baseline), and `--balance-by GROUP` ([`balance`]) splits the budget over
+//! `sieve audit`'s concepts by a target share, the strategy picking inside each concept.
+//!
 //! The summary compares the selection with a seeded random subset of the same size from the
 //! same pool: Vendi score, effective rank and coverage of the pool's k-means clusters.
+
+pub mod balance;
+pub mod pick;
+pub mod reference;
+
+pub use pick::{balanced_quota, cluster_balanced, k_center};
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -20,18 +31,16 @@ use std::time::Instant;
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt64Type;
 use arrow_array::Array;
-use candle_core::Device;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use rayon::prelude::*;
 use serde::Serialize;
 
 use super::common::Embedded;
 use super::diversity::{self, Clustered, MeasureParams};
 use crate::device::{self, DeviceSpec};
 use crate::error::{Error, Result};
-use crate::index::{dot, Matrix};
+use crate::index::Matrix;
 use crate::store::layout::{self, Layout};
 use crate::store::{write_atomic, Run};
 
@@ -106,6 +115,14 @@ pub struct SelectOptions {
     pub clusters: Option<usize>,
     pub seed: u64,
     pub device: DeviceSpec,
+    /// `--reference`: keep the pool's clusters nearest this run's items ([`reference`]).
+    pub reference: Option<PathBuf>,
+    /// k-means clusters of the pool for `--reference` [default: √pool, at most 1,000].
+    pub reference_clusters: Option<usize>,
+    /// Keep only the top percent of the pool by CLIP score [default: 30 with `--reference`].
+    pub score_percent: Option<f64>,
+    /// `--balance-by`: split the budget over an audit group's concepts ([`balance`]).
+    pub balance: Option<balance::BalanceOptions>,
 }
 
 impl SelectOptions {
@@ -121,6 +138,10 @@ impl SelectOptions {
             clusters: None,
             seed: 0,
             device: DeviceSpec::Auto,
+            reference: None,
+            reference_clusters: None,
+            score_percent: None,
+            balance: None,
         }
     }
 }
@@ -170,100 +191,42 @@ pub struct Summary {
     pub pool_diversity: SubsetDiversity,
     pub selection_diversity: SubsetDiversity,
     pub random_diversity: SubsetDiversity,
+    /// The CLIP-score filter without a reference (`--score-percent` alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<reference::ScoreFilter>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<reference::ReferenceSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<balance::BalanceSummary>,
 }
 
-/// Greedy farthest-point selection of `budget` rows of `m` (all of them when fewer), starting
-/// from `start`: each step takes the row least similar to everything taken so far (ties: the
-/// lowest row). Returned in the order picked.
-pub fn k_center(m: &Matrix, budget: usize, start: usize) -> Vec<usize> {
-    let n = m.rows();
-    let budget = budget.min(n);
-    if budget == 0 {
-        return Vec::new();
-    }
-    let mut picked = Vec::with_capacity(budget);
-    let mut taken = vec![false; n];
-    let mut nearest = vec![f32::NEG_INFINITY; n];
-    let mut next = start;
-    while picked.len() < budget {
-        picked.push(next);
-        taken[next] = true;
-        let c = m.row(next);
-        nearest.par_iter_mut().enumerate().for_each(|(i, s)| {
-            *s = s.max(dot(c, m.row(i)));
-        });
-        // The untaken row with the lowest similarity to its nearest picked row.
-        let best = nearest
-            .par_iter()
-            .enumerate()
-            .filter(|&(i, _)| !taken[i])
-            .min_by(|a, b| a.1.total_cmp(b.1).then(a.0.cmp(&b.0)));
-        match best {
-            Some((i, _)) => next = i,
-            None => break,
-        }
-    }
-    picked
+/// Default clusters for `n` rows: √n, at least 1 and at most 1,000.
+fn default_clusters(n: usize) -> usize {
+    ((n as f64).sqrt().round() as usize).clamp(1, 1000)
 }
 
-/// How many of each cluster's items to take so the total is `budget` and the counts are as even
-/// as the sizes allow (water-filling; leftovers go to the lowest cluster ids with room).
-pub fn balanced_quota(sizes: &[usize], budget: usize) -> Vec<usize> {
-    let total: usize = sizes.iter().sum();
-    let budget = budget.min(total);
-    let mut order: Vec<usize> = (0..sizes.len()).collect();
-    order.sort_by_key(|&c| (sizes[c], c));
-    let mut quota = vec![0usize; sizes.len()];
-    let mut remaining = budget;
-    for (done, &c) in order.iter().enumerate() {
-        let left = sizes.len() - done;
-        let share = remaining / left;
-        quota[c] = sizes[c].min(share);
-        remaining -= quota[c];
-    }
-    for c in 0..sizes.len() {
-        if remaining == 0 {
-            break;
-        }
-        if quota[c] < sizes[c] {
-            quota[c] += 1;
-            remaining -= 1;
-        }
-    }
-    quota
-}
-
-/// Cluster-balanced selection of `budget` rows of `m` over `k` seeded k-means clusters.
-pub fn cluster_balanced(m: &Matrix, budget: usize, k: usize, seed: u64, device: &Device) -> Result<Vec<usize>> {
-    let n = m.rows();
-    if budget >= n {
-        return Ok((0..n).collect());
-    }
-    let c = Clustered::new(m.clone(), k, seed, device)?;
-    let mut members: Vec<Vec<usize>> = vec![Vec::new(); c.k()];
-    for (i, t) in c.assigned.iter().enumerate() {
-        members[t.best as usize].push(i);
-    }
-    let quota = balanced_quota(&members.iter().map(Vec::len).collect::<Vec<_>>(), budget);
-    let d = m.dim();
-    let picked: Vec<Vec<usize>> = members
-        .par_iter()
-        .enumerate()
-        .map(|(ci, rows)| {
-            if quota[ci] == 0 {
-                return Vec::new();
+/// The rows `rows` of `items` in the space of `embedding`, unit-normalised (joint: the image
+/// and caption vectors, each normalised, side by side).
+pub fn vectors(items: &Embedded, rows: &[usize], embedding: Embedding) -> Result<Matrix> {
+    let d = items.image.dim();
+    let mut vectors = match embedding {
+        Embedding::Image => Matrix::gather(items.image.as_slice(), d, rows),
+        Embedding::Text => Matrix::gather(items.text.as_slice(), d, rows),
+        Embedding::Joint => {
+            let mut img = Matrix::gather(items.image.as_slice(), d, rows);
+            let mut txt = Matrix::gather(items.text.as_slice(), d, rows);
+            diversity::normalise_rows(&mut img);
+            diversity::normalise_rows(&mut txt);
+            let mut joint = Vec::with_capacity(rows.len() * 2 * d);
+            for j in 0..rows.len() {
+                joint.extend_from_slice(img.row(j));
+                joint.extend_from_slice(txt.row(j));
             }
-            let sub = Matrix::gather(c.vectors.as_slice(), d, rows);
-            let centroid = c.centroids.row(ci);
-            let start = (0..rows.len())
-                .max_by(|&a, &b| dot(centroid, sub.row(a)).total_cmp(&dot(centroid, sub.row(b))).then(b.cmp(&a)))
-                .unwrap_or(0);
-            k_center(&sub, quota[ci], start).into_iter().map(|j| rows[j]).collect()
-        })
-        .collect();
-    let mut out: Vec<usize> = picked.into_iter().flatten().collect();
-    out.sort_unstable();
-    Ok(out)
+            Matrix::new(2 * d, joint)?
+        }
+    };
+    diversity::normalise_rows(&mut vectors);
+    Ok(vectors)
 }
 
 fn subset_diversity(c: &Clustered, rows: &[usize], p: &MeasureParams) -> SubsetDiversity {
@@ -395,45 +358,106 @@ pub fn select(opts: &SelectOptions) -> Result<Summary> {
         );
     }
 
-    let d = items.image.dim();
-    let mut vectors = match opts.embedding {
-        Embedding::Image => Matrix::gather(items.image.as_slice(), d, &pool),
-        Embedding::Text => Matrix::gather(items.text.as_slice(), d, &pool),
-        Embedding::Joint => {
-            let mut img = Matrix::gather(items.image.as_slice(), d, &pool);
-            let mut txt = Matrix::gather(items.text.as_slice(), d, &pool);
-            diversity::normalise_rows(&mut img);
-            diversity::normalise_rows(&mut txt);
-            let mut joint = Vec::with_capacity(pool.len() * 2 * d);
-            for j in 0..pool.len() {
-                joint.extend_from_slice(img.row(j));
-                joint.extend_from_slice(txt.row(j));
-            }
-            Matrix::new(2 * d, joint)?
-        }
-    };
-    diversity::normalise_rows(&mut vectors);
+    let vectors = vectors(&items, &pool, opts.embedding)?;
 
-    let selection_clusters =
-        opts.clusters.unwrap_or_else(|| ((pool.len() as f64).sqrt().round() as usize).clamp(1, 1000));
-    let chosen: Vec<usize> = match opts.strategy {
-        Strategy::ClusterBalanced => cluster_balanced(&vectors, opts.budget, selection_clusters, opts.seed, &dev)?,
-        Strategy::KCenter => {
-            // Start from the item nearest the pool's mean direction.
-            let mut mean = vec![0f32; vectors.dim()];
-            for r in 0..vectors.rows() {
-                for (m, x) in mean.iter_mut().zip(vectors.row(r)) {
-                    *m += x;
-                }
-            }
-            let start = (0..vectors.rows())
-                .max_by(|&a, &b| dot(&mean, vectors.row(a)).total_cmp(&dot(&mean, vectors.row(b))).then(b.cmp(&a)))
-                .unwrap_or(0);
-            let mut c = k_center(&vectors, opts.budget, start);
-            c.sort_unstable();
-            c
+    // The filters: which pool positions the strategy may pick from.
+    let mut candidates: Vec<usize> = (0..pool.len()).collect();
+    let score_percent = opts.score_percent.or(opts.reference.is_some().then_some(reference::DEFAULT_SCORE_PERCENT));
+    let mut score = None;
+    if let Some(percent) = score_percent {
+        if !(percent > 0.0 && percent <= 100.0) {
+            return Err(Error::InvalidArg { what: "--score-percent", reason: format!("{percent} is not in (0, 100]") });
+        }
+        if percent < 100.0 {
+            let (pass, filter) = reference::top_percent(&reference::clip_scores(&items, &pool), percent);
+            candidates.retain(|&j| pass[j]);
+            score = Some(filter);
+        }
+    }
+    let mut reference_summary = None;
+    let mut reference_vectors = None;
+    if let Some(path) = &opts.reference {
+        let refs = reference::reference_vectors(&run, path, opts.embedding)?;
+        let k = opts.reference_clusters.unwrap_or_else(|| default_clusters(pool.len()));
+        let t = reference::target_clusters(&vectors, &refs, k, opts.seed, &dev)?;
+        let in_target = t.pass.iter().filter(|&&p| p).count();
+        candidates.retain(|&j| t.pass[j]);
+        reference_summary = Some(reference::ReferenceSummary {
+            run: path.display().to_string(),
+            items: refs.rows(),
+            clusters: t.clusters,
+            target_clusters: t.target_clusters,
+            in_target_clusters: in_target,
+            score: score.take(),
+            passed: candidates.len(),
+            nearest_selected: 0.0,
+            nearest_random: 0.0,
+        });
+        reference_vectors = Some(refs);
+    }
+    if candidates.is_empty() {
+        return Err(Error::RunDir {
+            path: run.dir.clone(),
+            reason: format!(
+                "nothing passes the filters: of a pool of {}, {} pass the CLIP-score filter{}",
+                pool.len(),
+                score
+                    .as_ref()
+                    .or(reference_summary.as_ref().and_then(|r| r.score.as_ref()))
+                    .map_or(pool.len(), |s| s.passed),
+                reference_summary
+                    .as_ref()
+                    .map(|r| format!(" and {} are in the clusters nearest the reference", r.in_target_clusters))
+                    .unwrap_or_default()
+            ),
+        });
+    }
+    if candidates.len() < pool.len() && opts.budget > candidates.len() {
+        tracing::warn!(
+            "the filters leave {} items, fewer than the budget of {}: all of them are selected",
+            candidates.len(),
+            opts.budget
+        );
+    }
+
+    // The buckets the budget is split over: one, or an audit group's concepts.
+    let (buckets, quotas, bucket_names, mut balance_summary) = match &opts.balance {
+        None => (vec![candidates.clone()], vec![opts.budget], Vec::new(), None),
+        Some(b) => {
+            let (concepts, by_id) = balance::read_audit(&run, &b.group)?;
+            let bucket_of =
+                balance::buckets_of(&concepts, &by_id, candidates.iter().map(|&j| meta.id[items.rows[pool[j]]]));
+            let (buckets, quota, summary) = balance::plan(&concepts, &bucket_of, b, opts.budget)?;
+            let buckets = buckets.into_iter().map(|b| b.into_iter().map(|i| candidates[i]).collect()).collect();
+            let names = concepts.into_iter().chain([crate::audit::concepts::NONE.to_string()]).collect();
+            (buckets, quota, names, Some(summary))
         }
     };
+    let mut selection_clusters = 0;
+    let mut chosen: Vec<usize> = Vec::with_capacity(opts.budget.min(candidates.len()));
+    let mut picked_per_bucket = Vec::with_capacity(buckets.len());
+    for (rows, &quota) in buckets.iter().zip(&quotas) {
+        if quota == 0 || rows.is_empty() {
+            picked_per_bucket.push(0);
+            continue;
+        }
+        let k = opts.clusters.unwrap_or_else(|| default_clusters(rows.len()));
+        selection_clusters = selection_clusters.max(k.min(rows.len()));
+        let picked = pick::pick(&vectors, rows, quota, opts.strategy, k, opts.seed, &dev)?;
+        picked_per_bucket.push(picked.len());
+        chosen.extend(picked);
+    }
+    chosen.sort_unstable();
+    if opts.balance.is_some() && chosen.len() < opts.budget.min(candidates.len()) {
+        tracing::warn!(
+            "the concepts --balance-to weighs hold too few items: {} selected, short of the budget of {}",
+            chosen.len(),
+            opts.budget
+        );
+    }
+    if let Some(b) = &mut balance_summary {
+        b.selected = bucket_names.iter().cloned().zip(picked_per_bucket).collect();
+    }
     let random: Vec<usize> = {
         let mut r =
             rand::seq::index::sample(&mut StdRng::seed_from_u64(opts.seed), pool.len(), chosen.len()).into_vec();
@@ -447,6 +471,10 @@ pub fn select(opts: &SelectOptions) -> Result<Summary> {
         probes: crate::index::clustered::DEFAULT_PROBES,
         seed: opts.seed,
     };
+    if let (Some(r), Some(refs)) = (&mut reference_summary, &reference_vectors) {
+        r.nearest_selected = reference::mean_nearest(refs, &vectors, &chosen, opts.seed);
+        r.nearest_random = reference::mean_nearest(refs, &vectors, &random, opts.seed);
+    }
     let measured = Clustered::new(vectors, diversity::DEFAULT_CLUSTERS, opts.seed.wrapping_add(1), &dev)?;
     let all: Vec<usize> = (0..pool.len()).collect();
 
@@ -481,6 +509,9 @@ pub fn select(opts: &SelectOptions) -> Result<Summary> {
         pool_diversity: subset_diversity(&measured, &all, &p),
         selection_diversity: subset_diversity(&measured, &chosen, &p),
         random_diversity: subset_diversity(&measured, &random, &p),
+        score,
+        reference: reference_summary,
+        balance: balance_summary,
     };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
     write_atomic(&files.selection_summary(), |w| std::io::Write::write_all(w, &json))?;
