@@ -147,6 +147,12 @@ impl Head {
         activation: Option<Activation>,
         output: Output,
     ) -> Result<Head> {
+        // Refuse a file too large to hold a head before reading it (f64 weights at most, and a
+        // header): a model checkpoint given by mistake is not read into memory.
+        let size = std::fs::metadata(path).map_err(|e| Error::io("reading the head", path, e))?.len();
+        if size > (MAX_WEIGHTS as u64) * 8 + (1 << 20) {
+            return Err(bad(path, format!("{size} bytes; an embedding head has at most {MAX_WEIGHTS} weights")));
+        }
         let bytes = std::fs::read(path).map_err(|e| Error::io("reading the head", path, e))?;
         let sha256 = crate::digest::sha256_bytes(&bytes);
         let tensors = safetensors::SafeTensors::deserialize(&bytes)

@@ -121,6 +121,10 @@ fn heads_that_do_not_fit_are_refused_naming_the_problem() {
     write_head(&nan, &[("weight", vec![1, d], w)]);
     let junk = p("junk.safetensors");
     std::fs::write(&junk, b"\xff\xff\xff\xff\xff\xff\xff\x7fnot safetensors").unwrap();
+    // A 3 GB file (sparse: no disk used), as a model checkpoint given by mistake: refused from
+    // its size, never read.
+    let huge = p("huge.safetensors");
+    std::fs::File::create(&huge).unwrap().set_len(3 << 30).unwrap();
     let s = |x: &Path| x.to_str().unwrap().to_string();
     let cases: Vec<(Vec<String>, i32, &str)> = vec![
         (vec![s(&two)], 2, "--activation"),
@@ -130,6 +134,7 @@ fn heads_that_do_not_fit_are_refused_naming_the_problem() {
         (vec![s(&gap), "--activation".into(), "relu".into()], 1, "previous layer gives 3"),
         (vec![s(&nan)], 1, "non-finite"),
         (vec![s(&junk)], 1, "not a safetensors file"),
+        (vec![s(&huge)], 1, "an embedding head has at most"),
         (
             vec![
                 s(&two),
