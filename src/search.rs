@@ -5,6 +5,8 @@
 //! (`Space::Caption`). The scan is exact, one run part at a time (memory: one part's embeddings
 //! and the top list), so its answer is the true top N; similarities are cosines against the
 //! stored float16 rows, so a record queried by itself comes first at 1 (within float16's 1e-3).
+//! Many text queries at once ([`search_many`], `--queries FILE`) go through dedup's exact
+//! neighbour index part by part, on the chosen device: one pass over the run for all of them.
 
 use std::path::{Path, PathBuf};
 
@@ -158,6 +160,114 @@ pub fn search(run: &Run, opts: &SearchOptions) -> Result<Found> {
         searched,
         hits,
     })
+}
+
+/// Most queries in one `--queries` file.
+pub const MAX_QUERIES: usize = 100_000;
+/// Texts embedded per forward pass of the caption tower.
+const QUERY_BATCH: usize = 64;
+
+/// Many text queries at once (`--queries FILE`): the texts are embedded in batches, then each
+/// part of the run is searched for all of them with one [`ExactIndex`] (device-aware: the
+/// similarity products run on `opts.device`, as dedup's exact search does), each query keeping
+/// its own top list. Exact, so each answer is what [`search`] gives for that text alone.
+/// `opts.query` is ignored; `--by` is refused (one query at a time for per-group lists).
+pub fn search_many(run: &Run, texts: &[String], opts: &SearchOptions) -> Result<Vec<Found>> {
+    use crate::index::{ExactIndex, Matrix, NeighbourIndex};
+    if opts.top == 0 {
+        return Err(Error::InvalidArg { what: "--top", reason: "must be at least 1".into() });
+    }
+    if opts.by.is_some() {
+        return Err(Error::InvalidArg {
+            what: "--by",
+            reason: "lists per group one query at a time: use --text with --by, not --queries".into(),
+        });
+    }
+    if texts.is_empty() || texts.len() > MAX_QUERIES {
+        return Err(Error::InvalidArg {
+            what: "--queries",
+            reason: format!("holds {} queries; give between 1 and {MAX_QUERIES}", texts.len()),
+        });
+    }
+    let d = run.manifest.embed_dim;
+    let caption = opts.space == Space::Caption;
+    if caption && !(run.manifest.model.family.has_text() && run.manifest.counts.with_caption > 0) {
+        return Err(Error::InvalidArg {
+            what: "--space",
+            reason: format!("{} holds no caption embeddings to search", run.dir.display()),
+        });
+    }
+    let encoder = run_model(run, opts.model.as_ref(), opts.device)?;
+    let tokenizer = encoder.tokenizer().ok_or_else(|| Error::InvalidArg {
+        what: "--queries",
+        reason: format!("the run's model ({}) has no text tower", encoder.info().id),
+    })?;
+    let mut q = Vec::with_capacity(texts.len() * d);
+    for chunk in texts.chunks(QUERY_BATCH) {
+        crate::progress::check_cancel()?;
+        let ids = chunk.iter().map(|t| Ok(tokenizer.encode(t)?.ids)).collect::<Result<Vec<_>>>()?;
+        q.extend(encoder.embed_texts(&ids)?.flatten_all()?.to_vec1::<f32>()?);
+    }
+    let queries = Matrix::new(d, q)?;
+    let device = crate::device::open(opts.device)?;
+    let mut tops: Vec<TopK> = (0..texts.len()).map(|_| TopK::new(opts.top)).collect();
+    let (mut searched, mut start) = (0, 0);
+    for (p, &rows) in run.part_rows.iter().enumerate() {
+        crate::progress::check_cancel()?;
+        let values = run.embedding_part(caption, p)?;
+        let keep: Vec<usize> = (0..rows)
+            .filter(|&r| run.meta.embedded[start + r] && !(caption && run.meta.caption[start + r].is_none()))
+            .collect();
+        if !keep.is_empty() {
+            searched += keep.len();
+            let data = Matrix::gather(&values, d, &keep);
+            let found = ExactIndex::new(&data, device.clone()).knn(&queries, opts.top, None)?;
+            for (top, list) in tops.iter_mut().zip(found) {
+                for (r, sim) in list {
+                    top.push((start + keep[r as usize]) as u32, sim);
+                }
+            }
+        }
+        start += rows;
+    }
+    Ok(texts
+        .iter()
+        .zip(tops)
+        .map(|(text, top)| Found {
+            run: run.dir.display().to_string(),
+            query: format!("text {text:?}"),
+            space: opts.space,
+            by: None,
+            searched,
+            hits: top
+                .into_vec()
+                .into_iter()
+                .enumerate()
+                .map(|(i, (g, sim))| {
+                    let g = g as usize;
+                    Hit {
+                        rank: i + 1,
+                        similarity: sim,
+                        id: run.meta.id[g],
+                        uri: run.meta.uri[g].clone(),
+                        caption: run.meta.caption[g].clone(),
+                        group: None,
+                    }
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// The queries of a `--queries` file: one text a line, blank lines skipped (at most 1 MiB).
+pub fn read_queries(path: &Path) -> Result<Vec<String>> {
+    let bad = |reason: String| Error::InvalidArg { what: "--queries", reason: format!("{}: {reason}", path.display()) };
+    let (bytes, more) = crate::ingest::read_regular(path, 1 << 20).map_err(|s| bad(s.detail))?;
+    if more {
+        return Err(bad("over 1 MiB; split it".into()));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| bad("is not UTF-8".into()))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
 }
 
 /// A self-contained HTML page of `found` with thumbnails (`size` px), as the report makes them

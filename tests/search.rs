@@ -154,3 +154,53 @@ fn by_a_column_lists_the_top_of_each_group_and_html_shows_each_hit() {
     assert_eq!(html.matches("src=\"data:image/jpeg;base64,").count(), 10, "a thumbnail per hit");
     assert!(html.contains("Content-Security-Policy"));
 }
+
+#[test]
+fn many_queries_in_one_pass_answer_as_each_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = captioned_run(dir.path());
+    let r = run.to_str().unwrap();
+    let texts = ["caption number 2 of wide", "a photo", "gray", "a tall picture of something"];
+    let file = dir.path().join("queries.txt");
+    std::fs::write(&file, format!("{}\n\n  {}  \n{}\n{}\n", texts[0], texts[1], texts[2], texts[3])).unwrap();
+    for space in ["image", "caption"] {
+        let all =
+            json(&sieve(&["search", r, "--queries", file.to_str().unwrap(), "--top", "4", "--space", space, "--json"]));
+        let all = all.as_array().unwrap();
+        assert_eq!(all.len(), 4, "blank lines skipped, lines trimmed");
+        for (text, many) in texts.iter().zip(all) {
+            let one = json(&sieve(&["search", r, "--text", text, "--top", "4", "--space", space, "--json"]));
+            assert_eq!(many["query"], one["query"]);
+            assert_eq!(many["searched"], one["searched"]);
+            let (a, b) = (many["hits"].as_array().unwrap(), one["hits"].as_array().unwrap());
+            assert_eq!(a.len(), 4);
+            let ids = |h: &[serde_json::Value]| h.iter().map(|x| x["id"].as_u64().unwrap()).collect::<Vec<_>>();
+            assert_eq!(ids(a), ids(b), "{space} {text}: {many} vs {one}");
+            for (x, y) in a.iter().zip(b) {
+                let (x, y) = (x["similarity"].as_f64().unwrap(), y["similarity"].as_f64().unwrap());
+                assert!((x - y).abs() < 1e-4, "{space} {text}: {x} vs {y}");
+            }
+        }
+    }
+    // The table names each query's number.
+    let o = sieve(&["search", r, "--queries", file.to_str().unwrap(), "--top", "1"]);
+    let table = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(table.lines().count(), 5, "{table}");
+    assert!(table.lines().nth(4).unwrap().starts_with("4  "), "{table}");
+
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "\n  \n").unwrap();
+    for args in [
+        vec!["--queries", empty.to_str().unwrap()],
+        vec!["--queries", file.to_str().unwrap(), "--by", "folder"],
+        vec!["--queries", file.to_str().unwrap(), "--html", "x.html"],
+        vec!["--queries", dir.path().to_str().unwrap()],
+    ] {
+        let mut all = vec!["search", r];
+        all.extend(&args);
+        let o = sieve(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

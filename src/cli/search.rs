@@ -22,7 +22,7 @@ pub enum SpaceArg {
 }
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("query").required(true).args(["text", "image", "id"]))]
+#[command(group = clap::ArgGroup::new("query").required(true).args(["text", "image", "id", "queries"]))]
 pub struct SearchArgs {
     /// Run directory to search.
     pub run: PathBuf,
@@ -38,6 +38,12 @@ pub struct SearchArgs {
     /// Find the items nearest this record of the run (its stored embedding; no model is loaded).
     #[arg(long)]
     pub id: Option<u64>,
+
+    /// Many text queries, one a line (blank lines skipped): embedded in batches and searched in
+    /// one pass over the run, through dedup's exact index on --device; the answer for each is
+    /// what --text gives for it alone. Not with --by or --html.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["by", "html"])]
+    pub queries: Option<PathBuf>,
 
     /// Search the image embeddings or the caption embeddings.
     #[arg(long, value_enum, default_value_t = SpaceArg::Image)]
@@ -71,10 +77,11 @@ pub struct SearchArgs {
 }
 
 pub fn execute(args: SearchArgs, g: Global) -> anyhow::Result<()> {
-    let query = match (args.text, args.image, args.id) {
-        (Some(t), _, _) => Query::Text(t),
-        (_, Some(p), _) => Query::Image(p),
-        (_, _, Some(id)) => Query::Id(id),
+    let query = match (args.text, args.image, args.id, &args.queries) {
+        (Some(t), _, _, _) => Query::Text(t),
+        (_, Some(p), _, _) => Query::Image(p),
+        (_, _, Some(id), _) => Query::Id(id),
+        (_, _, _, Some(_)) => Query::Text(String::new()),
         _ => unreachable!("clap requires one query"),
     };
     let opts = SearchOptions {
@@ -90,6 +97,25 @@ pub fn execute(args: SearchArgs, g: Global) -> anyhow::Result<()> {
     };
     let _lock = RunLock::acquire(&args.run, Mode::Shared, "sieve search")?;
     let run = Run::open(&args.run)?;
+    if let Some(file) = &args.queries {
+        let texts = sieve::search::read_queries(file)?;
+        let all = sieve::search::search_many(&run, &texts, &opts)?;
+        eprintln!(
+            "sieve search: {} queries, {} nearest each of {} {} embeddings",
+            all.len(),
+            opts.top,
+            all.first().map_or(0, |f| f.searched),
+            if opts.space == Space::Caption { "caption" } else { "image" }
+        );
+        if !g.json {
+            let mut out = String::from("query  rank  similarity  id  uri  caption\n");
+            for (q, found) in all.iter().enumerate() {
+                out.push_str(&table(&found.hits, &format!("{}  ", q + 1), false));
+            }
+            print!("{out}");
+        }
+        return print_json(g, &all);
+    }
     let found = sieve::search::search(&run, &opts)?;
     eprintln!(
         "sieve search: {} nearest of {} {} embeddings to {}",
@@ -106,18 +132,25 @@ pub fn execute(args: SearchArgs, g: Global) -> anyhow::Result<()> {
     if !g.json {
         let by = opts.by.is_some();
         let mut out = format!("{}rank  similarity  id  uri  caption\n", if by { "group  " } else { "" });
-        for h in &found.hits {
-            out.push_str(&format!(
-                "{}{:>4}  {:>10.4}  {}  {}  {}\n",
-                if by { format!("{}  ", h.group.as_deref().unwrap_or("-")) } else { String::new() },
-                h.rank,
-                h.similarity,
-                h.id,
-                h.uri,
-                h.caption.as_deref().map(|c| format!("{c:?}")).unwrap_or_else(|| "-".into())
-            ));
-        }
+        out.push_str(&table(&found.hits, "", by));
         print!("{out}");
     }
     print_json(g, &found)
+}
+
+/// The hits as table rows, each after `lead` (and its group, `-` for none, with `by`).
+fn table(hits: &[sieve::search::Hit], lead: &str, by: bool) -> String {
+    let mut out = String::new();
+    for h in hits {
+        out.push_str(&format!(
+            "{lead}{}{:>4}  {:>10.4}  {}  {}  {}\n",
+            if by { format!("{}  ", h.group.as_deref().unwrap_or("-")) } else { String::new() },
+            h.rank,
+            h.similarity,
+            h.id,
+            h.uri,
+            h.caption.as_deref().map(|c| format!("{c:?}")).unwrap_or_else(|| "-".into())
+        ));
+    }
+    out
 }
