@@ -160,6 +160,9 @@ impl TryFrom<&SelectArgs> for SelectOptions {
 pub fn execute(args: SelectArgs, g: Global) -> anyhow::Result<()> {
     let opts = SelectOptions::try_from(&args)?;
     let _lock = RunLock::acquire(&opts.run, Mode::Shared, "sieve select")?;
+    // The reference is read too: no `sieve embed` or `sieve merge` may rewrite it meanwhile.
+    let _reference_lock =
+        opts.reference.as_ref().map(|r| RunLock::acquire(r, Mode::Shared, "sieve select --reference")).transpose()?;
     let s = sieve::analyze::select::select(&opts)?;
     eprintln!(
         "sieve select: {} of a pool of {} ({} embedded, {} duplicates, {} flagged pairs and {} of low \
