@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::device::DeviceSpec;
@@ -117,25 +118,43 @@ pub fn search(run: &Run, opts: &SearchOptions) -> Result<Found> {
         });
     }
     let groups = opts.by.as_deref().map(|c| run.column_strings(c)).transpose()?;
-    // One top list per group (one in all without --by); groups by name, nulls last.
-    let mut tops: std::collections::BTreeMap<(bool, String), TopK> = std::collections::BTreeMap::new();
-    let mut searched = 0;
-    let mut start = 0;
-    for (p, &rows) in run.part_rows.iter().enumerate() {
-        let values = run.embedding_part(caption, p)?;
-        for r in 0..rows {
-            let g = start + r;
-            if !run.meta.embedded[g] || (caption && run.meta.caption[g].is_none()) {
-                continue;
+    // One top list per group (one in all without --by); groups by name, nulls last. The parts
+    // are read and scanned in parallel (reading, checking and widening the stored rows is most
+    // of the time) and their lists merged: a top list keeps the lower row on ties, so the
+    // answer does not depend on the order.
+    type Tops = std::collections::BTreeMap<(bool, String), TopK>;
+    let starts: Vec<usize> = run.part_rows.iter().scan(0, |acc, &r| Some(std::mem::replace(acc, *acc + r))).collect();
+    let per_part: Vec<(usize, Tops)> = (0..run.part_rows.len())
+        .into_par_iter()
+        .map(|p| -> Result<(usize, Tops)> {
+            crate::progress::check_cancel()?;
+            let values = run.embedding_part(caption, p)?;
+            let (start, mut searched, mut tops) = (starts[p], 0, Tops::new());
+            for r in 0..run.part_rows[p] {
+                let g = start + r;
+                if !run.meta.embedded[g] || (caption && run.meta.caption[g].is_none()) {
+                    continue;
+                }
+                searched += 1;
+                let v = &values[r * d..(r + 1) * d];
+                let sim: f32 = v.iter().zip(&query).map(|(a, b)| a * b).sum();
+                let group = groups.as_ref().and_then(|v| v[g].clone());
+                let key = (group.is_none(), group.unwrap_or_default());
+                tops.entry(key).or_insert_with(|| TopK::new(opts.top)).push(g as u32, sim);
             }
-            searched += 1;
-            let v = &values[r * d..(r + 1) * d];
-            let sim: f32 = v.iter().zip(&query).map(|(a, b)| a * b).sum();
-            let group = groups.as_ref().and_then(|v| v[g].clone());
-            let key = (group.is_none(), group.unwrap_or_default());
-            tops.entry(key).or_insert_with(|| TopK::new(opts.top)).push(g as u32, sim);
+            Ok((searched, tops))
+        })
+        .collect::<Result<_>>()?;
+    let mut tops = Tops::new();
+    let mut searched = 0;
+    for (n, part) in per_part {
+        searched += n;
+        for (key, top) in part {
+            let merged = tops.entry(key).or_insert_with(|| TopK::new(opts.top));
+            for (g, sim) in top.into_vec() {
+                merged.push(g, sim);
+            }
         }
-        start += rows;
     }
     let mut hits = Vec::new();
     for ((null, group), top) in tops {
