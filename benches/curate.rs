@@ -21,7 +21,8 @@
 //!     samples (a run with captions compares two modalities: twice this).
 //!
 //! Drawing the samples (`compare::sample`) reads parquet parts and is not timed here. The whole
-//! file takes a few minutes on 2 cores (ten samples each), most of it making the data.
+//! file takes about 6 minutes on 2 cores (ten samples each, making the data included);
+//! docs/performance.md has the figures.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::rngs::StdRng;
