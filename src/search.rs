@@ -187,7 +187,7 @@ pub const MAX_QUERIES: usize = 100_000;
 const QUERY_BATCH: usize = 64;
 
 /// Many text queries at once (`--queries FILE`): the texts are embedded in batches, then each
-/// part of the run is searched for all of them with one [`ExactIndex`] (device-aware: the
+/// part of the run is searched for all of them with one [`ExactIndex`](crate::index::ExactIndex) (device-aware: the
 /// similarity products run on `opts.device`, as dedup's exact search does), each query keeping
 /// its own top list. Exact, so each answer is what [`search`] gives for that text alone.
 /// `opts.query` is ignored; `--by` is refused (one query at a time for per-group lists).

@@ -9,7 +9,7 @@
 //! - `k-center`: greedy farthest-point selection over the whole pool (Gonzalez's 2-approximation
 //!   of the k-center objective); time grows as budget × pool.
 //!
-//! Two optional steps come before the picking: `--reference RUN` ([`reference`]) narrows the pool
+//! Two optional steps come before the picking: `--reference RUN` ([`mod@reference`]) narrows the pool
 //! to the clusters nearest a target run, intersected with the top of the pool by CLIP score
 //! (DataComp's best baseline), and `--balance-by GROUP` ([`balance`]) splits the budget over
 //! `sieve audit`'s concepts by a target share, the strategy picking inside each concept.
@@ -115,7 +115,7 @@ pub struct SelectOptions {
     pub clusters: Option<usize>,
     pub seed: u64,
     pub device: DeviceSpec,
-    /// `--reference`: keep the pool's clusters nearest this run's items ([`reference`]).
+    /// `--reference`: keep the pool's clusters nearest this run's items ([`mod@reference`]).
     pub reference: Option<PathBuf>,
     /// k-means clusters of the pool for `--reference` [default: √pool, at most 1,000].
     pub reference_clusters: Option<usize>,
