@@ -85,13 +85,7 @@ pub fn search(run: &Run, opts: &SearchOptions) -> Result<Found> {
         return Err(Error::InvalidArg { what: "--top", reason: "must be at least 1".into() });
     }
     let d = run.manifest.embed_dim;
-    let caption = opts.space == Space::Caption;
-    if caption && !(run.manifest.model.family.has_text() && run.manifest.counts.with_caption > 0) {
-        return Err(Error::InvalidArg {
-            what: "--space",
-            reason: format!("{} holds no caption embeddings to search", run.dir.display()),
-        });
-    }
+    let caption = searches_captions(run, opts.space)?;
     let (query, shown) = match &opts.query {
         Query::Id(id) => (stored(run, *id, caption)?, format!("id {id}")),
         Query::Text(text) => {
@@ -158,18 +152,7 @@ pub fn search(run: &Run, opts: &SearchOptions) -> Result<Found> {
     }
     let mut hits = Vec::new();
     for ((null, group), top) in tops {
-        let group = (opts.by.is_some() && !null).then_some(group);
-        hits.extend(top.into_vec().into_iter().enumerate().map(|(i, (g, sim))| {
-            let g = g as usize;
-            Hit {
-                rank: i + 1,
-                similarity: sim,
-                id: run.meta.id[g],
-                uri: run.meta.uri[g].clone(),
-                caption: run.meta.caption[g].clone(),
-                group: group.clone(),
-            }
-        }));
+        hits.extend(ranked(run, top, (opts.by.is_some() && !null).then_some(group)));
     }
     Ok(Found {
         run: run.dir.display().to_string(),
@@ -209,13 +192,7 @@ pub fn search_many(run: &Run, texts: &[String], opts: &SearchOptions) -> Result<
         });
     }
     let d = run.manifest.embed_dim;
-    let caption = opts.space == Space::Caption;
-    if caption && !(run.manifest.model.family.has_text() && run.manifest.counts.with_caption > 0) {
-        return Err(Error::InvalidArg {
-            what: "--space",
-            reason: format!("{} holds no caption embeddings to search", run.dir.display()),
-        });
-    }
+    let caption = searches_captions(run, opts.space)?;
     let encoder = run_model(run, opts.model.as_ref(), opts.device)?;
     let tokenizer = encoder.tokenizer().ok_or_else(|| Error::InvalidArg {
         what: "--queries",
@@ -258,24 +235,40 @@ pub fn search_many(run: &Run, texts: &[String], opts: &SearchOptions) -> Result<
             space: opts.space,
             by: None,
             searched,
-            hits: top
-                .into_vec()
-                .into_iter()
-                .enumerate()
-                .map(|(i, (g, sim))| {
-                    let g = g as usize;
-                    Hit {
-                        rank: i + 1,
-                        similarity: sim,
-                        id: run.meta.id[g],
-                        uri: run.meta.uri[g].clone(),
-                        caption: run.meta.caption[g].clone(),
-                        group: None,
-                    }
-                })
-                .collect(),
+            hits: ranked(run, top, None),
         })
         .collect())
+}
+
+/// Whether `space` is the caption space, refused when `run` holds no caption embeddings.
+fn searches_captions(run: &Run, space: Space) -> Result<bool> {
+    let caption = space == Space::Caption;
+    if caption && !(run.manifest.model.family.has_text() && run.manifest.counts.with_caption > 0) {
+        return Err(Error::InvalidArg {
+            what: "--space",
+            reason: format!("{} holds no caption embeddings to search", run.dir.display()),
+        });
+    }
+    Ok(caption)
+}
+
+/// A top list as hits, ranked from 1.
+fn ranked(run: &Run, top: TopK, group: Option<String>) -> Vec<Hit> {
+    top.into_vec()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (g, sim))| {
+            let g = g as usize;
+            Hit {
+                rank: i + 1,
+                similarity: sim,
+                id: run.meta.id[g],
+                uri: run.meta.uri[g].clone(),
+                caption: run.meta.caption[g].clone(),
+                group: group.clone(),
+            }
+        })
+        .collect()
 }
 
 /// The queries of a `--queries` file: one text a line, blank lines skipped (at most 1 MiB).

@@ -178,6 +178,19 @@ pub fn write_parquet_atomic(path: &Path, batch: &RecordBatch) -> Result<()> {
     })
 }
 
+/// Calls `f` with each record batch of the parquet file at `path`, errors naming the file.
+pub fn for_each_batch(path: &Path, mut f: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+    let file = fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let parquet_err = |source| Error::Parquet { path: path.to_path_buf(), source };
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(parquet_err)?
+        .build()
+        .map_err(parquet_err)?;
+    for batch in reader {
+        f(batch.map_err(|e| parquet_err(e.into()))?)?;
+    }
+    Ok(())
+}
 /// The parquet schema of `metadata/part-*.parquet`.
 pub fn metadata_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![

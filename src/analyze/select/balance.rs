@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt64Type;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
 use crate::audit::concepts::NONE;
@@ -99,12 +98,8 @@ pub fn read_audit(run: &Run, group: &str) -> Result<(Vec<String>, HashMap<u64, S
         .as_array()
         .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
-    let file = std::fs::File::open(&parquet_path).map_err(|e| Error::io("reading", &parquet_path, e))?;
-    let parquet_err = |source| Error::Parquet { path: parquet_path.clone(), source };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?.build().map_err(parquet_err)?;
     let mut by_id = HashMap::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| parquet_err(e.into()))?;
+    crate::store::for_each_batch(&parquet_path, |batch| {
         let bad = || Error::RunDir {
             path: parquet_path.clone(),
             reason: "expected `id` (uint64), `group` and `image_concept` (utf8) columns".into(),
@@ -126,7 +121,8 @@ pub fn read_audit(run: &Run, group: &str) -> Result<(Vec<String>, HashMap<u64, S
                 by_id.insert(ids.value(i), concept.to_string());
             }
         }
-    }
+        Ok(())
+    })?;
     Ok((concepts, by_id))
 }
 

@@ -31,7 +31,6 @@ use std::time::Instant;
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt64Type;
 use arrow_array::Array;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
@@ -278,12 +277,8 @@ fn flagged_ids(run: &Run) -> Result<HashSet<u64>> {
         });
     }
     run.check_provenance(layout::PAIRS_SUMMARY, "score")?;
-    let file = std::fs::File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
-    let parquet_err = |source| Error::Parquet { path: path.clone(), source };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?.build().map_err(parquet_err)?;
     let mut out = HashSet::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| parquet_err(e.into()))?;
+    crate::store::for_each_batch(&path, |batch| {
         let bad = || Error::RunDir { path: path.clone(), reason: "expected `id` (uint64) and `flag` columns".into() };
         let ids = batch.column_by_name("id").and_then(|c| c.as_primitive_opt::<UInt64Type>()).ok_or_else(bad)?;
         let flags = batch.column_by_name("flag").ok_or_else(bad)?;
@@ -292,7 +287,8 @@ fn flagged_ids(run: &Run) -> Result<HashSet<u64>> {
                 out.insert(ids.value(i));
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
