@@ -147,6 +147,16 @@ def many_images(folder, n):
     return folder
 
 
+@pytest.fixture
+def ctrl_c():
+    """Python's own Ctrl-C handler for the test: a process started with SIGINT ignored (a
+    background job of a shell without job control, nohup) never turns SIGINT into
+    KeyboardInterrupt, which is what these tests are about."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def interrupt_soon(delay=0.01):
     """A progress callback that, at the first batch done, has SIGINT sent to this process from
     another thread after `delay` seconds, while the calling thread waits in sieve: Ctrl-C in
@@ -161,7 +171,7 @@ def interrupt_soon(delay=0.01):
     return callback
 
 
-def test_ctrl_c_stops_embed_and_the_run_resumes(tmp_path):
+def test_ctrl_c_stops_embed_and_the_run_resumes(tmp_path, ctrl_c):
     n = 120
     inputs = many_images(tmp_path / "in", n)
     out = tmp_path / "run"
@@ -188,7 +198,7 @@ def test_ctrl_c_stops_embed_and_the_run_resumes(tmp_path):
     np.testing.assert_array_equal(np.concatenate(parts), images)
 
 
-def test_ctrl_c_stops_model_embedding():
+def test_ctrl_c_stops_model_embedding(ctrl_c):
     model = sieve.Model(TINY, device="cpu", batch_size=2)
     images = [big_jpeg()] * 120
     with pytest.raises(KeyboardInterrupt):
