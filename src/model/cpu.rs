@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use gemm::Parallelism;
 
 use crate::linalg::{matmul_wt, threads};
+use crate::model::int8::{self, Int8Layer, Int8Linear};
 use crate::model::layers::Activation;
 
 /// A borrowed, contiguous f32 CPU tensor.
@@ -83,6 +84,61 @@ fn activation_inplace(x: &mut [f32], act: Activation) {
             const TWO_SQRT_TWO_OVER_PI: f32 = 2.0 * 0.797_884_6;
             *v /= 1.0 + (-TWO_SQRT_TWO_OVER_PI * *v * (1.0 + 0.044715 * *v * *v)).exp()
         }),
+    });
+}
+
+/// `e^x` in plain f32 arithmetic (Cephes' `expf`: `2^n·p(r)` with `r = x - n·ln 2`, a degree-6
+/// polynomial; within 2 ulp of libm over the range used), so that, unlike libm's scalar call,
+/// the loops around it vectorise. Clamped to `[-87.3, 88]`; NaN gives `e^-87.3`. No fused
+/// multiply-adds are formed (Rust never contracts), so every instruction set gives the same bits.
+#[inline(always)]
+#[allow(clippy::manual_clamp)] // clamp would keep NaN; max/min map it to the lower bound
+fn exp_poly(x: f32) -> f32 {
+    let x = x.max(-87.336_54).min(88.0);
+    // Adding 1.5·2^23 rounds x·log2(e) to an integer (|x·log2 e| < 128).
+    const ROUND: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = (x - n * 0.693_359_4) - n * -2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
+        * r
+        + 0.5; // Cephes' 5.0000001e-1, which is 0.5 in f32
+    (p * r * r + r + 1.0) * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// The activation in place with [`exp_poly`] (the int8 path, whose outputs are not f32's
+/// anyway): QuickGELU and tanh-GELU vectorised; exact GELU as in [`activation_inplace`].
+fn activation_inplace_poly(x: &mut [f32], act: Activation) {
+    #[inline(always)]
+    fn run(c: &mut [f32], act: Activation) {
+        match act {
+            Activation::QuickGelu => c.iter_mut().for_each(|v| *v /= 1.0 + exp_poly(-1.702 * *v)),
+            Activation::GeluTanh => c.iter_mut().for_each(|v| {
+                const TWO_SQRT_TWO_OVER_PI: f32 = 2.0 * 0.797_884_6;
+                *v /= 1.0 + exp_poly(-TWO_SQRT_TWO_OVER_PI * *v * (1.0 + 0.044715 * *v * *v))
+            }),
+            Activation::Gelu => unreachable!("handled by activation_inplace"),
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run_avx512(c: &mut [f32], act: Activation) {
+        run(c, act)
+    }
+    if act == Activation::Gelu {
+        return activation_inplace(x, act);
+    }
+    #[cfg(target_arch = "x86_64")]
+    let wide = std::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide = false;
+    x.par_chunks_mut(4096).for_each(|c| {
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            // SAFETY: AVX-512F was detected.
+            return unsafe { run_avx512(c, act) };
+        }
+        let _ = wide;
+        run(c, act)
     });
 }
 
@@ -218,6 +274,52 @@ pub(crate) struct LayerWeights<'a> {
     pub heads: usize,
     pub scale: f32,
     pub act: Activation,
+    /// The output projection and the MLP in int8 (`--quantize int8`), used instead of f32.
+    pub int8: Option<&'a Int8Layer>,
+}
+
+/// `dst += x · Wᵀ` in f32 into the first `n` columns of rows `ldd` apart.
+fn matmul_wt_into(dst: &mut [f32], ldd: usize, x: &[f32], w: &[f32], m: usize, n: usize, k: usize) {
+    assert!(ldd >= n && x.len() >= m * k && w.len() >= n * k, "gemm operands too small");
+    assert!(m == 0 || dst.len() >= (m - 1) * ldd + n, "gemm operands too small");
+    // SAFETY: bounds checked above; row-major dst (stride ldd) and x, Wᵀ read from W.
+    unsafe {
+        crate::linalg::gemm_f32(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            ldd as isize,
+            true,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            threads(),
+        )
+    }
+}
+
+/// `dst += x · Wᵀ` for one of the layer's linear layers: `rows` rows, through int8 where the
+/// layer was quantised.
+fn linear_add(
+    dst: &mut [f32],
+    x: &[f32],
+    f32_weight: &[f32],
+    int8: Option<&Int8Linear>,
+    rows: usize,
+    n: usize,
+    k: usize,
+) {
+    match int8 {
+        Some(q) => int8::matmul_add(dst, n, x, q, rows),
+        None => matmul_wt(dst, x, f32_weight, rows, n, k, true, threads()),
+    }
 }
 
 /// One pre-norm encoder layer (CLIP's, DINOv2's once its layer scale is folded) on `x`
@@ -237,30 +339,73 @@ pub(crate) fn encoder_layer(
     let xn = layer_norm(x, w.ln1.0, w.ln1.1, w.eps);
     let mut qkv = vec![0f32; b * s * 3 * h];
     fill_rows(&mut qkv, None, w.qkv.1);
-    matmul_wt(&mut qkv, &xn, w.qkv.0, b * s, 3 * h, h, true, threads());
+    match w.int8 {
+        // Q and K in f32 (see `Int8Layer`), V in int8, into the same `[b·s, 3h]` rows.
+        Some(q) => {
+            matmul_wt_into(&mut qkv, 3 * h, &xn, &w.qkv.0[..2 * h * h], b * s, 2 * h, h);
+            int8::matmul_add(&mut qkv[2 * h..], 3 * h, &xn, &q.v, b * s);
+        }
+        None => matmul_wt(&mut qkv, &xn, w.qkv.0, b * s, 3 * h, h, true, threads()),
+    }
+    let picked: Vec<f32>;
     let (ctx, residual, rows, seq) = match pick {
-        None => (attention(&qkv, b, s, w.heads, w.scale, causal), x.to_vec(), b * s, s),
+        None => (attention(&qkv, b, s, w.heads, w.scale, causal), x, b * s, s),
         Some(pick) => {
-            let picked: Vec<f32> = pick
+            picked = pick
                 .iter()
                 .enumerate()
                 .flat_map(|(bi, &t)| &x[(bi * s + t) * h..(bi * s + t + 1) * h])
                 .copied()
                 .collect();
-            (attention_rows(&qkv, b, s, w.heads, w.scale, causal, pick), picked, b, 1)
+            (attention_rows(&qkv, b, s, w.heads, w.scale, causal, pick), &picked[..], b, 1)
         }
     };
     drop(qkv);
     let mut x2 = vec![0f32; rows * h];
-    fill_rows(&mut x2, Some(&residual), w.out.1);
-    matmul_wt(&mut x2, &ctx, w.out.0, rows, h, h, true, threads());
+    fill_rows(&mut x2, Some(residual), w.out.1);
+    linear_add(&mut x2, &ctx, w.out.0, w.int8.map(|q| &q.out), rows, h, h);
     let xn2 = layer_norm(&x2, w.ln2.0, w.ln2.1, w.eps);
     let mut mid = vec![0f32; rows * inter];
     fill_rows(&mut mid, None, w.fc1.1);
-    matmul_wt(&mut mid, &xn2, w.fc1.0, rows, inter, h, true, threads());
-    activation_inplace(&mut mid, w.act);
+    linear_add(&mut mid, &xn2, w.fc1.0, w.int8.map(|q| &q.fc1), rows, inter, h);
+    if w.int8.is_some() {
+        activation_inplace_poly(&mut mid, w.act);
+    } else {
+        activation_inplace(&mut mid, w.act);
+    }
     let mut out = vec![0f32; rows * h];
     fill_rows(&mut out, Some(&x2), w.fc2.1);
-    matmul_wt(&mut out, &mid, w.fc2.0, rows, h, inter, true, threads());
+    linear_add(&mut out, &mid, w.fc2.0, w.int8.map(|q| &q.fc2), rows, h, inter);
     Ok(Tensor::from_vec(out, (b, seq, h), &Device::Cpu)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_poly_is_within_two_ulp_of_libm_and_the_same_on_every_path() {
+        let xs: Vec<f32> = (0..200_001).map(|i| -87.0 + 175.0 * i as f32 / 200_000.0).collect();
+        for &x in &xs {
+            let (a, b) = (exp_poly(x), x.exp());
+            let ulp = (a.to_bits() as i64 - b.to_bits() as i64).abs();
+            assert!(ulp <= 2, "exp({x}): {a} vs libm {b}, {ulp} ulp");
+        }
+        // The vectorised activation equals the scalar formula bit for bit.
+        for act in [Activation::QuickGelu, Activation::GeluTanh] {
+            let mut v: Vec<f32> = xs.iter().map(|x| x / 8.0).collect();
+            let scalar: Vec<u32> = v
+                .iter()
+                .map(|&x| match act {
+                    Activation::QuickGelu => x / (1.0 + exp_poly(-1.702 * x)),
+                    _ => x / (1.0 + exp_poly(-2.0 * 0.797_884_6 * x * (1.0 + 0.044715 * x * x))),
+                })
+                .map(f32::to_bits)
+                .collect();
+            activation_inplace_poly(&mut v, act);
+            assert_eq!(v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), scalar, "{act:?}");
+        }
+        assert_eq!(exp_poly(f32::NEG_INFINITY), exp_poly(-87.336_54));
+        assert!(exp_poly(1000.0).is_finite());
+    }
 }

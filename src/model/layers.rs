@@ -10,11 +10,13 @@
 //! [`super::cpu`], on CUDA through sieve's kernels in `super::cuda`.
 
 use std::cell::OnceCell;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
+use crate::model::int8::{Int8Layer, Int8Linear};
 
 /// The activation functions the encoder families use (`hidden_act` in their configs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +184,8 @@ pub(crate) struct EncoderLayer {
     /// Constants folded into the weights for the generic (device) path: the attention scale
     /// into Q, and QuickGELU's 1.702 into fc1/fc2 so the activation is one `silu` kernel.
     folded: bool,
+    /// The linear layers in int8 for the fused CPU path (`--quantize int8`), once quantised.
+    int8: Option<Arc<Int8Layer>>,
 }
 
 impl EncoderLayer {
@@ -203,6 +207,7 @@ impl EncoderLayer {
             heads: s.heads,
             scale: ((h / s.heads) as f64).powf(-0.5),
             folded: false,
+            int8: None,
         })
     }
 
@@ -308,8 +313,23 @@ impl EncoderLayer {
             heads: self.heads,
             scale: self.scale as f32,
             act: self.act,
+            int8: self.int8.as_deref(),
         };
         encoder_layer(x.get(), b, s, &w, causal, pick)
+    }
+
+    /// Quantises the linear layers [`Int8Layer`] names to int8 for the fused CPU path; their
+    /// weights must be f32 on the CPU.
+    fn quantize_int8(&mut self) -> Result<()> {
+        let q = |l: &Linear| -> Result<Int8Linear> {
+            let (n, k) = l.weight.dims2()?;
+            Ok(Int8Linear::new(super::cpu::F32View::new(&l.weight)?.get(), n, k))
+        };
+        let (h3, h) = self.qkv.weight.dims2()?;
+        let v = Int8Linear::new(&super::cpu::F32View::new(&self.qkv.weight)?.get()[2 * h3 / 3 * h..], h3 / 3, h);
+        let layer = Int8Layer { v, out: q(&self.out_proj)?, fc1: q(&self.fc1)?, fc2: q(&self.fc2)? };
+        self.int8 = Some(Arc::new(layer));
+        Ok(())
     }
 
     /// Attention from the fused projection `qkv [b, s, 3h]` to `[b, s, h]` in one CUDA kernel
@@ -445,6 +465,15 @@ impl Encoder {
 
     pub(crate) fn fold(&mut self) -> Result<()> {
         self.layers.iter_mut().try_for_each(EncoderLayer::fold)
+    }
+
+    /// Quantises every layer's linear layers to int8 (`--quantize int8`). Only the fused CPU
+    /// path computes in int8, so the weights must be f32 on the CPU; anything else is refused.
+    pub(crate) fn quantize_int8(&mut self) -> Result<()> {
+        if !self.fused_cpu {
+            return Err(Error::Pipeline("int8 needs the fused CPU path, which is turned off".into()));
+        }
+        self.layers.iter_mut().try_for_each(EncoderLayer::quantize_int8)
     }
 }
 

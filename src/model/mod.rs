@@ -12,6 +12,7 @@ mod cuda;
 pub mod dinov2;
 pub mod files;
 pub mod hub;
+pub(crate) mod int8;
 pub(crate) mod layers;
 pub mod openclip;
 pub(crate) mod random;
@@ -67,6 +68,10 @@ pub trait Encoder: Send + Sync + std::fmt::Debug {
     /// Runs the model once on a dummy input, so a GPU's one-off costs (kernel compilation,
     /// library handles) are paid at load time rather than while the first batches wait.
     fn warm_up(&self) -> Result<()>;
+
+    /// Quantises the encoder layers' output projections and MLPs to int8 (`--quantize int8`,
+    /// see [`int8`]); the model must compute in f32 on the CPU, anything else is refused.
+    fn quantize_int8(&mut self) -> Result<()>;
 }
 
 /// The model families sieve knows, told apart by the files of a model folder.
@@ -124,6 +129,62 @@ pub fn load(spec: &ModelSpec, device: &Device, dtype: DType) -> Result<Box<dyn E
         Family::OpenClip => Ok(Box::new(openclip::OpenClip::from_files(spec, &files, device, dtype)?)),
         Family::Siglip => Ok(Box::new(siglip::Siglip::from_files(spec, &files, device, dtype)?)),
     }
+}
+
+/// How the encoder layers' linear layers compute on the CPU (`--quantize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Quantize {
+    /// In the compute dtype (f32 on the CPU).
+    #[default]
+    None,
+    /// The attention output projection and the MLP in int8: weights per output channel,
+    /// activations quantised per row as they arrive ([`int8`]); everything else f32. CPU only.
+    Int8,
+}
+
+/// run.json's `compute_dtype` for int8 linear layers with everything else in f32.
+const INT8_COMPUTE_DTYPE: &str = "f32+int8";
+
+impl Quantize {
+    /// run.json's `compute_dtype` for a model computing in `dtype` quantised this way: runs that
+    /// differ in it are different jobs (resume and merge refuse to mix them).
+    pub fn compute_dtype(self, dtype: DType) -> String {
+        match self {
+            Quantize::None => format!("{dtype:?}").to_lowercase(),
+            Quantize::Int8 => INT8_COMPUTE_DTYPE.into(),
+        }
+    }
+
+    /// The quantisation a run.json `compute_dtype` records.
+    pub fn of_compute_dtype(compute_dtype: &str) -> Self {
+        if compute_dtype == INT8_COMPUTE_DTYPE {
+            Quantize::Int8
+        } else {
+            Quantize::None
+        }
+    }
+}
+
+/// [`load`], then quantised as `quantize` asks. int8 runs on the CPU only: on AVX-512 VNNI or
+/// AVX2 kernels, or, with a warning, a slower portable one (the embeddings are the same).
+pub fn load_quantized(spec: &ModelSpec, device: &Device, dtype: DType, quantize: Quantize) -> Result<Box<dyn Encoder>> {
+    if quantize == Quantize::Int8 && (!device.is_cpu() || dtype != DType::F32) {
+        return Err(Error::InvalidArg {
+            what: "--quantize",
+            reason: "int8 runs on the CPU only (add --device cpu; GPUs compute in f16)".into(),
+        });
+    }
+    let mut encoder = load(spec, device, dtype)?;
+    if quantize == Quantize::Int8 {
+        encoder.quantize_int8()?;
+        if int8::kern() == int8::Kern::Portable {
+            tracing::warn!(
+                "--quantize int8: this CPU has neither AVX-512 VNNI nor AVX2, so int8 runs on the portable \
+                 kernel, slower than f32 (the embeddings are the same)"
+            );
+        }
+    }
+    Ok(encoder)
 }
 
 impl ModelInfo {

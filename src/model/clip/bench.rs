@@ -116,11 +116,29 @@ pub fn run_stock(config: &ClipConfig, device: &Device, batch: usize, iters: usiz
     })
 }
 
-/// Builds a random-weight model from a config and measures it (and with `parity`, compares it
-/// with the same weights in f32 on the CPU on 8 inputs).
-pub fn run(config: &ClipConfig, device: &Device, batch: usize, iters: usize, parity: bool) -> Result<Throughput> {
-    let model = random_model(config, device, crate::device::compute_dtype(device), 0)?;
+/// Builds a random-weight model from a config, quantised as `quantize` asks, and measures it
+/// (and with `parity`, compares it with the same weights in f32 on the CPU on 8 inputs).
+pub fn run(
+    config: &ClipConfig,
+    device: &Device,
+    batch: usize,
+    iters: usize,
+    parity: bool,
+    quantize: crate::model::Quantize,
+) -> Result<Throughput> {
+    let dtype = crate::device::compute_dtype(device);
+    let mut model = random_model(config, device, dtype, 0)?;
+    if quantize == crate::model::Quantize::Int8 {
+        if !device.is_cpu() {
+            return Err(crate::error::Error::InvalidArg {
+                what: "--quantize",
+                reason: "int8 runs on the CPU only (add --device cpu)".into(),
+            });
+        }
+        model.quantize_int8()?;
+    }
     let mut t = model_throughput(&model, batch, iters)?;
+    t.dtype = quantize.compute_dtype(dtype);
     if parity {
         t.parity = Some(self::parity(config, &model, 8)?);
     }

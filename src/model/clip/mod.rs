@@ -102,6 +102,10 @@ impl Encoder for Clip {
     fn warm_up(&self) -> Result<()> {
         self.model.warm_up()
     }
+
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.model.quantize_int8()
+    }
 }
 
 /// Device memory one item needs in the forward pass of the larger tower, in bytes: the widest

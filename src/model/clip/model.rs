@@ -266,6 +266,12 @@ impl ClipModel {
         Ok(())
     }
 
+    /// Quantises both towers' encoder layers to int8 (`--quantize int8`); CPU and f32 only.
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        self.text.encoder.quantize_int8()?;
+        self.vision.encoder.quantize_int8()
+    }
+
     /// Turns the fused CPU kernels on (the default) or off, falling back to generic candle ops;
     /// tests use it to check one against the other (the `testing` feature).
     #[cfg(feature = "testing")]

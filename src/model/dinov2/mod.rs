@@ -119,6 +119,11 @@ impl Dinov2Model {
         &self.device
     }
 
+    /// Quantises the encoder layers to int8 (`--quantize int8`); CPU and f32 only.
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        self.encoder.quantize_int8()
+    }
+
     /// Turns the fused CPU kernels on (the default) or off, falling back to generic candle ops;
     /// tests check one against the other (the `testing` feature).
     #[cfg(feature = "testing")]
@@ -294,5 +299,9 @@ impl Encoder for Dinov2 {
         let pixels = Tensor::zeros((1, self.model.channels, s, s), DType::F32, &Device::Cpu)?;
         self.model.embed_images(&pixels)?.to_vec2::<f32>()?;
         Ok(())
+    }
+
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.model.quantize_int8()
     }
 }

@@ -111,6 +111,10 @@ impl Encoder for OpenClip {
     fn warm_up(&self) -> Result<()> {
         self.clip.warm_up()
     }
+
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.clip.quantize_int8()
+    }
 }
 
 /// The CLIP model of `config` over `weights`, a builder of tensors under open_clip's names

@@ -315,6 +315,12 @@ impl SiglipModel {
         Ok(())
     }
 
+    /// Quantises both towers' encoder layers to int8 (`--quantize int8`); CPU and f32 only.
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        self.text.encoder.quantize_int8()?;
+        self.vision.encoder.quantize_int8()
+    }
+
     /// Turns the fused CPU kernels on (the default) or off (the `testing` feature).
     #[cfg(feature = "testing")]
     pub fn set_fused_cpu(&mut self, on: bool) {
