@@ -25,9 +25,19 @@ pub struct Embedder {
 impl Embedder {
     /// Loads `model` on `device` as `sieve embed --model --device --batch-size` does.
     pub fn load(model: &ModelSpec, device: DeviceSpec, batch_size: BatchSize) -> Result<Self> {
+        Self::load_quantized(model, device, batch_size, crate::model::Quantize::None)
+    }
+
+    /// [`Embedder::load`] with `--quantize`'s choice (int8 on the CPU only).
+    pub fn load_quantized(
+        model: &ModelSpec,
+        device: DeviceSpec,
+        batch_size: BatchSize,
+        quantize: crate::model::Quantize,
+    ) -> Result<Self> {
         let device = device::open(device)?;
         let dtype = device::compute_dtype(&device);
-        let encoder = crate::model::load(model, &device, dtype)?;
+        let encoder = crate::model::load_quantized(model, &device, dtype, quantize)?;
         let batch_size = device::resolve_batch_size(batch_size, &device, encoder.bytes_per_item());
         Ok(Self { encoder, device, dtype, batch_size, limits: Limits::default() })
     }

@@ -29,6 +29,8 @@ pub struct EmbedOptions {
     pub model: ModelSpec,
     pub device: DeviceSpec,
     pub batch_size: BatchSize,
+    /// int8 linear layers on the CPU (`--quantize int8`).
+    pub quantize: crate::model::Quantize,
     pub part_size: usize,
     pub limits: Limits,
     pub overwrite: bool,
@@ -426,15 +428,20 @@ pub fn embed(opts: &EmbedOptions) -> Result<EmbedOutcome> {
     tracing::info!("{} records in {} input(s) ({})", listing.records.len(), listing.paths.len(), listing.format.name());
     let device = device::open(opts.device)?;
     let dtype = device::compute_dtype(&device);
-    let encoder = crate::model::load(&opts.model, &device, dtype)?;
+    let encoder = crate::model::load_quantized(&opts.model, &device, dtype, opts.quantize)?;
     let encoder = &*encoder;
     let batch_size = device::resolve_batch_size(opts.batch_size, &device, encoder.bytes_per_item());
-    tracing::info!("model {} on {} ({dtype:?}), batch size {batch_size}", encoder.info().id, device::describe(&device));
+    let compute_dtype = opts.quantize.compute_dtype(dtype);
+    tracing::info!(
+        "model {} on {} ({compute_dtype}), batch size {batch_size}",
+        encoder.info().id,
+        device::describe(&device)
+    );
     let manifest = RunManifest {
         sieve_version: env!("CARGO_PKG_VERSION").to_string(),
         model: encoder.info().clone(),
         device: device::describe(&device),
-        compute_dtype: format!("{dtype:?}").to_lowercase(),
+        compute_dtype,
         storage_dtype: "float16".into(),
         embed_dim: encoder.embed_dim(),
         preprocessing: encoder.preprocessor().config().clone(),

@@ -348,7 +348,12 @@ pub(crate) fn run_model(run: &Run, model: Option<&ModelSpec>, device: DeviceSpec
     let m = &run.manifest.model;
     let spec = model.cloned().unwrap_or_else(|| ModelSpec::new(m.id.clone(), m.revision.clone()));
     let device = crate::device::open(device)?;
-    let encoder = crate::model::load(&spec, &device, crate::device::compute_dtype(&device))?;
+    // A run embedded with int8 linear layers gets its queries the same way where it can (CPU).
+    let quantize = match crate::model::Quantize::of_compute_dtype(&run.manifest.compute_dtype) {
+        q @ crate::model::Quantize::Int8 if device.is_cpu() => q,
+        _ => crate::model::Quantize::None,
+    };
+    let encoder = crate::model::load_quantized(&spec, &device, crate::device::compute_dtype(&device), quantize)?;
     if encoder.info().weights_sha256 != m.weights_sha256 {
         return Err(Error::InvalidArg {
             what: "--model",

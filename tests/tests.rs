@@ -17,6 +17,7 @@ mod families;
 mod hostile;
 mod img2dataset;
 mod ingest;
+mod int8;
 mod model;
 mod openclip;
 mod parity;

@@ -134,6 +134,7 @@ class Model:
     ``name_or_path``: a local folder (config.json, preprocessor_config.json, tokenizer.json,
     model.safetensors) or a Hugging Face repo id, as ``sieve embed --model``. ``device``:
     ``auto``, ``cpu``, ``cuda[:N]`` or ``metal[:N]``. ``batch_size``: ``"auto"`` or a number.
+    ``quantize="int8"``: int8 linear layers on the CPU, as ``sieve embed --quantize int8``.
 
     Rows are L2-normalised float32 values rounded to float16 exactly as ``sieve embed`` stores
     them, so they equal the run directory's rows for the same files, model and device.
@@ -146,8 +147,9 @@ class Model:
         revision: Optional[str] = None,
         *,
         batch_size: Union[int, str] = "auto",
+        quantize: Optional[str] = None,
     ) -> None:
-        self._inner = _sieve.Model(os.fspath(name_or_path), device, revision, str(batch_size))
+        self._inner = _sieve.Model(os.fspath(name_or_path), device, revision, str(batch_size), quantize)
 
     @property
     def dim(self) -> int:

@@ -210,18 +210,30 @@ fn packed(py: Python<'_>, rows: Vec<Vec<f32>>, dim: usize) -> (Py<PyBytes>, usiz
 #[pymethods]
 impl Model {
     #[new]
-    #[pyo3(signature = (name_or_path, device="auto", revision=None, batch_size="auto"))]
+    #[pyo3(signature = (name_or_path, device="auto", revision=None, batch_size="auto", quantize=None))]
     fn new(
         py: Python<'_>,
         name_or_path: String,
         device: &str,
         revision: Option<String>,
         batch_size: &str,
+        quantize: Option<&str>,
     ) -> PyResult<Self> {
         let device: sieve::device::DeviceSpec = device.parse().map_err(|e| to_py(anyhow::Error::new(e)))?;
         let batch: sieve::device::BatchSize = batch_size.parse().map_err(|e| to_py(anyhow::Error::new(e)))?;
+        let quantize = match quantize {
+            None | Some("none") => sieve::model::Quantize::None,
+            Some("int8") => sieve::model::Quantize::Int8,
+            Some(other) => {
+                return Err(to_py(anyhow::Error::new(sieve::error::Error::InvalidArg {
+                    what: "quantize",
+                    reason: format!("{other:?}: expected None, \"none\" or \"int8\""),
+                })))
+            }
+        };
         let spec = sieve::model::ModelSpec::new(name_or_path, revision);
-        let inner = interruptible(py, None, move || Ok(sieve::api::Embedder::load(&spec, device, batch)?))?;
+        let inner =
+            interruptible(py, None, move || Ok(sieve::api::Embedder::load_quantized(&spec, device, batch, quantize)?))?;
         Ok(Self { inner: Arc::new(inner) })
     }
 

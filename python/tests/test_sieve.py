@@ -44,6 +44,24 @@ def test_embeddings_equal_the_cli_run(model, cli_run):
     np.testing.assert_array_equal(texts, run.embeddings("text")[captioned].astype(np.float32))
 
 
+def test_int8_model_equals_the_cli_int8_run(tmp_path, cli, model):
+    out = tmp_path / "int8"
+    cli("embed", IMAGES, "--out", out, "--model", TINY, "--device", "cpu", "--quantize", "int8")
+    run = sieve.Run(out)
+    meta = run.metadata().to_pydict()
+    embedded = [i for i, s in enumerate(meta["status"]) if s == "embedded"]
+    assert len(embedded) >= 6
+    uris = [meta["uri"][i] for i in embedded]
+    q = sieve.Model(TINY, device="cpu", quantize="int8")
+    rows = q.embed_images(uris)
+    np.testing.assert_array_equal(rows, run.embeddings("image")[embedded].astype(np.float32))
+    f32 = model.embed_images(uris)
+    assert not np.array_equal(rows, f32)
+    assert (np.sum(rows * f32, axis=1) >= 0.999).all()
+    with pytest.raises(sieve.InvalidArgumentError, match="int4"):
+        sieve.Model(TINY, device="cpu", quantize="int4")
+
+
 def test_image_inputs_bytes_and_pil_match_paths(model):
     PIL = pytest.importorskip("PIL.Image")
     pngs = sorted(IMAGES.glob("*.png"))

@@ -28,6 +28,11 @@ pub struct BenchArgs {
     #[arg(long, default_value = "auto", value_parser = device)]
     pub device: DeviceSpec,
 
+    /// Compute the V, attention output and MLP projections in int8 (CPU only; see `sieve embed
+    /// --quantize`). With --parity, the lowest cosine to f32 is printed.
+    #[arg(long, value_name = "PRECISION", default_value = "none", conflicts_with = "stock")]
+    pub quantize: super::embed::QuantizeArg,
+
     /// Measure candle-transformers' stock CLIP instead of sieve's model (the baseline).
     #[arg(long)]
     pub stock: bool,
@@ -115,7 +120,7 @@ pub fn execute(args: BenchArgs, g: Global) -> anyhow::Result<()> {
     let t = if args.stock {
         sieve::model::clip::bench::run_stock(&config, &device, args.batch_size, args.iters)
     } else {
-        sieve::model::clip::bench::run(&config, &device, args.batch_size, args.iters, args.parity)
+        sieve::model::clip::bench::run(&config, &device, args.batch_size, args.iters, args.parity, args.quantize.into())
     }
     .with_context(|| format!("benchmarking {}", args.config.display()))?;
     if g.json {
