@@ -3,6 +3,10 @@
 
 Usage:
   python scripts/bench_vs_torch.py [--sieve target/release/sieve] [--batch 32] [--iters 5] [--repeat 3] [--threads N]
+                                   [--quantize int8]
+
+With --quantize int8 every round also runs `sieve bench --quantize int8 --parity`, and its rates
+are compared with torch's f32 ones (a third column), with the lowest cosine to f32 printed.
 
 Both sides use the ViT-B/32 shape from models/clip-vit-base-patch32/config.json with random
 weights in float32: images are [B,3,224,224], captions are [B,77] token ids (full-length
@@ -76,11 +80,13 @@ def setup_torch(config_path, batch, iters, threads):
     return round_
 
 
-def bench_sieve(sieve, config_path, batch, iters, threads):
+def bench_sieve(sieve, config_path, batch, iters, threads, quantize=None):
     exe = Path(sieve)
     if not exe.is_file() or not os.access(exe, os.X_OK):
         return None, f"sieve binary not found at {exe} (build it with `cargo build --release`); showing torch numbers only"
     cmd = [str(exe), "--quiet", "bench", "--config", str(config_path), "--batch-size", str(batch), "--iters", str(iters), "--json"]
+    if quantize:
+        cmd += ["--quantize", quantize, "--parity"]
     env = dict(os.environ)
     if threads:
         env.setdefault("RAYON_NUM_THREADS", str(threads))
@@ -102,6 +108,17 @@ def bench_sieve(sieve, config_path, batch, iters, threads):
     return None, f"could not find a JSON object with images_per_s/captions_per_s in sieve's stdout:\n{p.stdout.strip()[-2000:]}"
 
 
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or ""
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sieve", default=str(ROOT / "target" / "release" / "sieve"), help="path to the sieve binary")
@@ -110,18 +127,19 @@ def main():
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (and RAYON_NUM_THREADS for sieve)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds, torch and sieve alternating; medians are compared")
+    ap.add_argument("--quantize", choices=["int8"], default=None, help="also measure sieve with --quantize int8")
     args = ap.parse_args()
 
     config_path = Path(args.config)
     if not config_path.is_file():
         sys.exit(f"config not found: {config_path} (run scripts/make_reference.sh)")
 
-    print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()}  python {platform.python_version()}")
+    print(f"machine: {platform.machine()} {cpu_model()} cpus={os.cpu_count()}  python {platform.python_version()}")
     print(f"model: ViT-B/32 shape from {config_path.relative_to(ROOT) if config_path.is_relative_to(ROOT) else config_path}, random f32 weights")
     print(f"batch={args.batch} iters={args.iters} (+1 warm-up); captions: both sides use sequence length {SEQ_LEN}")
     print(f"rounds: {args.repeat}, torch and sieve alternating so both see the same machine load; medians compared")
     torch_round = setup_torch(config_path, args.batch, args.iters, args.threads)
-    torch_runs, sieve_runs, err = [], [], None
+    torch_runs, sieve_runs, quant_runs, err = [], [], [], None
     for r in range(args.repeat):
         print(f"round {r + 1}: torch ...", end=" ", flush=True)
         torch_runs.append(torch_round())
@@ -131,12 +149,20 @@ def main():
             print(f"NOTE: {err}")
             break
         sieve_runs.append(s1)
+        if args.quantize:
+            print(f"round {r + 1}: sieve --quantize {args.quantize} ...", flush=True)
+            q1, err = bench_sieve(args.sieve, config_path, args.batch, args.iters, args.threads, args.quantize)
+            if err:
+                print(f"NOTE: {err}")
+                break
+            quant_runs.append(q1)
     t = dict(torch_runs[-1])
     print(
         f"torch {t['torch']}, transformers {t['transformers']}, torch threads {t['threads']}, attn {t['attn_implementation']}, "
         f"get_image_features -> {t['image_features_type']}, get_text_features -> {t['text_features_type']}"
     )
     s = dict(sieve_runs[-1]) if sieve_runs else None
+    q = dict(quant_runs[-1]) if quant_runs else None
     for key in ("images_per_s", "captions_per_s"):
         tv = [x[key] for x in torch_runs]
         t[key] = statistics.median(tv)
@@ -145,18 +171,37 @@ def main():
             sv = [x[key] for x in sieve_runs]
             s[key] = statistics.median(sv)
             print(f"sieve {key} per round: " + ", ".join(f"{v:.2f}" for v in sv))
+        if q:
+            qv = [x[key] for x in quant_runs]
+            q[key] = statistics.median(qv)
+            print(f"sieve {args.quantize} {key} per round: " + ", ".join(f"{v:.2f}" for v in qv))
 
     def fmt(v):
         return f"{v:10.1f}" if isinstance(v, (int, float)) else f"{'n/a':>10}"
 
     print()
-    print(f"{'':14}{'torch':>10}{'sieve':>10}{'sieve/torch':>13}")
+    def ratio(v, tv):
+        return f"{v / tv:12.2f}x" if isinstance(v, (int, float)) and tv > 0 else f"{'n/a':>13}"
+
+    qname = f"sieve {args.quantize}" if q else ""
+    head = f"{'':14}{'torch':>10}{'sieve':>10}{'sieve/torch':>13}"
+    if q:
+        head += f"{qname:>12}{qname + '/torch':>18}"
+    print(head)
     for key, label in (("images_per_s", "images/s"), ("captions_per_s", "captions/s")):
         tv = t[key]
         sv = s.get(key) if s else None
-        ratio = f"{sv / tv:12.2f}x" if isinstance(sv, (int, float)) and tv > 0 else f"{'n/a':>13}"
-        print(f"{label:14}{fmt(tv)}{fmt(sv)}{ratio}")
+        line = f"{label:14}{fmt(tv)}{fmt(sv)}{ratio(sv, tv)}"
+        if q:
+            line += f"{fmt(q[key]):>12}{ratio(q[key], tv):>18}"
+        print(line)
     print(f"(medians of {len(torch_runs)} rounds) torch threads: {t['threads']}" + (f"; sieve: {json.dumps(s)}" if s else ""))
+    if q:
+        p = q.get("parity") or {}
+        print(
+            f"sieve {args.quantize}: lowest cosine to sieve f32 over {p.get('items')} random inputs: "
+            f"images {p.get('min_cosine_images')}, captions {p.get('min_cosine_captions')}"
+        )
 
 
 if __name__ == "__main__":
