@@ -89,12 +89,12 @@ fn activation_inplace(x: &mut [f32], act: Activation) {
 
 /// `e^x` in plain f32 arithmetic (Cephes' `expf`: `2^n·p(r)` with `r = x - n·ln 2`, a degree-6
 /// polynomial; within 2 ulp of libm over the range used), so that, unlike libm's scalar call,
-/// the loops around it vectorise. Clamped to `[-87.3, 88]`; NaN gives `e^-87.3`. No fused
-/// multiply-adds are formed (Rust never contracts), so every instruction set gives the same bits.
+/// the loops around it vectorise. Clamped to `[-87.3, 88]`; NaN stays NaN (so a NaN input to
+/// the activation ends as NaN, as with libm). No fused multiply-adds are formed (Rust never
+/// contracts), so every instruction set gives the same bits.
 #[inline(always)]
-#[allow(clippy::manual_clamp)] // clamp would keep NaN; max/min map it to the lower bound
 fn exp_poly(x: f32) -> f32 {
-    let x = x.max(-87.336_54).min(88.0);
+    let x = x.clamp(-87.336_54, 88.0);
     // Adding 1.5·2^23 rounds x·log2(e) to an integer (|x·log2 e| < 128).
     const ROUND: f32 = 12_582_912.0;
     let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
@@ -407,5 +407,9 @@ mod tests {
         }
         assert_eq!(exp_poly(f32::NEG_INFINITY), exp_poly(-87.336_54));
         assert!(exp_poly(1000.0).is_finite());
+        assert!(exp_poly(f32::NAN).is_nan());
+        let mut v = vec![f32::NAN; 3];
+        activation_inplace_poly(&mut v, Activation::QuickGelu);
+        assert!(v.iter().all(|x| x.is_nan()));
     }
 }
