@@ -348,9 +348,10 @@ pub(crate) fn run_model(run: &Run, model: Option<&ModelSpec>, device: DeviceSpec
     let m = &run.manifest.model;
     let spec = model.cloned().unwrap_or_else(|| ModelSpec::new(m.id.clone(), m.revision.clone()));
     let device = crate::device::open(device)?;
-    // A run embedded with int8 linear layers gets its queries the same way where it can (CPU).
+    // A run embedded with int8 or bf16 linear layers gets its queries the same way where it
+    // can (the CPU, with AVX-512 BF16 for bf16), else in the device's own precision.
     let quantize = match crate::model::Quantize::of_compute_dtype(&run.manifest.compute_dtype) {
-        q @ crate::model::Quantize::Int8 if device.is_cpu() => q,
+        q if device.is_cpu() && q.available() => q,
         _ => crate::model::Quantize::None,
     };
     let encoder = crate::model::load_quantized(&spec, &device, crate::device::compute_dtype(&device), quantize)?;

@@ -134,7 +134,8 @@ class Model:
     ``name_or_path``: a local folder (config.json, preprocessor_config.json, tokenizer.json,
     model.safetensors) or a Hugging Face repo id, as ``sieve embed --model``. ``device``:
     ``auto``, ``cpu``, ``cuda[:N]`` or ``metal[:N]``. ``batch_size``: ``"auto"`` or a number.
-    ``quantize="int8"``: int8 linear layers on the CPU, as ``sieve embed --quantize int8``.
+    ``quantize="int8"`` or ``"bf16"``: int8 or bf16 linear layers on the CPU, as ``sieve embed
+    --quantize`` (bf16 needs AVX-512 BF16).
 
     Rows are L2-normalised float32 values rounded to float16 exactly as ``sieve embed`` stores
     them, so they equal the run directory's rows for the same files, model and device.

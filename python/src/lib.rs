@@ -224,10 +224,11 @@ impl Model {
         let quantize = match quantize {
             None | Some("none") => sieve::model::Quantize::None,
             Some("int8") => sieve::model::Quantize::Int8,
+            Some("bf16") => sieve::model::Quantize::Bf16,
             Some(other) => {
                 return Err(to_py(anyhow::Error::new(sieve::error::Error::InvalidArg {
                     what: "quantize",
-                    reason: format!("{other:?}: expected None, \"none\" or \"int8\""),
+                    reason: format!("{other:?}: expected None, \"none\", \"int8\" or \"bf16\""),
                 })))
             }
         };

@@ -62,6 +62,20 @@ def test_int8_model_equals_the_cli_int8_run(tmp_path, cli, model):
         sieve.Model(TINY, device="cpu", quantize="int4")
 
 
+def test_bf16_model_is_close_to_f32_or_refused_for_the_cpu(model):
+    uris = sorted(str(p) for p in IMAGES.glob("*.png"))
+    assert uris
+    try:
+        q = sieve.Model(TINY, device="cpu", quantize="bf16")
+    except sieve.InvalidArgumentError as e:
+        # A CPU without AVX-512 BF16: refused at load, saying why.
+        assert "AVX-512 BF16" in str(e)
+        return
+    rows, f32 = q.embed_images(uris), model.embed_images(uris)
+    assert not np.array_equal(rows, f32)
+    assert (np.sum(rows * f32, axis=1) >= 0.999).all()
+
+
 def test_image_inputs_bytes_and_pil_match_paths(model):
     PIL = pytest.importorskip("PIL.Image")
     pngs = sorted(IMAGES.glob("*.png"))

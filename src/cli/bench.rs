@@ -28,7 +28,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "auto", value_parser = device)]
     pub device: DeviceSpec,
 
-    /// Compute the V, attention output and MLP projections in int8 (CPU only; see `sieve embed
+    /// Compute the encoder layers' linear layers in int8 or bf16 (CPU only; see `sieve embed
     /// --quantize`). With --parity, the lowest cosine to f32 is printed.
     #[arg(long, value_name = "PRECISION", default_value = "none", conflicts_with = "stock")]
     pub quantize: super::embed::QuantizeArg,
@@ -128,8 +128,8 @@ pub fn execute(args: BenchArgs, g: Global) -> anyhow::Result<()> {
     } else {
         writeln!(
             out,
-            "{} {} batch {}: {:.1} images/s, {:.1} captions/s (text length {})",
-            t.device, t.dtype, t.batch_size, t.images_per_s, t.captions_per_s, t.text_seq_len
+            "{} {} batch {}: {:.1} images/s, {:.1} captions/s (text length {}; kernel {})",
+            t.device, t.dtype, t.batch_size, t.images_per_s, t.captions_per_s, t.text_seq_len, t.cpu_kernel
         )?;
         if let Some(p) = &t.parity {
             writeln!(

@@ -67,12 +67,15 @@ pub struct EmbedArgs {
     #[arg(long, default_value = "auto", value_parser = batch_size)]
     pub batch_size: BatchSize,
 
-    /// Compute each encoder layer's V, attention output and MLP projections in int8 on the CPU
-    /// (weights per output channel, activations per row as they arrive; the rest stays f32), as
-    /// ONNX Runtime's dynamic quantisation does: about 1.7–1.9× as fast as f32 with AVX-512 VNNI,
-    /// 1.1× with AVX2 only, at a cosine of ≥ 0.999 to f32 on sieve's fixtures
-    /// (docs/performance.md). Every CPU gives the same bytes. Recorded in
-    /// run.json, so a run is never resumed or merged with the other setting. CPU only.
+    /// Lower precision for the encoder layers' linear layers on the CPU (the rest stays f32).
+    /// `int8`: the V, attention output and MLP projections in int8 (weights per output channel,
+    /// activations per row as they arrive), as ONNX Runtime's dynamic quantisation does: about
+    /// 2× as fast as f32 on AMX, 1.7–1.9× with AVX-512 VNNI, 1.1× with AVX2 only; every CPU
+    /// gives the same bytes. `bf16`: every linear layer in bf16 with f32 sums, as PyTorch's CPU
+    /// autocast does: about 2× f32 on AMX, slower than f32 with AVX-512 BF16 alone; refused
+    /// without AVX-512 BF16. Both keep a cosine of ≥ 0.999 to f32 on sieve's
+    /// fixtures (docs/performance.md). Recorded in run.json, so a run is never resumed or
+    /// merged with another setting. CPU only.
     #[arg(long, value_name = "PRECISION", default_value = "none")]
     pub quantize: QuantizeArg,
 
@@ -113,8 +116,10 @@ pub struct EmbedArgs {
 pub enum QuantizeArg {
     /// f32 throughout.
     None,
-    /// int8 linear layers (AVX-512 VNNI or AVX2 kernels where present).
+    /// int8 linear layers (AMX, AVX-512 VNNI or AVX2 kernels where present).
     Int8,
+    /// bf16 linear layers with f32 sums (AMX, else AVX-512 BF16; refused without).
+    Bf16,
 }
 
 impl From<QuantizeArg> for Quantize {
@@ -122,6 +127,7 @@ impl From<QuantizeArg> for Quantize {
         match q {
             QuantizeArg::None => Quantize::None,
             QuantizeArg::Int8 => Quantize::Int8,
+            QuantizeArg::Bf16 => Quantize::Bf16,
         }
     }
 }

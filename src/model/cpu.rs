@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use gemm::Parallelism;
 
 use crate::linalg::{matmul_wt, threads};
+use crate::model::bf16::{self, Bf16Layer, Bf16Linear};
 use crate::model::int8::{self, Int8Layer, Int8Linear};
 use crate::model::layers::Activation;
 
@@ -105,7 +106,7 @@ fn exp_poly(x: f32) -> f32 {
     (p * r * r + r + 1.0) * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
-/// The activation in place with [`exp_poly`] (the int8 path, whose outputs are not f32's
+/// The activation in place with [`exp_poly`] (the int8 and bf16 paths, whose outputs are not f32's
 /// anyway): QuickGELU and tanh-GELU vectorised; exact GELU as in [`activation_inplace`].
 fn activation_inplace_poly(x: &mut [f32], act: Activation) {
     #[inline(always)]
@@ -276,6 +277,32 @@ pub(crate) struct LayerWeights<'a> {
     pub act: Activation,
     /// The output projection and the MLP in int8 (`--quantize int8`), used instead of f32.
     pub int8: Option<&'a Int8Layer>,
+    /// Every linear layer in bf16 (`--quantize bf16`), used instead of f32.
+    pub bf16: Option<&'a Bf16Layer>,
+}
+
+/// A linear layer's weight in the precision it computes in.
+#[derive(Clone, Copy)]
+enum Weight<'a> {
+    F32(&'a [f32]),
+    Int8(&'a Int8Linear),
+    Bf16(&'a Bf16Linear),
+}
+
+impl<'a> Weight<'a> {
+    /// The layer's weight: `f32`, or its int8 or bf16 form where `w` has one.
+    fn pick(
+        f32_weight: &'a [f32],
+        w: &LayerWeights<'a>,
+        int8: impl Fn(&'a Int8Layer) -> &'a Int8Linear,
+        bf16: impl Fn(&'a Bf16Layer) -> &'a Bf16Linear,
+    ) -> Self {
+        match (w.int8, w.bf16) {
+            (Some(q), _) => Weight::Int8(int8(q)),
+            (None, Some(b)) => Weight::Bf16(bf16(b)),
+            (None, None) => Weight::F32(f32_weight),
+        }
+    }
 }
 
 /// `dst += x · Wᵀ` in f32 into the first `n` columns of rows `ldd` apart.
@@ -305,20 +332,13 @@ fn matmul_wt_into(dst: &mut [f32], ldd: usize, x: &[f32], w: &[f32], m: usize, n
     }
 }
 
-/// `dst += x · Wᵀ` for one of the layer's linear layers: `rows` rows, through int8 where the
-/// layer was quantised.
-fn linear_add(
-    dst: &mut [f32],
-    x: &[f32],
-    f32_weight: &[f32],
-    int8: Option<&Int8Linear>,
-    rows: usize,
-    n: usize,
-    k: usize,
-) {
-    match int8 {
-        Some(q) => int8::matmul_add(dst, n, x, q, rows),
-        None => matmul_wt(dst, x, f32_weight, rows, n, k, true, threads()),
+/// `dst += x · Wᵀ` for one of the layer's linear layers: `rows` rows, through int8 or bf16
+/// where the layer was converted.
+fn linear_add(dst: &mut [f32], x: &[f32], weight: Weight, rows: usize, n: usize, k: usize) {
+    match weight {
+        Weight::Int8(q) => int8::matmul_add(dst, n, x, q, rows),
+        Weight::Bf16(b) => bf16::matmul_add(dst, n, x, b, rows),
+        Weight::F32(w) => matmul_wt(dst, x, w, rows, n, k, true, threads()),
     }
 }
 
@@ -339,13 +359,14 @@ pub(crate) fn encoder_layer(
     let xn = layer_norm(x, w.ln1.0, w.ln1.1, w.eps);
     let mut qkv = vec![0f32; b * s * 3 * h];
     fill_rows(&mut qkv, None, w.qkv.1);
-    match w.int8 {
+    match (w.int8, w.bf16) {
         // Q and K in f32 (see `Int8Layer`), V in int8, into the same `[b·s, 3h]` rows.
-        Some(q) => {
+        (Some(q), _) => {
             matmul_wt_into(&mut qkv, 3 * h, &xn, &w.qkv.0[..2 * h * h], b * s, 2 * h, h);
             int8::matmul_add(&mut qkv[2 * h..], 3 * h, &xn, &q.v, b * s);
         }
-        None => matmul_wt(&mut qkv, &xn, w.qkv.0, b * s, 3 * h, h, true, threads()),
+        (None, Some(bf)) => bf16::matmul_add(&mut qkv, 3 * h, &xn, &bf.qkv, b * s),
+        (None, None) => matmul_wt(&mut qkv, &xn, w.qkv.0, b * s, 3 * h, h, true, threads()),
     }
     let picked: Vec<f32>;
     let (ctx, residual, rows, seq) = match pick {
@@ -363,19 +384,19 @@ pub(crate) fn encoder_layer(
     drop(qkv);
     let mut x2 = vec![0f32; rows * h];
     fill_rows(&mut x2, Some(residual), w.out.1);
-    linear_add(&mut x2, &ctx, w.out.0, w.int8.map(|q| &q.out), rows, h, h);
+    linear_add(&mut x2, &ctx, Weight::pick(w.out.0, w, |q| &q.out, |b| &b.out), rows, h, h);
     let xn2 = layer_norm(&x2, w.ln2.0, w.ln2.1, w.eps);
     let mut mid = vec![0f32; rows * inter];
     fill_rows(&mut mid, None, w.fc1.1);
-    linear_add(&mut mid, &xn2, w.fc1.0, w.int8.map(|q| &q.fc1), rows, inter, h);
-    if w.int8.is_some() {
+    linear_add(&mut mid, &xn2, Weight::pick(w.fc1.0, w, |q| &q.fc1, |b| &b.fc1), rows, inter, h);
+    if w.int8.is_some() || w.bf16.is_some() {
         activation_inplace_poly(&mut mid, w.act);
     } else {
         activation_inplace(&mut mid, w.act);
     }
     let mut out = vec![0f32; rows * h];
     fill_rows(&mut out, Some(&x2), w.fc2.1);
-    linear_add(&mut out, &mid, w.fc2.0, w.int8.map(|q| &q.fc2), rows, h, inter);
+    linear_add(&mut out, &mid, Weight::pick(w.fc2.0, w, |q| &q.fc2, |b| &b.fc2), rows, h, inter);
     Ok(Tensor::from_vec(out, (b, seq, h), &Device::Cpu)?)
 }
 

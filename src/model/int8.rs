@@ -14,11 +14,12 @@
 //! **Kernel.** On a CPU with AVX-512 VNNI one `vpdpbusd` multiplies 64 unsigned-by-signed byte
 //! pairs and adds them in groups of four to 16 int32 sums: four times the products of an f32 FMA
 //! of the same width. Weights are packed once into 16-channel blocks of 4-byte groups, the layout
-//! `vpdpbusd` reads. Without
-//! VNNI (or with `SIEVE_CPU_KERNEL=avx2`) an AVX2 kernel widens the bytes to int16 and multiplies
-//! them in pairs (`vpmaddwd`, twice an f32 FMA's products), and any other CPU gets a portable
-//! kernel. All three compute the same int32 sums and share the float epilogue, so they give the
-//! same bytes, on any CPU.
+//! `vpdpbusd` reads, which is also an AMX weight tile's: where the CPU has AMX (Xeon since
+//! Sapphire Rapids) and Linux grants it, `tdpbusd` computes 16 × 16 sums 64 bytes deep per
+//! instruction ([`super::amx`]). Without VNNI (or with `SIEVE_CPU_KERNEL=avx2`) an AVX2 kernel
+//! widens the bytes to int16 and multiplies them in pairs (`vpmaddwd`, twice an f32 FMA's
+//! products), and any other CPU gets a portable kernel. All four compute the same int32 sums
+//! and share the float epilogue, so they give the same bytes, on any CPU.
 
 use rayon::prelude::*;
 
@@ -37,9 +38,11 @@ const ROWS_PER_TASK: usize = 8 * MR;
 pub(crate) struct Int8Linear {
     n: usize,
     k: usize,
-    /// `k` in groups of four (the last one padded with zeros).
+    /// `k` in groups of four (the last one padded with zeros), rounded up to a multiple of 16
+    /// (an AMX tile's depth) with zero groups.
     kq: usize,
-    /// `[n/16 blocks][kq][16][4]` int8.
+    /// `[blocks][kq][16][4]` int8; `n/16` blocks rounded up to an even count (AMX takes them in
+    /// pairs).
     packed: Vec<i8>,
     /// Per output channel: `max|w|/127` and `Σ q`.
     scale: Vec<f32>,
@@ -56,8 +59,8 @@ impl Int8Linear {
     /// Quantises `w` (`[n, k]`, row-major): each row to `round(w/s)` with `s = max|w|/127`.
     pub(crate) fn new(w: &[f32], n: usize, k: usize) -> Self {
         assert_eq!(w.len(), n * k, "weight is not n×k");
-        let kq = k.div_ceil(4);
-        let blocks = n.div_ceil(LANES);
+        let kq = k.div_ceil(4).div_ceil(16) * 16;
+        let blocks = n.div_ceil(LANES).div_ceil(2) * 2;
         let mut packed = vec![0i8; blocks * kq * GROUP];
         let mut scale = vec![0f32; blocks * LANES];
         let mut qsum = vec![0i32; blocks * LANES];
@@ -66,7 +69,7 @@ impl Int8Linear {
             .zip(scale.par_chunks_mut(LANES).zip(qsum.par_chunks_mut(LANES)))
             .enumerate()
             .for_each(|(blk, (dst, (scale, qsum)))| {
-                for c in 0..LANES.min(n - blk * LANES) {
+                for c in 0..LANES.min(n.saturating_sub(blk * LANES)) {
                     let row = &w[(blk * LANES + c) * k..][..k];
                     let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
                     let inv = if amax > 0.0 && amax.is_finite() { 127.0 / amax } else { 0.0 };
@@ -161,7 +164,7 @@ fn to_byte(v: f32, lo: f32, inv: f32) -> u8 {
     ((v - lo) * inv + 0.5).max(0.0).min(255.0) as u8
 }
 
-/// The int8 kernels. All three compute the same int32 sums, so they give the same bytes.
+/// The int8 kernels. All four compute the same int32 sums, so they give the same bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kern {
     /// Plain Rust, for any CPU.
@@ -170,6 +173,9 @@ pub(crate) enum Kern {
     Avx2,
     /// AVX-512 VNNI (`vpdpbusd`).
     Vnni,
+    /// AMX (`tdpbusd`, 16 × 16 sums 64 bytes deep per instruction), activations quantised with
+    /// AVX-512; integer sums, so the same as the others.
+    Amx,
 }
 
 impl Kern {
@@ -180,6 +186,9 @@ impl Kern {
         {
             use crate::linalg::{kernel, Kernel};
             let chosen = kernel();
+            if chosen == Kernel::Avx512 && Kern::Amx.available() {
+                return Kern::Amx;
+            }
             if chosen == Kernel::Avx512 && Kern::Vnni.available() {
                 return Kern::Vnni;
             }
@@ -198,6 +207,10 @@ impl Kern {
             Kern::Avx2 => std::is_x86_feature_detected!("avx2"),
             #[cfg(target_arch = "x86_64")]
             Kern::Vnni => std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512bw"),
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+            Kern::Amx => Kern::Vnni.available() && super::amx::available_int8(),
+            #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+            Kern::Amx => false,
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -228,6 +241,10 @@ pub(crate) fn matmul_add_on(kern: Kern, dst: &mut [f32], ldd: usize, x: &[f32], 
     assert!(ldd >= n && x.len() >= m * k, "int8 matmul operands too small");
     assert!(m == 0 || dst.len() >= (m - 1) * ldd + n, "int8 matmul operands too small");
     let kern = if kern.available() { kern } else { Kern::Portable };
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    if kern == Kern::Amx {
+        return matmul_add_amx(dst, ldd, x, w, m);
+    }
     let use_vnni = kern == Kern::Vnni;
     let (xq, xs) = quantize_rows(x, m, k, kq, use_vnni);
     let width = 4 * kq;
@@ -277,6 +294,52 @@ pub(crate) fn matmul_add_on(kern: Kern, dst: &mut [f32], ldd: usize, x: &[f32], 
             }
             i += mr;
         }
+    });
+}
+
+/// [`matmul_add_on`] on AMX: tasks of 32 rows (two tiles, zero rows past `m`) by a panel of
+/// block pairs, each pair one 32 × 32 block of int32 sums in four accumulator tiles, then the
+/// VNNI kernel's epilogue.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn matmul_add_amx(dst: &mut [f32], ldd: usize, x: &[f32], w: &Int8Linear, m: usize) {
+    use super::amx;
+    /// Block pairs (of 32 channels) one task covers.
+    const PAIRS_PER_TASK: usize = 4;
+    let (n, k, kq) = (w.n, w.k, w.kq);
+    let width = 4 * kq;
+    let rows = m.div_ceil(32) * 32;
+    let (mut xq, xs) = quantize_rows(x, m, k, kq, true);
+    xq.resize(rows * width, 0);
+    let pairs = n.div_ceil(2 * LANES);
+    let panels = pairs.div_ceil(PAIRS_PER_TASK);
+    let row_tasks = rows / 32;
+    let out = SendPtr(dst.as_mut_ptr());
+    let out = &out;
+    (0..panels * row_tasks).into_par_iter().for_each(|t| {
+        let (p, rt) = (t / row_tasks, t % row_tasks);
+        let r0 = rt * 32;
+        let a = &xq[r0 * width..(r0 + 32) * width];
+        let mut c = [0i32; 32 * 32];
+        // SAFETY: AMX was detected and this process allowed to use it (`Kern::available`).
+        unsafe { amx::configure() };
+        for pair in p * PAIRS_PER_TASK..pairs.min((p + 1) * PAIRS_PER_TASK) {
+            let b = &w.packed[2 * pair * kq * GROUP..(2 * pair + 2) * kq * GROUP];
+            // SAFETY: tiles configured above; `a` holds 32 rows of kq groups and `b` two blocks
+            // of kq × 64 bytes, kq a multiple of 16; `c` is 32 × 32 int32.
+            unsafe { amx::pair_int8(a.as_ptr(), kq, b.as_ptr().cast(), c.as_mut_ptr().cast()) };
+            let (j0, cols) = (pair * 2 * LANES, (2 * LANES).min(n - pair * 2 * LANES));
+            let (scale, qsum) = (&w.scale[j0..j0 + cols], &w.qsum[j0..j0 + cols]);
+            for (r, acc) in c.chunks_exact(2 * LANES).enumerate().take(m.saturating_sub(r0)) {
+                let RowScale { scale: sx, zero } = xs[r0 + r];
+                // SAFETY: row r0 + r < m, columns j0..j0 + cols lie inside dst (checked by the
+                // caller), and only this task writes them.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add((r0 + r) * ldd + j0), cols) };
+                // SAFETY: AVX-512F is present with AMX (`Kern::available` checks VNNI).
+                unsafe { vnni::dequantize_add(dst, &acc[..cols], scale, qsum, sx, zero) };
+            }
+        }
+        // SAFETY: as configure's.
+        unsafe { amx::release() };
     });
 }
 
@@ -581,7 +644,7 @@ mod tests {
             let base = lcg(7, m * n, 1.0);
             let mut portable = base.clone();
             matmul_add_on(Kern::Portable, &mut portable, n, &x, &q, m);
-            for kern in [Kern::Avx2, Kern::Vnni] {
+            for kern in [Kern::Avx2, Kern::Vnni, Kern::Amx] {
                 let mut fast = base.clone();
                 matmul_add_on(kern, &mut fast, n, &x, &q, m);
                 assert_eq!(portable, fast, "{m}×{n}×{k}: {kern:?} and the portable kernel disagree");
@@ -618,7 +681,7 @@ mod tests {
         }
         // The rows holding the NaN and the infinities: their outputs are not finite, as in f32.
         let w = Int8Linear::new(&lcg(4, 2 * 37, 1.0), 2, 37);
-        for kern in [Kern::Portable, Kern::Avx2, Kern::Vnni] {
+        for kern in [Kern::Portable, Kern::Avx2, Kern::Vnni, Kern::Amx] {
             let mut dst = vec![0f32; 3 * 2];
             matmul_add_on(kern, &mut dst, 2, &x, &w, 3);
             assert!(dst[..4].iter().all(|v| !v.is_finite()), "{dst:?}");
@@ -634,7 +697,7 @@ mod tests {
         let mut x = lcg(6, m * k, 1.0);
         x[k..2 * k].fill(0.0); // row 1 all zero
         let q = Int8Linear::new(&w, n, k);
-        for kern in [Kern::Portable, Kern::Avx2, Kern::Vnni] {
+        for kern in [Kern::Portable, Kern::Avx2, Kern::Vnni, Kern::Amx] {
             let mut dst = vec![1f32; m * n];
             matmul_add_on(kern, &mut dst, n, &x, &q, m);
             assert!((0..m).all(|i| dst[i * n] == 1.0), "channel 0 changed the output");

@@ -16,6 +16,7 @@ use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
+use crate::model::bf16::{Bf16Layer, Bf16Linear};
 use crate::model::int8::{Int8Layer, Int8Linear};
 
 /// The activation functions the encoder families use (`hidden_act` in their configs).
@@ -186,6 +187,8 @@ pub(crate) struct EncoderLayer {
     folded: bool,
     /// The linear layers in int8 for the fused CPU path (`--quantize int8`), once quantised.
     int8: Option<Arc<Int8Layer>>,
+    /// The linear layers in bf16 for the fused CPU path (`--quantize bf16`), once converted.
+    bf16: Option<Arc<Bf16Layer>>,
 }
 
 impl EncoderLayer {
@@ -208,6 +211,7 @@ impl EncoderLayer {
             scale: ((h / s.heads) as f64).powf(-0.5),
             folded: false,
             int8: None,
+            bf16: None,
         })
     }
 
@@ -314,21 +318,38 @@ impl EncoderLayer {
             scale: self.scale as f32,
             act: self.act,
             int8: self.int8.as_deref(),
+            bf16: self.bf16.as_deref(),
         };
         encoder_layer(x.get(), b, s, &w, causal, pick)
     }
 
-    /// Quantises the linear layers [`Int8Layer`] names to int8 for the fused CPU path; their
-    /// weights must be f32 on the CPU.
-    fn quantize_int8(&mut self) -> Result<()> {
-        let q = |l: &Linear| -> Result<Int8Linear> {
-            let (n, k) = l.weight.dims2()?;
-            Ok(Int8Linear::new(super::cpu::F32View::new(&l.weight)?.get(), n, k))
-        };
-        let (h3, h) = self.qkv.weight.dims2()?;
-        let v = Int8Linear::new(&super::cpu::F32View::new(&self.qkv.weight)?.get()[2 * h3 / 3 * h..], h3 / 3, h);
-        let layer = Int8Layer { v, out: q(&self.out_proj)?, fc1: q(&self.fc1)?, fc2: q(&self.fc2)? };
-        self.int8 = Some(Arc::new(layer));
+    /// Quantises the linear layers [`Int8Layer`] names to int8, or converts all of them to
+    /// bf16, for the fused CPU path; their weights must be f32 on the CPU.
+    fn quantize(&mut self, quantize: crate::model::Quantize) -> Result<()> {
+        use crate::model::Quantize;
+        match quantize {
+            Quantize::None => {}
+            Quantize::Int8 => {
+                let q = |l: &Linear| -> Result<Int8Linear> {
+                    let (n, k) = l.weight.dims2()?;
+                    Ok(Int8Linear::new(super::cpu::F32View::new(&l.weight)?.get(), n, k))
+                };
+                let (h3, h) = self.qkv.weight.dims2()?;
+                let v =
+                    Int8Linear::new(&super::cpu::F32View::new(&self.qkv.weight)?.get()[2 * h3 / 3 * h..], h3 / 3, h);
+                let layer = Int8Layer { v, out: q(&self.out_proj)?, fc1: q(&self.fc1)?, fc2: q(&self.fc2)? };
+                self.int8 = Some(Arc::new(layer));
+            }
+            Quantize::Bf16 => {
+                let c = |l: &Linear| -> Result<Bf16Linear> {
+                    let (n, k) = l.weight.dims2()?;
+                    Ok(Bf16Linear::new(super::cpu::F32View::new(&l.weight)?.get(), n, k))
+                };
+                let layer =
+                    Bf16Layer { qkv: c(&self.qkv)?, out: c(&self.out_proj)?, fc1: c(&self.fc1)?, fc2: c(&self.fc2)? };
+                self.bf16 = Some(Arc::new(layer));
+            }
+        }
         Ok(())
     }
 
@@ -467,13 +488,13 @@ impl Encoder {
         self.layers.iter_mut().try_for_each(EncoderLayer::fold)
     }
 
-    /// Quantises every layer's linear layers to int8 (`--quantize int8`). Only the fused CPU
-    /// path computes in int8, so the weights must be f32 on the CPU; anything else is refused.
-    pub(crate) fn quantize_int8(&mut self) -> Result<()> {
+    /// Converts every layer's linear layers to int8 or bf16 (`--quantize`). Only the fused CPU
+    /// path computes in them, so the weights must be f32 on the CPU; anything else is refused.
+    pub(crate) fn quantize(&mut self, quantize: crate::model::Quantize) -> Result<()> {
         if !self.fused_cpu {
-            return Err(Error::Pipeline("int8 needs the fused CPU path, which is turned off".into()));
+            return Err(Error::Pipeline("--quantize needs the fused CPU path, which is turned off".into()));
         }
-        self.layers.iter_mut().try_for_each(EncoderLayer::quantize_int8)
+        self.layers.iter_mut().try_for_each(|l| l.quantize(quantize))
     }
 }
 

@@ -5,6 +5,9 @@
 //! the CUDA kernels (`cuda.rs`), seeded random weights (`random.rs`) and the compiled-in
 //! registry of known models (`registry.rs`).
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub(crate) mod amx;
+pub(crate) mod bf16;
 pub mod clip;
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
@@ -69,9 +72,10 @@ pub trait Encoder: Send + Sync + std::fmt::Debug {
     /// library handles) are paid at load time rather than while the first batches wait.
     fn warm_up(&self) -> Result<()>;
 
-    /// Quantises the encoder layers' output projections and MLPs to int8 (`--quantize int8`,
-    /// see [`int8`]); the model must compute in f32 on the CPU, anything else is refused.
-    fn quantize_int8(&mut self) -> Result<()>;
+    /// Converts the encoder layers' linear layers as `quantize` asks (`--quantize`): int8 for
+    /// the V, output and MLP projections (see [`int8`]) or bf16 for all of them (see
+    /// [`bf16`]); the model must compute in f32 on the CPU, anything else is refused.
+    fn quantize(&mut self, quantize: Quantize) -> Result<()>;
 }
 
 /// The model families sieve knows, told apart by the files of a model folder.
@@ -140,10 +144,15 @@ pub enum Quantize {
     /// The attention output projection and the MLP in int8: weights per output channel,
     /// activations quantised per row as they arrive ([`int8`]); everything else f32. CPU only.
     Int8,
+    /// Every encoder layer's linear layers in bf16 with f32 sums ([`bf16`]); everything else
+    /// f32. CPU with AVX-512 BF16 only.
+    Bf16,
 }
 
 /// run.json's `compute_dtype` for int8 linear layers with everything else in f32.
 const INT8_COMPUTE_DTYPE: &str = "f32+int8";
+/// run.json's `compute_dtype` for bf16 linear layers with everything else in f32.
+const BF16_COMPUTE_DTYPE: &str = "f32+bf16";
 
 impl Quantize {
     /// run.json's `compute_dtype` for a model computing in `dtype` quantised this way: runs that
@@ -152,37 +161,66 @@ impl Quantize {
         match self {
             Quantize::None => format!("{dtype:?}").to_lowercase(),
             Quantize::Int8 => INT8_COMPUTE_DTYPE.into(),
+            Quantize::Bf16 => BF16_COMPUTE_DTYPE.into(),
         }
     }
 
     /// The quantisation a run.json `compute_dtype` records.
     pub fn of_compute_dtype(compute_dtype: &str) -> Self {
-        if compute_dtype == INT8_COMPUTE_DTYPE {
-            Quantize::Int8
-        } else {
-            Quantize::None
+        match compute_dtype {
+            INT8_COMPUTE_DTYPE => Quantize::Int8,
+            BF16_COMPUTE_DTYPE => Quantize::Bf16,
+            _ => Quantize::None,
         }
+    }
+
+    /// Whether this CPU computes this way at speed: bf16 needs AVX-512 BF16 (and AVX-512 not
+    /// ruled out by `SIEVE_CPU_KERNEL`); int8 and f32 run anywhere.
+    pub fn available(self) -> bool {
+        self != Quantize::Bf16 || bf16::kern() != bf16::Kern::Portable
     }
 }
 
-/// [`load`], then quantised as `quantize` asks. int8 runs on the CPU only: on AVX-512 VNNI or
-/// AVX2 kernels, or, with a warning, a slower portable one (the embeddings are the same).
-pub fn load_quantized(spec: &ModelSpec, device: &Device, dtype: DType, quantize: Quantize) -> Result<Box<dyn Encoder>> {
-    if quantize == Quantize::Int8 && (!device.is_cpu() || dtype != DType::F32) {
+/// Refuses a `quantize` that cannot run on `device` in `dtype`: int8 and bf16 are for the CPU
+/// in f32, and bf16 for a CPU with AVX-512 BF16.
+pub(crate) fn check_quantize(device: &Device, dtype: DType, quantize: Quantize) -> Result<()> {
+    let name = match quantize {
+        Quantize::None => return Ok(()),
+        Quantize::Int8 => "int8",
+        Quantize::Bf16 => "bf16",
+    };
+    if !device.is_cpu() || dtype != DType::F32 {
         return Err(Error::InvalidArg {
             what: "--quantize",
-            reason: "int8 runs on the CPU only (add --device cpu; GPUs compute in f16)".into(),
+            reason: format!("{name} runs on the CPU only (add --device cpu; GPUs compute in f16)"),
         });
     }
+    if !quantize.available() {
+        return Err(Error::InvalidArg {
+            what: "--quantize",
+            reason: "bf16 needs a CPU with AVX-512 BF16 (Intel Cooper Lake or Sapphire Rapids and later, AMD \
+                     Zen 4 and later), and this one lacks it (or SIEVE_CPU_KERNEL rules AVX-512 out); without \
+                     the instruction bf16 is slower than f32. --quantize int8 is faster on any x86 CPU"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// [`load`], then quantised as `quantize` asks. int8 runs on the CPU only: on AVX-512 VNNI or
+/// AVX2 kernels, or, with a warning, a slower portable one (the embeddings are the same); bf16
+/// on CPUs with AVX-512 BF16 only.
+pub fn load_quantized(spec: &ModelSpec, device: &Device, dtype: DType, quantize: Quantize) -> Result<Box<dyn Encoder>> {
+    check_quantize(device, dtype, quantize)?;
     let mut encoder = load(spec, device, dtype)?;
-    if quantize == Quantize::Int8 {
-        encoder.quantize_int8()?;
-        if int8::kern() == int8::Kern::Portable {
-            tracing::warn!(
-                "--quantize int8: this CPU has neither AVX-512 VNNI nor AVX2, so int8 runs on the portable \
-                 kernel, slower than f32 (the embeddings are the same)"
-            );
-        }
+    if quantize != Quantize::None {
+        encoder.quantize(quantize)?;
+    }
+    if quantize == Quantize::Int8 && int8::kern() == int8::Kern::Portable {
+        tracing::warn!(
+            "--quantize int8: this CPU has neither AVX-512 VNNI nor AVX2, so int8 runs on the portable \
+             kernel, slower than f32 (the embeddings are the same)"
+        );
     }
     Ok(encoder)
 }

@@ -18,7 +18,8 @@ pub struct Throughput {
     pub iters: usize,
     /// Text sequence length used (the model's full context, as a padded batch would be).
     pub text_seq_len: usize,
-    /// The CPU GEMM kernel (`linalg::kernel`): what a CPU figure was measured on.
+    /// The CPU GEMM kernel (`linalg::kernel`), with `--quantize` followed by the int8 or bf16
+    /// kernel (`avx512+bf16:Amx`): what a CPU figure was measured on.
     pub cpu_kernel: String,
     pub images_per_s: f64,
     pub captions_per_s: f64,
@@ -128,17 +129,17 @@ pub fn run(
 ) -> Result<Throughput> {
     let dtype = crate::device::compute_dtype(device);
     let mut model = random_model(config, device, dtype, 0)?;
-    if quantize == crate::model::Quantize::Int8 {
-        if !device.is_cpu() {
-            return Err(crate::error::Error::InvalidArg {
-                what: "--quantize",
-                reason: "int8 runs on the CPU only (add --device cpu)".into(),
-            });
-        }
-        model.quantize_int8()?;
+    if quantize != crate::model::Quantize::None {
+        crate::model::check_quantize(device, dtype, quantize)?;
+        model.quantize(quantize)?;
     }
     let mut t = model_throughput(&model, batch, iters)?;
     t.dtype = quantize.compute_dtype(dtype);
+    match quantize {
+        crate::model::Quantize::None => {}
+        crate::model::Quantize::Int8 => t.cpu_kernel += &format!("+int8:{:?}", crate::model::int8::kern()),
+        crate::model::Quantize::Bf16 => t.cpu_kernel += &format!("+bf16:{:?}", crate::model::bf16::kern()),
+    }
     if parity {
         t.parity = Some(self::parity(config, &model, 8)?);
     }

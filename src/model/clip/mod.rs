@@ -103,8 +103,8 @@ impl Encoder for Clip {
         self.model.warm_up()
     }
 
-    fn quantize_int8(&mut self) -> Result<()> {
-        self.model.quantize_int8()
+    fn quantize(&mut self, quantize: crate::model::Quantize) -> Result<()> {
+        self.model.quantize(quantize)
     }
 }
 

@@ -266,10 +266,11 @@ impl ClipModel {
         Ok(())
     }
 
-    /// Quantises both towers' encoder layers to int8 (`--quantize int8`); CPU and f32 only.
-    pub fn quantize_int8(&mut self) -> Result<()> {
-        self.text.encoder.quantize_int8()?;
-        self.vision.encoder.quantize_int8()
+    /// Converts both towers' encoder layers' linear layers to int8 or bf16 (`--quantize`); CPU
+    /// and f32 only.
+    pub fn quantize(&mut self, quantize: crate::model::Quantize) -> Result<()> {
+        self.text.encoder.quantize(quantize)?;
+        self.vision.encoder.quantize(quantize)
     }
 
     /// Turns the fused CPU kernels on (the default) or off, falling back to generic candle ops;

@@ -119,9 +119,10 @@ impl Dinov2Model {
         &self.device
     }
 
-    /// Quantises the encoder layers to int8 (`--quantize int8`); CPU and f32 only.
-    pub fn quantize_int8(&mut self) -> Result<()> {
-        self.encoder.quantize_int8()
+    /// Converts the encoder layers' linear layers to int8 or bf16 (`--quantize`); CPU and f32
+    /// only.
+    pub fn quantize(&mut self, quantize: crate::model::Quantize) -> Result<()> {
+        self.encoder.quantize(quantize)
     }
 
     /// Turns the fused CPU kernels on (the default) or off, falling back to generic candle ops;
@@ -301,7 +302,7 @@ impl Encoder for Dinov2 {
         Ok(())
     }
 
-    fn quantize_int8(&mut self) -> Result<()> {
-        self.model.quantize_int8()
+    fn quantize(&mut self, quantize: crate::model::Quantize) -> Result<()> {
+        self.model.quantize(quantize)
     }
 }

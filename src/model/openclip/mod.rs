@@ -112,8 +112,8 @@ impl Encoder for OpenClip {
         self.clip.warm_up()
     }
 
-    fn quantize_int8(&mut self) -> Result<()> {
-        self.clip.quantize_int8()
+    fn quantize(&mut self, quantize: crate::model::Quantize) -> Result<()> {
+        self.clip.quantize(quantize)
     }
 }
 

@@ -142,8 +142,8 @@ impl Encoder for Siglip {
         self.model.warm_up()
     }
 
-    fn quantize_int8(&mut self) -> Result<()> {
-        self.model.quantize_int8()
+    fn quantize(&mut self, quantize: crate::model::Quantize) -> Result<()> {
+        self.model.quantize(quantize)
     }
 }
 
