@@ -3,10 +3,11 @@
 
 Usage:
   python scripts/bench_vs_torch.py [--sieve target/release/sieve] [--batch 32] [--iters 5] [--repeat 3] [--threads N]
-                                   [--quantize int8]
+                                   [--quantize int8|bf16]
 
-With --quantize int8 every round also runs `sieve bench --quantize int8 --parity`, and its rates
-are compared with torch's f32 ones (a third column), with the lowest cosine to f32 printed.
+With --quantize int8 (or bf16) every round also runs `sieve bench --quantize int8 --parity`, and
+its rates are compared with torch's f32 ones (a third column), with the lowest cosine to f32
+printed.
 
 Both sides use the ViT-B/32 shape from models/clip-vit-base-patch32/config.json with random
 weights in float32: images are [B,3,224,224], captions are [B,77] token ids (full-length
@@ -127,7 +128,7 @@ def main():
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (and RAYON_NUM_THREADS for sieve)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds, torch and sieve alternating; medians are compared")
-    ap.add_argument("--quantize", choices=["int8"], default=None, help="also measure sieve with --quantize int8")
+    ap.add_argument("--quantize", choices=["int8", "bf16"], default=None, help="also measure sieve with --quantize int8 or bf16")
     args = ap.parse_args()
 
     config_path = Path(args.config)
@@ -200,7 +201,8 @@ def main():
         p = q.get("parity") or {}
         print(
             f"sieve {args.quantize}: lowest cosine to sieve f32 over {p.get('items')} random inputs: "
-            f"images {p.get('min_cosine_images')}, captions {p.get('min_cosine_captions')}"
+            f"images {p.get('min_cosine_images')}, captions {p.get('min_cosine_captions')}; "
+            f"kernel {q.get('cpu_kernel')}"
         )
 
 
