@@ -27,14 +27,8 @@
 
 use rayon::prelude::*;
 
-/// Output channels per packed block (one 512-bit register of f32 sums).
-const LANES: usize = 16;
-/// Rows and blocks of one register tile: 6 × 4 accumulators, 4 weight registers and one
-/// broadcast fit AVX-512's 32 registers.
-const MR: usize = 6;
-const NR: usize = 4;
-/// Rows one parallel task covers (a multiple of [`MR`]); its weight panel stays in L2.
-const ROWS_PER_TASK: usize = 8 * MR;
+use super::tasks::{par_tiles, OutRows, LANES, MR, NR};
+
 /// An AMX tile: 16 rows of 64 bytes (16 f32, or 16 bf16 pairs).
 const TILE: usize = 16;
 
@@ -185,11 +179,6 @@ pub(crate) fn kern() -> Kern {
     *KERN.get_or_init(Kern::detect)
 }
 
-struct SendPtr(*mut f32);
-// SAFETY: each task writes a disjoint block of rows × channels of `dst`.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
 /// `dst += x · Wᵀ` for `x` `[m, k]` and `dst` `[m, n]`, both row-major, through bf16; `dst`'s
 /// rows lie `ldd` apart (`≥ n`), so the product can fill some columns of a wider matrix.
 pub(crate) fn matmul_add(dst: &mut [f32], ldd: usize, x: &[f32], w: &Bf16Linear, m: usize) {
@@ -200,42 +189,26 @@ pub(crate) fn matmul_add(dst: &mut [f32], ldd: usize, x: &[f32], w: &Bf16Linear,
 /// to the portable kernel.
 pub(crate) fn matmul_add_on(kern: Kern, dst: &mut [f32], ldd: usize, x: &[f32], w: &Bf16Linear, m: usize) {
     let (n, k, kp) = (w.n, w.k, w.kp);
-    assert!(ldd >= n && x.len() >= m * k, "bf16 matmul operands too small");
-    assert!(m == 0 || dst.len() >= (m - 1) * ldd + n, "bf16 matmul operands too small");
+    assert!(x.len() >= m * k, "bf16 matmul operands too small");
+    let out = OutRows::new(dst, ldd, m, n);
     let kern = if kern.available() { kern } else { Kern::Portable };
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     if kern == Kern::Amx {
-        return matmul_add_amx(dst, ldd, x, w, m);
+        return matmul_add_amx(&out, x, w, m);
     }
     let simd = kern == Kern::Avx512Bf16;
     let xb = convert_rows(x, m, k, kp, m, simd);
-    let blocks = n.div_ceil(LANES);
-    let panels = blocks.div_ceil(NR);
-    let row_tasks = m.div_ceil(ROWS_PER_TASK);
-    let out = SendPtr(dst.as_mut_ptr());
-    let out = &out;
-    // Consecutive tasks share a weight panel, so it is read from L2 by the tasks that follow.
-    (0..panels * row_tasks).into_par_iter().for_each(|t| {
-        let (p, rt) = (t / row_tasks, t % row_tasks);
-        let b0 = p * NR;
-        let nb = NR.min(blocks - b0);
+    par_tiles(m, n.div_ceil(LANES), |i, mr, b0, nb| {
         let panel = &w.packed[b0 * kp * LANES..(b0 + nb) * kp * LANES];
         let mut acc = [[0f32; NR * LANES]; MR];
-        let end = m.min((rt + 1) * ROWS_PER_TASK);
-        let mut i = rt * ROWS_PER_TASK;
-        while i < end {
-            let mr = MR.min(end - i);
-            tile(simd, &xb[i * kp..(i + mr) * kp], kp, panel, mr, nb, &mut acc);
-            let (j0, cols) = (b0 * LANES, (nb * LANES).min(n - b0 * LANES));
-            for (r, acc) in acc.iter().enumerate().take(mr) {
-                // SAFETY: row i + r, columns j0..j0 + cols lie inside dst (checked above), and
-                // only this task writes them.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add((i + r) * ldd + j0), cols) };
-                for (d, &a) in dst.iter_mut().zip(acc) {
-                    *d += a;
-                }
+        tile(simd, &xb[i * kp..(i + mr) * kp], kp, panel, mr, nb, &mut acc);
+        let (j0, cols) = (b0 * LANES, (nb * LANES).min(n - b0 * LANES));
+        for (r, acc) in acc.iter().enumerate().take(mr) {
+            // SAFETY: this tile's rows and blocks are its own (`par_tiles`).
+            let dst = unsafe { out.row(i + r, j0, cols) };
+            for (d, &a) in dst.iter_mut().zip(acc) {
+                *d += a;
             }
-            i += mr;
         }
     });
 }
@@ -367,46 +340,31 @@ mod avx512 {
     }
 }
 
-/// [`matmul_add_on`] on AMX: tasks of 32 rows (two tiles, zero rows past `m`) by a panel of
-/// block pairs, each pair one 32 × 32 product in four accumulator tiles.
+/// [`matmul_add_on`] on AMX: 32 rows (zero rows past `m`) by 32 channels at a time, in four
+/// accumulator tiles.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-fn matmul_add_amx(dst: &mut [f32], ldd: usize, x: &[f32], w: &Bf16Linear, m: usize) {
-    use super::amx;
-    /// Block pairs (of 32 channels) one task covers.
-    const PAIRS_PER_TASK: usize = 4;
+fn matmul_add_amx(out: &OutRows, x: &[f32], w: &Bf16Linear, m: usize) {
     let (n, k, kp) = (w.n, w.k, w.kp);
     let rows = m.div_ceil(2 * TILE) * 2 * TILE;
     let xb = convert_rows(x, m, k, kp, rows, true);
-    let pairs = n.div_ceil(2 * LANES);
-    let panels = pairs.div_ceil(PAIRS_PER_TASK);
-    let row_tasks = rows / (2 * TILE);
-    let out = SendPtr(dst.as_mut_ptr());
-    let out = &out;
-    (0..panels * row_tasks).into_par_iter().for_each(|t| {
-        let (p, rt) = (t / row_tasks, t % row_tasks);
-        let r0 = rt * 2 * TILE;
+    let body = |r0: usize, pair: usize| {
         let a = &xb[r0 * kp..(r0 + 2 * TILE) * kp];
+        let b = &w.packed[2 * pair * kp * LANES..(2 * pair + 2) * kp * LANES];
         let mut c = [0f32; 4 * TILE * LANES];
-        // SAFETY: AMX was detected and this process allowed to use it (`Kern::available`).
-        unsafe { amx::configure() };
-        for pair in p * PAIRS_PER_TASK..pairs.min((p + 1) * PAIRS_PER_TASK) {
-            let b = &w.packed[2 * pair * kp * LANES..(2 * pair + 2) * kp * LANES];
-            // SAFETY: tiles configured above; `a` holds 32 rows of kp pairs and `b` two blocks
-            // of kp × 16 pairs, kp a multiple of 16.
-            unsafe { amx::pair_bf16(a.as_ptr().cast(), kp, b.as_ptr().cast(), c.as_mut_ptr().cast()) };
-            let (j0, cols) = (pair * 2 * LANES, (2 * LANES).min(n - pair * 2 * LANES));
-            for (r, c) in c.chunks_exact(2 * LANES).enumerate().take(m.saturating_sub(r0)) {
-                // SAFETY: row r0 + r < m, columns j0..j0 + cols lie inside dst (checked by the
-                // caller), and only this task writes them.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add((r0 + r) * ldd + j0), cols) };
-                for (d, &v) in dst.iter_mut().zip(c) {
-                    *d += v;
-                }
+        // SAFETY: tiles configured by `par_amx`; `a` holds 32 rows of kp pairs and `b` two
+        // blocks of kp × 16 pairs, kp a multiple of 16; `c` is 32 × 32 f32.
+        unsafe { super::amx::pair_bf16(a.as_ptr().cast(), kp, b.as_ptr().cast(), c.as_mut_ptr().cast()) };
+        let (j0, cols) = (pair * 2 * LANES, (2 * LANES).min(n - pair * 2 * LANES));
+        for (r, c) in c.chunks_exact(2 * LANES).enumerate().take(m.saturating_sub(r0)) {
+            // SAFETY: this block's rows and channels are its own (`par_amx`).
+            let dst = unsafe { out.row(r0 + r, j0, cols) };
+            for (d, &v) in dst.iter_mut().zip(c) {
+                *d += v;
             }
         }
-        // SAFETY: as configure's.
-        unsafe { amx::release() };
-    });
+    };
+    // SAFETY: `Kern::Amx` is only chosen where AMX is present and granted.
+    unsafe { super::tasks::par_amx(rows, n, body) };
 }
 
 #[cfg(test)]

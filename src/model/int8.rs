@@ -23,16 +23,10 @@
 
 use rayon::prelude::*;
 
-/// Output channels per packed block (one 512-bit register of int32 sums).
-const LANES: usize = 16;
+use super::tasks::{par_tiles, OutRows, LANES, MR, NR};
+
 /// Bytes of one packed group: 16 channels × 4 consecutive inputs.
 const GROUP: usize = LANES * 4;
-/// Rows and blocks of one register tile: 6 × 4 accumulators, 4 weight registers and one
-/// broadcast fit AVX-512's 32 registers.
-const MR: usize = 6;
-const NR: usize = 4;
-/// Rows one parallel task covers (a multiple of [`MR`]); its weight panel stays in L2.
-const ROWS_PER_TASK: usize = 8 * MR;
 
 /// A linear layer's weight `[n, k]` (PyTorch's layout), quantised per output channel.
 pub(crate) struct Int8Linear {
@@ -217,11 +211,6 @@ impl Kern {
     }
 }
 
-struct SendPtr(*mut f32);
-// SAFETY: each task writes a disjoint block of rows × channels of `dst`.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
 /// The process's int8 kernel, detected once.
 pub(crate) fn kern() -> Kern {
     static KERN: std::sync::OnceLock<Kern> = std::sync::OnceLock::new();
@@ -238,109 +227,76 @@ pub(crate) fn matmul_add(dst: &mut [f32], ldd: usize, x: &[f32], w: &Int8Linear,
 /// to the portable kernel.
 pub(crate) fn matmul_add_on(kern: Kern, dst: &mut [f32], ldd: usize, x: &[f32], w: &Int8Linear, m: usize) {
     let (n, k, kq) = (w.n, w.k, w.kq);
-    assert!(ldd >= n && x.len() >= m * k, "int8 matmul operands too small");
-    assert!(m == 0 || dst.len() >= (m - 1) * ldd + n, "int8 matmul operands too small");
+    assert!(x.len() >= m * k, "int8 matmul operands too small");
+    let out = OutRows::new(dst, ldd, m, n);
     let kern = if kern.available() { kern } else { Kern::Portable };
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     if kern == Kern::Amx {
-        return matmul_add_amx(dst, ldd, x, w, m);
+        return matmul_add_amx(&out, x, w, m);
     }
     let use_vnni = kern == Kern::Vnni;
     let (xq, xs) = quantize_rows(x, m, k, kq, use_vnni);
     let width = 4 * kq;
     // The AVX2 kernel reads each row's bytes widened to int16 (its multiply takes int16 pairs).
     let xw: Vec<i16> = if kern == Kern::Avx2 { xq.iter().map(|&b| b as i16).collect() } else { Vec::new() };
-    let blocks = n.div_ceil(LANES);
-    let panels = blocks.div_ceil(NR);
-    let row_tasks = m.div_ceil(ROWS_PER_TASK);
-    let out = SendPtr(dst.as_mut_ptr());
-    let out = &out;
-    // Consecutive tasks share a weight panel, so it is read from L2 by the tasks that follow.
-    (0..panels * row_tasks).into_par_iter().for_each(|t| {
-        let (p, rt) = (t / row_tasks, t % row_tasks);
-        let b0 = p * NR;
-        let nb = NR.min(blocks - b0);
+    par_tiles(m, n.div_ceil(LANES), |i, mr, b0, nb| {
         let panel = &w.packed[b0 * kq * GROUP..(b0 + nb) * kq * GROUP];
         let mut acc = [[0i32; NR * LANES]; MR];
-        let end = m.min((rt + 1) * ROWS_PER_TASK);
-        let mut i = rt * ROWS_PER_TASK;
-        while i < end {
-            let mr = MR.min(end - i);
-            let a = &xq[i * width..(i + mr) * width];
-            if kern == Kern::Avx2 {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX2 was detected (`available`); rows i..i + mr of `xw` and the panel's
-                // nb blocks of kq groups are in bounds.
-                unsafe {
-                    avx2::tile(xw[i * width..(i + mr) * width].as_ptr(), width, panel.as_ptr(), kq, mr, nb, &mut acc)
-                };
-            } else {
-                tile(use_vnni, a, width, panel, kq, mr, nb, &mut acc);
+        if kern == Kern::Avx2 {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2 was detected (`available`); rows i..i + mr of `xw` and the panel's
+            // nb blocks of kq groups are in bounds.
+            unsafe {
+                avx2::tile(xw[i * width..(i + mr) * width].as_ptr(), width, panel.as_ptr(), kq, mr, nb, &mut acc)
+            };
+        } else {
+            tile(use_vnni, &xq[i * width..(i + mr) * width], width, panel, kq, mr, nb, &mut acc);
+        }
+        let (j0, cols) = (b0 * LANES, (nb * LANES).min(n - b0 * LANES));
+        let (scale, qsum) = (&w.scale[j0..j0 + cols], &w.qsum[j0..j0 + cols]);
+        for (r, acc) in acc.iter().enumerate().take(mr) {
+            let RowScale { scale: sx, zero } = xs[i + r];
+            // SAFETY: this tile's rows and blocks are its own (`par_tiles`).
+            let dst = unsafe { out.row(i + r, j0, cols) };
+            #[cfg(target_arch = "x86_64")]
+            if use_vnni {
+                // SAFETY: AVX-512F was detected with VNNI.
+                unsafe { vnni::dequantize_add(dst, &acc[..cols], scale, qsum, sx, zero) };
+                continue;
             }
-            let (j0, cols) = (b0 * LANES, (nb * LANES).min(n - b0 * LANES));
-            for (r, acc) in acc.iter().enumerate().take(mr) {
-                let RowScale { scale: sx, zero } = xs[i + r];
-                // SAFETY: row i + r, columns j0..j0 + cols lie inside dst (checked above), and
-                // only this task writes them.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add((i + r) * ldd + j0), cols) };
-                let (scale, qsum) = (&w.scale[j0..j0 + cols], &w.qsum[j0..j0 + cols]);
-                #[cfg(target_arch = "x86_64")]
-                if use_vnni {
-                    // SAFETY: AVX-512F was detected with VNNI.
-                    unsafe { vnni::dequantize_add(dst, &acc[..cols], scale, qsum, sx, zero) };
-                    continue;
-                }
-                dequantize_add(dst, &acc[..cols], scale, qsum, sx, zero);
-            }
-            i += mr;
+            dequantize_add(dst, &acc[..cols], scale, qsum, sx, zero);
         }
     });
 }
 
-/// [`matmul_add_on`] on AMX: tasks of 32 rows (two tiles, zero rows past `m`) by a panel of
-/// block pairs, each pair one 32 × 32 block of int32 sums in four accumulator tiles, then the
-/// VNNI kernel's epilogue.
+/// [`matmul_add_on`] on AMX: 32 rows (zero rows past `m`) by 32 channels of int32 sums at a
+/// time, in four accumulator tiles, then the VNNI kernel's epilogue.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-fn matmul_add_amx(dst: &mut [f32], ldd: usize, x: &[f32], w: &Int8Linear, m: usize) {
-    use super::amx;
-    /// Block pairs (of 32 channels) one task covers.
-    const PAIRS_PER_TASK: usize = 4;
+fn matmul_add_amx(out: &OutRows, x: &[f32], w: &Int8Linear, m: usize) {
     let (n, k, kq) = (w.n, w.k, w.kq);
     let width = 4 * kq;
     let rows = m.div_ceil(32) * 32;
     let (mut xq, xs) = quantize_rows(x, m, k, kq, true);
     xq.resize(rows * width, 0);
-    let pairs = n.div_ceil(2 * LANES);
-    let panels = pairs.div_ceil(PAIRS_PER_TASK);
-    let row_tasks = rows / 32;
-    let out = SendPtr(dst.as_mut_ptr());
-    let out = &out;
-    (0..panels * row_tasks).into_par_iter().for_each(|t| {
-        let (p, rt) = (t / row_tasks, t % row_tasks);
-        let r0 = rt * 32;
+    let body = |r0: usize, pair: usize| {
         let a = &xq[r0 * width..(r0 + 32) * width];
+        let b = &w.packed[2 * pair * kq * GROUP..(2 * pair + 2) * kq * GROUP];
         let mut c = [0i32; 32 * 32];
-        // SAFETY: AMX was detected and this process allowed to use it (`Kern::available`).
-        unsafe { amx::configure() };
-        for pair in p * PAIRS_PER_TASK..pairs.min((p + 1) * PAIRS_PER_TASK) {
-            let b = &w.packed[2 * pair * kq * GROUP..(2 * pair + 2) * kq * GROUP];
-            // SAFETY: tiles configured above; `a` holds 32 rows of kq groups and `b` two blocks
-            // of kq × 64 bytes, kq a multiple of 16; `c` is 32 × 32 int32.
-            unsafe { amx::pair_int8(a.as_ptr(), kq, b.as_ptr().cast(), c.as_mut_ptr().cast()) };
-            let (j0, cols) = (pair * 2 * LANES, (2 * LANES).min(n - pair * 2 * LANES));
-            let (scale, qsum) = (&w.scale[j0..j0 + cols], &w.qsum[j0..j0 + cols]);
-            for (r, acc) in c.chunks_exact(2 * LANES).enumerate().take(m.saturating_sub(r0)) {
-                let RowScale { scale: sx, zero } = xs[r0 + r];
-                // SAFETY: row r0 + r < m, columns j0..j0 + cols lie inside dst (checked by the
-                // caller), and only this task writes them.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add((r0 + r) * ldd + j0), cols) };
-                // SAFETY: AVX-512F is present with AMX (`Kern::available` checks VNNI).
-                unsafe { vnni::dequantize_add(dst, &acc[..cols], scale, qsum, sx, zero) };
-            }
+        // SAFETY: tiles configured by `par_amx`; `a` holds 32 rows of kq groups and `b` two
+        // blocks of kq × 64 bytes, kq a multiple of 16; `c` is 32 × 32 int32.
+        unsafe { super::amx::pair_int8(a.as_ptr(), kq, b.as_ptr().cast(), c.as_mut_ptr().cast()) };
+        let (j0, cols) = (pair * 2 * LANES, (2 * LANES).min(n - pair * 2 * LANES));
+        let (scale, qsum) = (&w.scale[j0..j0 + cols], &w.qsum[j0..j0 + cols]);
+        for (r, acc) in c.chunks_exact(2 * LANES).enumerate().take(m.saturating_sub(r0)) {
+            let RowScale { scale: sx, zero } = xs[r0 + r];
+            // SAFETY: this block's rows and channels are its own (`par_amx`).
+            let dst = unsafe { out.row(r0 + r, j0, cols) };
+            // SAFETY: AVX-512F is present with AMX (`Kern::available` checks VNNI).
+            unsafe { vnni::dequantize_add(dst, &acc[..cols], scale, qsum, sx, zero) };
         }
-        // SAFETY: as configure's.
-        unsafe { amx::release() };
-    });
+    };
+    // SAFETY: `Kern::Amx` is only chosen where AMX is present and granted.
+    unsafe { super::tasks::par_amx(rows, n, body) };
 }
 
 /// `dst += s_w·(s_x·acc + zero·Σq)` per channel: the one float epilogue both kernels share.

@@ -21,6 +21,7 @@ pub mod openclip;
 pub(crate) mod random;
 pub mod registry;
 pub mod siglip;
+pub(crate) mod tasks;
 
 use std::path::Path;
 
