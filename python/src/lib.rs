@@ -61,8 +61,16 @@ impl Drop for InCall {
     }
 }
 
-/// The latest progress `(what, done, total)`, written by sieve's threads, read by the caller's.
-type Latest = Arc<Mutex<Option<(String, u64, u64)>>>;
+/// Progress `(what, done, total)`, written by sieve's threads, read by the caller's every 100 ms:
+/// the latest update, and the last update of each phase that ended since the caller last read,
+/// so that a phase shorter than the polling interval still reaches the callback.
+#[derive(Default)]
+struct Progress {
+    ended: Vec<(String, u64, u64)>,
+    current: Option<(String, u64, u64)>,
+}
+
+type Latest = Arc<Mutex<Progress>>;
 
 /// The Python exception for a sieve error: its class from the library's variant, its message
 /// as the CLI prints it (`error: …` without the prefix).
@@ -104,11 +112,17 @@ fn interruptible<T: Send + 'static>(
     };
     let _in_call = InCall::enter();
     sieve::progress::clear_cancel();
-    let latest: Latest = Arc::new(Mutex::new(None));
+    let latest: Latest = Arc::new(Mutex::new(Progress::default()));
     if callback.is_some() {
         let latest = latest.clone();
         sieve::progress::set_observer(Some(Arc::new(move |what: &str, done, total| {
-            *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some((what.to_string(), done, total));
+            let mut p = latest.lock().unwrap_or_else(|e| e.into_inner());
+            let next = Some((what.to_string(), done, total));
+            if let Some(prev) = std::mem::replace(&mut p.current, next) {
+                if prev.0 != what {
+                    p.ended.push(prev);
+                }
+            }
         })));
     }
     let worker = std::thread::Builder::new()
@@ -128,9 +142,16 @@ fn interruptible<T: Send + 'static>(
             worker.is_finished()
         });
         if let Some(cb) = &callback {
-            let now = latest.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            if let Some((what, done, total)) = now.clone().filter(|_| now != shown) {
-                shown = now;
+            let (ended, now) = {
+                let mut p = latest.lock().unwrap_or_else(|e| e.into_inner());
+                (std::mem::take(&mut p.ended), p.current.clone())
+            };
+            for update in ended.into_iter().map(Some).chain([now]) {
+                let Some((what, done, total)) = update.clone() else { continue };
+                if stop.is_some() || update == shown {
+                    continue;
+                }
+                shown = update;
                 if let Err(e) = cb.call1(py, (what, done, total)) {
                     stop = Some(e);
                 }
