@@ -273,66 +273,130 @@ impl NeighbourIndex for ClusteredIndex<'_> {
     }
 
     fn knn(&self, queries: &Matrix, k: usize, skip: Option<&[u32]>) -> Result<Vec<Neighbours>> {
-        let want = k + usize::from(skip.is_some());
         let probes = self.probes.min(self.centroids.rows());
+        let started = std::time::Instant::now();
         let nearest = match &self.two_level {
             Some(q) => q.nearest(queries, probes, &self.device)?,
             None => ExactIndex::new(&self.centroids, self.device.clone()).knn(queries, probes, None)?,
         };
-        let parts = knn_in_clusters(queries, self.data, &self.members, &nearest, want, &self.device, "clustered k-NN")?;
-        Ok(parts
-            .into_par_iter()
-            .enumerate()
-            .map(|(q, p)| {
-                let skip_row = skip.map(|s| s[q]);
-                topk::merge(p.into_iter().filter(|&(j, _)| Some(j) != skip_row), k)
-            })
-            .collect())
+        let looked_up = started.elapsed();
+        let found =
+            knn_in_clusters(queries, self.data, &self.members, &nearest, k, skip, &self.device, "clustered k-NN")?;
+        tracing::debug!(
+            "clustered k-NN of {} queries: their {probes} nearest clusters in {looked_up:.2?}, searched in {:.2?}",
+            queries.rows(),
+            started.elapsed() - looked_up
+        );
+        Ok(found)
     }
 }
 
-/// Each query's `want` most similar rows of `data` within the clusters `nearest[q]` names
-/// (`members[c]`: the rows of cluster c), unmerged: one list per query of every cluster's
-/// answer (a row can repeat when it belongs to two clusters).
+/// Each query's `k` most similar rows of `data` within the clusters `nearest[q]` names
+/// (`members[c]`: the rows of cluster c), never row `skip[q]`: every cluster is searched for its
+/// `k` best (one more with `skip`) and the answers merged, a row in two clusters counted once.
+///
+/// The answers land in one flat array of `probes × want` slots per query rather than a list per
+/// (query, cluster): on 1M queries the millions of small lists cost as much time to allocate and
+/// gather as the search's products.
+#[allow(clippy::too_many_arguments)]
 fn knn_in_clusters(
     queries: &Matrix,
     data: &Matrix,
     members: &[Vec<u32>],
     nearest: &[Neighbours],
-    want: usize,
+    k: usize,
+    skip: Option<&[u32]>,
     device: &Device,
     what: &str,
-) -> Result<Vec<Vec<(u32, f32)>>> {
-    let mut asked: Vec<Vec<u32>> = vec![Vec::new(); members.len()];
+) -> Result<Vec<Neighbours>> {
+    if queries.dim() != data.dim() {
+        return Err(crate::Error::DimMismatch { expected: data.dim(), found: queries.dim() });
+    }
+    let want = k + usize::from(skip.is_some());
+    let probes = nearest.iter().map(Vec::len).max().unwrap_or(0);
+    // asked[c]: the queries that probe cluster c, and the slot (q·probes + j) of each answer.
+    let mut asked: Vec<(Vec<u32>, Vec<u32>)> = vec![(Vec::new(), Vec::new()); members.len()];
     for (q, cs) in nearest.iter().enumerate() {
-        for &(c, _) in cs {
-            asked[c as usize].push(q as u32);
+        for (j, &(c, _)) in cs.iter().enumerate() {
+            let (qs, slots) = &mut asked[c as usize];
+            qs.push(q as u32);
+            slots.push((q * probes + j) as u32);
         }
     }
     let progress = Progress::new(members.len() as u64, what, "clusters");
-    let found: Vec<Vec<(u32, Neighbours)>> = asked
-        .par_iter()
-        .zip(members.par_iter())
-        .map(|(qs, ds)| -> Result<Vec<(u32, Neighbours)>> {
-            progress.inc(1);
-            if qs.is_empty() || ds.is_empty() {
-                return Ok(Vec::new());
-            }
-            let (sub_q, sub_d) = (queries.gather_u32(qs), data.gather_u32(ds));
-            let lists = ExactIndex::new(&sub_d, device.clone()).knn(&sub_q, want, None)?;
-            Ok(qs
-                .iter()
-                .zip(lists)
-                .map(|(&q, l)| (q, l.into_iter().map(|(j, s)| (ds[j as usize], s)).collect()))
-                .collect())
-        })
-        .collect::<Result<_>>()?;
-    let mut parts: Vec<Vec<(u32, f32)>> = vec![Vec::new(); queries.rows()];
-    for (q, l) in found.into_iter().flatten() {
-        parts[q as usize].extend(l);
+    // Each cluster's answers, `want` per query (short lists padded with `EMPTY`), as rows of
+    // `data`.
+    let answer = |lists: Vec<Neighbours>, ds: &[u32]| -> Vec<(u32, f32)> {
+        let mut flat = Vec::with_capacity(lists.len() * want);
+        for l in lists {
+            let n = l.len();
+            flat.extend(l.into_iter().map(|(j, s)| (ds[j as usize], s)));
+            flat.extend(std::iter::repeat_n(EMPTY, want - n));
+        }
+        flat
+    };
+    let found: Vec<(usize, Vec<(u32, f32)>)> = if device.is_cpu() {
+        // The largest products first, so the last to finish are small; each thread reuses its
+        // buffers from cluster to cluster (see `topk::knn_gathered`).
+        let packed = crate::linalg::panels::Panels::available();
+        let mut order: Vec<usize> =
+            (0..members.len()).filter(|&c| !asked[c].0.is_empty() && !members[c].is_empty()).collect();
+        order.sort_by_key(|&c| std::cmp::Reverse(asked[c].0.len() * members[c].len()));
+        order
+            .par_iter()
+            .map_init(
+                || (Vec::new(), topk::Scratch::default()),
+                |(rows, scratch), &c| {
+                    progress.inc(1);
+                    let (qs, ds) = (&asked[c].0, &members[c]);
+                    let lists = if packed && qs.len() < ds.len() {
+                        topk::knn_packed_queries(queries, qs, data, ds, want, scratch)
+                    } else if packed {
+                        scratch.panels.pack(data.dim(), ds.iter().map(|&r| data.row(r as usize)));
+                        topk::knn_packed(queries, qs, want, scratch)
+                    } else {
+                        rows.clear();
+                        for &r in ds {
+                            rows.extend_from_slice(data.row(r as usize));
+                        }
+                        topk::knn_gathered(queries, qs, rows, data.dim(), want, scratch)
+                    };
+                    (c, answer(lists, ds))
+                },
+            )
+            .collect()
+    } else {
+        asked
+            .par_iter()
+            .zip(members.par_iter())
+            .enumerate()
+            .filter(|(_, ((qs, _), ds))| !qs.is_empty() && !ds.is_empty())
+            .map(|(c, ((qs, _), ds))| -> Result<(usize, Vec<(u32, f32)>)> {
+                progress.inc(1);
+                let (sub_q, sub_d) = (queries.gather_u32(qs), data.gather_u32(ds));
+                let lists = ExactIndex::new(&sub_d, device.clone()).knn(&sub_q, want, None)?;
+                Ok((c, answer(lists, ds)))
+            })
+            .collect::<Result<_>>()?
+    };
+    let mut slots = vec![EMPTY; queries.rows() * probes * want];
+    for (c, flat) in found {
+        for (&slot, answer) in asked[c].1.iter().zip(flat.chunks_exact(want)) {
+            slots[slot as usize * want..][..want].copy_from_slice(answer);
+        }
     }
-    Ok(parts)
+    Ok(slots
+        .par_chunks(probes * want)
+        .enumerate()
+        .map(|(q, s)| {
+            let skip_row = skip.map(|s| s[q]);
+            topk::merge(s.iter().copied().filter(|&(r, _)| r != EMPTY.0 && Some(r) != skip_row), k)
+        })
+        .collect())
 }
+
+/// A slot no answer filled.
+const EMPTY: (u32, f32) = (u32::MAX, f32::NEG_INFINITY);
 
 /// Centroids in two levels, as hierarchical k-means builds them: `√k` coarse centroids trained on
 /// a sample, then each coarse cluster's share of the sample split into fine centroids (in
@@ -437,9 +501,7 @@ impl TwoLevel {
     pub fn nearest(&self, rows: &Matrix, p: usize, device: &Device) -> Result<Vec<Neighbours>> {
         let coarse =
             ExactIndex::new(&self.coarse, device.clone()).knn(rows, COARSE_PROBES.min(self.coarse.rows()), None)?;
-        let parts = knn_in_clusters(rows, &self.fine, &self.groups, &coarse, p, device, "nearest clusters")?;
-        // Each fine centroid is in one group, so the parts do not repeat rows.
-        Ok(parts.into_par_iter().map(|l| topk::merge(l, p)).collect())
+        knn_in_clusters(rows, &self.fine, &self.groups, &coarse, p, None, device, "nearest clusters")
     }
 }
 

@@ -13,6 +13,8 @@
 
 use std::sync::OnceLock;
 
+pub(crate) mod panels;
+
 use gemm::Parallelism;
 
 use crate::error::{Error, Result};
