@@ -19,6 +19,38 @@ use gemm::Parallelism;
 
 use crate::error::{Error, Result};
 
+/// Runs `$call` with `const M` (the register tile's rows: `$mr` in 1..=6, more taken as 6) and
+/// `const N` (its 16-lane blocks: `$nb` in 1..=4, more taken as 4) in scope, so a tile kernel
+/// generic over both can be picked from run-time sizes: `tile_dispatch!(mr, nb,
+/// kernel::<M, N>(a, b, acc))`. The AVX-512 kernels of `linalg::panels`, `model::int8` and
+/// `model::bf16` share it.
+macro_rules! tile_dispatch {
+    ($mr:expr, $nb:expr, $call:expr) => {
+        match $mr {
+            1 => $crate::linalg::tile_dispatch!(@nb 1, $nb, $call),
+            2 => $crate::linalg::tile_dispatch!(@nb 2, $nb, $call),
+            3 => $crate::linalg::tile_dispatch!(@nb 3, $nb, $call),
+            4 => $crate::linalg::tile_dispatch!(@nb 4, $nb, $call),
+            5 => $crate::linalg::tile_dispatch!(@nb 5, $nb, $call),
+            _ => $crate::linalg::tile_dispatch!(@nb 6, $nb, $call),
+        }
+    };
+    (@nb $m:literal, $nb:expr, $call:expr) => {
+        match $nb {
+            1 => $crate::linalg::tile_dispatch!(@one $m, 1, $call),
+            2 => $crate::linalg::tile_dispatch!(@one $m, 2, $call),
+            3 => $crate::linalg::tile_dispatch!(@one $m, 3, $call),
+            _ => $crate::linalg::tile_dispatch!(@one $m, 4, $call),
+        }
+    };
+    (@one $m:literal, $n:literal, $call:expr) => {{
+        const M: usize = $m;
+        const N: usize = $n;
+        $call
+    }};
+}
+pub(crate) use tile_dispatch;
+
 /// gemm's parallelism for the rayon pool sieve runs on.
 pub(crate) fn threads() -> Parallelism {
     match rayon::current_num_threads() {

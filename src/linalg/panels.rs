@@ -115,27 +115,13 @@ mod avx512 {
     /// # Safety
     /// AVX-512F present; every row holds `k` values; `b` holds `k × nb·16`.
     pub(super) unsafe fn tile(rows: &[&[f32]], k: usize, b: *const f32, nb: usize, acc: &mut [[f32; WIDTH]; MR]) {
-        macro_rules! by_nb {
-            ($m:literal) => {{
-                let a: [*const f32; $m] = std::array::from_fn(|i| rows[i].as_ptr());
-                match nb {
-                    1 => kernel::<$m, 1>(a, k, b, acc),
-                    2 => kernel::<$m, 2>(a, k, b, acc),
-                    3 => kernel::<$m, 3>(a, k, b, acc),
-                    _ => kernel::<$m, 4>(a, k, b, acc),
-                }
-            }};
-        }
         // SAFETY: as this function's.
         unsafe {
-            match rows.len() {
-                1 => by_nb!(1),
-                2 => by_nb!(2),
-                3 => by_nb!(3),
-                4 => by_nb!(4),
-                5 => by_nb!(5),
-                _ => by_nb!(6),
-            }
+            crate::linalg::tile_dispatch!(
+                rows.len(),
+                nb,
+                kernel::<M, N>(std::array::from_fn(|i| rows[i].as_ptr()), k, b, acc)
+            )
         }
     }
 

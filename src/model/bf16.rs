@@ -261,27 +261,8 @@ mod avx512 {
         nb: usize,
         acc: &mut [[f32; NR * LANES]; MR],
     ) {
-        macro_rules! by_nb {
-            ($m:literal) => {
-                match nb {
-                    1 => kernel::<$m, 1>(a, kp, b, acc),
-                    2 => kernel::<$m, 2>(a, kp, b, acc),
-                    3 => kernel::<$m, 3>(a, kp, b, acc),
-                    _ => kernel::<$m, 4>(a, kp, b, acc),
-                }
-            };
-        }
         // SAFETY: as this function's.
-        unsafe {
-            match mr {
-                1 => by_nb!(1),
-                2 => by_nb!(2),
-                3 => by_nb!(3),
-                4 => by_nb!(4),
-                5 => by_nb!(5),
-                _ => by_nb!(6),
-            }
-        }
+        unsafe { crate::linalg::tile_dispatch!(mr, nb, kernel::<M, N>(a, kp, b, acc)) }
     }
 
     #[target_feature(enable = "avx512f,avx512bf16")]

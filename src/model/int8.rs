@@ -445,27 +445,8 @@ mod vnni {
         nb: usize,
         acc: &mut [[i32; NR * LANES]; MR],
     ) {
-        macro_rules! by_nb {
-            ($m:literal) => {
-                match nb {
-                    1 => kernel::<$m, 1>(a, lda, b, kq, acc),
-                    2 => kernel::<$m, 2>(a, lda, b, kq, acc),
-                    3 => kernel::<$m, 3>(a, lda, b, kq, acc),
-                    _ => kernel::<$m, 4>(a, lda, b, kq, acc),
-                }
-            };
-        }
         // SAFETY: as this function's.
-        unsafe {
-            match mr {
-                1 => by_nb!(1),
-                2 => by_nb!(2),
-                3 => by_nb!(3),
-                4 => by_nb!(4),
-                5 => by_nb!(5),
-                _ => by_nb!(6),
-            }
-        }
+        unsafe { crate::linalg::tile_dispatch!(mr, nb, kernel::<M, N>(a, lda, b, kq, acc)) }
     }
 
     /// `super::dequantize_add` compiled for AVX-512 (the same operations per element, so the
