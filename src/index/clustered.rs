@@ -314,6 +314,9 @@ fn knn_in_clusters(
     }
     let want = k + usize::from(skip.is_some());
     let probes = nearest.iter().map(Vec::len).max().unwrap_or(0);
+    if k == 0 || probes == 0 {
+        return Ok(vec![Vec::new(); queries.rows()]);
+    }
     // asked[c]: the queries that probe cluster c, and the slot (q·probes + j) of each answer.
     let mut asked: Vec<(Vec<u32>, Vec<u32>)> = vec![(Vec::new(), Vec::new()); members.len()];
     for (q, cs) in nearest.iter().enumerate() {
@@ -534,5 +537,24 @@ mod tests {
             same += usize::from(c == e[0].0);
         }
         assert!(same as f64 >= 0.9 * data.rows() as f64, "nearest centroid found for {same} of {}", data.rows());
+    }
+
+    #[test]
+    fn knn_answers_every_query_for_any_k_with_or_without_skip() {
+        let data = planted(600, 16, 0.0, 4);
+        let index = ClusteredIndex::build(&data, KMeansParams::new(12, 5), 0.0, Device::Cpu).unwrap().with_probes(3);
+        let skip: Vec<u32> = (0..600).collect();
+        for k in [0, 1, 5] {
+            let plain = index.knn(&data, k, None).unwrap();
+            let skipped = index.knn(&data, k, Some(&skip)).unwrap();
+            assert_eq!((plain.len(), skipped.len()), (600, 600), "k {k}");
+            for (q, (p, s)) in plain.iter().zip(&skipped).enumerate() {
+                assert_eq!((p.len(), s.len()), (k, k), "k {k}, query {q}");
+                if k > 0 {
+                    assert_eq!(p[0].0, q as u32, "a row is its own nearest");
+                    assert!(s.iter().all(|&(r, _)| r != q as u32), "the skipped row returned");
+                }
+            }
+        }
     }
 }

@@ -23,10 +23,12 @@ impl TopK {
         Self { k, items: Vec::with_capacity(k + 1) }
     }
 
-    /// The similarity a new row must beat to enter (−∞ while not full).
+    /// The similarity a new row must beat to enter (−∞ while not full, +∞ when k is 0).
     #[inline]
     pub fn floor(&self) -> f32 {
-        if self.items.len() < self.k {
+        if self.k == 0 {
+            f32::INFINITY
+        } else if self.items.len() < self.k {
             f32::NEG_INFINITY
         } else {
             self.items[self.k - 1].1
@@ -230,6 +232,10 @@ mod tests {
             t.push(r, s);
         }
         assert_eq!(t.into_vec(), vec![(9, 0.95), (2, 0.9), (1, 0.5)]);
+        let none = TopK::new(0);
+        assert_eq!(none.floor(), f32::INFINITY);
+        let data = crate::index::synthetic::planted(20, 8, 0.0, 1);
+        assert!(exact_knn_cpu(&data, &data, 0, None).iter().all(Vec::is_empty), "k = 0: empty lists");
     }
 
     #[test]
