@@ -286,7 +286,13 @@ impl EncoderLayer {
     }
 
     /// The same layer through the fused CPU kernels of [`super::cpu`].
-    fn forward_fused_cpu(&self, xs: &Tensor, causal: bool, pick: Option<&[usize]>) -> Result<Tensor> {
+    fn forward_fused_cpu(
+        &self,
+        xs: &Tensor,
+        causal: bool,
+        pick: Option<&[usize]>,
+        scratch: &mut super::cpu::Scratch,
+    ) -> Result<Tensor> {
         use super::cpu::{encoder_layer, F32View, LayerWeights};
         let (b, s, _) = xs.dims3()?;
         let xs = xs.contiguous()?;
@@ -320,7 +326,7 @@ impl EncoderLayer {
             int8: self.int8.as_deref(),
             bf16: self.bf16.as_deref(),
         };
-        encoder_layer(x.get(), b, s, &w, causal, pick)
+        encoder_layer(x.get(), b, s, &w, causal, pick, scratch)
     }
 
     /// Quantises the linear layers [`Int8Layer`] names to int8, or converts all of them to
@@ -440,9 +446,10 @@ impl Encoder {
         let mut x = xs.clone();
         let mut mask = None;
         let full_mask = OnceCell::new();
+        let mut scratch = super::cpu::Scratch::default();
         for layer in &self.layers {
             if self.fused_cpu && layer.can_fuse(&x) {
-                x = layer.forward_fused_cpu(&x, causal, None)?;
+                x = layer.forward_fused_cpu(&x, causal, None, &mut scratch)?;
             } else {
                 if mask.is_none() {
                     mask = causal_mask_if(causal, s, &x)?;
@@ -461,13 +468,14 @@ impl Encoder {
         let mut x = xs.clone();
         let mut mask = None;
         let full_mask = OnceCell::new();
+        let mut scratch = super::cpu::Scratch::default();
         let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {
             if self.fused_cpu && layer.can_fuse(&x) {
                 if i == last {
-                    return Ok(layer.forward_fused_cpu(&x, causal, Some(pick))?.reshape((b, h))?);
+                    return Ok(layer.forward_fused_cpu(&x, causal, Some(pick), &mut scratch)?.reshape((b, h))?);
                 }
-                x = layer.forward_fused_cpu(&x, causal, None)?;
+                x = layer.forward_fused_cpu(&x, causal, None, &mut scratch)?;
             } else {
                 if mask.is_none() {
                     mask = causal_mask_if(causal, s, &x)?;
