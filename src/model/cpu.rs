@@ -273,26 +273,35 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-/// Multi-head attention reading Q, K, V in place from `qkv` (`[b·s, 3h]`, Q|K|V), writing the
-/// context `[b·s, h]` into `ctx` with heads side by side, as PyTorch's `transpose(1, 2).reshape`
-/// lays it. With `bias` (`[3h]`), `qkv` holds the projection without it, and each task adds it
-/// to its own (batch, head) block first, while that block is in cache: one pass over the
-/// `[b·s, 3h]` buffer fewer than filling it with the bias before the product.
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    qkv: &mut [f32],
-    bias: Option<&[f32]>,
+/// The shape of one attention call: `b` sequences of `s` rows, `heads` heads, scores scaled by
+/// `scale`, causal or not.
+#[derive(Clone, Copy)]
+struct Attention {
     b: usize,
     s: usize,
     heads: usize,
     scale: f32,
     causal: bool,
-    ctx: &mut [f32],
-) {
-    let h = qkv.len() / (b * s) / 3;
-    let hd = h / heads;
+}
+
+impl Attention {
+    /// The hidden width and the head width of `qkv` (`[b·s, 3h]`), checking `bias` (`[3h]`).
+    fn widths(&self, qkv: &[f32], bias: Option<&[f32]>) -> (usize, usize) {
+        let h = qkv.len() / (self.b * self.s) / 3;
+        assert!(bias.is_none_or(|bias| bias.len() == 3 * h), "attention bias");
+        (h, h / self.heads)
+    }
+}
+
+/// Multi-head attention reading Q, K, V in place from `qkv` (`[b·s, 3h]`, Q|K|V), writing the
+/// context `[b·s, h]` into `ctx` with heads side by side, as PyTorch's `transpose(1, 2).reshape`
+/// lays it. With `bias` (`[3h]`), `qkv` holds the projection without it, and each task adds it
+/// to its own (batch, head) block first, while that block is in cache: one pass over the
+/// `[b·s, 3h]` buffer fewer than filling it with the bias before the product.
+fn attention(qkv: &mut [f32], bias: Option<&[f32]>, a: Attention, ctx: &mut [f32]) {
+    let Attention { b, s, heads, scale, causal } = a;
+    let (h, hd) = a.widths(qkv, bias);
     assert_eq!(ctx.len(), b * s * h, "attention context buffer");
-    assert!(bias.is_none_or(|bias| bias.len() == 3 * h), "attention bias");
     let out = SendPtr(ctx.as_mut_ptr());
     let out = &out;
     let qkv = SendPtr(qkv.as_mut_ptr());
@@ -373,22 +382,10 @@ fn attention(
 /// Attention for one query row per batch item (`rows[bi]`, its position in the sequence),
 /// writing the context `[b, h]` into `ctx`. Used by the last layer, whose other rows nobody reads.
 /// `bias` as in [`attention`], added as the rows are read.
-#[allow(clippy::too_many_arguments)]
-fn attention_rows(
-    qkv: &[f32],
-    bias: Option<&[f32]>,
-    b: usize,
-    s: usize,
-    heads: usize,
-    scale: f32,
-    causal: bool,
-    rows: &[usize],
-    ctx: &mut [f32],
-) {
-    let h = qkv.len() / (b * s) / 3;
-    let hd = h / heads;
+fn attention_rows(qkv: &[f32], bias: Option<&[f32]>, a: Attention, rows: &[usize], ctx: &mut [f32]) {
+    let Attention { b, s, heads, scale, causal } = a;
+    let (h, hd) = a.widths(qkv, bias);
     assert_eq!(ctx.len(), b * h, "attention context buffer");
-    assert!(bias.is_none_or(|bias| bias.len() == 3 * h), "attention bias");
     let zeros = vec![0f32; 3 * h];
     let bias = bias.unwrap_or(&zeros);
     ctx.par_chunks_mut(hd).enumerate().for_each_init(
@@ -538,11 +535,12 @@ pub(crate) fn encoder_layer(
             Some(w.qkv.1)
         }
     };
+    let shape = Attention { b, s, heads: w.heads, scale: w.scale, causal };
     let picked: Vec<f32>;
     let (ctx, residual, rows, seq) = match pick {
         None => {
             let ctx = sized(ctx, b * s * h);
-            attention(qkv, qkv_bias, b, s, w.heads, w.scale, causal, ctx);
+            attention(qkv, qkv_bias, shape, ctx);
             (ctx, x, b * s, s)
         }
         Some(pick) => {
@@ -553,7 +551,7 @@ pub(crate) fn encoder_layer(
                 .copied()
                 .collect();
             let ctx = sized(ctx, b * h);
-            attention_rows(qkv, qkv_bias, b, s, w.heads, w.scale, causal, pick, ctx);
+            attention_rows(qkv, qkv_bias, shape, pick, ctx);
             (ctx, &picked[..], b, 1)
         }
     };
@@ -675,13 +673,14 @@ mod tests {
             let raw = lcg(4, b * s * 3 * h);
             let filled: Vec<f32> = raw.iter().enumerate().map(|(i, v)| v + bias[i % (3 * h)]).collect();
             let (mut late, mut early) = (vec![f32::NAN; b * s * h], vec![f32::NAN; b * s * h]);
-            attention(&mut raw.clone(), Some(&bias), b, s, heads, 0.25, causal, &mut late);
-            attention(&mut filled.clone(), None, b, s, heads, 0.25, causal, &mut early);
+            let shape = Attention { b, s, heads, scale: 0.25, causal };
+            attention(&mut raw.clone(), Some(&bias), shape, &mut late);
+            attention(&mut filled.clone(), None, shape, &mut early);
             assert_eq!(late, early, "causal {causal}");
             // The last layer's one-row attention agrees with the full one at the picked rows.
             let pick = [s - 1, 0, 3];
             let mut rows = vec![f32::NAN; b * h];
-            attention_rows(&raw, Some(&bias), b, s, heads, 0.25, causal, &pick, &mut rows);
+            attention_rows(&raw, Some(&bias), shape, &pick, &mut rows);
             for (bi, &t) in pick.iter().enumerate() {
                 let full = &early[(bi * s + t) * h..][..h];
                 for (got, want) in rows[bi * h..][..h].iter().zip(full) {
