@@ -1,6 +1,6 @@
 //! The CPU matrix products every room shares: the model's linear layers and attention
 //! (`model/cpu.rs`), the exact neighbour search, k-means and the diversity Gram matrices all go
-//! through [`gemm_f32`] over the `gemm` crate (the one candle itself uses), so there is one place
+//! through [`gemm_on`] over the `gemm` crate (the one candle itself uses), so there is one place
 //! that speaks to it and one place to tune.
 //!
 //! **Kernels.** gemm is built with its `x86-v4` feature, so on a CPU with AVX-512F its 16-lane
@@ -145,58 +145,12 @@ pub fn init_kernel() -> Result<Kernel> {
 }
 
 /// `dst := alpha·dst + beta·lhs·rhs` (alpha only read when `read_dst`), strided as gemm takes
-/// them (`*_cs` column stride, `*_rs` row stride, all ≥ 0), on the process's [`kernel`].
+/// them (`*_cs` column stride, `*_rs` row stride, all ≥ 0), on `kernel`: the process's
+/// [`kernel()`], or a named one (the tests compare the two x86 paths).
 ///
 /// # Safety
-/// The pointers and strides must describe valid `m×n`, `m×k` and `k×n` matrices, and `dst` must
-/// not alias the operands.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_f32(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_cs: isize,
-    dst_rs: isize,
-    read_dst: bool,
-    lhs: *const f32,
-    lhs_cs: isize,
-    lhs_rs: isize,
-    rhs: *const f32,
-    rhs_cs: isize,
-    rhs_rs: isize,
-    alpha: f32,
-    beta: f32,
-    parallelism: Parallelism,
-) {
-    // SAFETY: the caller's contract is gemm_on's; kernel() is one of Kernel::available().
-    unsafe {
-        gemm_on(
-            kernel(),
-            m,
-            n,
-            k,
-            dst,
-            dst_cs,
-            dst_rs,
-            read_dst,
-            lhs,
-            lhs_cs,
-            lhs_rs,
-            rhs,
-            rhs_cs,
-            rhs_rs,
-            alpha,
-            beta,
-            parallelism,
-        )
-    }
-}
-
-/// [`gemm_f32`] on a named kernel (the tests compare the two x86 paths with it).
-///
-/// # Safety
-/// As [`gemm_f32`]; `kernel` must be one of [`Kernel::available`].
+/// The pointers and strides must describe valid `m×n`, `m×k` and `k×n` matrices, `dst` must
+/// not alias the operands, and `kernel` must be one of [`Kernel::available`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_on(
     kernel: Kernel,
@@ -314,16 +268,37 @@ pub(crate) fn matmul_wt(
     accumulate: bool,
     parallelism: Parallelism,
 ) {
-    assert!(dst.len() >= m * n && x.len() >= m * k && w.len() >= n * k, "gemm operands too small");
-    // SAFETY: bounds checked above; strides describe row-major dst/x and Wᵀ read from W.
+    matmul_wt_on(kernel(), dst, n, x, w, m, n, k, accumulate, parallelism)
+}
+
+/// [`matmul_wt`] into the first `n` columns of rows `ldd` apart (`ldd ≥ n`), on `kernel` (one
+/// of [`Kernel::available`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_wt_on(
+    kernel: Kernel,
+    dst: &mut [f32],
+    ldd: usize,
+    x: &[f32],
+    w: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    assert!(ldd >= n && x.len() >= m * k && w.len() >= n * k, "gemm operands too small");
+    assert!(m == 0 || dst.len() >= (m - 1) * ldd + n, "gemm operands too small");
+    // SAFETY: bounds checked above; strides describe row-major dst (rows ldd apart) and x, and
+    // Wᵀ read from W; the caller names an available kernel.
     unsafe {
-        gemm_f32(
+        gemm_on(
+            kernel,
             m,
             n,
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            ldd as isize,
             accumulate,
             x.as_ptr(),
             1,
@@ -361,7 +336,8 @@ pub(crate) fn matmul_tn(
     // SAFETY: bounds checked above; lhs(i, r) = a[r·lda + i], rhs(r, j) = b[r·ldb + j],
     // dst(i, j) = dst[i·ldd + j].
     unsafe {
-        gemm_f32(
+        gemm_on(
+            kernel(),
             da,
             db,
             rows,
@@ -414,28 +390,7 @@ mod tests {
             let mut results = Vec::new();
             for &kernel in &kernels {
                 let mut dst = base.clone();
-                // SAFETY: row-major dst[m×n], x[m×k], Wᵀ read from row-major W[n×k].
-                unsafe {
-                    gemm_on(
-                        kernel,
-                        m,
-                        n,
-                        k,
-                        dst.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        true,
-                        x.as_ptr(),
-                        1,
-                        k as isize,
-                        w.as_ptr(),
-                        k as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        Parallelism::Rayon(2),
-                    )
-                };
+                matmul_wt_on(kernel, &mut dst, n, &x, &w, m, n, k, true, Parallelism::Rayon(2));
                 let worst = dst.iter().zip(&want).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
                 assert!(worst < 1e-4 * (k as f64).sqrt(), "{kernel:?} {m}×{n}×{k}: off by {worst}");
                 results.push(dst);

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use gemm::Parallelism;
 
-use crate::linalg::{matmul_wt, threads};
+use crate::linalg::{kernel, matmul_wt, matmul_wt_on, threads};
 use crate::model::bf16::{self, Bf16Layer, Bf16Linear};
 use crate::model::int8::{self, Int8Layer, Int8Linear};
 use crate::model::layers::Activation;
@@ -330,7 +330,8 @@ fn attention(qkv: &mut [f32], bias: Option<&[f32]>, a: Attention, ctx: &mut [f32
             // SAFETY: Q/K/V rows of this (batch, head) lie inside `qkv`; `scores` is s×s; the
             // context block written is disjoint from every other task's.
             unsafe {
-                crate::linalg::gemm_f32(
+                crate::linalg::gemm_on(
+                    kernel(),
                     s,
                     s,
                     hd,
@@ -356,7 +357,8 @@ fn attention(qkv: &mut [f32], bias: Option<&[f32]>, a: Attention, ctx: &mut [f32
                 r[live..].fill(0.0);
             }
             unsafe {
-                crate::linalg::gemm_f32(
+                crate::linalg::gemm_on(
+                    kernel(),
                     s,
                     hd,
                     s,
@@ -459,33 +461,6 @@ impl<'a> Weight<'a> {
     }
 }
 
-/// `dst += x · Wᵀ` in f32 into the first `n` columns of rows `ldd` apart.
-fn matmul_wt_into(dst: &mut [f32], ldd: usize, x: &[f32], w: &[f32], m: usize, n: usize, k: usize) {
-    assert!(ldd >= n && x.len() >= m * k && w.len() >= n * k, "gemm operands too small");
-    assert!(m == 0 || dst.len() >= (m - 1) * ldd + n, "gemm operands too small");
-    // SAFETY: bounds checked above; row-major dst (stride ldd) and x, Wᵀ read from W.
-    unsafe {
-        crate::linalg::gemm_f32(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            ldd as isize,
-            true,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            1.0,
-            1.0,
-            threads(),
-        )
-    }
-}
-
 /// `dst += x · Wᵀ` for one of the layer's linear layers: `rows` rows, through int8 or bf16
 /// where the layer was converted.
 fn linear_add(dst: &mut [f32], x: &[f32], weight: Weight, rows: usize, n: usize, k: usize) {
@@ -521,7 +496,7 @@ pub(crate) fn encoder_layer(
         // Q and K in f32 (see `Int8Layer`), V in int8, into the same `[b·s, 3h]` rows.
         (Some(q), _) => {
             fill_rows(qkv, None, w.qkv.1);
-            matmul_wt_into(qkv, 3 * h, xn, &w.qkv.0[..2 * h * h], b * s, 2 * h, h);
+            matmul_wt_on(kernel(), qkv, 3 * h, xn, &w.qkv.0[..2 * h * h], b * s, 2 * h, h, true, threads());
             int8::matmul_add(&mut qkv[2 * h..], 3 * h, xn, &q.v, b * s);
             None
         }
