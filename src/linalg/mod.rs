@@ -288,30 +288,99 @@ pub(crate) fn matmul_wt_on(
 ) {
     assert!(ldd >= n && x.len() >= m * k && w.len() >= n * k, "gemm operands too small");
     assert!(m == 0 || dst.len() >= (m - 1) * ldd + n, "gemm operands too small");
-    // SAFETY: bounds checked above; strides describe row-major dst (rows ldd apart) and x, and
-    // Wᵀ read from W; the caller names an available kernel.
-    unsafe {
+    // One block of the product: rows `r0..r0 + rows` of x and dst, columns (rows of W)
+    // `c0..c0 + cols`.
+    // SAFETY (of each call): the block lies inside the bounds checked above; strides describe
+    // row-major dst (rows ldd apart) and x, and Wᵀ read from W; the caller names an available
+    // kernel; blocks run at the same time write disjoint parts of dst.
+    let block = |dst: *mut f32, r0: usize, rows: usize, c0: usize, cols: usize, parallelism: Parallelism| unsafe {
         gemm_on(
             kernel,
-            m,
-            n,
+            rows,
+            cols,
             k,
-            dst.as_mut_ptr(),
+            dst.add(r0 * ldd + c0),
             1,
             ldd as isize,
             accumulate,
-            x.as_ptr(),
+            x.as_ptr().add(r0 * k),
             1,
             k as isize,
-            w.as_ptr(),
+            w.as_ptr().add(c0 * k),
             k as isize,
             1,
             1.0,
             1.0,
             parallelism,
         )
+    };
+    let (col_parts, row_parts) = split_product(m, n, k, parallelism);
+    if col_parts * row_parts <= 1 {
+        block(dst.as_mut_ptr(), 0, m, 0, n, parallelism);
+        return;
     }
+    // A block per thread, each one single-threaded gemm call: each thread packs only the
+    // rows of W it multiplies by, where gemm's own threading had one thread pack all of a
+    // narrow W while the others waited (see `split_product`).
+    // Equal blocks (W's a multiple of 16 rows), the last one taking what is left over.
+    let col_step = n / col_parts / 16 * 16;
+    let row_step = m / row_parts;
+    let span = |part: usize, parts: usize, step: usize, len: usize| {
+        (part * step, if part + 1 == parts { len - part * step } else { step })
+    };
+    let dst = SendPtr(dst.as_mut_ptr());
+    let (dst, block) = (&dst, &block);
+    rayon::scope(|s| {
+        for c in 0..col_parts {
+            let (c0, cols) = span(c, col_parts, col_step, n);
+            for r in 0..row_parts {
+                let (r0, rows) = span(r, row_parts, row_step, m);
+                s.spawn(move |_| block(dst.0, r0, rows, c0, cols, Parallelism::None));
+            }
+        }
+    });
 }
+
+/// `*mut f32` shared by the blocks of one product, which write disjoint parts of it.
+struct SendPtr(*mut f32);
+// SAFETY: only used by `matmul_wt_on`, whose blocks write disjoint regions and end before it
+// returns.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// How [`matmul_wt_on`] splits `x[m×k] · Wᵀ[k×n]` among `parallelism`'s threads: into
+/// (column parts, row parts), each block one single-threaded gemm call; (1, 1) leaves the
+/// product to gemm's own threading.
+///
+/// gemm packs the rows of W it multiplies by into panels on every call. Where W has at most
+/// 1024 rows (ViT-B's `[768, 3072]` fc2, `[768, 768]` attention output), gemm packs all of W
+/// on the calling thread before the others start, so on 2 cores the other core waited for a
+/// copy of up to 9 MB per call: splitting W's rows between threads made fc2 at 400 rows
+/// (batch 8 of ViT-B/32) 28% faster and the whole tower ~8% (docs/performance.md).
+///
+/// Every block keeps at least 128 of W's rows (or all of them) and of x's rows (or all of
+/// them, at least 2), so each call takes gemm's general path, not its small-matrix or matrix-vector
+/// ones, with the same k-blocking as one call over the whole product (which depends only on
+/// `k`): each output is the same sum in the same order, and the result is bit-identical to
+/// the unsplit call (tested).
+fn split_product(m: usize, n: usize, k: usize, parallelism: Parallelism) -> (usize, usize) {
+    let threads = match parallelism {
+        Parallelism::None => 1,
+        Parallelism::Rayon(0) => rayon::current_num_threads(),
+        Parallelism::Rayon(t) => t,
+    };
+    // Below gemm's own threading threshold, or for one row of x (gemm's matrix-vector path), one
+    // call.
+    if threads <= 1 || m < 2 || m.saturating_mul(n).saturating_mul(k) < gemm_common::gemm::DEFAULT_THREADING_THRESHOLD {
+        return (1, 1);
+    }
+    let col_parts = (n / MIN_BLOCK).clamp(1, threads);
+    let row_parts = (threads / col_parts).clamp(1, (m / MIN_BLOCK).max(1));
+    (col_parts, row_parts)
+}
+
+/// The fewest rows of W, and of x, that [`split_product`] gives a block.
+const MIN_BLOCK: usize = 128;
 
 /// `dst[da×db] = Aᵀ · B` for `a[rows×da]` and `b[rows×db]`, each row-major with its own row
 /// stride (`ld*`, ≥ the width), so blocks of columns of wider matrices are read in place: the
@@ -400,6 +469,39 @@ mod tests {
                 assert!(apart < 1e-4 * (k as f32).sqrt(), "{kernel:?} vs {:?}: {apart}", kernels[0]);
             }
         }
+    }
+
+    /// Split among threads (`split_product`), a product is bit-identical to one
+    /// single-threaded gemm call, on every kernel, accumulating or not: blocks of W's rows, of
+    /// x's rows, both, and ragged last blocks.
+    #[test]
+    fn splitting_among_threads_is_bit_identical() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let shapes = [(130, 300, 70), (3, 1000, 256), (257, 129, 33), (400, 768, 96), (300, 257, 40), (200, 2047, 30)];
+        for &(m, n, k) in &shapes {
+            assert_ne!(split_product(m, n, k, Parallelism::Rayon(4)), (1, 1), "{m}×{n}×{k} is not split");
+            let (x, w, base) = (random(m * k, &mut rng), random(n * k, &mut rng), random(m * n, &mut rng));
+            for kernel in Kernel::available() {
+                for accumulate in [false, true] {
+                    let mut one = base.clone();
+                    matmul_wt_on(kernel, &mut one, n, &x, &w, m, n, k, accumulate, Parallelism::None);
+                    for threads in [2, 3, 4, 8] {
+                        let mut split = base.clone();
+                        matmul_wt_on(kernel, &mut split, n, &x, &w, m, n, k, accumulate, Parallelism::Rayon(threads));
+                        let same = split.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "{kernel:?} {m}×{n}×{k} accumulate={accumulate} on {threads} threads");
+                    }
+                }
+            }
+        }
+        // What is not split: one thread, one row of x, and work below gemm's threading threshold.
+        assert_eq!(split_product(400, 768, 768, Parallelism::None), (1, 1));
+        assert_eq!(split_product(1, 4096, 4096, Parallelism::Rayon(4)), (1, 1));
+        assert_eq!(split_product(8, 64, 64, Parallelism::Rayon(4)), (1, 1));
+        // Blocks keep at least 128 of W's rows and of x's (or all of them).
+        assert_eq!(split_product(400, 768, 3072, Parallelism::Rayon(2)), (2, 1));
+        assert_eq!(split_product(1600, 768, 768, Parallelism::Rayon(16)), (6, 2));
+        assert_eq!(split_product(1600, 200, 768, Parallelism::Rayon(4)), (1, 4));
     }
 
     #[test]
