@@ -17,6 +17,9 @@ pub(crate) mod panels;
 
 use gemm::Parallelism;
 
+mod prepacked;
+pub(crate) use prepacked::PackedWeight;
+
 use crate::error::{Error, Result};
 
 /// Runs `$call` with `const M` (the register tile's rows: `$mr` in 1..=6, more taken as 6) and

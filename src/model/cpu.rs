@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use gemm::Parallelism;
 
-use crate::linalg::{kernel, matmul_wt, matmul_wt_on, threads};
+use crate::linalg::{kernel, matmul_wt, matmul_wt_on, threads, PackedWeight};
 use crate::model::bf16::{self, Bf16Layer, Bf16Linear};
 use crate::model::int8::{self, Int8Layer, Int8Linear};
 use crate::model::layers::Activation;
@@ -435,28 +435,44 @@ pub(crate) struct LayerWeights<'a> {
     pub int8: Option<&'a Int8Layer>,
     /// Every linear layer in bf16 (`--quantize bf16`), used instead of f32.
     pub bf16: Option<&'a Bf16Layer>,
+    /// The f32 linear layers' weights packed for the CPU kernel, used instead of the slices
+    /// above (which are then empty).
+    pub packed: Option<&'a PackedLayer>,
+}
+
+/// A layer's four f32 linear weights packed once for the CPU kernel (`linalg::PackedWeight`).
+#[derive(Debug, Clone)]
+pub(crate) struct PackedLayer {
+    pub qkv: PackedWeight,
+    pub out: PackedWeight,
+    pub fc1: PackedWeight,
+    pub fc2: PackedWeight,
 }
 
 /// A linear layer's weight in the precision it computes in.
 #[derive(Clone, Copy)]
 enum Weight<'a> {
     F32(&'a [f32]),
+    Packed(&'a PackedWeight),
     Int8(&'a Int8Linear),
     Bf16(&'a Bf16Linear),
 }
 
 impl<'a> Weight<'a> {
-    /// The layer's weight: `f32`, or its int8 or bf16 form where `w` has one.
+    /// The layer's weight: `f32` (packed where `w` is), or its int8 or bf16 form where `w`
+    /// has one.
     fn pick(
         f32_weight: &'a [f32],
         w: &LayerWeights<'a>,
+        packed: impl Fn(&'a PackedLayer) -> &'a PackedWeight,
         int8: impl Fn(&'a Int8Layer) -> &'a Int8Linear,
         bf16: impl Fn(&'a Bf16Layer) -> &'a Bf16Linear,
     ) -> Self {
-        match (w.int8, w.bf16) {
-            (Some(q), _) => Weight::Int8(int8(q)),
-            (None, Some(b)) => Weight::Bf16(bf16(b)),
-            (None, None) => Weight::F32(f32_weight),
+        match (w.int8, w.bf16, w.packed) {
+            (Some(q), _, _) => Weight::Int8(int8(q)),
+            (None, Some(b), _) => Weight::Bf16(bf16(b)),
+            (None, None, Some(p)) => Weight::Packed(packed(p)),
+            (None, None, None) => Weight::F32(f32_weight),
         }
     }
 }
@@ -468,6 +484,7 @@ fn linear_add(dst: &mut [f32], x: &[f32], weight: Weight, rows: usize, n: usize,
         Weight::Int8(q) => int8::matmul_add(dst, n, x, q, rows),
         Weight::Bf16(b) => bf16::matmul_add(dst, n, x, b, rows),
         Weight::F32(w) => matmul_wt(dst, x, w, rows, n, k, true, threads()),
+        Weight::Packed(p) => p.matmul(dst, n, x, rows, true, threads()),
     }
 }
 
@@ -506,7 +523,10 @@ pub(crate) fn encoder_layer(
             None
         }
         (None, None) => {
-            matmul_wt(qkv, xn, w.qkv.0, b * s, 3 * h, h, false, threads());
+            match w.packed {
+                Some(p) => p.qkv.matmul(qkv, 3 * h, xn, b * s, false, threads()),
+                None => matmul_wt(qkv, xn, w.qkv.0, b * s, 3 * h, h, false, threads()),
+            }
             Some(w.qkv.1)
         }
     };
@@ -532,14 +552,18 @@ pub(crate) fn encoder_layer(
     };
     let x2 = sized(x2, rows * h);
     fill_rows(x2, Some(residual), w.out.1);
-    linear_add(x2, ctx, Weight::pick(w.out.0, w, |q| &q.out, |b| &b.out), rows, h, h);
+    linear_add(x2, ctx, Weight::pick(w.out.0, w, |p| &p.out, |q| &q.out, |b| &b.out), rows, h, h);
     let xn2 = &mut xn[..rows * h];
     layer_norm(x2, w.ln2.0, w.ln2.1, w.eps, xn2);
     let mid = sized(mid, rows * inter);
-    match Weight::pick(w.fc1.0, w, |q| &q.fc1, |b| &b.fc1) {
+    match Weight::pick(w.fc1.0, w, |p| &p.fc1, |q| &q.fc1, |b| &b.fc1) {
         // f32: the product overwrites, and the bias is added in the activation's pass.
         Weight::F32(fc1) => {
             matmul_wt(mid, xn2, fc1, rows, inter, h, false, threads());
+            bias_activation(mid, Some(w.fc1.1), w.act);
+        }
+        Weight::Packed(fc1) => {
+            fc1.matmul(mid, inter, xn2, rows, false, threads());
             bias_activation(mid, Some(w.fc1.1), w.act);
         }
         fc1 => {
@@ -550,7 +574,7 @@ pub(crate) fn encoder_layer(
     }
     let mut out = vec![0f32; rows * h];
     fill_rows(&mut out, Some(x2), w.fc2.1);
-    linear_add(&mut out, mid, Weight::pick(w.fc2.0, w, |q| &q.fc2, |b| &b.fc2), rows, h, inter);
+    linear_add(&mut out, mid, Weight::pick(w.fc2.0, w, |p| &p.fc2, |q| &q.fc2, |b| &b.fc2), rows, h, inter);
     Ok(Tensor::from_vec(out, (b, seq, h), &Device::Cpu)?)
 }
 

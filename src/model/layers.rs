@@ -16,7 +16,9 @@ use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
+use crate::linalg::PackedWeight;
 use crate::model::bf16::{Bf16Layer, Bf16Linear};
+use crate::model::cpu::PackedLayer;
 use crate::model::int8::{Int8Layer, Int8Linear};
 
 /// The activation functions the encoder families use (`hidden_act` in their configs).
@@ -189,6 +191,9 @@ pub(crate) struct EncoderLayer {
     int8: Option<Arc<Int8Layer>>,
     /// The linear layers in bf16 for the fused CPU path (`--quantize bf16`), once converted.
     bf16: Option<Arc<Bf16Layer>>,
+    /// The f32 linear layers' weights packed for the CPU kernel (`Self::pack`); while they are,
+    /// the `Linear`s hold empty weights, so the model is not held twice.
+    packed: Option<Arc<PackedLayer>>,
 }
 
 impl EncoderLayer {
@@ -212,13 +217,65 @@ impl EncoderLayer {
             folded: false,
             int8: None,
             bf16: None,
+            packed: None,
         })
+    }
+
+    /// Packs the four linear layers' f32 weights for the CPU kernel ([`PackedWeight`]) and
+    /// drops the unpacked ones, where the fused CPU path will multiply by them: CPU f32
+    /// weights, not folded, quantised or packed already, and an x86 kernel (AVX-512 or AVX2).
+    fn pack(&mut self) -> Result<()> {
+        let kernel = crate::linalg::kernel();
+        let eligible = |l: &Linear| l.weight.device().is_cpu() && l.weight.dtype() == DType::F32;
+        if self.packed.is_some()
+            || self.folded
+            || self.int8.is_some()
+            || self.bf16.is_some()
+            || ![&self.qkv, &self.out_proj, &self.fc1, &self.fc2].into_iter().all(eligible)
+        {
+            return Ok(());
+        }
+        let pack = |l: &Linear| -> Result<Option<PackedWeight>> {
+            let (n, k) = l.weight.dims2()?;
+            Ok(PackedWeight::new(kernel, super::cpu::F32View::new(&l.weight)?.get(), n, k))
+        };
+        let (Some(qkv), Some(out), Some(fc1), Some(fc2)) =
+            (pack(&self.qkv)?, pack(&self.out_proj)?, pack(&self.fc1)?, pack(&self.fc2)?)
+        else {
+            return Ok(());
+        };
+        for l in [&mut self.qkv, &mut self.out_proj, &mut self.fc1, &mut self.fc2] {
+            let k = l.weight.dim(1)?;
+            l.weight = Tensor::zeros((0, k), DType::F32, &Device::Cpu)?;
+        }
+        self.packed = Some(Arc::new(PackedLayer { qkv, out, fc1, fc2 }));
+        Ok(())
+    }
+
+    /// Gives the linear layers their f32 weights back from the packed copy (exactly), for
+    /// anything but the fused CPU path's products: the generic path, folding, quantising.
+    fn unpack(&mut self) -> Result<()> {
+        let Some(packed) = self.packed.take() else {
+            return Ok(());
+        };
+        let pairs = [
+            (&mut self.qkv, &packed.qkv),
+            (&mut self.out_proj, &packed.out),
+            (&mut self.fc1, &packed.fc1),
+            (&mut self.fc2, &packed.fc2),
+        ];
+        for (l, p) in pairs {
+            let k = l.weight.dim(1)?;
+            l.weight = Tensor::from_vec(p.unpack(), (p.rows(), k), &Device::Cpu)?;
+        }
+        Ok(())
     }
 
     /// Multiplies the attention block's output by `attn` and the MLP's by `mlp` (per channel,
     /// `[hidden]`), folded into `out_proj` and `fc2`: DINOv2's layer scale, `x + γ ⊙ f(x)`, is
     /// then the plain pre-norm layer. Computed in f32 and cast back to the weights' dtype.
     pub(crate) fn scale_outputs(&mut self, attn: &Tensor, mlp: &Tensor) -> Result<()> {
+        self.unpack()?;
         let scale = |l: &Linear, g: &Tensor| -> Result<Linear> {
             let dt = l.weight.dtype();
             let g = g.to_dtype(DType::F32)?;
@@ -239,6 +296,7 @@ impl EncoderLayer {
         if self.folded {
             return Ok(());
         }
+        self.unpack()?;
         let h = self.out_proj.weight.dim(0)?;
         let scale_q = |t: &Tensor| -> Result<Tensor> {
             let dt = t.dtype();
@@ -325,16 +383,19 @@ impl EncoderLayer {
             act: self.act,
             int8: self.int8.as_deref(),
             bf16: self.bf16.as_deref(),
+            packed: self.packed.as_deref(),
         };
         encoder_layer(x.get(), b, s, &w, causal, pick, scratch)
     }
 
     /// Quantises the linear layers [`Int8Layer`] names to int8, or converts all of them to
-    /// bf16, for the fused CPU path; their weights must be f32 on the CPU.
+    /// bf16, for the fused CPU path; their weights must be f32 on the CPU. `None` packs the f32
+    /// weights for the CPU kernel where that applies ([`Self::pack`]).
     fn quantize(&mut self, quantize: crate::model::Quantize) -> Result<()> {
         use crate::model::Quantize;
+        self.unpack()?;
         match quantize {
-            Quantize::None => {}
+            Quantize::None => self.pack()?,
             Quantize::Int8 => {
                 let q = |l: &Linear| -> Result<Int8Linear> {
                     let (n, k) = l.weight.dims2()?;
@@ -498,11 +559,28 @@ impl Encoder {
 
     /// Converts every layer's linear layers to int8 or bf16 (`--quantize`). Only the fused CPU
     /// path computes in them, so the weights must be f32 on the CPU; anything else is refused.
+    /// `None` packs f32 CPU weights for the fused path's kernel, and leaves others as they are.
     pub(crate) fn quantize(&mut self, quantize: crate::model::Quantize) -> Result<()> {
         if !self.fused_cpu {
+            if quantize == crate::model::Quantize::None {
+                return Ok(());
+            }
             return Err(Error::Pipeline("--quantize needs the fused CPU path, which is turned off".into()));
         }
-        self.layers.iter_mut().try_for_each(|l| l.quantize(quantize))
+        // One layer per thread: packing and quantising copy every weight once.
+        use rayon::prelude::*;
+        self.layers.par_iter_mut().try_for_each(|l| l.quantize(quantize))
+    }
+
+    /// Turns the fused CPU kernels on or off; off, the layers get their unpacked f32 weights
+    /// back for the generic path (tests compare the two).
+    #[cfg(feature = "testing")]
+    pub(crate) fn set_fused_cpu(&mut self, on: bool) -> Result<()> {
+        if !on {
+            self.layers.iter_mut().try_for_each(EncoderLayer::unpack)?;
+        }
+        self.fused_cpu = on;
+        Ok(())
     }
 }
 

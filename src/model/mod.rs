@@ -75,7 +75,9 @@ pub trait Encoder: Send + Sync + std::fmt::Debug {
 
     /// Converts the encoder layers' linear layers as `quantize` asks (`--quantize`): int8 for
     /// the V, output and MLP projections (see [`int8`]) or bf16 for all of them (see
-    /// [`bf16`]); the model must compute in f32 on the CPU, anything else is refused.
+    /// [`bf16`]); the model must compute in f32 on the CPU, anything else is refused. `None`
+    /// packs f32 CPU weights once for the CPU kernel (`linalg::PackedWeight`; the same
+    /// products, faster) and leaves any other model as it is.
     fn quantize(&mut self, quantize: Quantize) -> Result<()>;
 }
 
@@ -214,9 +216,8 @@ pub(crate) fn check_quantize(device: &Device, dtype: DType, quantize: Quantize) 
 pub fn load_quantized(spec: &ModelSpec, device: &Device, dtype: DType, quantize: Quantize) -> Result<Box<dyn Encoder>> {
     check_quantize(device, dtype, quantize)?;
     let mut encoder = load(spec, device, dtype)?;
-    if quantize != Quantize::None {
-        encoder.quantize(quantize)?;
-    }
+    // `None` packs f32 CPU weights for the fused path's kernel.
+    encoder.quantize(quantize)?;
     if quantize == Quantize::Int8 && int8::kern() == int8::Kern::Portable {
         tracing::warn!(
             "--quantize int8: this CPU has neither AVX-512 VNNI nor AVX2, so int8 runs on the portable \

@@ -129,10 +129,9 @@ pub fn run(
 ) -> Result<Throughput> {
     let dtype = crate::device::compute_dtype(device);
     let mut model = random_model(config, device, dtype, 0)?;
-    if quantize != crate::model::Quantize::None {
-        crate::model::check_quantize(device, dtype, quantize)?;
-        model.quantize(quantize)?;
-    }
+    crate::model::check_quantize(device, dtype, quantize)?;
+    // `None` packs f32 CPU weights for the fused path's kernel, as `model::load_quantized` does.
+    model.quantize(quantize)?;
     let mut t = model_throughput(&model, batch, iters)?;
     t.dtype = quantize.compute_dtype(dtype);
     match quantize {

@@ -277,8 +277,8 @@ impl ClipModel {
     /// tests use it to check one against the other (the `testing` feature).
     #[cfg(feature = "testing")]
     pub fn set_fused_cpu(&mut self, on: bool) {
-        self.text.encoder.fused_cpu = on;
-        self.vision.encoder.fused_cpu = on;
+        self.text.encoder.set_fused_cpu(on).expect("the f32 weights are restored from their packed copy");
+        self.vision.encoder.set_fused_cpu(on).expect("the f32 weights are restored from their packed copy");
     }
 
     /// The text tower's pooling position for one sequence (the `testing` feature).

@@ -129,7 +129,7 @@ impl Dinov2Model {
     /// tests check one against the other (the `testing` feature).
     #[cfg(feature = "testing")]
     pub fn set_fused_cpu(&mut self, on: bool) {
-        self.encoder.fused_cpu = on;
+        self.encoder.set_fused_cpu(on).expect("the f32 weights are restored from their packed copy");
     }
 
     pub fn hidden_size(&self) -> usize {

@@ -325,7 +325,7 @@ impl SiglipModel {
     /// Turns the fused CPU kernels on (the default) or off (the `testing` feature).
     #[cfg(feature = "testing")]
     pub fn set_fused_cpu(&mut self, on: bool) {
-        self.text.encoder.fused_cpu = on;
-        self.vision.encoder.fused_cpu = on;
+        self.text.encoder.set_fused_cpu(on).expect("the f32 weights are restored from their packed copy");
+        self.vision.encoder.set_fused_cpu(on).expect("the f32 weights are restored from their packed copy");
     }
 }
