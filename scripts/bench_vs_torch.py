@@ -3,7 +3,7 @@
 
 Usage:
   python scripts/bench_vs_torch.py [--sieve target/release/sieve] [--batch 32] [--iters 5] [--repeat 3] [--threads N]
-                                   [--quantize int8|bf16]
+                                   [--quantize int8|bf16] [--isa avx2]
 
 With --quantize int8 (or bf16) every round also runs `sieve bench --quantize int8 --parity`, and
 its rates are compared with torch's f32 ones (a third column), with the lowest cosine to f32
@@ -13,6 +13,13 @@ Both sides use the ViT-B/32 shape from models/clip-vit-base-patch32/config.json 
 weights in float32: images are [B,3,224,224], captions are [B,77] token ids (full-length
 padding, which is what sieve's `bench` subcommand uses too). Embeddings are the projected
 features (get_image_features / get_text_features), not normalised.
+
+With --isa avx2 both sides run their AVX2 kernels on an AVX-512 CPU, which is how an AVX2-only
+server (an EPYC before Zen 4) compares: sieve through SIEVE_CPU_KERNEL=avx2, torch through
+MKL_ENABLE_INSTRUCTIONS=AVX2 (its BLAS), ATEN_CPU_CAPABILITY=avx2 (its own kernels) and
+DNNL_MAX_CPU_ISA=AVX2 (oneDNN), set before torch is imported; torch's reported capability is
+printed. candle's own matmuls in sieve (the patch embedding, about 1% of the time) still pick
+AVX-512.
 
 Needs torch + transformers (e.g. the venv made by scripts/make_reference.sh:
 /tmp/sieve-ref-venv/bin/python scripts/bench_vs_torch.py).
@@ -71,6 +78,7 @@ def setup_torch(config_path, batch, iters, threads):
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "attn_implementation": getattr(model.config, "_attn_implementation", "?"),
             "image_features_type": type(img_out).__name__,
             "text_features_type": type(txt_out).__name__,
@@ -129,7 +137,17 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (and RAYON_NUM_THREADS for sieve)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds, torch and sieve alternating; medians are compared")
     ap.add_argument("--quantize", choices=["int8", "bf16"], default=None, help="also measure sieve with --quantize int8 or bf16")
+    ap.add_argument("--isa", choices=["auto", "avx2"], default="auto", help="avx2: both sides on their AVX2 kernels (see above)")
     args = ap.parse_args()
+    if args.isa == "avx2":
+        # Before torch is imported (setup_torch imports it); sieve inherits the environment.
+        os.environ.update(
+            SIEVE_CPU_KERNEL="avx2",
+            MKL_ENABLE_INSTRUCTIONS="AVX2",
+            ATEN_CPU_CAPABILITY="avx2",
+            DNNL_MAX_CPU_ISA="AVX2",
+            ONEDNN_MAX_CPU_ISA="AVX2",
+        )
 
     config_path = Path(args.config)
     if not config_path.is_file():
@@ -159,7 +177,9 @@ def main():
             quant_runs.append(q1)
     t = dict(torch_runs[-1])
     print(
-        f"torch {t['torch']}, transformers {t['transformers']}, torch threads {t['threads']}, attn {t['attn_implementation']}, "
+        f"torch {t['torch']}, transformers {t['transformers']}, torch threads {t['threads']}, "
+        f"capability {t['cpu_capability']}, MKL_ENABLE_INSTRUCTIONS={os.environ.get('MKL_ENABLE_INSTRUCTIONS', 'unset')}, "
+        f"attn {t['attn_implementation']}, "
         f"get_image_features -> {t['image_features_type']}, get_text_features -> {t['text_features_type']}"
     )
     s = dict(sieve_runs[-1]) if sieve_runs else None
