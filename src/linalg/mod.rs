@@ -326,28 +326,43 @@ pub(crate) fn matmul_wt_on(
     // rows of W it multiplies by, where gemm's own threading had one thread pack all of a
     // narrow W while the others waited (see `split_product`).
     // Equal blocks (W's a multiple of 16 rows), the last one taking what is left over.
-    let col_step = n / col_parts / 16 * 16;
-    let row_step = m / row_parts;
-    let span = |part: usize, parts: usize, step: usize, len: usize| {
-        (part * step, if part + 1 == parts { len - part * step } else { step })
-    };
+    let (col_step, row_step) = (n / col_parts / 16 * 16, m / row_parts);
     let dst = SendPtr(dst.as_mut_ptr());
-    let (dst, block) = (&dst, &block);
+    let dst = &dst;
+    for_each_block(col_parts, row_parts, |c, r| {
+        let (c0, cols) = span(c, col_parts, col_step, n);
+        let (r0, rows) = span(r, row_parts, row_step, m);
+        block(dst.0, r0, rows, c0, cols, Parallelism::None)
+    });
+}
+
+/// Runs `block(c, r)` for each of `col_parts × row_parts` blocks of a product: on this thread
+/// for one block, else as one rayon task each.
+fn for_each_block(col_parts: usize, row_parts: usize, block: impl Fn(usize, usize) + Sync) {
+    if col_parts * row_parts == 1 {
+        return block(0, 0);
+    }
+    let block = &block;
     rayon::scope(|s| {
         for c in 0..col_parts {
-            let (c0, cols) = span(c, col_parts, col_step, n);
             for r in 0..row_parts {
-                let (r0, rows) = span(r, row_parts, row_step, m);
-                s.spawn(move |_| block(dst.0, r0, rows, c0, cols, Parallelism::None));
+                s.spawn(move |_| block(c, r));
             }
         }
     });
 }
 
-/// `*mut f32` shared by the blocks of one product, which write disjoint parts of it.
-struct SendPtr(*mut f32);
-// SAFETY: only used by `matmul_wt_on`, whose blocks write disjoint regions and end before it
-// returns.
+/// Part `part` of `parts` over `len` items, each `step` long but the last, which takes what is
+/// left: `(first item, items)`.
+fn span(part: usize, parts: usize, step: usize, len: usize) -> (usize, usize) {
+    (part * step, if part + 1 == parts { len - part * step } else { step })
+}
+
+/// `*mut f32` shared by parallel tasks that each write a disjoint part of the buffer behind it
+/// (the blocks of one product here, the attention tasks of `model::cpu`).
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: users only write disjoint regions through it, from tasks that end before the buffer
+// is used again.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 

@@ -18,7 +18,7 @@
 
 use gemm::Parallelism;
 
-use super::{matmul_wt_on, split_product, Kernel, SendPtr};
+use super::{for_each_block, matmul_wt_on, span, split_product, Kernel, SendPtr};
 
 /// One cache line of f32, so that panels start 64-byte aligned, as gemm's own buffers do.
 #[derive(Clone, Copy, Debug)]
@@ -86,7 +86,9 @@ impl PackedWeight {
         if n == 0 || k == 0 {
             return None;
         }
-        let kc = gemm_common::cache::kernel_params(n, 2 * tile.nr.max(64), k, tile.mr, tile.nr, 4).kc;
+        // gemm's block of depth depends only on k, the tile and the caches, not on how many rows
+        // of x come (any count past 64 takes this path).
+        let kc = gemm_common::cache::kernel_params(n, 128, k, tile.mr, tile.nr, 4).kc;
         let panels = n.div_ceil(tile.mr);
         let len = panels * tile.mr * k;
         let mut lines = vec![Line([0.0; 16]); len.div_ceil(16)];
@@ -172,26 +174,13 @@ impl PackedWeight {
         let panel_step = (panels / col_parts).max(1);
         let row_step = m / row_parts;
         let dst = SendPtr(dst.as_mut_ptr());
-        let (dst, this) = (&dst, self);
-        let run = move |c: usize, r: usize| {
-            let p0 = c * panel_step;
-            let p1 = if c + 1 == col_parts { panels } else { p0 + panel_step };
-            let r0 = r * row_step;
-            let rows = if r + 1 == row_parts { m - r0 } else { row_step };
+        let dst = &dst;
+        for_each_block(col_parts, row_parts, |c, r| {
+            let (p0, count) = span(c, col_parts, panel_step, panels);
+            let (r0, rows) = span(r, row_parts, row_step, m);
             // SAFETY: the block's rows of x and dst and its panels lie inside the bounds
             // checked above; blocks run at the same time write disjoint parts of dst.
-            unsafe { this.block_product(dst.0, ldd, x, r0, rows, p0, p1, accumulate) }
-        };
-        if col_parts * row_parts == 1 {
-            run(0, 0);
-            return;
-        }
-        rayon::scope(|s| {
-            for c in 0..col_parts {
-                for r in 0..row_parts {
-                    s.spawn(move |_| run(c, r));
-                }
-            }
+            unsafe { self.block_product(dst.0, ldd, x, r0, rows, p0, p0 + count, accumulate) }
         });
     }
 

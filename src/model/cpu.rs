@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use gemm::Parallelism;
 
-use crate::linalg::{kernel, matmul_wt, matmul_wt_on, threads, PackedWeight};
+use crate::linalg::{kernel, matmul_wt, matmul_wt_on, threads, PackedWeight, SendPtr};
 use crate::model::bf16::{self, Bf16Layer, Bf16Linear};
 use crate::model::int8::{self, Int8Layer, Int8Linear};
 use crate::model::layers::Activation;
@@ -267,11 +267,6 @@ on_kernel! {
         r.iter_mut().for_each(|x| *x *= inv);
     }
 }
-
-struct SendPtr(*mut f32);
-// SAFETY: each attention task writes a disjoint (batch, head) block of the context buffer.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 /// The shape of one attention call: `b` sequences of `s` rows, `heads` heads, scores scaled by
 /// `scale`, causal or not.
